@@ -1,0 +1,1 @@
+"""Platform-free core of the chat bot: settings, engine, store, completions client, streaming."""

@@ -1,0 +1,161 @@
+"""The bot's exception tree. Foreign exceptions are translated into these once, at the boundary.
+
+::
+
+    BotError                      .user_text: one actionable sentence, never a secret
+    ├── ConfigError               missing/invalid settings (start-up)
+    ├── UpstreamError             .status, .retryable
+    │   ├── AuthenticationFailed  401
+    │   ├── UpstreamRateLimited   429, .retry_after_s
+    │   ├── RequestTooLarge       413, never retried
+    │   ├── ContextTooLong        400 context_length_exceeded
+    │   ├── ModelUnavailable      404 / model_decommissioned / model_not_found
+    │   ├── BadRequest            other 4xx
+    │   ├── UpstreamServerError   5xx
+    │   ├── UpstreamUnreachable   connection errors and timeouts
+    │   └── StreamInterrupted     the stream broke after the first token; .partial_text
+    ├── QuotaExceeded             our own limiter; .scope, .retry_in_s
+    ├── StoreError                database failures
+    └── InputRejected             empty / oversized / unsupported input
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationFailed",
+    "BadRequest",
+    "BotError",
+    "ConfigError",
+    "ContextTooLong",
+    "InputRejected",
+    "ModelUnavailable",
+    "QuotaExceeded",
+    "RequestTooLarge",
+    "StoreError",
+    "StreamInterrupted",
+    "UpstreamError",
+    "UpstreamRateLimited",
+    "UpstreamServerError",
+    "UpstreamUnreachable",
+]
+
+
+class BotError(Exception):
+    """Base of every error the bot raises on purpose; ``user_text`` is safe to show."""
+
+    default_text = "Something went wrong; please try again."
+
+    def __init__(self, user_text: str | None = None, *, detail: str = "") -> None:
+        self.user_text = user_text or self.default_text
+        self.detail = detail
+        super().__init__(self.user_text if not detail else f"{self.user_text} ({detail})")
+
+
+class ConfigError(BotError):
+    default_text = "The bot is misconfigured."
+
+
+class UpstreamError(BotError):
+    """The completions API answered with an error or could not be reached."""
+
+    default_text = "The model API failed; please try again."
+    retryable = False
+
+    def __init__(
+        self, user_text: str | None = None, *, status: int | None = None, detail: str = ""
+    ) -> None:
+        super().__init__(user_text, detail=detail)
+        self.status = status
+
+
+class AuthenticationFailed(UpstreamError):
+    default_text = "The API key was rejected: set a valid GROQ_API_KEY and restart the bot."
+
+
+class UpstreamRateLimited(UpstreamError):
+    default_text = "The model API is rate-limiting us; please try again shortly."
+    retryable = True
+
+    def __init__(
+        self,
+        user_text: str | None = None,
+        *,
+        status: int | None = 429,
+        detail: str = "",
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(user_text, status=status, detail=detail)
+        self.retry_after_s = retry_after_s
+
+
+class RequestTooLarge(UpstreamError):
+    default_text = (
+        "This request is larger than the model's tokens-per-minute allowance; "
+        "shorten the message, /reset the conversation, or pick another model."
+    )
+
+
+class ContextTooLong(UpstreamError):
+    default_text = (
+        "The conversation is too long for this model; "
+        "/reset it or pick a model with a larger context."
+    )
+
+
+class ModelUnavailable(UpstreamError):
+    default_text = "That model is not available; pick another with /model (see /models)."
+
+
+class BadRequest(UpstreamError):
+    default_text = "The model API rejected the request."
+
+
+class UpstreamServerError(UpstreamError):
+    default_text = "The model API is having trouble right now; please try again in a minute."
+    retryable = True
+
+
+class UpstreamUnreachable(UpstreamError):
+    default_text = "The model API could not be reached; check the network and API_BASE_URL."
+    retryable = True
+
+
+class StreamInterrupted(UpstreamError):
+    default_text = "The answer was cut off because the connection to the model API broke."
+
+    def __init__(
+        self, user_text: str | None = None, *, partial_text: str = "", detail: str = ""
+    ) -> None:
+        super().__init__(user_text, detail=detail)
+        self.partial_text = partial_text
+
+
+class QuotaExceeded(BotError):
+    """Our own limiter refused the request. ``scope`` is "user" or "account"."""
+
+    default_text = "You have reached your usage limit; please try again later."
+
+    def __init__(
+        self,
+        user_text: str | None = None,
+        *,
+        scope: str = "user",
+        retry_in_s: float = 0.0,
+        notify: bool = True,
+        detail: str = "",
+    ) -> None:
+        super().__init__(user_text, detail=detail)
+        self.scope = scope
+        self.retry_in_s = retry_in_s
+        # False when the user was already told in this window: stay silent.
+        self.notify = notify
+
+
+class StoreError(BotError):
+    default_text = (
+        "The bot's database is unavailable; your message was not saved. Please try again."
+    )
+
+
+class InputRejected(BotError):
+    default_text = "That message can't be processed."

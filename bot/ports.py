@@ -1,0 +1,220 @@
+"""The seams between the engine and everything around it, as Protocols.
+
+Adapters implement ``ReplySink`` (or just ``Surface`` and reuse ``EditingSink``);
+``bot.app`` supplies concrete ``Store``, ``Completions``, ``QuotaGate`` and ``Clock``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol, runtime_checkable
+
+from bot.errors import UpstreamError
+from bot.types import (
+    ChatEvent,
+    ChatRequest,
+    ChatResult,
+    ConversationKey,
+    ModelInfo,
+    Prefs,
+    RateLimitSnapshot,
+    StoredMessage,
+    SurfaceLimits,
+    TurnStatus,
+    Usage,
+    UsageEntry,
+    UsageSummary,
+    UserRef,
+)
+
+__all__ = [
+    "Clock",
+    "Completions",
+    "QuotaGate",
+    "RateLimitListener",
+    "ReplySink",
+    "RetryHook",
+    "Store",
+    "Surface",
+    "SystemClock",
+]
+
+RetryHook = Callable[[UpstreamError, int, float], Awaitable[None]]
+"""Called before each retry with (error, attempt number from 1, delay in seconds)."""
+
+RateLimitListener = Callable[[RateLimitSnapshot], None]
+
+
+@runtime_checkable
+class ReplySink(Protocol):
+    """Where one assistant reply goes.
+
+    The engine calls ``start`` once, then any number of ``status`` / ``update`` calls,
+    then exactly one of ``finish`` or ``fail``. ``update`` receives the whole visible
+    text so far, not a delta. Implementations handle their own platform errors: a
+    failed edit is logged, never raised into the engine.
+    """
+
+    async def start(self) -> None: ...
+
+    async def status(self, text: str) -> None:
+        """Show a transient state such as "retrying in 2 s…" until the next update."""
+        ...
+
+    async def update(self, text_so_far: str) -> None: ...
+
+    async def finish(self, text: str, status: TurnStatus) -> None: ...
+
+    async def fail(self, user_text: str) -> None: ...
+
+
+@runtime_checkable
+class Surface(Protocol):
+    """Platform primitives that ``bot.streaming.EditingSink`` drives for one reply."""
+
+    @property
+    def limits(self) -> SurfaceLimits: ...
+
+    def typing(self) -> AbstractAsyncContextManager[None]:
+        """Show "typing…" while the context is entered (may be a no-op)."""
+        ...
+
+    async def post(self, text: str) -> str:
+        """Post a new message of the reply; return its platform id."""
+        ...
+
+    async def edit(self, message_id: str, text: str) -> None: ...
+
+
+class Completions(Protocol):
+    """An OpenAI-compatible chat-completions API.
+
+    ``stream`` raises ``UpstreamError`` subclasses; before the first token it retries
+    retryable errors itself (calling ``on_retry`` first), after it raises
+    ``StreamInterrupted`` carrying the partial text.
+    """
+
+    def stream(
+        self, request: ChatRequest, *, on_retry: RetryHook | None = None
+    ) -> AsyncIterator[ChatEvent]: ...
+
+    async def complete(self, request: ChatRequest) -> ChatResult: ...
+
+    async def models(self, *, refresh: bool = False) -> Sequence[ModelInfo]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Store(Protocol):
+    """Durable conversations, preferences and the usage ledger. Raises ``StoreError``."""
+
+    async def open(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    async def add_message(
+        self,
+        key: ConversationKey,
+        *,
+        role: str,
+        content: str,
+        author_id: str = "",
+        platform_message_id: str = "",
+        tokens: int = 0,
+        status: TurnStatus = TurnStatus.COMPLETE,
+    ) -> int:
+        """Append a message to the conversation (creating it); return the message id."""
+        ...
+
+    async def update_message(
+        self, message_id: int, *, content: str, tokens: int, status: TurnStatus
+    ) -> None: ...
+
+    async def window(
+        self, key: ConversationKey, *, token_budget: int, max_messages: int = 1000
+    ) -> list[StoredMessage]:
+        """Newest messages whose tokens fit the budget, returned oldest first.
+
+        Cost depends on what fits, never on the conversation's total length.
+        """
+        ...
+
+    async def reset(self, key: ConversationKey) -> int:
+        """Forget the conversation's messages and preferences; return messages removed."""
+        ...
+
+    async def prefs(self, user: UserRef, key: ConversationKey | None) -> Prefs:
+        """Effective prefs: the conversation's override the user's."""
+        ...
+
+    async def set_model(self, target: UserRef | ConversationKey, model: str | None) -> None: ...
+
+    async def set_system_prompt(
+        self, target: UserRef | ConversationKey, prompt: str | None
+    ) -> None: ...
+
+    async def record_usage(self, entry: UsageEntry) -> None: ...
+
+    async def usage_since(self, user: UserRef, since: float) -> UsageSummary:
+        """Totals of the ledger for ``user`` from epoch time ``since``."""
+        ...
+
+    def iter_usage(self) -> AsyncIterator[UsageEntry]:
+        """Every ledger row, oldest first (for CSV export)."""
+        ...
+
+
+class QuotaGate(Protocol):
+    """Admission control in front of the completions API (per-user and account budgets)."""
+
+    async def admit(
+        self,
+        user: UserRef,
+        model: str,
+        estimated_tokens: int,
+        *,
+        on_wait: Callable[[float], Awaitable[None]] | None = None,
+    ) -> object:
+        """Reserve capacity; may wait (calling ``on_wait(seconds)``); raises ``QuotaExceeded``.
+
+        Returns an opaque admission to pass back to ``settle``.
+        """
+        ...
+
+    async def settle(self, admission: object, usage: Usage | None) -> None:
+        """Reconcile a reservation with what the request really used."""
+        ...
+
+    def observe(self, snapshot: RateLimitSnapshot) -> None:
+        """Take in what the API's headers said about the account."""
+        ...
+
+
+class Clock(Protocol):
+    """Time source, injected so tests never sleep through a window."""
+
+    def now(self) -> float:
+        """Monotonic seconds."""
+        ...
+
+    def time(self) -> float:
+        """Wall-clock epoch seconds."""
+        ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))

@@ -1,0 +1,292 @@
+"""Value types that cross module and adapter boundaries.
+
+All are frozen, slotted dataclasses holding no platform objects, so adapters, the
+engine, the store and the completions client can exchange them freely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+__all__ = [
+    "Attachment",
+    "ChatEvent",
+    "ChatMessage",
+    "ChatRequest",
+    "ChatResult",
+    "CommandReply",
+    "ConversationKey",
+    "Finished",
+    "Incoming",
+    "ModelInfo",
+    "Platform",
+    "Prefs",
+    "RateLimitSnapshot",
+    "ReasoningDelta",
+    "StoredMessage",
+    "SurfaceLimits",
+    "TextDelta",
+    "TurnOutcome",
+    "TurnStatus",
+    "Usage",
+    "UsageEntry",
+    "UsageSummary",
+    "UserRef",
+]
+
+
+class Platform(StrEnum):
+    """Where a message came from."""
+
+    DISCORD = "discord"
+    SLACK = "slack"
+    TERMINAL = "terminal"
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationKey:
+    """Platform-neutral identity of one conversation.
+
+    Channel conversations are keyed by ``space`` (guild / workspace), ``channel`` and
+    ``thread``; DMs by ``dm_user`` (plus ``thread`` for a Slack DM thread).
+    """
+
+    platform: Platform
+    space: str = ""
+    channel: str = ""
+    thread: str | None = None
+    dm_user: str | None = None
+
+    def storage_id(self) -> str:
+        """Stable string used as the primary key in the store."""
+        if self.dm_user is not None:
+            base = f"{self.platform}:dm:{self.space}:{self.dm_user}"
+            return f"{base}:{self.thread}" if self.thread else base
+        return f"{self.platform}:ch:{self.space}:{self.channel}:{self.thread or ''}"
+
+    @property
+    def is_dm(self) -> bool:
+        return self.dm_user is not None
+
+
+@dataclass(frozen=True, slots=True)
+class UserRef:
+    """A user on one platform."""
+
+    platform: Platform
+    user_id: str
+    display_name: str = ""
+
+    def storage_id(self) -> str:
+        return f"{self.platform}:{self.user_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file attached to an incoming message; ``data`` is None when not downloaded."""
+
+    filename: str
+    mime_type: str
+    size: int
+    data: bytes | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One user message, translated from a platform event."""
+
+    key: ConversationKey
+    author: UserRef
+    text: str
+    message_id: str = ""
+    attachments: tuple[Attachment, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SurfaceLimits:
+    """What a platform allows for one reply.
+
+    ``max_chars``: longest single message. ``min_edit_interval_s``: least time between
+    two edits of one reply. ``budget_key`` names the shared edit budget (a Discord
+    channel, a Slack workspace) and ``budget_per_s`` / ``budget_burst`` size it.
+    """
+
+    max_chars: int
+    min_edit_interval_s: float
+    budget_key: str = ""
+    budget_per_s: float = 0.0
+    budget_burst: int = 1
+
+
+class TurnStatus(StrEnum):
+    """How an assistant turn ended."""
+
+    COMPLETE = "complete"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts reported by the API."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """One entry of the live ``/models`` list."""
+
+    id: str
+    owned_by: str = ""
+    context_window: int = 8192
+    max_completion_tokens: int | None = None
+    active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """A message sent to the API: only ``role`` and ``content`` (Groq rejects extras).
+
+    ``content`` is a string, or a list of OpenAI content parts for image input.
+    """
+
+    role: str
+    content: str | tuple[dict[str, object], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A chat-completions request. ``extra`` carries model-family specific fields."""
+
+    model: str
+    messages: tuple[ChatMessage, ...]
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of answer text."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """A piece of model reasoning (``reasoning`` field or ``<think>`` content)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """End of stream: usage if the API reported it, and the finish reason."""
+
+    usage: Usage | None = None
+    finish_reason: str | None = None
+
+
+ChatEvent = TextDelta | ReasoningDelta | Finished
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResult:
+    """A non-streaming completion."""
+
+    text: str
+    reasoning: str = ""
+    usage: Usage | None = None
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitSnapshot:
+    """What one response's headers said about the account quota for ``model``.
+
+    Groq semantics: ``*_requests`` describe the requests-per-day window, ``*_tokens``
+    the tokens-per-minute window. Resets are in seconds. ``at`` is the clock time
+    the response arrived. Fields are None when the header was absent.
+    """
+
+    model: str
+    at: float
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    reset_requests_s: float | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_tokens_s: float | None = None
+    retry_after_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prefs:
+    """Effective preferences for a user in a conversation (None = use the default)."""
+
+    model: str | None = None
+    system_prompt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message read back from the store for building context."""
+
+    role: str
+    content: str
+    tokens: int
+    status: TurnStatus = TurnStatus.COMPLETE
+    author_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEntry:
+    """One row of the usage ledger."""
+
+    user: UserRef
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSummary:
+    """A user's totals since some time."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReply:
+    """Text answering a command; ``private`` means ephemeral where the platform can."""
+
+    text: str
+    private: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TurnOutcome:
+    """How one ``Engine.handle`` call ended."""
+
+    status: TurnStatus
+    text: str
+    usage: Usage | None = None
+    error_text: str | None = None
