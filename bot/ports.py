@@ -20,6 +20,7 @@ from bot.types import (
     ConversationKey,
     ModelInfo,
     Prefs,
+    QuotaCounter,
     RateLimitSnapshot,
     StoredMessage,
     SurfaceLimits,
@@ -164,6 +165,18 @@ class Store(Protocol):
 
     def iter_usage(self) -> AsyncIterator[UsageEntry]:
         """Every ledger row, oldest first (for CSV export)."""
+        ...
+
+    async def load_quota_counters(self, since: float) -> list[QuotaCounter]:
+        """Counters whose window started at or after epoch ``since``."""
+        ...
+
+    async def save_quota_counters(self, counters: Sequence[QuotaCounter]) -> None:
+        """Upsert counters (keyed by subject, dimension, window_start)."""
+        ...
+
+    async def prune_quota_counters(self, before: float) -> int:
+        """Delete counters whose window started before ``before``; return rows removed."""
         ...
 
 

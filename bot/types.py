@@ -22,6 +22,7 @@ __all__ = [
     "ModelInfo",
     "Platform",
     "Prefs",
+    "QuotaCounter",
     "RateLimitSnapshot",
     "ReasoningDelta",
     "StoredMessage",
@@ -290,3 +291,15 @@ class TurnOutcome:
     text: str
     usage: Usage | None = None
     error_text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaCounter:
+    """Persisted use of one limiter window: ``subject`` (e.g. ``user:discord:1`` or
+    ``account:openai/gpt-oss-120b``), ``dimension`` (``rpm``, ``rpd``, ``tpm``, ``tpd``),
+    the window's start (epoch seconds) and the amount used in it."""
+
+    subject: str
+    dimension: str
+    window_start: float
+    used: float
