@@ -1,0 +1,56 @@
+"""The import rules of DEVELOPERS.md as a failing test (AST walk, no imports executed)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PLATFORM_LIBS = {"discord", "slack_bolt", "slack_sdk", "aiohttp"}
+CORE_INTERNALS = {"httpx", "aiosqlite", "sqlite3", "bot.store", "bot.llm", "bot.limits"}
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _hits(names: set[str], banned: set[str]) -> set[str]:
+    return {n for n in names if any(n == b or n.startswith(b + ".") for b in banned)}
+
+
+def test_core_never_imports_platform_libraries() -> None:
+    offenders = {
+        str(p.relative_to(ROOT)): _hits(_imports(p), PLATFORM_LIBS)
+        for p in (ROOT / "bot").rglob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_only_the_cli_imports_adapters() -> None:
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "bot").rglob("*.py")
+        if p.name != "__main__.py" and _hits(_imports(p), {"adapters"})
+    ]
+    assert offenders == []
+
+
+def test_adapters_never_touch_sqlite_http_or_core_internals() -> None:
+    offenders = {
+        str(p.relative_to(ROOT)): _hits(_imports(p), CORE_INTERNALS)
+        for p in (ROOT / "adapters").rglob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_layering_check_detects_a_violation(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import discord\nfrom bot.store.sqlite import SqliteStore\n")
+    assert _hits(_imports(bad), PLATFORM_LIBS) == {"discord"}
+    assert _hits(_imports(bad), CORE_INTERNALS) == {"bot.store.sqlite"}
