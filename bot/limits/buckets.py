@@ -1,0 +1,414 @@
+"""Pure limiter arithmetic with an injected ``now``: no I/O, no clock object, no awaits.
+
+Two window models, both needed:
+
+* ``RefillBucket`` — continuous refill, the way Groq meters an account: ``limit`` units
+  drain back at ``limit / window_s`` per second, so after using ``u`` the allowance is
+  whole again ``u × window ÷ limit`` seconds later (Groq's reset = (limit − remaining) ×
+  window ÷ limit). The account mirror uses these so it never admits what Groq would refuse.
+* ``FixedWindow`` — a counter that empties at multiples of ``length_s`` from the epoch (a
+  86,400 s window resets at 00:00 UTC). Per-user limits use these: "your 10 requests this
+  minute, try again in 23 s" then names one exact reset, and "tell once per window" has
+  a window to key on. Their boundary bursts are harmless: the account mirror, not the
+  per-user share, is what keeps the shared key under Groq's limits.
+
+``AccountBudget`` and ``UserCounters`` group the four dimensions (rpm, rpd, tpm, tpd);
+``ModelLane`` adds a model's FIFO queue bookkeeping (waking is a callback, so this module
+stays free of asyncio).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+from bot.limits.table import DIMENSIONS, ModelLimits
+from bot.types import QuotaCounter, RateLimitSnapshot
+
+__all__ = [
+    "AccountBudget",
+    "FixedWindow",
+    "ModelLane",
+    "QueueEntry",
+    "RefillBucket",
+    "UserCounters",
+]
+
+# Float slack so that sleeping exactly the computed wait always admits.
+_EPS = 1e-9
+
+
+class RefillBucket:
+    """``limit`` units refilling continuously over ``window_s`` seconds.
+
+    State is the level (units in use) at time ``at``; the level drains linearly to 0.
+    """
+
+    __slots__ = ("_at", "_level", "limit", "window_s")
+
+    def __init__(self, limit: float, window_s: float) -> None:
+        if limit <= 0 or window_s <= 0:
+            raise ValueError("limit and window_s must be positive")
+        self.limit = float(limit)
+        self.window_s = float(window_s)
+        self._level = 0.0
+        self._at = -math.inf
+
+    @property
+    def rate(self) -> float:
+        """Units refilled per second."""
+        return self.limit / self.window_s
+
+    def used(self, now: float) -> float:
+        if self._level <= 0.0:
+            return 0.0
+        # A clock that stepped backwards drains nothing rather than un-draining.
+        drained = max(0.0, now - self._at) * self.rate
+        return max(0.0, self._level - drained)
+
+    def remaining(self, now: float) -> float:
+        return max(0.0, self.limit - self.used(now))
+
+    def time_to_fit(self, amount: float, now: float) -> float:
+        """Seconds until ``amount`` more fits, even when it exceeds the limit (an estimate
+        for a whole queue)."""
+        excess = self.used(now) + amount - self.limit
+        return 0.0 if excess <= _EPS * self.limit else excess / self.rate
+
+    def wait_for(self, amount: float, now: float) -> float:
+        """Seconds until ``amount`` more fits: 0 now, ``inf`` if it never can."""
+        if amount > self.limit * (1.0 + _EPS):
+            return math.inf
+        return self.time_to_fit(amount, now)
+
+    def take(self, amount: float, now: float) -> None:
+        """Add ``amount`` unconditionally (callers check ``wait_for`` first)."""
+        self._set(self.used(now) + amount, now)
+
+    def give_back(self, amount: float, now: float) -> None:
+        self._set(max(0.0, self.used(now) - amount), now)
+
+    def raise_to(self, used: float, now: float) -> bool:
+        """Lift the level to ``used`` if it is lower; return whether it changed."""
+        if used <= self.used(now):
+            return False
+        self._set(used, now)
+        return True
+
+    def set_limit(self, limit: float, now: float) -> None:
+        """Change the limit (and so the refill rate), keeping the units in use."""
+        level = self.used(now)
+        self.limit = float(limit)
+        self._set(level, now)
+
+    def level_at(self, ref: float, now: float) -> float:
+        """The level at ``ref`` (≤ now) that drains into the current one: the bucket's
+        whole state as one number keyed on a fixed time, for persistence."""
+        level = self.used(now)
+        return level + (now - ref) * self.rate if level > 0.0 else 0.0
+
+    def restore(self, level: float, at: float, now: float) -> None:
+        """Merge a persisted state (``level`` at ``at``), keeping the fuller of the two."""
+        self._level, self._at = max(self.used(now), self._decayed(level, at, now)), now
+
+    def _decayed(self, level: float, at: float, now: float) -> float:
+        return max(0.0, level - max(0.0, now - at) * self.rate)
+
+    def _set(self, level: float, now: float) -> None:
+        self._level, self._at = level, max(now, self._at)
+
+
+class FixedWindow:
+    """Use counted in windows ``[k·length_s, (k+1)·length_s)``; the limit is passed in.
+
+    An empty window admits any single amount, so a request bigger than a per-user token
+    limit is slowed to one per window instead of refused forever.
+    """
+
+    __slots__ = ("length_s", "start", "used_")
+
+    def __init__(self, length_s: float) -> None:
+        if length_s <= 0:
+            raise ValueError("length_s must be positive")
+        self.length_s = float(length_s)
+        self.start = -math.inf
+        self.used_ = 0.0
+
+    def start_for(self, now: float) -> float:
+        return math.floor(now / self.length_s) * self.length_s
+
+    def used(self, now: float) -> float:
+        return self.used_ if self.start_for(now) == self.start else 0.0
+
+    def resets_in(self, now: float) -> float:
+        return self.start_for(now) + self.length_s - now
+
+    def wait_for(self, amount: float, limit: float, now: float) -> float:
+        """0 if ``amount`` fits in this window, else seconds until the next one."""
+        used = self.used(now)
+        if used <= 0.0 or used + amount <= limit * (1.0 + _EPS):
+            return 0.0
+        return self.resets_in(now)
+
+    def add(self, amount: float, now: float) -> float:
+        """Count ``amount`` in the current window; return the window's start."""
+        start = self.start_for(now)
+        if start != self.start:
+            self.start, self.used_ = start, 0.0
+        self.used_ += amount
+        return start
+
+    def adjust(self, delta: float, window_start: float) -> bool:
+        """Correct a window's count, if it is still the current one."""
+        if window_start != self.start:
+            return False
+        self.used_ = max(0.0, self.used_ + delta)
+        return True
+
+    def restore(self, start: float, used: float, now: float) -> None:
+        """Merge a persisted count; ignored unless ``start`` is the current window."""
+        if start == self.start_for(now):
+            if start != self.start:
+                self.start, self.used_ = start, 0.0
+            self.used_ = max(self.used_, used)
+
+
+class AccountBudget:
+    """One model's account mirror: continuous-refill buckets for the limited dimensions."""
+
+    __slots__ = ("buckets",)
+
+    def __init__(self, limits: ModelLimits, *, minute_s: float, day_s: float) -> None:
+        windows = {"rpm": minute_s, "rpd": day_s, "tpm": minute_s, "tpd": day_s}
+        self.buckets: dict[str, RefillBucket] = {}
+        for dim, window in windows.items():
+            limit = limits.get(dim)
+            if limit is not None:
+                self.buckets[dim] = RefillBucket(limit, window)
+
+    def __iter__(self) -> Iterator[tuple[str, RefillBucket]]:
+        return iter(self.buckets.items())
+
+    def wait_for(self, tokens: int, now: float) -> float:
+        """Seconds until one request of ``tokens`` fits every bucket (``inf``: never)."""
+        wait = 0.0
+        for dim, bucket in self.buckets.items():
+            wait = max(wait, bucket.wait_for(1 if dim[0] == "r" else tokens, now))
+        return wait
+
+    def estimate(self, requests: int, tokens: int, now: float) -> tuple[float, str]:
+        """Seconds until ``requests`` requests totalling ``tokens`` would all have fitted,
+        and the dimension that takes longest."""
+        wait, worst = 0.0, ""
+        for dim, bucket in self.buckets.items():
+            need = bucket.time_to_fit(requests if dim[0] == "r" else tokens, now)
+            if need > wait:
+                wait, worst = need, dim
+        return wait, worst
+
+    def take(self, tokens: int, now: float) -> None:
+        for dim, bucket in self.buckets.items():
+            bucket.take(1 if dim[0] == "r" else tokens, now)
+
+    def to_rows(self, subject: str, now: float) -> list[QuotaCounter]:
+        """Non-empty buckets as rows keyed on their current window's start, so repeated
+        saves overwrite one row per window instead of adding one per save."""
+        rows = []
+        for dim, bucket in self.buckets.items():
+            if bucket.used(now) > 0:
+                ref = math.floor(now / bucket.window_s) * bucket.window_s
+                rows.append(QuotaCounter(subject, dim, ref, bucket.level_at(ref, now)))
+        return rows
+
+    def adjust_tokens(self, dim: str, delta: float, now: float) -> None:
+        bucket = self.buckets.get(dim)
+        if bucket is None or delta == 0:
+            return
+        if delta > 0:
+            bucket.take(delta, now)
+        else:
+            bucket.give_back(-delta, now)
+
+
+class QueueEntry:
+    """One request waiting for account capacity; ``wake`` tells it to look again."""
+
+    __slots__ = ("gone", "tokens", "wake")
+
+    def __init__(self, tokens: int, wake: Callable[[], None]) -> None:
+        self.tokens = tokens
+        self.wake = wake
+        self.gone = False
+
+
+class ModelLane:
+    """One model: account budget, FIFO queue, 429 pause, limits and last reported headers.
+
+    ``fixed`` names the dimensions settings pinned: headers may lower those, never raise.
+    """
+
+    __slots__ = (
+        "budget",
+        "day_s",
+        "fixed",
+        "limits",
+        "minute_s",
+        "model",
+        "paused_until",
+        "queue",
+        "queued",
+        "queued_tokens",
+        "reported",
+    )
+
+    def __init__(
+        self,
+        model: str,
+        limits: ModelLimits,
+        fixed: frozenset[str] = frozenset(),
+        *,
+        minute_s: float,
+        day_s: float,
+    ) -> None:
+        self.model = model
+        self.limits = limits
+        self.fixed = fixed
+        self.minute_s, self.day_s = minute_s, day_s
+        self.budget = AccountBudget(limits, minute_s=minute_s, day_s=day_s)
+        self.queue: deque[QueueEntry] = deque()
+        self.queued = 0
+        self.queued_tokens = 0
+        self.paused_until = -math.inf
+        self.reported: RateLimitSnapshot | None = None
+
+    def can_pass(self, tokens: int, now: float) -> bool:
+        """Nobody queued, not paused, and the budget fits: admit without queueing."""
+        return (
+            not self.queued and now >= self.paused_until and not self.budget.wait_for(tokens, now)
+        )
+
+    def head(self) -> QueueEntry | None:
+        while self.queue and self.queue[0].gone:
+            self.queue.popleft()  # lazily drop entries that left from the middle
+        return self.queue[0] if self.queue else None
+
+    def enqueue(self, entry: QueueEntry) -> None:
+        self.queue.append(entry)
+        self.queued += 1
+        self.queued_tokens += entry.tokens
+
+    def leave(self, entry: QueueEntry) -> None:
+        """Remove ``entry`` (admitted or given up) and wake whoever is now first."""
+        if not entry.gone:
+            entry.gone = True
+            self.queued -= 1
+            self.queued_tokens -= entry.tokens
+        self.wake_head()
+
+    def wake_head(self) -> None:
+        head = self.head()
+        if head is not None:
+            head.wake()
+
+    def need(self, tokens: int, now: float) -> float:
+        """Seconds until the head's request of ``tokens`` may go."""
+        return max(self.paused_until - now, self.budget.wait_for(tokens, now))
+
+    def estimate(self, tokens: int, now: float) -> tuple[float, str]:
+        """Wait for a newcomer behind everyone queued, and its cause (a dimension or
+        "pause")."""
+        wait, dim = self.budget.estimate(self.queued + 1, self.queued_tokens + tokens, now)
+        pause = self.paused_until - now
+        return (pause, "pause") if pause >= wait and pause > 0 else (wait, dim)
+
+    def sync(self, dim: str, limit: int | None, remaining: int | None, now: float) -> bool:
+        """Apply one header pair (``limit``/``remaining`` of ``dim``); return whether the
+        limit changed. Only ever raises the level: our own reservations for requests still
+        in flight are not yet in the API's count."""
+        changed = limit is not None and limit > 0 and self._adopt(dim, limit, now)
+        bucket = self.budget.buckets.get(dim)
+        if bucket is not None and remaining is not None:
+            bucket.raise_to((limit or bucket.limit) - remaining, now)
+        return changed
+
+    def _adopt(self, dim: str, limit: int, now: float) -> bool:
+        current = self.limits.get(dim)
+        if dim in self.fixed and current is not None:
+            limit = min(limit, current)
+        if limit == current:
+            return False
+        self.limits = replace(self.limits, **{dim: limit})
+        bucket = self.budget.buckets.get(dim)
+        if bucket is None:
+            window = self.minute_s if dim.endswith("m") else self.day_s
+            self.budget.buckets[dim] = RefillBucket(limit, window)
+        else:
+            bucket.set_limit(limit, now)
+        return True
+
+
+class UserCounters:
+    """One user's fixed windows for one model (limits are passed in, as they follow the
+    account's)."""
+
+    __slots__ = ("noticed", "rpd", "rpm", "tpd", "tpm")
+
+    def __init__(self, *, minute_s: float, day_s: float) -> None:
+        self.rpm = FixedWindow(minute_s)
+        self.rpd = FixedWindow(day_s)
+        self.tpm = FixedWindow(minute_s)
+        self.tpd = FixedWindow(day_s)
+        # dimension -> start of the window whose refusal the user was last told about
+        self.noticed: dict[str, float] = {}
+
+    def first_notice(self, dim: str, now: float) -> bool:
+        """Record a refusal on ``dim``; True only for the first in its window."""
+        start = self.window(dim).start_for(now)
+        first = self.noticed.get(dim) != start
+        self.noticed[dim] = start
+        return first
+
+    def to_rows(self, subject: str, now: float) -> list[QuotaCounter]:
+        """The current windows as rows (a window's row is overwritten as it changes)."""
+        rows = []
+        for dim in DIMENSIONS:
+            window = self.window(dim)
+            if window.start == window.start_for(now):
+                rows.append(QuotaCounter(subject, dim, window.start, window.used_))
+        return rows
+
+    def release(self, tokens: int, minute_start: float, day_start: float) -> None:
+        """Undo ``add`` for a request that never ran (if its windows are still current)."""
+        self.rpm.adjust(-1, minute_start)
+        self.tpm.adjust(-tokens, minute_start)
+        self.rpd.adjust(-1, day_start)
+        self.tpd.adjust(-tokens, day_start)
+
+    def window(self, dim: str) -> FixedWindow:
+        window: FixedWindow = getattr(self, dim)
+        return window
+
+    def blocking(self, limits: ModelLimits, tokens: int, now: float) -> tuple[str, float] | None:
+        """The dimension that blocks longest and its wait, or None when all admit."""
+        worst: tuple[str, float] | None = None
+        for dim, window, amount in (
+            ("rpd", self.rpd, 1),
+            ("tpd", self.tpd, tokens),
+            ("rpm", self.rpm, 1),
+            ("tpm", self.tpm, tokens),
+        ):
+            limit = limits.get(dim)
+            if limit is None:
+                continue
+            wait = window.wait_for(amount, limit, now)
+            if wait > 0.0 and (worst is None or wait > worst[1]):
+                worst = (dim, wait)
+        return worst
+
+    def add(self, tokens: int, now: float) -> tuple[float, float]:
+        """Count one request; return the (minute, day) window starts it landed in."""
+        self.rpm.add(1, now)
+        self.rpd.add(1, now)
+        return self.tpm.add(tokens, now), self.tpd.add(tokens, now)

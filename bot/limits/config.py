@@ -1,0 +1,92 @@
+"""Quota settings as a plain dataclass, so the limiter and its tests need no pydantic.
+
+``QuotaConfig.from_settings`` reads the ``quota_*`` fields of ``Settings`` with getattr
+defaults, so it works before those fields exist there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bot.errors import ConfigError
+from bot.limits.table import DIMENSIONS, LimitTable, ModelLimits, Overrides, parse_overrides
+
+__all__ = ["QuotaConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaConfig:
+    """Everything the quota manager needs to know.
+
+    Per-user limits default to ``user_share`` of the model's account limit (at least 1);
+    ``user_rpm`` … ``user_tpd`` replace that with a fixed number for every model.
+    ``minute_s`` / ``day_s`` are the window lengths: 60 and 86,400 in production, shorter
+    only in tests so a "minute" passes quickly.
+    """
+
+    enabled: bool = True
+    user_share: float = 0.25
+    user_rpm: int | None = None
+    user_rpd: int | None = None
+    user_tpm: int | None = None
+    user_tpd: int | None = None
+    user_max_in_flight: int = 2
+    max_queue_wait_s: float = 60.0
+    flush_interval_s: float = 30.0
+    model_limits: Overrides = field(default_factory=dict)
+    admin_ids: frozenset[str] = frozenset()
+    default_model: str = ""
+    minute_s: float = 60.0
+    day_s: float = 86_400.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.user_share <= 1.0:
+            raise ConfigError(f"QUOTA_USER_SHARE must be in (0, 1], not {self.user_share}.")
+        if self.user_max_in_flight < 1:
+            raise ConfigError("QUOTA_USER_MAX_IN_FLIGHT must be at least 1.")
+        if self.max_queue_wait_s < 0 or self.minute_s <= 0 or self.day_s <= 0:
+            raise ConfigError("QUOTA_MAX_WAIT_S must be ≥ 0 and windows positive.")
+
+    @classmethod
+    def from_settings(cls, settings: object) -> QuotaConfig:
+        """Build from ``Settings`` (or anything with the same attribute names)."""
+        raw_limits = str(getattr(settings, "quota_model_limits", "") or "")
+        try:
+            overrides = parse_overrides(raw_limits)
+        except ValueError as exc:
+            raise ConfigError(f"QUOTA_MODEL_LIMITS is invalid: {exc}.") from None
+        return cls(
+            enabled=bool(getattr(settings, "quota_enabled", True)),
+            user_share=float(getattr(settings, "quota_user_share", 0.25)),
+            user_rpm=getattr(settings, "quota_user_rpm", None),
+            user_rpd=getattr(settings, "quota_user_rpd", None),
+            user_tpm=getattr(settings, "quota_user_tpm", None),
+            user_tpd=getattr(settings, "quota_user_tpd", None),
+            user_max_in_flight=int(getattr(settings, "quota_user_max_in_flight", 2)),
+            max_queue_wait_s=float(getattr(settings, "quota_max_wait_s", 60.0)),
+            flush_interval_s=float(getattr(settings, "quota_flush_interval_s", 30.0)),
+            model_limits=overrides,
+            admin_ids=frozenset(getattr(settings, "admin_ids", ()) or ()),
+            default_model=str(getattr(settings, "default_model", "") or ""),
+        )
+
+    def table(self) -> LimitTable:
+        return LimitTable(overrides=self.model_limits)
+
+    def is_admin(self, platform: str, user_id: str) -> bool:
+        """Same rule as ``Settings.is_admin``: bare or platform-qualified ids."""
+        return user_id in self.admin_ids or f"{platform}:{user_id}" in self.admin_ids
+
+    def user_limits(self, account: ModelLimits) -> ModelLimits:
+        """A user's share of ``account``; fixed per-user numbers win over the share."""
+        values: dict[str, int | None] = {}
+        for dim in DIMENSIONS:
+            fixed: int | None = getattr(self, f"user_{dim}")
+            total = account.get(dim)
+            if fixed is not None:
+                values[dim] = fixed
+            elif total is None:
+                values[dim] = None
+            else:
+                values[dim] = max(1, int(total * self.user_share))
+        return ModelLimits(**values)

@@ -1,0 +1,427 @@
+"""``QuotaManager``: per-user limits in front of a per-model mirror of the shared account.
+
+Window model
+------------
+* **Account mirror** (one per model): continuous-refill buckets for RPM, RPD, TPM and TPD,
+  because that is how Groq meters the key (reset = (limit − remaining) × window ÷ limit).
+  Headers keep it honest: ``x-ratelimit-*-requests`` describe the per-*day* request
+  window and ``*-tokens`` the per-*minute* token window, so ``observe`` can lift RPD and
+  TPM to what the API says is used (never lower them: our own reservations for requests
+  still in flight are not in the API's count yet). RPM and TPD are never reported and are
+  tracked locally. A 429's ``retry-after`` pauses the model's queue for that long.
+* **Per-user limits** (one set per user and model, a share of that model's account limit):
+  fixed windows — minutes on the minute, days at 00:00 UTC. Chosen over continuous refill
+  so a refusal can name one exact reset ("try again in 23 s"), the once-per-window notice
+  has a window to key on, and "today" means the UTC day users and the ledger share.
+  Plus a cap on each user's requests in flight.
+
+``admit`` checks the user first and refuses at once (``QuotaExceeded(scope="user")``;
+``notify`` is False after the first refusal per user, model, dimension and window). Then
+the account: if the model's FIFO queue is empty and the budget fits, it reserves and
+returns without awaiting; otherwise the request queues (first come, first served across
+users), ``on_wait`` hears the estimate, and past ``max_queue_wait_s`` it fails with
+``QuotaExceeded(scope="account")``. Groq charges prompt + max output against TPM when a
+request starts, so ``settle`` never refunds account TPM (that would over-admit) but does
+reconcile TPD and the user's own counters with the real usage.
+
+All limiter time is ``clock.time()`` (epoch seconds): counters are persisted with epoch
+window starts and day windows align to UTC midnight. Check-and-reserve is a handful of
+dict lookups: O(1) in the number of users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bot.errors import QuotaExceeded, StoreError
+from bot.limits.buckets import ModelLane, QueueEntry, UserCounters
+from bot.limits.config import QuotaConfig
+from bot.limits.report import (
+    AccountStatus,
+    ModelUsage,
+    UserUsage,
+    busy_text,
+    format_usage,
+    in_flight_text,
+    local_usage,
+    timed_out_text,
+    too_large_text,
+    user_dimensions,
+    user_limit_text,
+)
+from bot.limits.table import DIMENSIONS, LimitTable
+from bot.ports import Clock, Store
+from bot.types import QuotaCounter, RateLimitSnapshot, Usage, UserRef
+
+__all__ = ["Admission", "QuotaManager"]
+
+log = logging.getLogger(__name__)
+
+OnWait = Callable[[float], Awaitable[None]]
+# Re-announce the wait when its end moves later by more than this (e.g. a 429 pause).
+_REANNOUNCE_S = 5.0
+
+
+class _UserState:
+    __slots__ = ("flight_noticed", "in_flight", "models")
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.flight_noticed = False
+        self.models: dict[str, UserCounters] = {}
+
+
+@dataclass(slots=True, eq=False)
+class Admission:
+    """What ``admit`` reserved; hand it to ``settle`` once (again is a no-op)."""
+
+    user_key: str
+    model: str
+    tokens: int
+    state: _UserState
+    counters: UserCounters
+    minute_start: float
+    day_start: float
+    waited_s: float = 0.0
+    settled: bool = False
+
+
+class _Lane(ModelLane):
+    """A ``ModelLane`` plus the per-user limits derived from its account limits."""
+
+    __slots__ = ("user_limits",)
+
+    def __init__(self, model: str, table: LimitTable, config: QuotaConfig) -> None:
+        limits, fixed = table.lookup(model)
+        super().__init__(model, limits, fixed, minute_s=config.minute_s, day_s=config.day_s)
+        self.user_limits = config.user_limits(limits)
+
+
+class QuotaManager:
+    """Implements ``QuotaGate``; also persists counters and feeds ``/usage``."""
+
+    def __init__(
+        self,
+        *,
+        config: QuotaConfig,
+        clock: Clock,
+        store: Store | None = None,
+        table: LimitTable | None = None,
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        self._store = store
+        self._table = table or config.table()
+        self._lanes: dict[str, _Lane] = {}
+        self._users: dict[str, _UserState] = {}
+        self._dirty: set[tuple[str, str]] = set()  # (user key, model) changed since flush
+        self._last_flush = clock.time()
+        self._flushing = False
+        self._pruned_day = -math.inf
+
+    # ----- QuotaGate -----
+
+    async def admit(
+        self,
+        user: UserRef,
+        model: str,
+        estimated_tokens: int,
+        *,
+        on_wait: OnWait | None = None,
+    ) -> Admission:
+        """Reserve one request of ``estimated_tokens`` for ``user`` on ``model``.
+
+        Raises ``QuotaExceeded``: scope "user" at once, scope "account" when the shared
+        budget would not free up within ``max_queue_wait_s``.
+        """
+        now = self._clock.time()
+        tokens = max(0, int(estimated_tokens))
+        lane = self._lane(model)
+        tpm = lane.budget.buckets.get("tpm")
+        if tpm is not None and tokens > tpm.limit:
+            raise QuotaExceeded(
+                too_large_text(model, tokens, int(tpm.limit)),
+                scope="account",
+                detail=f"{tokens} > tpm {tpm.limit:.0f} on {model}",
+            )
+        admission = self._reserve_user(user, lane, tokens, now)
+        if lane.can_pass(tokens, now):
+            lane.budget.take(tokens, now)
+            return admission
+        try:
+            admission.waited_s = await self._queue(lane, tokens, now, on_wait)
+        except BaseException:
+            self._release_user(admission)
+            raise
+        return admission
+
+    async def settle(self, admission: object, usage: Usage | None) -> None:
+        """Reconcile a reservation with the real usage (None: keep what was reserved)."""
+        if not isinstance(admission, Admission):
+            raise TypeError(f"not an Admission from this manager: {admission!r}")
+        if admission.settled:
+            return
+        admission.settled = True
+        now = self._clock.time()
+        admission.state.in_flight -= 1
+        admission.state.flight_noticed = False
+        if usage is not None:
+            lane = self._lane(admission.model)
+            delta = usage.total_tokens - admission.tokens
+            lane.budget.adjust_tokens("tpd", delta, now)
+            if delta > 0:
+                lane.budget.adjust_tokens("tpm", delta, now)
+            admission.counters.tpm.adjust(delta, admission.minute_start)
+            admission.counters.tpd.adjust(delta, admission.day_start)
+            self._dirty.add((admission.user_key, admission.model))
+            if delta < 0:
+                lane.wake_head()
+        await self._maybe_flush(now)
+
+    def observe(self, snapshot: RateLimitSnapshot) -> None:
+        """Take in one response's rate-limit headers (or a 429's retry-after)."""
+        lane = self._lane(snapshot.model)
+        now = self._clock.time()
+        if lane.sync("rpd", snapshot.limit_requests, snapshot.remaining_requests, now) | lane.sync(
+            "tpm", snapshot.limit_tokens, snapshot.remaining_tokens, now
+        ):
+            lane.user_limits = self._config.user_limits(lane.limits)
+        if snapshot.retry_after_s is not None and snapshot.retry_after_s > 0:
+            lane.paused_until = max(lane.paused_until, now + snapshot.retry_after_s)
+            log.warning("%s: 429, pausing its queue %.1f s", lane.model, snapshot.retry_after_s)
+        lane.reported = snapshot
+        lane.wake_head()
+
+    # ----- persistence -----
+
+    async def load(self) -> None:
+        """Merge persisted counters (today's and yesterday's rows) into memory."""
+        if self._store is None:
+            return
+        now = self._clock.time()
+        for row in await self._store.load_quota_counters(self._day_start(now) - self._config.day_s):
+            if row.dimension not in DIMENSIONS:
+                continue
+            if row.subject.startswith("account:"):
+                bucket = self._lane(row.subject[8:]).budget.buckets.get(row.dimension)
+                if bucket is not None:
+                    bucket.restore(row.used, row.window_start, now)
+            elif row.subject.startswith("user:"):
+                sid, sep, model = row.subject[5:].rpartition("@")
+                if sep and sid and model:
+                    window = self._counters(self._user(sid), model).window(row.dimension)
+                    window.restore(row.window_start, row.used, now)
+
+    async def flush(self) -> None:
+        """Save account buckets and changed user windows; prune rows of earlier days."""
+        if self._store is None:
+            return
+        now = self._clock.time()
+        rows: list[QuotaCounter] = []
+        for lane in self._lanes.values():
+            rows += lane.budget.to_rows(f"account:{lane.model}", now)
+        dirty, self._dirty = self._dirty, set()
+        for sid, model in dirty:
+            rows += self._users[sid].models[model].to_rows(f"user:{sid}@{model}", now)
+        try:
+            if rows:
+                await self._store.save_quota_counters(rows)
+        except BaseException:
+            self._dirty |= dirty
+            raise
+        self._last_flush = now
+        day = self._day_start(now)
+        if day > self._pruned_day:
+            # After the save above, every row still needed starts at or after ``day``.
+            await self._store.prune_quota_counters(day)
+            self._pruned_day = day
+            self._evict_idle(now)
+
+    async def aclose(self) -> None:
+        await self.flush()
+
+    # ----- reporting -----
+
+    def snapshot_for(self, user: UserRef) -> UserUsage:
+        """The user's use of each model they used (and of the default model)."""
+        now = self._clock.time()
+        state = self._users.get(user.storage_id()) or _UserState()
+        admin = self._config.is_admin(user.platform.value, user.user_id)
+        models = dict(state.models)
+        default = self._config.default_model
+        if default and default not in models:
+            models[default] = UserCounters(minute_s=self._config.minute_s, day_s=self._config.day_s)
+        usage = tuple(
+            ModelUsage(m, user_dimensions(c, None if admin else self._lane(m).user_limits, now))
+            for m, c in sorted(models.items())
+        )
+        return UserUsage(user, admin, state.in_flight, self._config.user_max_in_flight, usage)
+
+    def account_status(self) -> list[AccountStatus]:
+        """Each model's local mirror and the API's last report on it."""
+        now = self._clock.time()
+        return [
+            AccountStatus(
+                model,
+                local_usage(lane.budget, now),
+                lane.reported,
+                max(0.0, lane.paused_until - now),
+                lane.queued,
+            )
+            for model, lane in sorted(self._lanes.items())
+        ]
+
+    async def report(self, user: UserRef, *, admin: bool) -> str:
+        """The ``/usage`` text (``Engine.usage`` calls this when present)."""
+        return format_usage(self.snapshot_for(user), self.account_status() if admin else None)
+
+    # ----- internals -----
+
+    def _day_start(self, now: float) -> float:
+        return math.floor(now / self._config.day_s) * self._config.day_s
+
+    def _lane(self, model: str) -> _Lane:
+        lane = self._lanes.get(model)
+        if lane is None:
+            lane = self._lanes[model] = _Lane(model, self._table, self._config)
+        return lane
+
+    def _user(self, sid: str) -> _UserState:
+        state = self._users.get(sid)
+        if state is None:
+            state = self._users[sid] = _UserState()
+        return state
+
+    def _counters(self, state: _UserState, model: str) -> UserCounters:
+        counters = state.models.get(model)
+        if counters is None:
+            self._lane(model)
+            counters = UserCounters(minute_s=self._config.minute_s, day_s=self._config.day_s)
+            state.models[model] = counters
+        return counters
+
+    def _reserve_user(self, user: UserRef, lane: _Lane, tokens: int, now: float) -> Admission:
+        sid = user.storage_id()
+        state = self._user(sid)
+        counters = self._counters(state, lane.model)
+        if not self._config.is_admin(user.platform.value, user.user_id):
+            if state.in_flight >= self._config.user_max_in_flight:
+                notify, state.flight_noticed = not state.flight_noticed, True
+                raise QuotaExceeded(
+                    in_flight_text(state.in_flight),
+                    scope="user",
+                    notify=notify,
+                    detail=f"{sid} in flight {state.in_flight}",
+                )
+            blocked = counters.blocking(lane.user_limits, tokens, now)
+            if blocked is not None:
+                dim, wait = blocked
+                limit = lane.user_limits.get(dim) or 0
+                used = counters.window(dim).used(now)
+                raise QuotaExceeded(
+                    user_limit_text(dim, limit, used, tokens, wait, lane.model),
+                    scope="user",
+                    retry_in_s=wait,
+                    notify=counters.first_notice(dim, now),
+                    detail=f"{sid} {dim} {used:.0f}/{limit} on {lane.model}",
+                )
+        minute, day = counters.add(tokens, now)
+        state.in_flight += 1
+        self._dirty.add((sid, lane.model))
+        return Admission(sid, lane.model, tokens, state, counters, minute, day)
+
+    def _release_user(self, admission: Admission) -> None:
+        """Undo a reservation whose request never ran (timed out or cancelled)."""
+        admission.settled = True
+        admission.state.in_flight -= 1
+        admission.counters.release(admission.tokens, admission.minute_start, admission.day_start)
+        self._dirty.add((admission.user_key, admission.model))
+
+    async def _queue(self, lane: _Lane, tokens: int, now: float, on_wait: OnWait | None) -> float:
+        """Wait in the model's FIFO queue, then reserve; return the seconds waited."""
+        wait, dim = lane.estimate(tokens, now)
+        max_wait = self._config.max_queue_wait_s
+        if wait > max_wait:
+            raise QuotaExceeded(
+                busy_text(lane.model, wait, dim),
+                scope="account",
+                retry_in_s=wait,
+                detail=f"{dim} wait {wait:.1f}s",
+            )
+        wake = asyncio.Event()
+        waiter = QueueEntry(tokens, wake.set)
+        lane.enqueue(waiter)
+        start, deadline, eta = now, now + max_wait, now + wait
+        try:
+            if on_wait is not None:
+                await on_wait(wait)
+            while True:
+                now = self._clock.time()
+                delay = deadline - now
+                if lane.head() is waiter:
+                    need = lane.need(tokens, now)
+                    if need <= 0:
+                        lane.budget.take(tokens, now)
+                        return now - start
+                    if need > delay:
+                        raise _timed_out(lane.model, now - start, need)
+                    if on_wait is not None and now + need > eta + _REANNOUNCE_S:
+                        eta = now + need
+                        await on_wait(need)
+                    delay = need
+                elif delay <= 0:
+                    raise _timed_out(lane.model, now - start, max_wait)
+                await self._sleep_or_wake(wake, delay)
+        finally:
+            lane.leave(waiter)
+
+    async def _sleep_or_wake(self, wake: asyncio.Event, seconds: float) -> None:
+        """Sleep on the injected clock for ``seconds`` or until ``wake`` is set."""
+        if not wake.is_set():
+            sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+            waker = asyncio.ensure_future(wake.wait())
+            try:
+                await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                waker.cancel()
+                await asyncio.gather(sleeper, waker, return_exceptions=True)
+        wake.clear()
+
+    async def _maybe_flush(self, now: float) -> None:
+        if self._store is None or self._flushing:
+            return
+        if now - self._last_flush < self._config.flush_interval_s:
+            return
+        self._flushing = True
+        try:
+            await self.flush()
+        except StoreError as exc:
+            log.warning("could not save quota counters (will retry): %s", exc.detail or exc)
+        finally:
+            self._flushing = False
+
+    def _evict_idle(self, now: float) -> None:
+        """Forget users idle all day with nothing in flight (once a day, off the hot path)."""
+        idle = [
+            sid
+            for sid, state in self._users.items()
+            if state.in_flight == 0
+            and all(c.rpd.used(now) == 0 for c in state.models.values())
+            and not any((sid, m) in self._dirty for m in state.models)
+        ]
+        for sid in idle:
+            del self._users[sid]
+
+
+def _timed_out(model: str, waited: float, more: float) -> QuotaExceeded:
+    return QuotaExceeded(
+        timed_out_text(model, waited, more),
+        scope="account",
+        retry_in_s=more,
+        detail=f"queue timeout after {waited:.1f}s",
+    )

@@ -1,0 +1,253 @@
+"""Pure limiter arithmetic: continuous refill, fixed windows, lanes, limit table."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bot.limits.buckets import (
+    AccountBudget,
+    FixedWindow,
+    ModelLane,
+    QueueEntry,
+    RefillBucket,
+    UserCounters,
+)
+from bot.limits.table import (
+    DEFAULT_LIMITS,
+    GROQ_FREE_TIER,
+    LimitTable,
+    ModelLimits,
+    parse_overrides,
+)
+
+T0 = 1_700_000_040.0  # a whole multiple of 60 s: minute windows start here
+DAY0 = math.floor(T0 / 86_400) * 86_400
+
+
+# ----- RefillBucket -----
+
+
+def test_refill_bucket_follows_groqs_reset_formula() -> None:
+    b = RefillBucket(6_000, 60)
+    b.take(6_000, T0)
+    assert b.remaining(T0) == 0
+    # reset = (limit - remaining) × window ÷ limit: 1,500 used → whole again in 15 s.
+    assert b.remaining(T0 + 45) == pytest.approx(4_500)
+    assert b.used(T0 + 60) == 0
+    assert b.wait_for(1_500, T0) == pytest.approx(15)
+    assert b.wait_for(1_500, T0 + 15) == 0
+
+
+def test_refill_bucket_admits_exactly_after_the_computed_wait() -> None:
+    b = RefillBucket(30, 60)
+    for _ in range(30):
+        assert b.wait_for(1, T0) == 0
+        b.take(1, T0)
+    wait = b.wait_for(1, T0)
+    assert wait == pytest.approx(2.0)
+    assert b.wait_for(1, T0 + wait) == 0  # float slack: no second, tiny wait
+
+
+def test_refill_bucket_never_fits_more_than_its_limit() -> None:
+    b = RefillBucket(6_000, 60)
+    assert b.wait_for(6_001, T0) == math.inf
+    assert b.time_to_fit(12_000, T0) == pytest.approx(60)  # queue estimate still finite
+
+
+def test_refill_bucket_raise_to_only_raises() -> None:
+    b = RefillBucket(1_000, 86_400)
+    b.take(100, T0)
+    assert not b.raise_to(50, T0)
+    assert b.used(T0) == 100
+    assert b.raise_to(400, T0)
+    assert b.used(T0) == 400
+
+
+def test_refill_bucket_set_limit_keeps_use_and_changes_rate() -> None:
+    b = RefillBucket(8_000, 60)
+    b.take(6_000, T0)
+    b.set_limit(6_000, T0)
+    assert b.remaining(T0) == 0
+    assert b.used(T0 + 30) == pytest.approx(3_000)
+
+
+def test_refill_bucket_level_round_trips_through_a_persisted_row() -> None:
+    b = RefillBucket(200_000, 86_400)
+    b.take(50_000, T0 + 3_600)
+    ref = DAY0
+    stored = b.level_at(ref, T0 + 3_600)
+    fresh = RefillBucket(200_000, 86_400)
+    fresh.restore(stored, ref, T0 + 7_200)
+    assert fresh.used(T0 + 7_200) == pytest.approx(b.used(T0 + 7_200))
+
+
+def test_refill_bucket_ignores_a_clock_stepping_back() -> None:
+    b = RefillBucket(60, 60)
+    b.take(30, T0)
+    assert b.used(T0 - 10) == 30
+
+
+# ----- FixedWindow -----
+
+
+def test_fixed_window_resets_on_the_boundary() -> None:
+    w = FixedWindow(60)
+    start = w.add(10, T0 + 37)
+    assert start == T0
+    assert w.wait_for(1, 10, T0 + 37) == pytest.approx(23)
+    assert w.wait_for(1, 10, T0 + 59.999) > 0
+    assert w.wait_for(1, 10, T0 + 60) == 0
+    assert w.used(T0 + 60) == 0
+
+
+def test_day_window_starts_at_utc_midnight() -> None:
+    w = FixedWindow(86_400)
+    assert w.add(1, T0) == DAY0
+    assert w.resets_in(T0) == pytest.approx(DAY0 + 86_400 - T0)
+
+
+def test_empty_fixed_window_admits_an_oversized_single_amount() -> None:
+    w = FixedWindow(60)
+    assert w.wait_for(5_000, 1_500, T0) == 0
+    w.add(5_000, T0)
+    assert w.wait_for(1, 1_500, T0 + 1) == pytest.approx(59)
+
+
+def test_fixed_window_adjust_applies_only_to_its_own_window() -> None:
+    w = FixedWindow(60)
+    start = w.add(1_000, T0)
+    assert w.adjust(-800, start)
+    assert w.used(T0) == 200
+    w.add(5, T0 + 61)
+    assert not w.adjust(-5, start)
+    assert w.used(T0 + 61) == 5
+
+
+def test_fixed_window_restore_ignores_stale_rows() -> None:
+    w = FixedWindow(60)
+    w.restore(T0 - 60, 7, T0 + 1)
+    assert w.used(T0 + 1) == 0
+    w.restore(T0, 7, T0 + 1)
+    assert w.used(T0 + 1) == 7
+
+
+# ----- groups -----
+
+
+def test_account_budget_skips_unlimited_dimensions() -> None:
+    budget = AccountBudget(ModelLimits(30, 250, 70_000, None), minute_s=60, day_s=86_400)
+    assert set(budget.buckets) == {"rpm", "rpd", "tpm"}
+    budget.take(10_000, T0)
+    assert budget.buckets["tpm"].used(T0) == 10_000
+    assert budget.buckets["rpm"].used(T0) == 1
+
+
+def test_account_budget_estimate_names_the_slowest_dimension() -> None:
+    budget = AccountBudget(ModelLimits(30, 1_000, 6_000, 200_000), minute_s=60, day_s=86_400)
+    wait, dim = budget.estimate(1, 12_000, T0)
+    assert dim == "tpm"
+    assert wait == pytest.approx(60)
+
+
+def test_user_counters_report_the_longest_block() -> None:
+    c = UserCounters(minute_s=60, day_s=86_400)
+    limits = ModelLimits(rpm=2, rpd=2, tpm=1_000, tpd=10_000)
+    c.add(10, T0)
+    c.add(10, T0 + 1)
+    dim, wait = c.blocking(limits, 10, T0 + 2) or ("", 0.0)
+    assert dim == "rpd"  # the minute frees first; the day is what really blocks
+    assert wait == pytest.approx(DAY0 + 86_400 - T0 - 2)
+
+
+def test_user_counters_first_notice_once_per_window() -> None:
+    c = UserCounters(minute_s=60, day_s=86_400)
+    assert c.first_notice("rpm", T0)
+    assert not c.first_notice("rpm", T0 + 30)
+    assert c.first_notice("rpm", T0 + 60)
+
+
+# ----- ModelLane -----
+
+
+def _lane(limits: ModelLimits, fixed: frozenset[str] = frozenset()) -> ModelLane:
+    return ModelLane("m", limits, fixed, minute_s=60, day_s=86_400)
+
+
+def test_lane_fifo_skips_entries_that_left() -> None:
+    lane = _lane(DEFAULT_LIMITS)
+    woken: list[str] = []
+    a = QueueEntry(10, lambda: woken.append("a"))
+    b = QueueEntry(20, lambda: woken.append("b"))
+    c = QueueEntry(30, lambda: woken.append("c"))
+    for e in (a, b, c):
+        lane.enqueue(e)
+    assert (lane.queued, lane.queued_tokens) == (3, 60)
+    lane.leave(b)  # gave up from the middle
+    assert lane.head() is a
+    lane.leave(a)
+    assert lane.head() is c
+    assert woken[-1] == "c"
+    assert (lane.queued, lane.queued_tokens) == (1, 30)
+
+
+def test_lane_sync_lowers_budget_and_adopts_header_limits() -> None:
+    lane = _lane(ModelLimits(30, 1_000, 8_000, 200_000))
+    lane.budget.take(100, T0)
+    assert lane.sync("tpm", 6_000, 1_000, T0)  # limit 8,000 → 6,000; 5,000 used per API
+    assert lane.limits.tpm == 6_000
+    assert lane.budget.buckets["tpm"].used(T0) == pytest.approx(5_000)
+    assert not lane.sync("tpm", 6_000, 5_900, T0)  # says more is left: keep ours
+    assert lane.budget.buckets["tpm"].used(T0) == pytest.approx(5_000)
+
+
+def test_lane_sync_never_raises_a_limit_fixed_by_settings() -> None:
+    lane = _lane(ModelLimits(30, 500, 4_000, 100_000), fixed=frozenset({"tpm"}))
+    lane.sync("tpm", 6_000, 6_000, T0)
+    assert lane.limits.tpm == 4_000
+    lane.sync("rpd", 1_000, 1_000, T0)  # not fixed: the API's number wins
+    assert lane.limits.rpd == 1_000
+
+
+def test_lane_estimate_counts_everyone_queued_and_the_pause() -> None:
+    lane = _lane(ModelLimits(30, 1_000, 6_000, None))
+    lane.budget.take(6_000, T0)
+    lane.enqueue(QueueEntry(3_000, lambda: None))
+    wait, dim = lane.estimate(3_000, T0)
+    assert (round(wait), dim) == (60, "tpm")
+    lane.paused_until = T0 + 90
+    assert lane.estimate(3_000, T0) == (90, "pause")
+    assert not lane.can_pass(1, T0 + 80)
+
+
+# ----- table -----
+
+
+def test_table_has_todays_free_tier_figures() -> None:
+    gpt = GROQ_FREE_TIER["openai/gpt-oss-120b"]
+    assert (gpt.rpm, gpt.rpd, gpt.tpm, gpt.tpd) == (30, 1_000, 8_000, 200_000)
+    assert GROQ_FREE_TIER["llama-3.1-8b-instant"].rpd == 14_400
+    assert GROQ_FREE_TIER["qwen/qwen3-32b"].rpd == 1_000
+
+
+def test_table_overrides_and_default_row() -> None:
+    table = LimitTable(overrides=parse_overrides("openai/gpt-oss-120b=tpd:250000; *=tpm:5000"))
+    limits, fixed = table.lookup("openai/gpt-oss-120b")
+    assert (limits.tpd, limits.tpm, fixed) == (250_000, 8_000, frozenset({"tpd"}))
+    unknown, fixed = table.lookup("some/new-model")
+    assert unknown == DEFAULT_LIMITS.with_overrides({"tpm": 5_000})
+    assert fixed == frozenset({"tpm"})
+
+
+@pytest.mark.parametrize(
+    "text", ["no-equals", "m=rpx:5", "m=rpm:abc", "m=rpm:0", "=rpm:3", "m=rpm"]
+)
+def test_parse_overrides_rejects_bad_entries(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_overrides(text)
+
+
+def test_parse_overrides_accepts_none_and_model_ids_with_colons() -> None:
+    parsed = parse_overrides(" llama3:8b=rpm:none,tpm:1_000 ; ")
+    assert parsed == {"llama3:8b": {"rpm": None, "tpm": 1_000}}

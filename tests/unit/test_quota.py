@@ -1,0 +1,559 @@
+"""QuotaManager: per-user windows, the account mirror's queue, headers, persistence, /usage."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from bot.errors import ConfigError, QuotaExceeded
+from bot.limits.config import QuotaConfig
+from bot.limits.quota import Admission, QuotaManager
+from bot.limits.report import write_usage_csv
+from bot.limits.table import parse_overrides
+from bot.types import Platform, QuotaCounter, RateLimitSnapshot, Usage, UsageEntry, UserRef
+
+T0 = 1_700_000_040.0  # a multiple of 60: minute windows start here
+DAY0 = math.floor(T0 / 86_400) * 86_400
+MODEL = "openai/gpt-oss-120b"
+ALICE = UserRef(Platform.DISCORD, "1", "alice")
+BOB = UserRef(Platform.DISCORD, "2", "bob")
+CAROL = UserRef(Platform.SLACK, "U3", "carol")
+ADMIN = UserRef(Platform.SLACK, "UADMIN", "root")
+
+
+class ManualClock:
+    """Time moves only on ``advance``; sleepers wake in deadline order as it passes them."""
+
+    def __init__(self, start: float = T0) -> None:
+        self.t = start
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def time(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (self.t + max(0.0, seconds), fut)
+        self._sleepers.append(entry)
+        try:
+            await fut
+        finally:
+            self._sleepers.remove(entry)
+
+    async def advance(self, seconds: float) -> None:
+        target = self.t + seconds
+        while True:
+            due = [d for d, f in self._sleepers if d <= target and not f.done()]
+            if not due:
+                break
+            self.t = max(self.t, min(due))
+            for d, f in self._sleepers:
+                if d <= self.t and not f.done():
+                    f.set_result(None)
+            await _settle()
+        self.t = target
+        await _settle()
+
+
+async def _settle() -> None:
+    for _ in range(30):
+        await asyncio.sleep(0)
+
+
+class CounterStore:
+    """Just the quota-counter part of the Store protocol, keyed like the real one."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str, float], QuotaCounter] = {}
+        self.saves = 0
+
+    async def load_quota_counters(self, since: float) -> list[QuotaCounter]:
+        return [r for r in self.rows.values() if r.window_start >= since]
+
+    async def save_quota_counters(self, counters: Sequence[QuotaCounter]) -> None:
+        self.saves += 1
+        for c in counters:
+            self.rows[(c.subject, c.dimension, c.window_start)] = c
+
+    async def prune_quota_counters(self, before: float) -> int:
+        old = [k for k, r in self.rows.items() if r.window_start < before]
+        for k in old:
+            del self.rows[k]
+        return len(old)
+
+
+def make(
+    clock: ManualClock | None = None,
+    store: Any = None,
+    limits: str = "",
+    **config: Any,
+) -> tuple[QuotaManager, ManualClock]:
+    clock = clock or ManualClock()
+    cfg = QuotaConfig(
+        model_limits=parse_overrides(limits), admin_ids=frozenset({"slack:UADMIN"}), **config
+    )
+    return QuotaManager(config=cfg, clock=clock, store=store), clock
+
+
+async def use(q: QuotaManager, user: UserRef, tokens: int = 100, actual: int | None = None) -> None:
+    admission = await q.admit(user, MODEL, tokens)
+    await q.settle(admission, Usage(actual if actual is not None else tokens, 0))
+
+
+async def refused(q: QuotaManager, user: UserRef, tokens: int = 100) -> QuotaExceeded:
+    with pytest.raises(QuotaExceeded) as info:
+        await q.admit(user, MODEL, tokens)
+    return info.value
+
+
+# ----- per-user windows: block at the limit, release at the right time -----
+
+
+async def test_user_rpm_blocks_at_limit_and_releases_on_the_minute() -> None:
+    q, clock = make(user_rpm=3)
+    await clock.advance(37)
+    for _ in range(3):
+        await use(q, ALICE)
+    exc = await refused(q, ALICE)
+    assert exc.scope == "user" and exc.notify
+    assert exc.retry_in_s == pytest.approx(23)
+    assert exc.user_text.startswith("You've used your 3 requests this minute — try again in 23 s.")
+    await clock.advance(22.9)
+    await refused(q, ALICE)
+    await clock.advance(0.1)
+    await use(q, ALICE)
+    await use(q, BOB)  # other users were never affected
+
+
+async def test_user_rpd_blocks_until_utc_midnight() -> None:
+    q, clock = make(user_rpd=2)
+    await use(q, ALICE)
+    await use(q, ALICE)
+    exc = await refused(q, ALICE)
+    assert exc.retry_in_s == pytest.approx(DAY0 + 86_400 - T0)
+    assert "requests today" in exc.user_text
+    await clock.advance(DAY0 + 86_400 - T0 - 1)
+    await refused(q, ALICE)
+    await clock.advance(1)
+    await use(q, ALICE)
+
+
+async def test_user_tpm_counts_real_usage_and_releases_on_the_minute() -> None:
+    q, clock = make(user_tpm=1_000)
+    await use(q, ALICE, tokens=900, actual=100)  # settle gives back the unused estimate
+    await use(q, ALICE, tokens=800, actual=800)
+    exc = await refused(q, ALICE, tokens=500)
+    assert exc.retry_in_s == pytest.approx(60)
+    assert "needs about 500 tokens and 100 of your 1,000 tokens this minute are left" in (
+        exc.user_text
+    )
+    await use(q, ALICE, tokens=100)
+    await clock.advance(59.5)
+    await refused(q, ALICE, tokens=500)
+    await clock.advance(0.5)
+    await use(q, ALICE, tokens=500)
+
+
+async def test_user_tpd_blocks_until_utc_midnight() -> None:
+    q, clock = make(user_tpd=2_000)
+    await use(q, ALICE, tokens=1_000)
+    await clock.advance(3_600)
+    await use(q, ALICE, tokens=1_000)
+    exc = await refused(q, ALICE, tokens=10)
+    assert exc.user_text.startswith("You've used your 2,000 tokens today")
+    await clock.advance(DAY0 + 86_400 - clock.t)
+    await use(q, ALICE, tokens=1_000)
+
+
+async def test_one_request_larger_than_the_user_tpm_still_passes_once_per_window() -> None:
+    q, clock = make(user_tpm=1_000)
+    await use(q, ALICE, tokens=3_000)
+    await refused(q, ALICE, tokens=3_000)
+    await clock.advance(60)
+    await use(q, ALICE, tokens=3_000)
+
+
+async def test_default_user_limits_are_a_share_of_the_account() -> None:
+    q, _ = make()  # share 0.25 of 30 RPM → 7
+    for _ in range(7):
+        await use(q, ALICE, tokens=10)
+    exc = await refused(q, ALICE, tokens=10)
+    assert "your 7 requests this minute" in exc.user_text
+
+
+# ----- telling users once per window -----
+
+
+async def test_one_notice_per_user_dimension_and_window() -> None:
+    q, clock = make(user_rpm=1, user_tpm=1_000)
+    await use(q, ALICE)
+    first, again = await refused(q, ALICE), await refused(q, ALICE)
+    assert (first.notify, again.notify) == (True, False)
+    assert (await refused(q, ALICE, tokens=2_000)).notify is False  # still rpm, same window
+    await use(q, BOB)
+    assert (await refused(q, BOB)).notify is True  # per user
+    await clock.advance(60)
+    await use(q, ALICE, tokens=900)
+    tpm = await refused(q, ALICE, tokens=500)  # rpm blocks longest → still the rpm notice
+    assert tpm.notify is True  # a new window: told again
+    assert (await refused(q, ALICE)).notify is False
+
+
+async def test_in_flight_cap_is_told_once_until_one_finishes() -> None:
+    q, _ = make(user_max_in_flight=2)
+    a = await q.admit(ALICE, MODEL, 10)
+    await q.admit(ALICE, MODEL, 10)
+    first, again = await refused(q, ALICE, 10), await refused(q, ALICE, 10)
+    assert "2 requests in progress" in first.user_text
+    assert (first.notify, again.notify) == (True, False)
+    await q.settle(a, Usage(10, 0))
+    await q.admit(ALICE, MODEL, 10)
+    assert (await refused(q, ALICE, 10)).notify is True
+
+
+async def test_admins_skip_user_limits_but_not_the_account() -> None:
+    q, clock = make(user_rpm=1, limits=f"{MODEL}=rpm:3")
+    for _ in range(3):
+        await use(q, ADMIN)  # 3 > the per-user 1: exempt
+    task = asyncio.create_task(q.admit(ADMIN, MODEL, 10))
+    await _settle()
+    assert not task.done() and q.account_status()[0].queued == 1  # the account still binds
+    await clock.advance(20)
+    await task
+    assert q.snapshot_for(ADMIN).admin
+
+
+# ----- the account mirror and its queue -----
+
+
+async def test_account_queue_is_fifo_across_users_and_reports_the_wait() -> None:
+    q, clock = make(limits=f"{MODEL}=rpm:2,tpm:100000", user_share=1.0, max_queue_wait_s=120)
+    await use(q, ALICE)
+    await use(q, BOB)
+    order: list[str] = []
+    waits: dict[str, float] = {}
+
+    async def ask(user: UserRef) -> Admission:
+        async def on_wait(s: float) -> None:
+            waits[user.user_id] = s
+
+        admission = await q.admit(user, MODEL, 10, on_wait=on_wait)
+        order.append(user.user_id)
+        return admission
+
+    carol = asyncio.create_task(ask(CAROL))
+    await _settle()
+    alice = asyncio.create_task(ask(ALICE))
+    await _settle()
+    bob = asyncio.create_task(ask(BOB))
+    await _settle()
+    assert waits == {"U3": pytest.approx(30), "1": pytest.approx(60), "2": pytest.approx(90)}
+    assert q.account_status()[0].queued == 3
+    await clock.advance(29.9)
+    assert order == []
+    await clock.advance(0.1)
+    assert order == ["U3"]
+    await clock.advance(60)
+    assert order == ["U3", "1", "2"]
+    assert (await carol).waited_s == pytest.approx(30)
+    await alice, await bob
+
+
+async def test_account_refuses_at_once_when_the_wait_exceeds_the_maximum() -> None:
+    q, _ = make(limits=f"{MODEL}=rpm:2", user_share=1.0, max_queue_wait_s=20)
+    await use(q, ALICE)
+    await use(q, ALICE)
+    exc = await refused(q, BOB)
+    assert exc.scope == "account"
+    assert exc.retry_in_s == pytest.approx(30)
+    assert "shared capacity" in exc.user_text and "about 30 s" in exc.user_text
+    assert q.snapshot_for(BOB).models[0].dimensions[0].used == 0  # reservation undone
+
+
+async def test_daily_exhaustion_says_so() -> None:
+    q, _ = make(limits=f"{MODEL}=rpd:2", user_share=1.0)
+    await use(q, ALICE)
+    await use(q, BOB)
+    exc = await refused(q, CAROL)
+    assert "today's shared allowance" in exc.user_text
+
+
+async def test_request_bigger_than_account_tpm_is_refused_as_too_large() -> None:
+    q, _ = make()
+    exc = await refused(q, ALICE, tokens=9_000)
+    assert exc.scope == "account" and "more than" in exc.user_text and "8,000" in exc.user_text
+
+
+async def test_queue_timeout_tells_the_user_and_frees_the_slot() -> None:
+    q, clock = make(limits=f"{MODEL}=rpm:2", user_share=1.0, max_queue_wait_s=45)
+    await use(q, ALICE)
+    await use(q, ALICE)
+    task = asyncio.create_task(q.admit(BOB, MODEL, 10))
+    await _settle()
+    q.observe(RateLimitSnapshot(model=MODEL, at=clock.t, retry_after_s=50))  # longer than 45 s
+    await _settle()
+    with pytest.raises(QuotaExceeded) as info:
+        await task
+    assert info.value.scope == "account"
+    assert info.value.user_text.startswith("Timed out after")
+    assert q.account_status()[0].queued == 0
+    assert q.snapshot_for(BOB).in_flight == 0
+
+
+async def test_cancelled_waiter_leaves_the_queue_and_releases_its_reservation() -> None:
+    q, clock = make(limits=f"{MODEL}=rpm:1", user_share=1.0, max_queue_wait_s=120)
+    await use(q, ALICE)
+    task = asyncio.create_task(q.admit(BOB, MODEL, 10))
+    nxt = asyncio.create_task(q.admit(CAROL, MODEL, 10))
+    await _settle()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert q.snapshot_for(BOB).in_flight == 0
+    await clock.advance(60)
+    assert (await nxt).user_key == "slack:U3"  # moved up when Bob left
+
+
+# ----- headers and 429s -----
+
+
+async def test_headers_lower_the_local_budget() -> None:
+    q, clock = make(user_share=1.0)
+    await use(q, ALICE, tokens=100)
+    # Someone else is using the key: the API says only 500 of 8,000 tokens are left.
+    q.observe(RateLimitSnapshot(model=MODEL, at=clock.t, limit_tokens=8_000, remaining_tokens=500))
+    waits: list[float] = []
+
+    async def on_wait(s: float) -> None:
+        waits.append(s)
+
+    task = asyncio.create_task(q.admit(BOB, MODEL, 1_000, on_wait=on_wait))
+    await _settle()
+    assert not task.done()
+    assert waits == [pytest.approx(3.75)]  # 500 short at 8,000/60 s per second
+    await clock.advance(3.75)
+    await task
+
+
+async def test_headers_saying_more_is_left_do_not_raise_the_budget() -> None:
+    q, clock = make(limits=f"{MODEL}=rpd:3", user_share=1.0)
+    for _ in range(3):
+        await use(q, ALICE, tokens=10)
+    q.observe(RateLimitSnapshot(model=MODEL, at=clock.t, remaining_requests=3))
+    status = {d.dimension: d for d in q.account_status()[0].local}
+    assert status["rpd"].used == pytest.approx(3, abs=0.01)
+
+
+async def test_request_headers_adopt_the_apis_daily_limit() -> None:
+    q, clock = make(user_share=0.5)
+    q.observe(RateLimitSnapshot(model=MODEL, at=clock.t, limit_requests=10, remaining_requests=10))
+    for _ in range(5):
+        await use(q, ALICE, tokens=10)  # the user's share follows the new limit
+    exc = await refused(q, ALICE, tokens=10)
+    assert "5 requests today" in exc.user_text
+
+
+async def test_retry_after_pauses_only_that_models_queue() -> None:
+    q, clock = make()
+    q.observe(RateLimitSnapshot(model=MODEL, at=clock.t, retry_after_s=7))
+    waits: list[float] = []
+
+    async def on_wait(s: float) -> None:
+        waits.append(s)
+
+    task = asyncio.create_task(q.admit(ALICE, MODEL, 10, on_wait=on_wait))
+    other = await q.admit(BOB, "llama-3.1-8b-instant", 10)  # not paused
+    await _settle()
+    assert waits == [pytest.approx(7)] and not task.done()
+    assert q.account_status()[1].paused_for_s == pytest.approx(7)
+    await clock.advance(6.9)
+    assert not task.done()
+    await clock.advance(0.1)
+    assert (await task).waited_s == pytest.approx(7)
+    await q.settle(other, None)
+
+
+async def test_growing_wait_is_announced_again() -> None:
+    q, clock = make(limits=f"{MODEL}=rpm:1", user_share=1.0, max_queue_wait_s=120)
+    await use(q, ALICE)
+    waits: list[float] = []
+
+    async def on_wait(s: float) -> None:
+        waits.append(s)
+
+    task = asyncio.create_task(q.admit(BOB, MODEL, 10, on_wait=on_wait))
+    await _settle()
+    q.observe(RateLimitSnapshot(model=MODEL, at=clock.t, retry_after_s=59))  # no change
+    q.observe(RateLimitSnapshot(model=MODEL, at=clock.t, retry_after_s=58))
+    await _settle()
+    assert waits == [pytest.approx(60)]
+    await clock.advance(10)
+    q.observe(RateLimitSnapshot(model=MODEL, at=clock.t, retry_after_s=58))  # until 68
+    await _settle()
+    assert waits == [pytest.approx(60), pytest.approx(58)]
+    await clock.advance(58)
+    await task
+
+
+# ----- settle -----
+
+
+async def test_settle_keeps_account_tpm_reservation_but_reconciles_tpd() -> None:
+    q, _ = make()
+    admission = await q.admit(ALICE, MODEL, 2_000)
+    await q.settle(admission, Usage(150, 50))
+    local = {d.dimension: d.used for d in q.account_status()[0].local}
+    assert local["tpm"] == pytest.approx(2_000)  # Groq charged the requested cap
+    assert local["tpd"] == pytest.approx(200, abs=1)
+    await q.settle(admission, Usage(10_000, 0))  # twice: no-op
+    assert q.account_status()[0].local[3].used == pytest.approx(200, abs=1)
+
+
+async def test_settle_without_usage_keeps_the_reservation_and_rejects_strangers() -> None:
+    q, _ = make()
+    admission = await q.admit(ALICE, MODEL, 500)
+    await q.settle(admission, None)
+    dims = {d.dimension: d.used for d in q.snapshot_for(ALICE).models[0].dimensions}
+    assert dims["tpm"] == 500 and q.snapshot_for(ALICE).in_flight == 0
+    with pytest.raises(TypeError):
+        await q.settle(object(), None)
+
+
+# ----- persistence -----
+
+
+async def test_restart_in_the_middle_of_the_day_keeps_the_days_counts() -> None:
+    store = CounterStore()
+    q, clock = make(store=store, user_rpd=5, user_tpm=100_000)
+    await clock.advance(12 * 3_600)
+    for _ in range(4):
+        await use(q, ALICE, tokens=1_000)
+    await q.flush()
+    await clock.advance(120)  # the restart
+
+    q2, _ = make(clock=clock, store=store, user_rpd=5, user_tpm=100_000)
+    await q2.load()
+    await use(q2, ALICE, tokens=1_000)
+    exc = await refused(q2, ALICE)
+    assert "5 requests today" in exc.user_text
+    # The account mirror refills continuously: 120 s of a day's refill came back.
+    local = {d.dimension: d.used for d in q2.account_status()[0].local}
+    assert local["rpd"] == pytest.approx(5 - 120 * 1_000 / 86_400)
+    assert local["tpd"] == pytest.approx(5_000 - 120 * 200_000 / 86_400)
+
+
+async def test_restart_within_a_minute_keeps_the_minute_counts() -> None:
+    store = CounterStore()
+    q, clock = make(store=store, user_rpm=2)
+    await use(q, ALICE)
+    await use(q, ALICE)
+    await q.aclose()
+    await clock.advance(5)
+    q2, _ = make(clock=clock, store=store, user_rpm=2)
+    await q2.load()
+    assert (await refused(q2, ALICE)).retry_in_s == pytest.approx(55)
+
+
+async def test_flush_prunes_earlier_days_and_saves_only_changes() -> None:
+    store = CounterStore()
+    store.rows[("user:discord:9@x", "rpd", DAY0 - 86_400)] = QuotaCounter(
+        "user:discord:9@x", "rpd", DAY0 - 86_400, 3
+    )
+    q, _ = make(store=store)
+    await use(q, ALICE)
+    await q.flush()
+    assert all(r.window_start >= DAY0 for r in store.rows.values())
+    assert {r.subject for r in store.rows.values()} == {
+        "account:" + MODEL,
+        "user:discord:1@" + MODEL,
+    }
+    saves = store.saves
+    await q.flush()  # only the account rows, which always go
+    assert store.saves == saves + 1
+
+
+async def test_settle_flushes_on_its_own_after_the_interval() -> None:
+    store = CounterStore()
+    q, clock = make(store=store, flush_interval_s=30)
+    await use(q, ALICE)
+    assert store.saves == 0
+    await clock.advance(30)
+    await use(q, ALICE)
+    assert store.saves == 1
+
+
+# ----- reporting -----
+
+
+async def test_usage_report_for_a_user_and_for_an_admin() -> None:
+    q, clock = make(user_rpm=10, default_model=MODEL)
+    await use(q, ALICE, tokens=1_234)
+    text = await q.report(ALICE, admin=False)
+    assert f"`{MODEL}`" in text
+    assert "1/10 requests this minute" in text
+    assert "1,234/50,000 tokens today" in text
+    assert "Account budget" not in text
+    q.observe(
+        RateLimitSnapshot(
+            model=MODEL,
+            at=clock.t,
+            limit_requests=1_000,
+            remaining_requests=998,
+            limit_tokens=8_000,
+            remaining_tokens=6_000,
+        )
+    )
+    admin_text = await q.report(ADMIN, admin=True)
+    assert "admin" in admin_text
+    assert "998/1,000 requests left today" in admin_text
+    assert "6,000/8,000 tokens left this minute" in admin_text
+    fresh = await q.report(BOB, admin=False)
+    assert "0/10 requests this minute" in fresh  # the default model shows before any use
+
+
+async def test_usage_csv_export() -> None:
+    async def rows() -> AsyncIterator[UsageEntry]:
+        yield UsageEntry(ALICE, MODEL, 10, 5, DAY0 + 3_600)
+        yield UsageEntry(CAROL, MODEL, 1, 2, DAY0 + 7_200)
+
+    out = io.StringIO()
+    assert await write_usage_csv(rows(), out) == 2
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("time_utc,platform,user_id")
+    assert lines[1].endswith(",discord,1,alice,openai/gpt-oss-120b,10,5,15")
+    assert lines[2].split(",")[1:3] == ["slack", "U3"]
+
+
+# ----- config -----
+
+
+def test_config_from_settings_with_and_without_quota_fields() -> None:
+    bare = QuotaConfig.from_settings(SimpleNamespace(admin_ids=["1"], default_model=MODEL))
+    assert (bare.user_share, bare.max_queue_wait_s, bare.default_model) == (0.25, 60.0, MODEL)
+    assert bare.is_admin("discord", "1")
+    full = QuotaConfig.from_settings(
+        SimpleNamespace(
+            quota_user_share=0.5,
+            quota_user_rpm=4,
+            quota_max_wait_s=10,
+            quota_model_limits=f"{MODEL}=rpm:20",
+            admin_ids=["slack:U1"],
+        )
+    )
+    assert full.user_limits(full.table().lookup(MODEL)[0]).rpm == 4
+    assert full.user_limits(full.table().lookup(MODEL)[0]).rpd == 500
+    assert full.is_admin("slack", "U1") and not full.is_admin("discord", "U1")
+    with pytest.raises(ConfigError, match="QUOTA_MODEL_LIMITS"):
+        QuotaConfig.from_settings(SimpleNamespace(quota_model_limits="oops"))
+    with pytest.raises(ConfigError):
+        replace(bare, user_share=0)
