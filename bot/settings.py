@@ -51,6 +51,18 @@ class Settings(BaseSettings):
     context_token_budget: int | None = Field(default=None, ge=256)
     admin_ids: IdList = Field(default_factory=list)
 
+    # --- quotas (per-user limits and the account mirror) ---
+    quota_enabled: bool = True
+    quota_user_share: float = Field(default=0.25, gt=0.0, le=1.0)
+    quota_user_rpm: int | None = Field(default=None, ge=1)
+    quota_user_rpd: int | None = Field(default=None, ge=1)
+    quota_user_tpm: int | None = Field(default=None, ge=1)
+    quota_user_tpd: int | None = Field(default=None, ge=1)
+    quota_user_max_in_flight: int = Field(default=2, ge=1)
+    quota_max_wait_s: float = Field(default=60.0, ge=0)
+    quota_flush_interval_s: float = Field(default=30.0, gt=0)
+    quota_model_limits: str = ""
+
     # --- logging ---
     log_level: str = "INFO"
 
