@@ -1,0 +1,239 @@
+"""Pure, incremental parsing of OpenAI-style chat-completion streams.
+
+``SSEDecoder`` turns bytes of a ``text/event-stream`` into messages (any chunk
+boundaries, LF / CRLF / CR line ends, comments, multi-line ``data``).
+``ChatStreamParser`` turns those messages into ``ChatEvent`` values: ``delta.content``
+→ ``TextDelta``; ``delta.reasoning`` (Groq, gpt-oss) or ``delta.reasoning_content``
+(vLLM, DeepSeek) → ``ReasoningDelta``; ``data: [DONE]`` → ``Finished`` with the usage
+from the top-level ``usage`` or ``x_groq.usage`` and the last ``finish_reason``. An
+error event raises the mapped ``UpstreamError``. ``<think>`` tags are left in the text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from bot.errors import UpstreamError, UpstreamServerError
+from bot.llm.errors import error_from_payload, scrub
+from bot.types import ChatEvent, ChatResult, Finished, ReasoningDelta, TextDelta, Usage
+
+__all__ = ["ChatStreamParser", "SSEDecoder", "SSEMessage", "parse_completion", "parse_usage"]
+
+_EOL = re.compile(rb"\r\n|\r|\n")
+
+
+@dataclass(frozen=True, slots=True)
+class SSEMessage:
+    """One dispatched server-sent event."""
+
+    data: str
+    event: str = ""
+
+
+class SSEDecoder:
+    """Incremental ``text/event-stream`` decoder: feed bytes, get complete messages."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._skip_lf = False  # a chunk ended in CR; a following LF belongs to it
+        self._data: list[str] = []
+        self._event = ""
+
+    def feed(self, chunk: bytes) -> list[SSEMessage]:
+        """Messages completed by ``chunk``; partial lines are kept for the next call."""
+        if self._skip_lf and chunk[:1] == b"\n":
+            chunk = chunk[1:]
+        self._skip_lf = False
+        buffer = self._buffer + chunk
+        messages: list[SSEMessage] = []
+        start = 0
+        for match in _EOL.finditer(buffer):
+            # Line ends never occur inside a UTF-8 sequence, so whole lines decode safely.
+            message = self.feed_line(buffer[start : match.start()].decode("utf-8", "replace"))
+            if message is not None:
+                messages.append(message)
+            start = match.end()
+            if match.group() == b"\r" and start == len(buffer):
+                self._skip_lf = True
+        self._buffer = buffer[start:]
+        return messages
+
+    def feed_line(self, line: str) -> SSEMessage | None:
+        """Process one line (without its line end); return a message on a blank line."""
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return None  # comment / keep-alive
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        return None
+
+    def flush(self) -> list[SSEMessage]:
+        """At end of input: the last line and event even without their terminators.
+
+        The SSE spec drops an unterminated event; we keep it, because a server that
+        closes right after ``data: [DONE]`` has still finished properly.
+        """
+        messages: list[SSEMessage] = []
+        if self._buffer:
+            line, self._buffer = self._buffer.decode("utf-8", "replace"), b""
+            message = self.feed_line(line)
+            if message is not None:
+                messages.append(message)
+        message = self._dispatch()
+        if message is not None:
+            messages.append(message)
+        return messages
+
+    def _dispatch(self) -> SSEMessage | None:
+        data, event = "\n".join(self._data), self._event
+        self._data, self._event = [], ""
+        return SSEMessage(data, event) if data else None
+
+
+def parse_usage(value: object) -> Usage | None:
+    """``Usage`` from an OpenAI ``usage`` object; None when absent or malformed."""
+    if not isinstance(value, Mapping):
+        return None
+    prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
+    if not isinstance(prompt, int) and not isinstance(completion, int):
+        return None
+    return Usage(
+        prompt_tokens=prompt if isinstance(prompt, int) else 0,
+        completion_tokens=completion if isinstance(completion, int) else 0,
+    )
+
+
+def _chunk_usage(chunk: Mapping[str, object]) -> Usage | None:
+    x_groq = chunk.get("x_groq")
+    return parse_usage(chunk.get("usage")) or (
+        parse_usage(x_groq.get("usage")) if isinstance(x_groq, Mapping) else None
+    )
+
+
+def _first_choice(payload: Mapping[str, object]) -> Mapping[str, object]:
+    choices = payload.get("choices")
+    if isinstance(choices, list):
+        for choice in choices:
+            if isinstance(choice, Mapping) and choice.get("index", 0) == 0:
+                return choice
+    return {}
+
+
+def _reasoning(part: Mapping[str, object]) -> str:
+    value = part.get("reasoning") or part.get("reasoning_content")
+    return value if isinstance(value, str) else ""
+
+
+class ChatStreamParser:
+    """Chat-completion stream bytes → ``ChatEvent`` values; raises ``UpstreamError``.
+
+    ``done`` becomes true at ``data: [DONE]``; anything after it is ignored.
+    """
+
+    def __init__(self, *, model: str | None = None, secrets: Sequence[str] = ()) -> None:
+        self._decoder = SSEDecoder()
+        self._model = model
+        self._secrets = tuple(secrets)
+        self.done = False
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+
+    def feed(self, chunk: bytes) -> list[ChatEvent]:
+        """Events completed by ``chunk``."""
+        return self._events(self._decoder.feed(chunk))
+
+    def finish(self) -> list[ChatEvent]:
+        """Events left at end of input (a final message without its blank line)."""
+        return self._events(self._decoder.flush())
+
+    def _events(self, messages: list[SSEMessage]) -> list[ChatEvent]:
+        events: list[ChatEvent] = []
+        for message in messages:
+            events.extend(self.feed_message(message))
+        return events
+
+    def feed_message(self, message: SSEMessage) -> list[ChatEvent]:
+        """Events carried by one server-sent message."""
+        if self.done:
+            return []
+        data = message.data.strip()
+        if data == "[DONE]":
+            self.done = True
+            return [Finished(usage=self.usage, finish_reason=self.finish_reason)]
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            if message.event == "error":
+                raise self._error({"message": data}) from None
+            raise UpstreamServerError(
+                detail=f"malformed stream chunk: {scrub(data[:200], self._secrets)!r}"
+            ) from None
+        if not isinstance(chunk, Mapping):
+            raise UpstreamServerError(detail="stream chunk is not a JSON object")
+        error = chunk.get("error")
+        if isinstance(error, Mapping):
+            raise self._error(error)
+        if error or message.event == "error":
+            raise self._error({"message": str(error)} if error else chunk)
+        return self._chunk_events(chunk)
+
+    def _chunk_events(self, chunk: Mapping[str, object]) -> list[ChatEvent]:
+        x_groq = chunk.get("x_groq")
+        stopped = x_groq.get("error") if isinstance(x_groq, Mapping) else None
+        if isinstance(stopped, str) and stopped:
+            # Groq's way of saying the generation stopped early on its side.
+            raise self._error({"message": stopped, "type": "internal_server_error"})
+        self.usage = _chunk_usage(chunk) or self.usage
+        choice = _first_choice(chunk)
+        reason = choice.get("finish_reason")
+        if isinstance(reason, str):
+            self.finish_reason = reason
+        delta = choice.get("delta")
+        if not isinstance(delta, Mapping):
+            return []
+        events: list[ChatEvent] = []
+        reasoning = _reasoning(delta)
+        if reasoning:
+            events.append(ReasoningDelta(reasoning))
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            events.append(TextDelta(content))
+        return events
+
+    def _error(self, error: Mapping[str, object]) -> UpstreamError:
+        return error_from_payload(error, status=None, model=self._model, secrets=self._secrets)
+
+
+def parse_completion(
+    payload: object, *, model: str | None = None, secrets: Sequence[str] = ()
+) -> ChatResult:
+    """A non-streaming chat-completion response body → ``ChatResult``."""
+    if not isinstance(payload, Mapping):
+        raise UpstreamServerError(detail="completion response is not a JSON object")
+    error = payload.get("error")
+    if error:
+        raise error_from_payload(
+            error if isinstance(error, Mapping) else {"message": str(error)},
+            model=model,
+            secrets=secrets,
+        )
+    choice = _first_choice(payload)
+    message = choice.get("message")
+    if not isinstance(message, Mapping):
+        raise UpstreamServerError(detail="completion response has no choices[0].message")
+    content = message.get("content")
+    reason = choice.get("finish_reason")
+    return ChatResult(
+        text=content if isinstance(content, str) else "",
+        reasoning=_reasoning(message),
+        usage=_chunk_usage(payload),
+        finish_reason=reason if isinstance(reason, str) else None,
+    )
