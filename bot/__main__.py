@@ -1,0 +1,134 @@
+"""Command line: ``python -m bot [run|chat|models|usage|check]``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+from pydantic import ValidationError
+
+from bot.app import Runtime, check_api_key, open_runtime, preflight
+from bot.errors import BotError, ConfigError
+from bot.log import configure_logging
+from bot.settings import Settings
+
+log = logging.getLogger("bot")
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bot",
+        description="Self-hosted LLM chat bot for Discord, Slack and the terminal. "
+        "Settings come from the environment and .env (see .env.example).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("run", help="start every adapter whose credentials are set (the default)")
+    chat = sub.add_parser("chat", help="chat in this terminal; history is kept in the database")
+    chat.add_argument("--user", help="whose conversation to open (default: $USER)")
+    chat.add_argument("--ephemeral", action="store_true", help="keep nothing after exit")
+    sub.add_parser("models", help="list the models the API offers")
+    usage = sub.add_parser("usage", help="export the usage ledger")
+    usage.add_argument("--csv", action="store_true", required=True, help="write CSV to stdout")
+    sub.add_parser("check", help="check the settings, API key, base URL and default model")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        fields = ", ".join(
+            f"{'.'.join(str(p) for p in err['loc']).upper()} ({err['msg']})" for err in exc.errors()
+        )
+        print(f"Invalid settings: {fields}. Fix them in .env or the environment.", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings.log_level, settings.secrets())
+    command = args.command or "run"
+    try:
+        return asyncio.run(_dispatch(command, args, settings))
+    except KeyboardInterrupt:
+        return 130
+    except ConfigError as exc:
+        print(exc.user_text, file=sys.stderr)
+        return EXIT_CONFIG
+    except BotError as exc:
+        print(exc.user_text, file=sys.stderr)
+        return 1
+
+
+async def _dispatch(command: str, args: argparse.Namespace, settings: Settings) -> int:
+    if command == "run":
+        return await _run(settings)
+    ephemeral = bool(getattr(args, "ephemeral", False))
+    async with open_runtime(settings, ephemeral=ephemeral) as runtime:
+        if command == "usage":
+            return await _export_usage(runtime)
+        for warning in await preflight(runtime):
+            print(f"Warning: {warning}", file=sys.stderr)
+        if command == "check":
+            print(f"OK: {settings.api_base_url} answers and the database opens.")
+            return 0
+        if command == "models":
+            for m in await runtime.engine.list_models():
+                print(f"{m.id}\tcontext={m.context_window}\tmax_output={m.max_completion_tokens}")
+            return 0
+        from adapters.terminal import TerminalAdapter
+
+        await TerminalAdapter(runtime.engine, user=args.user).run()
+        return 0
+
+
+async def _export_usage(runtime: Runtime) -> int:
+    from bot.limits.report import write_usage_csv
+
+    rows = await write_usage_csv(runtime.store.iter_usage(), sys.stdout)
+    print(f"exported {rows} usage row(s)", file=sys.stderr)
+    return 0
+
+
+async def _run(settings: Settings) -> int:
+    from adapters import ADAPTERS
+
+    specs = [spec for spec in ADAPTERS if spec.enabled(settings)]
+    if not specs:
+        wanted = "; ".join(f"{spec.name}: {spec.requirement}" for spec in ADAPTERS)
+        print(
+            f"No platform is configured. Set the variables for at least one ({wanted}) "
+            "in .env, or run `python -m bot chat` to chat in the terminal.",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    check_api_key(settings)
+    async with open_runtime(settings) as runtime, AsyncExitStack() as stack:
+        for warning in await preflight(runtime):
+            log.warning("%s", warning)
+        for spec in specs:
+            adapter: Any = spec.load()(settings, runtime.engine)
+            await adapter.start()
+            stack.push_async_callback(adapter.aclose)
+            log.info("%s adapter started", spec.name)
+        await _wait_for_signal()
+        log.info("shutting down")
+    return 0
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Engine operations behind /model, /models, /reset, /system, /usage and /help.
+
+Every adapter exposes the same set by calling these; the terminal also parses them
+from typed text with ``run_text_command``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from datetime import UTC, datetime
+
+from bot.errors import BotError, UpstreamError
+from bot.ports import Clock, Completions, QuotaGate, Store
+from bot.settings import Settings
+from bot.types import CommandReply, ConversationKey, Incoming, ModelInfo, Platform, UserRef
+
+__all__ = ["COMMAND_NAMES", "CommandsMixin"]
+
+log = logging.getLogger(__name__)
+
+COMMAND_NAMES = ("model", "models", "reset", "system", "usage", "help")
+MAX_SYSTEM_PROMPT_CHARS = 4000
+
+
+class CommandsMixin:
+    """Command operations; mixed into ``Engine``, which provides the attributes below."""
+
+    settings: Settings
+    store: Store
+    completions: Completions
+    clock: Clock
+    quota: QuotaGate | None
+
+    def is_admin(self, user: UserRef) -> bool:
+        """Whether the user is listed in ADMIN_IDS."""
+        return self.settings.is_admin(str(user.platform), user.user_id)
+
+    async def has_conversation(self, key: ConversationKey) -> bool:
+        """Whether this conversation has any history (e.g. a thread the bot answers in)."""
+        return bool(await self.store.window(key, token_budget=10**9, max_messages=1))
+
+    async def list_models(self, query: str = "") -> list[ModelInfo]:
+        """Active models from the live list whose id contains ``query`` (case-insensitive)."""
+        models = await self.completions.models()
+        needle = query.strip().lower()
+        return [m for m in models if m.active and needle in m.id.lower()]
+
+    async def current_model(self, user: UserRef, key: ConversationKey | None) -> str:
+        """The model the next turn of this user in this conversation will use."""
+        prefs = await self.store.prefs(user, key)
+        return prefs.model or self.settings.default_model
+
+    async def set_model(
+        self, user: UserRef, model: str, *, key: ConversationKey | None = None
+    ) -> CommandReply:
+        """Choose a model for the user, or for one conversation when ``key`` is given."""
+        model = model.strip()
+        if not model:
+            return await self.models_text(user, key)
+        try:
+            available = await self.list_models()
+        except UpstreamError as exc:
+            return CommandReply(f"Couldn't check the model list: {exc.user_text}")
+        ids = [m.id for m in available]
+        if available and model not in ids:
+            close = difflib.get_close_matches(model, ids, n=3, cutoff=0.4)
+            hint = f" Did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
+            return CommandReply(f"`{model}` is not an available model.{hint} See /models.")
+        await self.store.set_model(key if key is not None else user, model)
+        where = "this conversation" if key is not None else "you"
+        return CommandReply(f"Model set to `{model}` for {where}.")
+
+    async def models_text(self, user: UserRef, key: ConversationKey | None) -> CommandReply:
+        """The live model list with the current choice marked."""
+        try:
+            models = await self.list_models()
+        except UpstreamError as exc:
+            return CommandReply(exc.user_text)
+        current = await self.current_model(user, key)
+        if not models:
+            return CommandReply(f"The API lists no models. Current model: `{current}`.")
+        lines = [
+            f"{'▶' if m.id == current else '•'} `{m.id}` ({m.context_window:,} tokens context)"
+            for m in models
+        ]
+        return CommandReply("Available models:\n" + "\n".join(lines))
+
+    async def reset(self, key: ConversationKey, user: UserRef) -> CommandReply:
+        """Forget the conversation's history and its own settings."""
+        removed = await self.store.reset(key)
+        log.info(
+            "conversation %s reset by %s (%d messages)", key.storage_id(), user.user_id, removed
+        )
+        return CommandReply(f"Conversation reset: forgot {removed} message(s).")
+
+    async def set_system(
+        self, user: UserRef, prompt: str | None, *, key: ConversationKey | None = None
+    ) -> CommandReply:
+        """Set (or clear, with None or an empty string) the persona / system prompt."""
+        prompt = (prompt or "").strip() or None
+        if prompt is not None and len(prompt) > MAX_SYSTEM_PROMPT_CHARS:
+            return CommandReply(
+                f"That persona is {len(prompt):,} characters; the limit is "
+                f"{MAX_SYSTEM_PROMPT_CHARS:,}."
+            )
+        await self.store.set_system_prompt(key if key is not None else user, prompt)
+        where = "this conversation" if key is not None else "you"
+        if prompt is None:
+            return CommandReply(f"Persona cleared for {where}; the default applies.")
+        return CommandReply(f"Persona set for {where}.")
+
+    async def usage(self, user: UserRef) -> CommandReply:
+        """The user's consumption and remaining quota (admins also see the account)."""
+        report = getattr(self.quota, "report", None)
+        if report is not None:
+            text: str = await report(user, admin=self.is_admin(user))
+            return CommandReply(text)
+        now = self.clock.time()
+        day_start = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0)
+        today = await self.store.usage_since(user, day_start.timestamp())
+        month = await self.store.usage_since(user, now - 30 * 86400)
+        return CommandReply(
+            f"Today: {today.requests} request(s), {today.total_tokens:,} tokens.\n"
+            f"Last 30 days: {month.requests} request(s), {month.total_tokens:,} tokens."
+        )
+
+    def help(self, platform: Platform) -> CommandReply:
+        """What the bot does and its commands, named as this platform spells them."""
+        p = _command_prefix(platform, self.settings.slack_command_prefix)
+        how = {
+            Platform.DISCORD: "Mention me in a channel and I answer in a thread; "
+            "reply there to continue. DM me for a private conversation.",
+            Platform.SLACK: "Mention me in a channel and I answer in a thread; "
+            "reply there to continue. DM me for a private conversation.",
+            Platform.TERMINAL: "Type a message and press Enter. /quit exits.",
+        }[platform]
+        return CommandReply(
+            f"{how}\n"
+            f"`{p}model <id>`: choose your model · `{p}models`: list models · "
+            f"`{p}reset`: forget this conversation · `{p}system <text>`: set a persona "
+            f"(`{p}system clear` removes it) · `{p}usage`: your usage and limits · "
+            f"`{p}help`: this text."
+        )
+
+    async def run_text_command(self, incoming: Incoming) -> CommandReply | None:
+        """Run ``/name args`` typed as a message; None when the text is not a command."""
+        text = incoming.text.strip()
+        if not text.startswith("/"):
+            return None
+        name, _, arg = text[1:].partition(" ")
+        name, arg = name.lower(), arg.strip()
+        user, key = incoming.author, incoming.key
+        try:
+            if name == "model":
+                return await self.set_model(user, arg) if arg else await self.models_text(user, key)
+            if name == "models":
+                return await self.models_text(user, key)
+            if name == "reset":
+                return await self.reset(key, user)
+            if name == "system":
+                return await self.set_system(user, None if arg.lower() == "clear" else arg)
+            if name == "usage":
+                return await self.usage(user)
+            if name == "help":
+                return self.help(key.platform)
+        except BotError as exc:
+            return CommandReply(exc.user_text)
+        return CommandReply(f"Unknown command `/{name}`. " + self.help(key.platform).text)
+
+
+def _command_prefix(platform: Platform, slack_prefix: str) -> str:
+    if platform == Platform.SLACK:
+        return f"/{slack_prefix}-"
+    return "/"

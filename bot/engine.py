@@ -1,0 +1,379 @@
+"""The conversation engine: one ``handle()`` per user message, whatever the platform.
+
+Turns in one conversation run strictly in order (a FIFO lock per conversation);
+different conversations run concurrently, bounded by ``MAX_CONCURRENT_REQUESTS``.
+The user turn is stored before the API call and the assistant turn after it, with
+partial text kept and marked when the stream breaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from bot.commands import CommandsMixin
+from bot.context import (
+    build_messages,
+    estimate_tokens,
+    history_budget,
+    image_parts,
+    render_user_text,
+    supports_images,
+)
+from bot.errors import (
+    BotError,
+    ContextTooLong,
+    InputRejected,
+    ModelUnavailable,
+    QuotaExceeded,
+    RequestTooLarge,
+    StreamInterrupted,
+    UpstreamError,
+)
+from bot.log import conversation_context
+from bot.ports import Clock, Completions, QuotaGate, ReplySink, Store
+from bot.reasoning import ThinkSplitter, reasoning_params
+from bot.settings import Settings
+from bot.streaming import EditPacer
+from bot.types import (
+    ChatMessage,
+    ChatRequest,
+    ConversationKey,
+    Finished,
+    Incoming,
+    ModelInfo,
+    ReasoningDelta,
+    TextDelta,
+    TurnOutcome,
+    TurnStatus,
+    Usage,
+    UsageEntry,
+    UserRef,
+)
+
+__all__ = ["Engine"]
+
+log = logging.getLogger(__name__)
+
+INTERNAL_ERROR_TEXT = "Something went wrong on our side; the error was logged. Please try again."
+# Errors caused by the user's message itself: keep it out of future context.
+_INPUT_ERRORS = (InputRejected, ContextTooLong, RequestTooLarge, QuotaExceeded)
+
+
+@dataclass(slots=True)
+class _Answer:
+    """What the stream produced so far."""
+
+    model: str = ""
+    text: str = ""
+    reasoning: str = ""
+    usage: Usage | None = None
+
+    def visible(self, show_reasoning: bool) -> str:
+        if not (show_reasoning and self.reasoning.strip()):
+            return self.text
+        quoted = "\n".join(f"> {line}" for line in self.reasoning.strip().splitlines())
+        return f"{quoted}\n\n{self.text}" if self.text else quoted
+
+
+class Engine(CommandsMixin):
+    """Runs conversation turns and commands for every adapter.
+
+    Adapters call ``handle`` with a ``ReplySink`` and the command methods (from
+    ``CommandsMixin``); they never see the store or the completions client.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        completions: Completions,
+        clock: Clock,
+        pacer: EditPacer,
+        quota: QuotaGate | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.completions = completions
+        self.clock = clock
+        self.pacer = pacer
+        self.quota = quota
+        self._upstream = asyncio.Semaphore(settings.max_concurrent_requests)
+        # storage_id -> (lock, number of turns holding or waiting for it)
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    # ----- turns -----
+
+    async def handle(self, incoming: Incoming, sink: ReplySink) -> TurnOutcome:
+        """Answer one user message through ``sink``. Never raises for expected failures."""
+        with conversation_context(incoming.key.storage_id()):
+            try:
+                self._validate(incoming)
+            except InputRejected as exc:
+                log.info("rejected input: %s", exc.user_text)
+                await sink.fail(exc.user_text)
+                return TurnOutcome(TurnStatus.FAILED, "", error_text=exc.user_text)
+            async with self._conversation_lock(incoming.key):
+                return await self._run_turn(incoming, sink)
+
+    def _validate(self, incoming: Incoming) -> None:
+        text = incoming.text.strip()
+        if not text and not incoming.attachments:
+            raise InputRejected("Your message is empty; type something for the bot to answer.")
+        limit = self.settings.max_input_chars
+        size = len(render_user_text(incoming.text, incoming.attachments))
+        if size > limit:
+            raise InputRejected(
+                f"Your message is {size:,} characters long; the limit is {limit:,}. "
+                "Please shorten it or split it into several messages."
+            )
+
+    @asynccontextmanager
+    async def _conversation_lock(self, key: ConversationKey) -> AsyncIterator[None]:
+        sid = key.storage_id()
+        lock, users = self._locks.get(sid, (asyncio.Lock(), 0))
+        self._locks[sid] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[sid]
+            if users <= 1:
+                del self._locks[sid]
+            else:
+                self._locks[sid] = (lock, users - 1)
+
+    async def _run_turn(self, incoming: Incoming, sink: ReplySink) -> TurnOutcome:
+        user_msg_id: int | None = None
+        answer = _Answer()
+        try:
+            await sink.start()
+            model_id, system_prompt = await self._effective(incoming.author, incoming.key)
+            model = await self._model_info(model_id)
+            user_text = render_user_text(incoming.text, incoming.attachments)
+            current = self._rich_content(model_id, user_text, incoming)
+            user_msg_id = await self.store.add_message(
+                incoming.key,
+                role="user",
+                content=user_text,
+                author_id=incoming.author.storage_id(),
+                platform_message_id=incoming.message_id,
+                tokens=estimate_tokens(user_text),
+            )
+            request = await self._request(incoming.key, model, system_prompt, current)
+            answer.model = model.id
+            await self._stream(incoming, request, sink, answer)
+        except StreamInterrupted as exc:
+            return await self._interrupted(incoming, sink, answer, exc)
+        except BotError as exc:
+            return await self._failed(incoming, sink, exc, user_msg_id)
+        except Exception:
+            log.exception("turn failed unexpectedly")
+            await sink.fail(INTERNAL_ERROR_TEXT)
+            return TurnOutcome(TurnStatus.FAILED, answer.text, error_text=INTERNAL_ERROR_TEXT)
+        return await self._completed(incoming, sink, answer)
+
+    def _rich_content(self, model: str, text: str, incoming: Incoming) -> ChatMessage | None:
+        images = [a for a in incoming.attachments if a.mime_type.startswith("image/")]
+        if not images:
+            return None
+        if not supports_images(model):
+            raise InputRejected(
+                f"The model `{model}` can't read images; pick a vision model with /model "
+                "or send the text instead."
+            )
+        return ChatMessage(role="user", content=image_parts(text, incoming.attachments))
+
+    async def _request(
+        self,
+        key: ConversationKey,
+        model: ModelInfo,
+        system_prompt: str,
+        current: ChatMessage | None,
+    ) -> ChatRequest:
+        s = self.settings
+        max_output = s.max_output_tokens
+        if model.max_completion_tokens:
+            max_output = min(max_output, model.max_completion_tokens)
+        budget = history_budget(
+            model,
+            max_output_tokens=max_output,
+            system_prompt=system_prompt,
+            cap=s.context_token_budget,
+        )
+        history = await self.store.window(key, token_budget=budget)
+        return ChatRequest(
+            model=model.id,
+            messages=build_messages(system_prompt, history, current=current),
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_tokens=max_output,
+            frequency_penalty=s.frequency_penalty,
+            presence_penalty=s.presence_penalty,
+            extra=reasoning_params(model.id, show=s.show_reasoning, effort=s.reasoning_effort),
+        )
+
+    async def _stream(
+        self, incoming: Incoming, request: ChatRequest, sink: ReplySink, answer: _Answer
+    ) -> None:
+        prompt_tokens = sum(
+            estimate_tokens(m.content if isinstance(m.content, str) else str(m.content))
+            for m in request.messages
+        )
+        admission = await self._admit(incoming.author, request, prompt_tokens, sink)
+        show = self.settings.show_reasoning
+        splitter = ThinkSplitter()
+
+        async def on_retry(error: UpstreamError, attempt: int, delay: float) -> None:
+            log.warning("retry %d in %.1fs after: %s", attempt, delay, error)
+            await sink.status(f"{_short_reason(error)}; retrying in {delay:.0f} s…")
+
+        try:
+            async with self._upstream:
+                async for event in self.completions.stream(request, on_retry=on_retry):
+                    if isinstance(event, TextDelta):
+                        text, thought = splitter.feed(event.text)
+                        answer.text += text
+                        answer.reasoning += thought
+                    elif isinstance(event, ReasoningDelta):
+                        answer.reasoning += event.text
+                    elif isinstance(event, Finished):
+                        answer.usage = event.usage
+                        continue
+                    if answer.text or (show and answer.reasoning):
+                        await sink.update(answer.visible(show))
+                text, thought = splitter.flush()
+                answer.text += text
+                answer.reasoning += thought
+        except StreamInterrupted as exc:
+            answer.text = answer.text or exc.partial_text
+            raise
+        finally:
+            if admission is not None and self.quota is not None:
+                await self.quota.settle(admission, answer.usage)
+
+    async def _admit(
+        self, user: UserRef, request: ChatRequest, prompt_tokens: int, sink: ReplySink
+    ) -> object | None:
+        if self.quota is None:
+            return None
+
+        async def on_wait(seconds: float) -> None:
+            await sink.status(f"waiting for capacity, about {max(1, round(seconds))} s")
+
+        estimate = prompt_tokens + (request.max_tokens or 0)
+        return await self.quota.admit(user, request.model, estimate, on_wait=on_wait)
+
+    async def _completed(self, incoming: Incoming, sink: ReplySink, answer: _Answer) -> TurnOutcome:
+        text = answer.text.strip()
+        if not text:
+            note = "The model returned an empty answer; try rephrasing your message."
+            await self._store_assistant(incoming, answer, note, TurnStatus.FAILED)
+            await sink.fail(note)
+            return TurnOutcome(TurnStatus.FAILED, "", answer.usage, error_text=note)
+        await self._store_assistant(incoming, answer, text, TurnStatus.COMPLETE)
+        await sink.finish(answer.visible(self.settings.show_reasoning).strip(), TurnStatus.COMPLETE)
+        return TurnOutcome(TurnStatus.COMPLETE, text, answer.usage)
+
+    async def _interrupted(
+        self, incoming: Incoming, sink: ReplySink, answer: _Answer, exc: StreamInterrupted
+    ) -> TurnOutcome:
+        log.warning("stream interrupted after %d chars: %s", len(answer.text), exc.detail)
+        text = answer.text.strip()
+        try:
+            await self._store_assistant(incoming, answer, text, TurnStatus.INTERRUPTED)
+        except BotError as store_exc:
+            log.error("could not store interrupted reply: %s", store_exc.detail)
+        shown = answer.visible(self.settings.show_reasoning).strip()
+        await sink.finish(f"{shown}\n\n⚠️ {exc.user_text}", TurnStatus.INTERRUPTED)
+        return TurnOutcome(TurnStatus.INTERRUPTED, text, answer.usage, error_text=exc.user_text)
+
+    async def _failed(
+        self, incoming: Incoming, sink: ReplySink, exc: BotError, user_msg_id: int | None
+    ) -> TurnOutcome:
+        if isinstance(exc, QuotaExceeded) and not exc.notify:
+            log.info("quota refusal (%s), user already notified this window", exc.scope)
+        else:
+            log.warning("turn failed: %s %s", type(exc).__name__, exc.detail or exc.user_text)
+        try:
+            if user_msg_id is not None and isinstance(exc, _INPUT_ERRORS):
+                await self.store.update_message(
+                    user_msg_id,
+                    content=render_user_text(incoming.text, incoming.attachments),
+                    tokens=0,
+                    status=TurnStatus.FAILED,
+                )
+        except BotError as store_exc:
+            log.error("could not mark failed turn: %s", store_exc.detail)
+        if isinstance(exc, QuotaExceeded) and not exc.notify:
+            await sink.finish("", TurnStatus.FAILED)
+        else:
+            await sink.fail(exc.user_text)
+        return TurnOutcome(TurnStatus.FAILED, "", error_text=exc.user_text)
+
+    async def _store_assistant(
+        self, incoming: Incoming, answer: _Answer, text: str, status: TurnStatus
+    ) -> None:
+        usage, model = answer.usage, answer.model
+        tokens = usage.completion_tokens if usage else estimate_tokens(text)
+        await self.store.add_message(
+            incoming.key, role="assistant", content=text, tokens=tokens, status=status
+        )
+        if usage is not None:
+            await self.store.record_usage(
+                UsageEntry(
+                    user=incoming.author,
+                    model=model,
+                    prompt_tokens=usage.prompt_tokens,
+                    completion_tokens=usage.completion_tokens,
+                    at=self.clock.time(),
+                )
+            )
+
+    # ----- models -----
+
+    async def _effective(self, user: UserRef, key: ConversationKey | None) -> tuple[str, str]:
+        prefs = await self.store.prefs(user, key)
+        model = prefs.model or self.settings.default_model
+        system = prefs.system_prompt if prefs.system_prompt is not None else None
+        return model, system or self.settings.system_prompt
+
+    async def _model_info(self, model_id: str) -> ModelInfo:
+        """The model's catalog entry; unknown models fail with a clear message."""
+        try:
+            models = await self.completions.models()
+        except UpstreamError as exc:
+            if exc.status in (401, 403):
+                raise
+            # The list being unavailable must not block chatting: assume defaults.
+            log.warning("model list unavailable (%s); using defaults for %s", exc, model_id)
+            return ModelInfo(id=model_id)
+        for info in models:
+            if info.id == model_id:
+                if not info.active:
+                    raise ModelUnavailable(
+                        f"The model `{model_id}` is no longer available; pick another with /model."
+                    )
+                return info
+        if not models:
+            return ModelInfo(id=model_id)
+        raise ModelUnavailable(
+            f"The model `{model_id}` is not offered by the API; pick one with /model "
+            f"(for example `{models[0].id}`)."
+        )
+
+
+def _short_reason(error: UpstreamError) -> str:
+    names = {
+        429: "the model API is busy (rate limit)",
+        500: "the model API had an error",
+        502: "the model API had an error",
+        503: "the model API is overloaded",
+    }
+    if error.status in names:
+        return names[error.status]
+    return "the model API did not answer"

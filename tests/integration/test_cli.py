@@ -1,0 +1,105 @@
+"""``python -m bot`` as a subprocess: terminal chat with memory, and start-up errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.groq_server import FakeGroq
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env(fake: FakeGroq | None, tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT")}
+    env.update(DATABASE_PATH=str(tmp_path / "bot.db"), LOG_LEVEL="WARNING", USER="tester")
+    if fake is not None:
+        env.update(GROQ_API_KEY=fake.api_key or "", API_BASE_URL=fake.base_url)
+    env.update(extra)
+    return env
+
+
+async def _bot(
+    args: list[str], env: dict[str, str], stdin: str = "", cwd: Path = ROOT
+) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=cwd,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_terminal_chat_streams_and_remembers_across_runs(
+    fake_groq: FakeGroq, tmp_path: Path
+) -> None:
+    env = _env(fake_groq, tmp_path)
+    code, out, err = await _bot(["chat"], env, "first question\nsecond question\n")
+    assert code == 0, err
+    assert "turns=1 last=first question" in out
+    assert "turns=2 last=second question" in out
+    assert "Traceback" not in err
+
+    code, out, _ = await _bot(["chat"], env, "/model openai/gpt-oss-20b\nthird\n/reset\nagain\n")
+    assert code == 0
+    assert "Model set to `openai/gpt-oss-20b`" in out
+    assert "turns=3 last=third model=openai/gpt-oss-20b" in out
+    assert "forgot" in out
+    assert "turns=1 last=again" in out
+
+
+async def test_no_platform_configured_names_the_variables(tmp_path: Path) -> None:
+    code, _, err = await _bot([], _env(None, tmp_path), cwd=tmp_path)
+    assert code == 2
+    assert "DISCORD_BOT_TOKEN" in err and "SLACK_BOT_TOKEN" in err and "Traceback" not in err
+
+
+async def test_help_documents_every_subcommand(tmp_path: Path) -> None:
+    code, out, _ = await _bot(["--help"], _env(None, tmp_path))
+    assert code == 0
+    for command in ("run", "chat", "models", "usage", "check"):
+        assert command in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"GROQ_API_KEY": ""}, "GROQ_API_KEY is not set"),
+        ({"GROQ_API_KEY": "gsk_wrong_key_0123456789"}, "API key was rejected"),
+        ({"API_BASE_URL": "http://127.0.0.1:9/v1"}, "Could not reach the model API at 127.0.0.1:9"),
+        ({"TEMPERATURE": "9"}, "TEMPERATURE"),
+    ],
+)
+async def test_startup_problems_are_one_clear_sentence(
+    fake_groq: FakeGroq, tmp_path: Path, extra: dict[str, str], needle: str
+) -> None:
+    env = _env(fake_groq, tmp_path, MAX_RETRIES="0", **extra)
+    if extra.get("GROQ_API_KEY") == "":
+        env.pop("API_BASE_URL")
+        env.pop("GROQ_API_KEY")
+    code, _, err = await _bot(["check"], env, cwd=tmp_path)
+    assert code == 2
+    assert needle in err
+    assert "Traceback" not in err
+    assert "gsk_wrong_key_0123456789" not in err
+
+
+async def test_missing_default_model_warns_with_available_ones(
+    fake_groq: FakeGroq, tmp_path: Path
+) -> None:
+    env = _env(fake_groq, tmp_path, DEFAULT_MODEL="llama-3.3-70b-versatile")
+    code, out, err = await _bot(["check"], env, cwd=tmp_path)
+    assert code == 0
+    assert "DEFAULT_MODEL=llama-3.3-70b-versatile" in err and "openai/gpt-oss-120b" in err

@@ -1,0 +1,216 @@
+"""Engine + SqliteStore + real httpx client against the fake Groq server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from bot.app import Runtime, open_runtime
+from bot.settings import Settings
+from bot.types import ConversationKey, Incoming, Platform, TurnStatus, UserRef
+from tests.fakes.groq_server import FakeGroq
+from tests.fakes.sink import RecordingSink
+
+ALICE = UserRef(Platform.TERMINAL, "alice", "Alice")
+BOB = UserRef(Platform.TERMINAL, "bob", "Bob")
+DM_ALICE = ConversationKey(Platform.TERMINAL, dm_user="alice")
+DM_BOB = ConversationKey(Platform.TERMINAL, dm_user="bob")
+
+
+@asynccontextmanager
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    async with open_runtime(settings) as rt:
+        yield rt
+
+
+async def ask(
+    rt: Runtime, text: str, *, key: ConversationKey = DM_ALICE, user: UserRef = ALICE
+) -> RecordingSink:
+    sink = RecordingSink()
+    await asyncio.wait_for(rt.engine.handle(Incoming(key, user, text, "m"), sink), 15)
+    return sink
+
+
+def sent_messages(fake: FakeGroq, index: int = -1) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = fake.requests[index]["body"]["messages"]
+    return messages
+
+
+async def test_streams_in_order_remembers_history_across_restart_and_reset(
+    fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
+) -> None:
+    settings = settings_factory()
+    async with runtime(settings) as rt:
+        first = await ask(rt, "hello one")
+        assert first.status_ is TurnStatus.COMPLETE
+        updates = first.ops("update")
+        assert len(updates) >= 2, "the answer must stream in several updates"
+        assert all(b.startswith(a) for a, b in itertools.pairwise(updates))
+        assert first.final == updates[-1].strip()
+        assert "turns=1" in first.final and "last=hello one" in first.final
+        await ask(rt, "hello two")
+        third = await ask(rt, "hello three")
+        assert "turns=3" in (third.final or "")
+        contents = [m["content"] for m in sent_messages(fake_groq)]
+        assert contents[0] == settings.system_prompt
+        assert contents[1] == "hello one" and contents[3] == "hello two"
+        assert contents[-1] == "hello three"
+        assert all(set(m) == {"role", "content"} for m in sent_messages(fake_groq))
+
+    async with runtime(settings) as rt:  # a restart on the same database file
+        fourth = await ask(rt, "hello four")
+        assert "turns=4" in (fourth.final or "")
+        reply = await rt.engine.reset(DM_ALICE, ALICE)
+        assert "forgot 8" in reply.text
+        fifth = await ask(rt, "after reset")
+        assert "turns=1" in (fifth.final or "")
+
+
+async def test_two_conversations_stream_concurrently(
+    fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
+) -> None:
+    fake_groq.token_delay_s = 0.02
+    fake_groq.reply_words = 15
+    async with runtime(settings_factory()) as rt:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        a, b = await asyncio.gather(
+            ask(rt, "from alice"), ask(rt, "from bob", key=DM_BOB, user=BOB)
+        )
+        both = loop.time() - start
+        start = loop.time()
+        await ask(rt, "alone")
+        single = loop.time() - start
+    assert a.status_ is b.status_ is TurnStatus.COMPLETE
+    assert "last=from alice" in (a.final or "") and "last=from bob" in (b.final or "")
+    assert both < single * 1.7, (both, single)
+
+
+async def test_messages_in_one_conversation_are_answered_in_order(
+    fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
+) -> None:
+    fake_groq.token_delay_s = 0.01
+    async with runtime(settings_factory()) as rt:
+        sinks = await asyncio.gather(*(ask(rt, f"msg {i}") for i in range(4)))
+    for i, sink in enumerate(sinks):
+        assert f"turns={i + 1}" in (sink.final or ""), sink.final
+        assert f"last=msg {i}" in (sink.final or "")
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected", "requests"),
+    [
+        ("401", "API key", 1),
+        ("404", "/model", 1),
+        ("model_decommissioned", "/model", 1),
+        ("context_length_exceeded", "/reset", 1),
+        ("413", "tokens-per-minute", 1),
+        ("500", None, 2),
+        ("503", None, 2),
+        ("429", None, 2),
+    ],
+)
+async def test_api_faults_end_in_clear_text_with_retries_only_where_they_belong(
+    fake_groq: FakeGroq,
+    settings_factory: Callable[..., Settings],
+    fault: str,
+    expected: str | None,
+    requests: int,
+) -> None:
+    fake_groq.script(fault, times=1, retry_after=0.05) if fault == "429" else fake_groq.script(
+        fault, times=1
+    )
+    async with runtime(settings_factory()) as rt:
+        await rt.completions.models()
+        before = len(fake_groq.requests)
+        sink = await ask(rt, "hi")
+    chat_requests = len(fake_groq.requests) - before
+    assert chat_requests == requests
+    if expected is None:  # retried, then answered; the retry was visible
+        assert sink.status_ is TurnStatus.COMPLETE
+        assert any("retrying" in s for s in sink.ops("status"))
+    else:
+        assert sink.failed is not None and expected in sink.failed
+        assert "Traceback" not in sink.failed
+
+
+async def test_mid_stream_drop_keeps_partial_reply_marked_interrupted(
+    fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
+) -> None:
+    fake_groq.reply_words = 30
+    async with runtime(settings_factory()) as rt:
+        await rt.completions.models()
+        before = len(fake_groq.requests)
+        fake_groq.script("drop", times=1, after_tokens=5)
+        sink = await ask(rt, "tell me a story")
+        assert len(fake_groq.requests) - before == 1, "no retry after the first token"
+        assert sink.status_ is TurnStatus.INTERRUPTED
+        partial = sink.ops("update")[-1]
+        assert partial and (sink.final or "").startswith(partial.strip())
+        assert "cut off" in (sink.final or "")
+        follow = await ask(rt, "go on")
+        history = sent_messages(fake_groq)
+        assert history[-2]["role"] == "assistant"
+        assert history[-2]["content"] == partial.strip()
+        assert "turns=2" in (follow.final or "")
+
+
+async def test_trimming_sends_only_newest_history_that_fits(
+    fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
+) -> None:
+    settings = settings_factory(context_token_budget=300, quota_enabled=False)
+    async with runtime(settings) as rt:
+        for i in range(12):
+            await ask(rt, f"message number {i} " + "padding " * 40)
+        sent = sent_messages(fake_groq)
+    assert sent[0]["role"] == "system"
+    users = [m["content"] for m in sent if m["role"] == "user"]
+    assert users[-1].startswith("message number 11")
+    assert len(users) < 12
+    numbers = [int(u.split()[2]) for u in users]
+    assert numbers == sorted(numbers) and numbers[-1] == 11
+    assert numbers == list(range(numbers[0], 12)), "only a contiguous newest tail is kept"
+
+
+async def test_bad_input_is_rejected_clearly_without_calling_the_api(
+    fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
+) -> None:
+    async with runtime(settings_factory(max_input_chars=100)) as rt:
+        empty = await ask(rt, "   ")
+        huge = await ask(rt, "x" * 101)
+    assert empty.failed is not None and "empty" in empty.failed
+    assert huge.failed is not None and "101" in huge.failed and "100" in huge.failed
+    assert not [r for r in fake_groq.requests if r["path"].endswith("/chat/completions")]
+
+
+async def test_unknown_model_and_model_commands(
+    fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
+) -> None:
+    async with runtime(settings_factory()) as rt:
+        bad = await rt.engine.set_model(ALICE, "gpt-oss-120")
+        assert "not an available model" in bad.text and "openai/gpt-oss-120b" in bad.text
+        ok = await rt.engine.set_model(ALICE, "openai/gpt-oss-20b")
+        assert "openai/gpt-oss-20b" in ok.text
+        listing = await rt.engine.models_text(ALICE, DM_ALICE)
+        assert "▶ `openai/gpt-oss-20b`" in listing.text
+        await ask(rt, "which model?")
+        assert fake_groq.requests[-1]["body"]["model"] == "openai/gpt-oss-20b"
+        await rt.engine.set_system(ALICE, "You are a pirate.")
+        await ask(rt, "ahoy")
+        assert sent_messages(fake_groq)[0]["content"] == "You are a pirate."
+
+
+async def test_reasoning_is_hidden_by_default_and_never_sent_back(
+    fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
+) -> None:
+    async with runtime(settings_factory(default_model="qwen/qwen3-32b")) as rt:
+        fake_groq.force_raw_think = True
+        first = await ask(rt, "think hard")
+        await ask(rt, "again")
+    assert first.final is not None and "<think>" not in first.final
+    assert all("<think>" not in m["content"] for m in sent_messages(fake_groq))
