@@ -1,16 +1,22 @@
 """Pure limiter arithmetic with an injected ``now``: no I/O, no clock object, no awaits.
 
-Two window models, both needed:
+Three meters:
 
-* ``RefillBucket`` — continuous refill, the way Groq meters an account: ``limit`` units
-  drain back at ``limit / window_s`` per second, so after using ``u`` the allowance is
-  whole again ``u × window ÷ limit`` seconds later (Groq's reset = (limit − remaining) ×
-  window ÷ limit). The account mirror uses these so it never admits what Groq would refuse.
+* ``TrailingLog`` — at most ``limit`` in any trailing window, each use counted from when
+  it is *committed* (its response is over, so the server has surely counted it) until
+  one window later, reserved use counting in full until then. The account mirror's
+  minute windows (RPM, TPM) use it: it never admits more than Groq's continuous refill
+  would over any stretch of time, and — unlike a refill bucket — it also never trips a
+  server that meters a trailing window (FakeGroq does), nor loses the race between our
+  reservation and the server's own count.
+* ``RefillBucket`` — continuous refill, the way Groq documents its windows (reset =
+  (limit − remaining) × window ÷ limit). The mirror's day windows (RPD, TPD) use it, so a
+  day's allowance comes back gradually rather than all at once.
 * ``FixedWindow`` — a counter that empties at multiples of ``length_s`` from the epoch (a
   86,400 s window resets at 00:00 UTC). Per-user limits use these: "your 10 requests this
   minute, try again in 23 s" then names one exact reset, and "tell once per window" has
   a window to key on. Their boundary bursts are harmless: the account mirror, not the
-  per-user share, is what keeps the shared key under Groq's limits.
+  per-user share, is what keeps the shared key under its limits.
 
 ``AccountBudget`` and ``UserCounters`` group the four dimensions (rpm, rpd, tpm, tpd);
 ``ModelLane`` adds a model's FIFO queue bookkeeping (waking is a callback, so this module
@@ -30,9 +36,11 @@ from bot.types import QuotaCounter, RateLimitSnapshot
 __all__ = [
     "AccountBudget",
     "FixedWindow",
+    "Meter",
     "ModelLane",
     "QueueEntry",
     "RefillBucket",
+    "TrailingLog",
     "UserCounters",
 ]
 
@@ -103,6 +111,24 @@ class RefillBucket:
         self.limit = float(limit)
         self._set(level, now)
 
+    def clears_in(self, now: float) -> float:
+        """Seconds until the bucket is whole again."""
+        return self.used(now) / self.rate
+
+    def commit(self, reserved: float, final: float, now: float) -> None:
+        """A reserved use is over: count what it really used instead."""
+        if final > reserved:
+            self.take(final - reserved, now)
+        elif final < reserved:
+            self.give_back(reserved - final, now)
+
+    def to_row(self, subject: str, dim: str, now: float) -> QuotaCounter | None:
+        """The state keyed on the current window's start, so saves overwrite one row."""
+        if self.used(now) <= 0:
+            return None
+        ref = math.floor(now / self.window_s) * self.window_s
+        return QuotaCounter(subject, dim, ref, self.level_at(ref, now))
+
     def level_at(self, ref: float, now: float) -> float:
         """The level at ``ref`` (≤ now) that drains into the current one: the bucket's
         whole state as one number keyed on a fixed time, for persistence."""
@@ -118,6 +144,109 @@ class RefillBucket:
 
     def _set(self, level: float, now: float) -> None:
         self._level, self._at = level, max(now, self._at)
+
+
+class TrailingLog:
+    """At most ``limit`` in any trailing ``window_s``; see the module docstring.
+
+    ``take`` reserves (counted in full, undated); ``commit`` dates the use at its end.
+    """
+
+    __slots__ = ("_entries", "_sum", "limit", "pending", "window_s")
+
+    def __init__(self, limit: float, window_s: float) -> None:
+        if limit <= 0 or window_s <= 0:
+            raise ValueError("limit and window_s must be positive")
+        self.limit = float(limit)
+        self.window_s = float(window_s)
+        self.pending = 0.0
+        self._entries: deque[tuple[float, float]] = deque()  # (committed at, amount)
+        self._sum = 0.0
+
+    def _expire(self, now: float) -> None:
+        entries = self._entries
+        while entries and entries[0][0] + self.window_s <= now:
+            self._sum -= entries.popleft()[1]
+        if not entries:
+            self._sum = 0.0  # no float drift survives an empty log
+
+    def used(self, now: float) -> float:
+        self._expire(now)
+        return self._sum + self.pending
+
+    def remaining(self, now: float) -> float:
+        return max(0.0, self.limit - self.used(now))
+
+    def clears_in(self, now: float) -> float:
+        """Seconds until nothing counts any more (a window, while use is still pending)."""
+        self._expire(now)
+        last = self._entries[-1][0] + self.window_s - now if self._entries else 0.0
+        return max(last, self.window_s if self.pending else 0.0)
+
+    def time_to_fit(self, amount: float, now: float) -> float:
+        """Seconds until ``amount`` more fits; past what is logged (a whole queue), assume
+        pending use expires a window from now and then ``limit`` per window."""
+        excess = self.used(now) + amount - self.limit
+        slack = _EPS * self.limit
+        if excess <= slack:
+            return 0.0
+        for at, used in self._entries:
+            excess -= used
+            if excess <= slack:
+                return at + self.window_s - now
+        base = self.window_s if self.pending else self.clears_in(now)
+        return base + max(0.0, excess - self.pending) / self.limit * self.window_s
+
+    def wait_for(self, amount: float, now: float) -> float:
+        """Seconds until ``amount`` more fits: 0 now, ``inf`` if it never can."""
+        if amount > self.limit * (1.0 + _EPS):
+            return math.inf
+        return self.time_to_fit(amount, now)
+
+    def take(self, amount: float, now: float) -> None:
+        self.pending += amount
+
+    def commit(self, reserved: float, final: float, now: float) -> None:
+        """Date a reserved use at ``now``, counting the larger of reserved and final: the
+        server charged the reservation (Groq counts prompt + max output up front)."""
+        self.pending = max(0.0, self.pending - reserved)
+        amount = max(reserved, final)
+        self._entries.append((now, amount))
+        self._sum += amount
+
+    def raise_to(self, used: float, now: float) -> bool:
+        """Lift use to ``used`` (dated now) if it is lower; return whether it changed."""
+        current = self.used(now)
+        if used <= current:
+            return False
+        self._entries.append((now, used - current))
+        self._sum += used - current
+        return True
+
+    def set_limit(self, limit: float, now: float) -> None:
+        self.limit = float(limit)
+
+    def to_row(self, subject: str, dim: str, now: float) -> QuotaCounter | None:
+        """Current use, keyed on the current window's start."""
+        used = self.used(now)
+        if used <= 0:
+            return None
+        return QuotaCounter(subject, dim, math.floor(now / self.window_s) * self.window_s, used)
+
+    def restore(self, used: float, at: float, now: float) -> None:
+        """Merge a persisted row. Its uses end within two windows of ``at``; dating them
+        now keeps them a little longer than needed, never shorter."""
+        if now < at + 2 * self.window_s:
+            self.raise_to(used, now)
+
+
+Meter = RefillBucket | TrailingLog
+
+
+def _meter(dim: str, limit: float, minute_s: float, day_s: float) -> Meter:
+    if dim.endswith("m"):
+        return TrailingLog(limit, minute_s)
+    return RefillBucket(limit, day_s)
 
 
 class FixedWindow:
@@ -176,60 +305,53 @@ class FixedWindow:
 
 
 class AccountBudget:
-    """One model's account mirror: continuous-refill buckets for the limited dimensions."""
+    """One model's account mirror: a meter per limited dimension (minute windows trailing
+    logs, day windows refill buckets)."""
 
     __slots__ = ("buckets",)
 
     def __init__(self, limits: ModelLimits, *, minute_s: float, day_s: float) -> None:
-        windows = {"rpm": minute_s, "rpd": day_s, "tpm": minute_s, "tpd": day_s}
-        self.buckets: dict[str, RefillBucket] = {}
-        for dim, window in windows.items():
+        self.buckets: dict[str, Meter] = {}
+        for dim in DIMENSIONS:
             limit = limits.get(dim)
             if limit is not None:
-                self.buckets[dim] = RefillBucket(limit, window)
+                self.buckets[dim] = _meter(dim, limit, minute_s, day_s)
 
-    def __iter__(self) -> Iterator[tuple[str, RefillBucket]]:
+    def __iter__(self) -> Iterator[tuple[str, Meter]]:
         return iter(self.buckets.items())
 
     def wait_for(self, tokens: int, now: float) -> float:
-        """Seconds until one request of ``tokens`` fits every bucket (``inf``: never)."""
+        """Seconds until one request of ``tokens`` fits every meter (``inf``: never)."""
         wait = 0.0
-        for dim, bucket in self.buckets.items():
-            wait = max(wait, bucket.wait_for(1 if dim[0] == "r" else tokens, now))
+        for dim, meter in self.buckets.items():
+            wait = max(wait, meter.wait_for(1 if dim[0] == "r" else tokens, now))
         return wait
 
     def estimate(self, requests: int, tokens: int, now: float) -> tuple[float, str]:
         """Seconds until ``requests`` requests totalling ``tokens`` would all have fitted,
         and the dimension that takes longest."""
         wait, worst = 0.0, ""
-        for dim, bucket in self.buckets.items():
-            need = bucket.time_to_fit(requests if dim[0] == "r" else tokens, now)
+        for dim, meter in self.buckets.items():
+            need = meter.time_to_fit(requests if dim[0] == "r" else tokens, now)
             if need > wait:
                 wait, worst = need, dim
         return wait, worst
 
     def take(self, tokens: int, now: float) -> None:
-        for dim, bucket in self.buckets.items():
-            bucket.take(1 if dim[0] == "r" else tokens, now)
+        for dim, meter in self.buckets.items():
+            meter.take(1 if dim[0] == "r" else tokens, now)
+
+    def commit(self, reserved: int, final: int, now: float) -> None:
+        """The request that reserved ``reserved`` tokens is over and used ``final``."""
+        for dim, meter in self.buckets.items():
+            if dim[0] == "r":
+                meter.commit(1, 1, now)
+            else:
+                meter.commit(reserved, final, now)
 
     def to_rows(self, subject: str, now: float) -> list[QuotaCounter]:
-        """Non-empty buckets as rows keyed on their current window's start, so repeated
-        saves overwrite one row per window instead of adding one per save."""
-        rows = []
-        for dim, bucket in self.buckets.items():
-            if bucket.used(now) > 0:
-                ref = math.floor(now / bucket.window_s) * bucket.window_s
-                rows.append(QuotaCounter(subject, dim, ref, bucket.level_at(ref, now)))
-        return rows
-
-    def adjust_tokens(self, dim: str, delta: float, now: float) -> None:
-        bucket = self.buckets.get(dim)
-        if bucket is None or delta == 0:
-            return
-        if delta > 0:
-            bucket.take(delta, now)
-        else:
-            bucket.give_back(-delta, now)
+        rows = (meter.to_row(subject, dim, now) for dim, meter in self.buckets.items())
+        return [row for row in rows if row is not None]
 
 
 class QueueEntry:
@@ -340,12 +462,11 @@ class ModelLane:
         if limit == current:
             return False
         self.limits = replace(self.limits, **{dim: limit})
-        bucket = self.budget.buckets.get(dim)
-        if bucket is None:
-            window = self.minute_s if dim.endswith("m") else self.day_s
-            self.budget.buckets[dim] = RefillBucket(limit, window)
+        meter = self.budget.buckets.get(dim)
+        if meter is None:
+            self.budget.buckets[dim] = _meter(dim, limit, self.minute_s, self.day_s)
         else:
-            bucket.set_limit(limit, now)
+            meter.set_limit(limit, now)
         return True
 
 

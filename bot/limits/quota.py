@@ -169,17 +169,15 @@ class QuotaManager:
         now = self._clock.time()
         admission.state.in_flight -= 1
         admission.state.flight_noticed = False
-        if usage is not None:
-            lane = self._lane(admission.model)
-            delta = usage.total_tokens - admission.tokens
-            lane.budget.adjust_tokens("tpd", delta, now)
-            if delta > 0:
-                lane.budget.adjust_tokens("tpm", delta, now)
+        lane = self._lane(admission.model)
+        final = admission.tokens if usage is None else usage.total_tokens
+        lane.budget.commit(admission.tokens, final, now)
+        if final != admission.tokens:
+            delta = final - admission.tokens
             admission.counters.tpm.adjust(delta, admission.minute_start)
             admission.counters.tpd.adjust(delta, admission.day_start)
             self._dirty.add((admission.user_key, admission.model))
-            if delta < 0:
-                lane.wake_head()
+        lane.wake_head()  # the head's wait is now computable (or shorter)
         await self._maybe_flush(now)
 
     def observe(self, snapshot: RateLimitSnapshot) -> None:

@@ -104,7 +104,7 @@ def user_dimensions(
 def local_usage(budget: AccountBudget, now: float) -> tuple[DimensionUsage, ...]:
     """The account mirror's buckets; ``resets_in_s`` is until each is whole again."""
     return tuple(
-        DimensionUsage(dim, b.used(now), int(b.limit), b.used(now) / b.rate) for dim, b in budget
+        DimensionUsage(dim, m.used(now), int(m.limit), m.clears_in(now)) for dim, m in budget
     )
 
 

@@ -100,6 +100,6 @@ async def test_missing_default_model_warns_with_available_ones(
     fake_groq: FakeGroq, tmp_path: Path
 ) -> None:
     env = _env(fake_groq, tmp_path, DEFAULT_MODEL="llama-3.3-70b-versatile")
-    code, out, err = await _bot(["check"], env, cwd=tmp_path)
+    code, _, err = await _bot(["check"], env, cwd=tmp_path)
     assert code == 0
     assert "DEFAULT_MODEL=llama-3.3-70b-versatile" in err and "openai/gpt-oss-120b" in err
