@@ -1,0 +1,435 @@
+"""A fake Discord (REST under ``/api/v10`` + gateway websocket) for real, unmodified discord.py.
+
+Point discord.py at it with ``fake.patch()`` (``Route.BASE`` and
+``DiscordWebSocket.DEFAULT_GATEWAY``, restored on exit) or with the bot's
+``discord_api_base`` / ``discord_gateway_url`` settings (``fake.settings_overrides()``).
+
+Tests inject events (``send_message``, ``send_dm``, ``send_command``,
+``send_autocomplete``) and faults (``inject``, ``drop_gateway``), then read what the
+bot did through ``calls``, ``messages``, ``bot_messages``, ``interactions`` and
+``count_429``. ``await fake.wait_for(predicate)`` re-checks on every state change.
+
+Rate limits are honest: every API answer carries ``X-RateLimit-*`` headers; message
+create and edit share one fixed 5-per-5 s window per channel (configurable). A request
+past its window is counted in ``count_429`` and, with ``enforce_rate_limits``,
+answered 429 with ``retry_after`` and a ``Via`` header.
+
+Module layout: payload builders in ``discord_payloads``, the websocket in
+``discord_gateway``, recording / rate limits in ``discord_http``, application
+commands in ``discord_interactions``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import discord
+import yarl
+from aiohttp import web
+
+from tests.fakes import discord_payloads as p
+from tests.fakes.discord_gateway import (
+    DIRECT_MESSAGES,
+    GUILD_MESSAGES,
+    MESSAGE_CONTENT,
+    FakeGateway,
+)
+from tests.fakes.discord_http import API, RestCall, RestPlumbing, error_response, json_response
+from tests.fakes.discord_interactions import FakeInteraction, InteractionRoutes
+from tests.fakes.discord_payloads import FakeUser, Json
+
+__all__ = ["FakeDiscord", "FakeInteraction", "FakeMessage", "FakeUser", "RestCall"]
+
+MAX_CONTENT = 2000
+Files = list[tuple[str, str, bytes]]  # (filename, content type, data)
+
+
+@dataclass(slots=True)
+class FakeMessage:
+    """A message the fake knows; ``history`` holds every content it had, oldest first."""
+
+    id: str
+    channel_id: str
+    guild_id: str | None
+    author: FakeUser
+    payload: Json
+    history: list[str] = field(default_factory=list)
+    bodies: list[Json] = field(default_factory=list)  # the bot's POST / PATCH bodies
+
+    @property
+    def content(self) -> str:
+        return self.history[-1] if self.history else ""
+
+
+class FakeDiscord(RestPlumbing, InteractionRoutes):
+    """One guild (two text channels, three humans, another bot, roles) plus DMs."""
+
+    def __init__(
+        self,
+        *,
+        token: str = "fake-bot-token",
+        message_limit: int = 5,
+        message_window_s: float = 5.0,
+        default_limit: int = 50,
+        enforce_rate_limits: bool = True,
+        echo_own_messages: bool = True,
+    ) -> None:
+        RestPlumbing.__init__(
+            self,
+            message_limit=message_limit,
+            message_window_s=message_window_s,
+            default_limit=default_limit,
+            enforce_rate_limits=enforce_rate_limits,
+        )
+        InteractionRoutes.__init__(self)
+        self.token = token
+        # Real Discord echoes the bot's own messages on the gateway; bots must ignore them.
+        self.echo_own_messages = echo_own_messages
+        self.snowflake = s = p.SnowflakeFactory()
+        self.bot = FakeUser(s(), "groqbot", bot=True)
+        self.app_id = self.bot.id
+        self.guild_id = s()
+        self.member_role, self.muted_role = s(), s()
+        self.channel_id, self.other_channel_id = s(), s()
+        self.alice = FakeUser(s(), "alice", roles=[self.member_role])
+        self.bob = FakeUser(s(), "bob", roles=[self.member_role])
+        self.carol = FakeUser(s(), "carol", roles=[self.muted_role])
+        self.other_bot = FakeUser(s(), "otherbot", bot=True)
+        self.users = [self.bot, self.alice, self.bob, self.carol, self.other_bot]
+        self.channels = {self.channel_id: "general", self.other_channel_id: "random"}
+        self.threads: dict[str, Json] = {}
+        self.dm_channels: dict[str, str] = {}  # user id -> DM channel id
+        self.messages: dict[str, FakeMessage] = {}
+        self.cdn: dict[str, tuple[str, bytes]] = {}
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        self.gateway = FakeGateway(
+            token=lambda: self.token,
+            ready=self._ready_payload,
+            guilds=lambda: [self._guild_payload()],
+            members_chunk=lambda gid: p.members_chunk(gid, self.users),
+            notify=self._notify,
+        )
+
+    # ----- lifecycle -----
+
+    async def start(self) -> FakeDiscord:
+        app = web.Application(middlewares=[self.middleware])
+        r = app.router
+        r.add_get("/gateway", self.gateway.handle)
+        r.add_get("/resume", self.gateway.handle)
+        r.add_get("/cdn/{att_id}/{filename}", self._cdn)
+        app_info = p.app_info(self.app_id, self.bot, self.carol)
+        r.add_get(API + "/users/@me", lambda _: self._static(self._me()))
+        r.add_get(API + "/oauth2/applications/@me", lambda _: self._static(app_info))
+        r.add_get(API + "/gateway", lambda _: self._static({"url": self.ws_base}))
+        r.add_get(API + "/channels/{channel_id}", self._get_channel)
+        r.add_post(API + "/channels/{channel_id}/messages", self._create_message)
+        r.add_get(API + "/channels/{channel_id}/messages/{message_id}", self._get_message)
+        r.add_patch(API + "/channels/{channel_id}/messages/{message_id}", self._edit_message)
+        r.add_post(API + "/channels/{channel_id}/typing", self._typing)
+        r.add_post(
+            API + "/channels/{channel_id}/messages/{message_id}/threads", self._create_thread
+        )
+        self.add_interaction_routes(r, API)
+        r.add_route("*", API + "/{tail:.*}", self._unknown)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def aclose(self) -> None:
+        await self.gateway.aclose()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeDiscord:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def http_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_base(self) -> str:
+        return self.http_base + API
+
+    @property
+    def ws_base(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    def settings_overrides(self) -> dict[str, str]:
+        """Settings that point the bot's Discord adapter here."""
+        return {
+            "discord_bot_token": self.token,
+            "discord_api_base": self.api_base,
+            "discord_gateway_url": self.ws_base,
+        }
+
+    @contextlib.contextmanager
+    def patch(self) -> Iterator[None]:
+        """Point discord.py's class-level URLs here; restore them on exit."""
+        route, ws = discord.http.Route, discord.gateway.DiscordWebSocket
+        saved = route.BASE, ws.DEFAULT_GATEWAY
+        route.BASE, ws.DEFAULT_GATEWAY = self.api_base, yarl.URL(self.ws_base)
+        try:
+            yield
+        finally:
+            route.BASE, ws.DEFAULT_GATEWAY = saved
+
+    # ----- waiting and views -----
+
+    async def wait_for(self, predicate: Callable[[], object], *, within: float = 5.0) -> None:
+        """Wait until ``predicate()`` is truthy, re-checked on every fake state change."""
+        try:
+            async with asyncio.timeout(within), self._cond:
+                await self._cond.wait_for(predicate)
+        except TimeoutError:
+            recent = [f"{c.status} {c.method} {c.path}" for c in self.calls[-8:]]
+            raise AssertionError(
+                f"condition not met within {within}s; last calls: {recent}"
+            ) from None
+
+    async def drop_gateway(self, code: int = 4000) -> None:
+        """Close the bot's gateway socket; it should RESUME (``gateway.resumes``)."""
+        await self.gateway.drop(code)
+
+    def channel_messages(self, channel_id: str) -> list[FakeMessage]:
+        return [m for m in self.messages.values() if m.channel_id == channel_id]
+
+    def bot_messages(self, channel_id: str | None = None) -> list[FakeMessage]:
+        """The bot's messages (in creation order), optionally in one channel or thread."""
+        mine = (m for m in self.messages.values() if m.author is self.bot)
+        return [m for m in mine if channel_id is None or m.channel_id == channel_id]
+
+    def final_content(self, message_id: str) -> str:
+        return self.messages[message_id].content
+
+    def dm_channel_id(self, user: FakeUser) -> str:
+        return self.dm_channels.setdefault(user.id, self.snowflake())
+
+    # ----- event injection -----
+
+    async def send_message(
+        self,
+        content: str,
+        *,
+        author: FakeUser | None = None,
+        channel_id: str | None = None,
+        mention: bool = False,
+        reply_to: str | None = None,
+        attachments: Files | None = None,
+    ) -> FakeMessage:
+        """A guild (or thread) MESSAGE_CREATE; ``mention`` prefixes ``<@bot>``."""
+        author = author or self.alice
+        mentions = [self.bot] if mention else []
+        if mention:
+            content = f"{self.bot.mention} {content}"
+        ref = self.messages[reply_to] if reply_to else None
+        if ref is not None and ref.author.id != author.id and ref.author not in mentions:
+            mentions.append(ref.author)  # Discord pings the replied-to author by default
+        channel_id = channel_id or self.channel_id
+        files = [self._attachment(*a) for a in attachments or []]
+        msg = self._store(channel_id, self.guild_id, author, content, mentions, ref, files)
+        await self._dispatch_message("MESSAGE_CREATE", msg)
+        return msg
+
+    async def send_dm(
+        self, content: str, *, author: FakeUser | None = None, attachments: Files | None = None
+    ) -> FakeMessage:
+        """A DM MESSAGE_CREATE (no guild_id, no member)."""
+        author = author or self.alice
+        files = [self._attachment(*a) for a in attachments or []]
+        msg = self._store(self.dm_channel_id(author), None, author, content, [], None, files)
+        await self._dispatch_message("MESSAGE_CREATE", msg)
+        return msg
+
+    def _attachment(self, filename: str, content_type: str, data: bytes) -> Json:
+        att_id = self.snowflake()
+        self.cdn[att_id] = (content_type, data)
+        url = f"{self.http_base}/cdn/{att_id}/{filename}"
+        return p.attachment(att_id, filename, content_type, len(data), url)
+
+    def _store(
+        self,
+        channel_id: str,
+        guild_id: str | None,
+        author: FakeUser,
+        content: str,
+        mentions: list[FakeUser],
+        ref: FakeMessage | None,
+        attachments: list[Json] | None = None,
+    ) -> FakeMessage:
+        mid = self.snowflake()
+        payload = p.message(
+            message_id=mid,
+            channel_id=channel_id,
+            author=author,
+            content=content,
+            guild_id=guild_id,
+            mentions=mentions,
+            reference=ref.payload if ref else None,
+            attachments=attachments,
+        )
+        msg = FakeMessage(mid, channel_id, guild_id, author, payload, [content])
+        self.messages[mid] = msg
+        return msg
+
+    async def _dispatch_message(self, event: str, msg: FakeMessage) -> None:
+        """Dispatch with the intent filtering and content blanking real Discord applies."""
+        gw = self.gateway
+        if not gw.has_intent(DIRECT_MESSAGES if msg.guild_id is None else GUILD_MESSAGES):
+            return
+        data = dict(msg.payload, content=msg.content)
+        if msg.guild_id is not None:
+            data["member"] = msg.author.member(with_user=False)
+        mentioned = any(u["id"] == self.bot.id for u in data["mentions"])
+        visible = msg.guild_id is None or msg.author is self.bot or mentioned
+        if not gw.has_intent(MESSAGE_CONTENT) and not visible:
+            data.update(content="", embeds=[], attachments=[], components=[])
+        await gw.dispatch(event, data)
+
+    # ----- REST handlers -----
+
+    async def _static(self, data: Json) -> web.Response:
+        return json_response(data)
+
+    def _me(self) -> Json:
+        return {**self.bot.payload(), "verified": True, "mfa_enabled": False, "flags": 0}
+
+    async def _unknown(self, request: web.Request) -> web.Response:
+        return error_response(404, 0, f"404: Not Found ({request.method} {request.path})")
+
+    async def _typing(self, _: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    async def _cdn(self, request: web.Request) -> web.Response:
+        found = self.cdn.get(request.match_info["att_id"])
+        if found is None:
+            return web.Response(status=404)
+        return web.Response(body=found[1], content_type=found[0])
+
+    def _guild_of(self, channel_id: str) -> str | bool | None:
+        """The channel's guild id, None for a DM channel, False when unknown."""
+        if channel_id in self.channels or channel_id in self.threads:
+            return self.guild_id
+        return None if channel_id in self.dm_channels.values() else False
+
+    async def _get_channel(self, request: web.Request) -> web.Response:
+        cid = request.match_info["channel_id"]
+        if cid in self.threads:
+            return json_response(self.threads[cid])
+        if cid in self.channels:
+            return json_response(p.text_channel(cid, self.channels[cid], self.guild_id))
+        for user in self.users:
+            if self.dm_channels.get(user.id) == cid:
+                return json_response(p.dm_channel(cid, user))
+        return error_response(404, 10003, "Unknown Channel")
+
+    def _content_error(self, body: Json) -> web.Response | None:
+        content = body.get("content") or ""
+        if len(content) > MAX_CONTENT:
+            errors = p.too_long_errors(MAX_CONTENT)
+            return error_response(400, 50035, "Invalid Form Body", errors=errors)
+        if not content.strip() and not body.get("embeds"):
+            return error_response(400, 50006, "Cannot send an empty message")
+        return None
+
+    async def _create_message(self, request: web.Request) -> web.Response:
+        channel_id = request.match_info["channel_id"]
+        body: Json = request["body"] or {}
+        guild_id = self._guild_of(channel_id)
+        if guild_id is False:
+            return error_response(404, 10003, "Unknown Channel")
+        if (error := self._content_error(body)) is not None:
+            return error
+        ref_id = (body.get("message_reference") or {}).get("message_id")
+        ref = self.messages.get(str(ref_id)) if ref_id else None
+        content = body.get("content") or ""
+        msg = self._store(
+            channel_id, str(guild_id) if guild_id else None, self.bot, content, [], ref
+        )
+        msg.bodies.append(body)
+        if self.echo_own_messages:
+            await self._dispatch_message("MESSAGE_CREATE", msg)
+        return json_response(msg.payload)
+
+    def _find_message(self, request: web.Request) -> FakeMessage | None:
+        msg = self.messages.get(request.match_info["message_id"])
+        return msg if msg and msg.channel_id == request.match_info["channel_id"] else None
+
+    async def _get_message(self, request: web.Request) -> web.Response:
+        msg = self._find_message(request)
+        if msg is None:
+            return error_response(404, 10008, "Unknown Message")
+        return json_response(dict(msg.payload, content=msg.content))
+
+    async def _edit_message(self, request: web.Request) -> web.Response:
+        msg = self._find_message(request)
+        if msg is None:
+            return error_response(404, 10008, "Unknown Message")
+        if msg.author is not self.bot:
+            return error_response(403, 50005, "Cannot edit a message authored by another user")
+        body: Json = request["body"] or {}
+        if "content" in body and (error := self._content_error(body)) is not None:
+            return error
+        msg.bodies.append(body)
+        if "content" in body:
+            msg.history.append(body["content"] or "")
+        msg.payload = dict(msg.payload, content=msg.content, edited_timestamp=p.timestamp())
+        if self.echo_own_messages:
+            await self._dispatch_message("MESSAGE_UPDATE", msg)
+        return json_response(msg.payload)
+
+    async def _create_thread(self, request: web.Request) -> web.Response:
+        channel_id, message_id = request.match_info["channel_id"], request.match_info["message_id"]
+        if channel_id not in self.channels or message_id not in self.messages:
+            return error_response(404, 10008, "Unknown Message")
+        if message_id in self.threads:
+            return error_response(400, 160004, "A thread has already been created for this message")
+        body: Json = request["body"] or {}
+        # A thread started from a message has the message's id, as on real Discord.
+        data = p.thread(
+            thread_id=message_id,
+            guild_id=self.guild_id,
+            parent_id=channel_id,
+            owner_id=self.bot.id,
+            name=str(body.get("name") or "thread")[:100],
+            auto_archive_duration=int(body.get("auto_archive_duration") or 1440),
+        )
+        self.threads[message_id] = data
+        # Without THREAD_CREATE discord.py never caches the thread and later messages in it
+        # arrive with a PartialMessageable channel.
+        member = p.thread_member(message_id, self.bot.id)
+        await self.gateway.dispatch("THREAD_CREATE", dict(data, newly_created=True, member=member))
+        return json_response(data, 201)
+
+    # ----- gateway payloads -----
+
+    def _ready_payload(self, session_id: str) -> Json:
+        return p.ready(
+            user=self._me(),
+            session_id=session_id,
+            resume_url=f"ws://127.0.0.1:{self.port}/resume",
+            guild_ids=[self.guild_id],
+            app_id=self.app_id,
+        )
+
+    def _guild_payload(self) -> Json:
+        roles = {self.guild_id: "@everyone", self.member_role: "member", self.muted_role: "muted"}
+        return p.guild_create(
+            self.guild_id,
+            name="Test Guild",
+            channels=self.channels,
+            members=self.users,
+            roles=roles,
+            threads=list(self.threads.values()),
+        )
