@@ -62,6 +62,7 @@ class FakeGateway:
         self.identifies = 0
         self.resumes = 0
         self.heartbeats = 0
+        self.errors: list[str] = []  # bugs in the fake's frame handling
 
     @property
     def connected(self) -> bool:
@@ -83,7 +84,11 @@ class FakeGateway:
             )
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
-                    await self._on_frame(ws, json.loads(msg.data))
+                    try:
+                        await self._on_frame(ws, json.loads(msg.data))
+                    except Exception as exc:
+                        self.errors.append(repr(exc))
+                        raise
         finally:
             self._sockets.discard(ws)
             if self._live is ws:

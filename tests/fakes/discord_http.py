@@ -17,10 +17,12 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["API", "RestCall", "RestPlumbing", "json_response"]
+__all__ = ["API", "BODY", "RestCall", "RestPlumbing", "error_response", "json_response"]
 
 API = "/api/v10"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# The parsed JSON body, read once by the middleware (a typed key: str keys warn).
+BODY = web.RequestKey("body", Any)
 
 
 def json_response(
@@ -90,6 +92,8 @@ class RestPlumbing:
         self._windows: dict[str, _Window] = {}
         self._injections: list[_Injection] = []
         self._cond = asyncio.Condition()
+        # Bugs in the fake itself: discord.py would quietly retry the 500s they cause.
+        self.server_errors: list[str] = []
 
     async def _notify(self) -> None:
         async with self._cond:
@@ -117,10 +121,14 @@ class RestPlumbing:
         if not request.path.startswith(API):
             return await handler(request)
         body = await request.json() if request.can_read_body else None
-        request["body"] = body
+        request[BODY] = body
         path = request.path[len(API) :]
         call = RestCall(request.method, path, dict(request.query), body, time.monotonic())
-        response = await self._respond(request, handler, call)
+        try:
+            response = await self._respond(request, handler, call)
+        except Exception as exc:
+            self.server_errors.append(f"{call.method} {call.path}: {exc!r}")
+            response = error_response(500, 0, "fake Discord bug")
         call.status = response.status
         self.calls.append(call)
         await self._notify()

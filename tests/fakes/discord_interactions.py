@@ -11,7 +11,7 @@ from aiohttp import web
 
 from tests.fakes import discord_payloads as p
 from tests.fakes.discord_gateway import FakeGateway
-from tests.fakes.discord_http import error_response, json_response
+from tests.fakes.discord_http import BODY, error_response, json_response
 from tests.fakes.discord_payloads import FakeUser, Json
 
 __all__ = ["FakeInteraction", "InteractionRoutes"]
@@ -217,7 +217,7 @@ class InteractionRoutes:
                 "version": "1",
                 **({"guild_id": guild_id} if guild_id else {}),
             }
-            for cmd in request["body"] or []
+            for cmd in request[BODY] or []
         ]
         if guild_id:
             self.guild_commands[guild_id] = synced
@@ -257,7 +257,7 @@ class InteractionRoutes:
             return error_response(404, 10062, "Unknown interaction")
         if record.callbacks:
             return error_response(400, 40060, "Interaction has already been acknowledged.")
-        body: Json = request["body"] or {}
+        body: Json = request[BODY] or {}
         record.callbacks.append(body)
         kind, data = body.get("type"), body.get("data") or {}
         if kind == 8:
@@ -286,7 +286,7 @@ class InteractionRoutes:
         record = self._by_token.get(request.match_info["token"])
         if record is None:
             return error_response(404, 10015, "Unknown Webhook")
-        body: Json = request["body"] or {}
+        body: Json = request[BODY] or {}
         if (error := self._content_error(body)) is not None:
             return error
         record.followups.append(body)
@@ -308,7 +308,7 @@ class InteractionRoutes:
         record = self._by_token.get(request.match_info["token"])
         if record is None or not record.callbacks:
             return error_response(404, 10008, "Unknown Message")
-        body: Json = request["body"] or {}
+        body: Json = request[BODY] or {}
         if "content" in body:
             if (error := self._content_error(body)) is not None:
                 return error

@@ -37,7 +37,14 @@ from tests.fakes.discord_gateway import (
     MESSAGE_CONTENT,
     FakeGateway,
 )
-from tests.fakes.discord_http import API, RestCall, RestPlumbing, error_response, json_response
+from tests.fakes.discord_http import (
+    API,
+    BODY,
+    RestCall,
+    RestPlumbing,
+    error_response,
+    json_response,
+)
 from tests.fakes.discord_interactions import FakeInteraction, InteractionRoutes
 from tests.fakes.discord_payloads import FakeUser, Json
 
@@ -345,7 +352,7 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
 
     async def _create_message(self, request: web.Request) -> web.Response:
         channel_id = request.match_info["channel_id"]
-        body: Json = request["body"] or {}
+        body: Json = request[BODY] or {}
         guild_id = self._guild_of(channel_id)
         if guild_id is False:
             return error_response(404, 10003, "Unknown Channel")
@@ -378,7 +385,7 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
             return error_response(404, 10008, "Unknown Message")
         if msg.author is not self.bot:
             return error_response(403, 50005, "Cannot edit a message authored by another user")
-        body: Json = request["body"] or {}
+        body: Json = request[BODY] or {}
         if "content" in body and (error := self._content_error(body)) is not None:
             return error
         msg.bodies.append(body)
@@ -395,7 +402,7 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
             return error_response(404, 10008, "Unknown Message")
         if message_id in self.threads:
             return error_response(400, 160004, "A thread has already been created for this message")
-        body: Json = request["body"] or {}
+        body: Json = request[BODY] or {}
         # A thread started from a message has the message's id, as on real Discord.
         data = p.thread(
             thread_id=message_id,

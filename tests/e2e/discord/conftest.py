@@ -21,6 +21,7 @@ async def fake_discord() -> AsyncIterator[FakeDiscord]:
     async with FakeDiscord() as fake:
         with fake.patch():
             yield fake
+    assert fake.server_errors == [] and fake.gateway.errors == [], "the fake itself failed"
 
 
 @contextlib.asynccontextmanager
