@@ -22,7 +22,7 @@ __all__ = ["API", "BODY", "RestCall", "RestPlumbing", "error_response", "json_re
 API = "/api/v10"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # The parsed JSON body, read once by the middleware (a typed key: str keys warn).
-BODY = web.RequestKey("body", Any)
+BODY: web.RequestKey[Any] = web.RequestKey("body")
 
 
 def json_response(
