@@ -76,12 +76,8 @@ class RefillBucket:
         drained = max(0.0, now - self._at) * self.rate
         return max(0.0, self._level - drained)
 
-    def remaining(self, now: float) -> float:
-        return max(0.0, self.limit - self.used(now))
-
     def time_to_fit(self, amount: float, now: float) -> float:
-        """Seconds until ``amount`` more fits, even when it exceeds the limit (an estimate
-        for a whole queue)."""
+        """Seconds until ``amount`` more fits, even past the limit (estimates a queue)."""
         excess = self.used(now) + amount - self.limit
         return 0.0 if excess <= _EPS * self.limit else excess / self.rate
 
@@ -94,9 +90,6 @@ class RefillBucket:
     def take(self, amount: float, now: float) -> None:
         """Add ``amount`` unconditionally (callers check ``wait_for`` first)."""
         self._set(self.used(now) + amount, now)
-
-    def give_back(self, amount: float, now: float) -> None:
-        self._set(max(0.0, self.used(now) - amount), now)
 
     def raise_to(self, used: float, now: float) -> bool:
         """Lift the level to ``used`` if it is lower; return whether it changed."""
@@ -117,10 +110,7 @@ class RefillBucket:
 
     def commit(self, reserved: float, final: float, now: float) -> None:
         """A reserved use is over: count what it really used instead."""
-        if final > reserved:
-            self.take(final - reserved, now)
-        elif final < reserved:
-            self.give_back(reserved - final, now)
+        self._set(max(0.0, self.used(now) + final - reserved), now)
 
     def to_row(self, subject: str, dim: str, now: float) -> QuotaCounter | None:
         """The state keyed on the current window's start, so saves overwrite one row."""
@@ -137,10 +127,8 @@ class RefillBucket:
 
     def restore(self, level: float, at: float, now: float) -> None:
         """Merge a persisted state (``level`` at ``at``), keeping the fuller of the two."""
-        self._level, self._at = max(self.used(now), self._decayed(level, at, now)), now
-
-    def _decayed(self, level: float, at: float, now: float) -> float:
-        return max(0.0, level - max(0.0, now - at) * self.rate)
+        decayed = level - max(0.0, now - at) * self.rate
+        self._level, self._at = max(self.used(now), decayed, 0.0), now
 
     def _set(self, level: float, now: float) -> None:
         self._level, self._at = level, max(now, self._at)
@@ -174,9 +162,6 @@ class TrailingLog:
         self._expire(now)
         return self._sum + self.pending
 
-    def remaining(self, now: float) -> float:
-        return max(0.0, self.limit - self.used(now))
-
     def clears_in(self, now: float) -> float:
         """Seconds until nothing counts any more (a window, while use is still pending)."""
         self._expire(now)
@@ -185,7 +170,7 @@ class TrailingLog:
 
     def time_to_fit(self, amount: float, now: float) -> float:
         """Seconds until ``amount`` more fits; past what is logged (a whole queue), assume
-        pending use expires a window from now and then ``limit`` per window."""
+        pending use expires a window from now, then ``limit`` per window."""
         excess = self.used(now) + amount - self.limit
         slack = _EPS * self.limit
         if excess <= slack:
@@ -195,7 +180,7 @@ class TrailingLog:
             if excess <= slack:
                 return at + self.window_s - now
         base = self.window_s if self.pending else self.clears_in(now)
-        return base + max(0.0, excess - self.pending) / self.limit * self.window_s
+        return base + math.ceil(max(0.0, excess - self.pending) / self.limit) * self.window_s
 
     def wait_for(self, amount: float, now: float) -> float:
         """Seconds until ``amount`` more fits: 0 now, ``inf`` if it never can."""

@@ -1,32 +1,41 @@
 """``QuotaManager``: per-user limits in front of a per-model mirror of the shared account.
 
-Window model
-------------
-* **Account mirror** (one per model): continuous-refill buckets for RPM, RPD, TPM and TPD,
-  because that is how Groq meters the key (reset = (limit − remaining) × window ÷ limit).
+Window model (the arithmetic lives in ``bot.limits.buckets``)
+------------------------------------------------------------
+* **Account mirror**, one per model. Groq refills each window continuously (reset =
+  (limit − remaining) × window ÷ limit). Day windows (RPD, TPD) mirror exactly that.
+  Minute windows (RPM, TPM) are held to something stricter: never more than the limit
+  in any trailing minute, each request counted until a minute after its response ended
+  and in full while in flight. Over any stretch that admits no more than continuous
+  refill would, so the mirror cannot cause a 429 whether the server refills
+  continuously (Groq) or meters a trailing window (FakeGroq, other servers), even though
+  our reservation is made before the server counts the request. It costs only the
+  refill Groq would grant right after a burst.
   Headers keep it honest: ``x-ratelimit-*-requests`` describe the per-*day* request
-  window and ``*-tokens`` the per-*minute* token window, so ``observe`` can lift RPD and
-  TPM to what the API says is used (never lower them: our own reservations for requests
-  still in flight are not in the API's count yet). RPM and TPD are never reported and are
-  tracked locally. A 429's ``retry-after`` pauses the model's queue for that long.
-* **Per-user limits** (one set per user and model, a share of that model's account limit):
-  fixed windows — minutes on the minute, days at 00:00 UTC. Chosen over continuous refill
-  so a refusal can name one exact reset ("try again in 23 s"), the once-per-window notice
-  has a window to key on, and "today" means the UTC day users and the ledger share.
-  Plus a cap on each user's requests in flight.
+  window and ``*-tokens`` the per-*minute* token window, so ``observe`` lifts RPD and
+  TPM to what the API says is used (never lowers them: our reservations for requests
+  still in flight may not be in its count yet) and adopts its limits. RPM and TPD are
+  never reported and are tracked locally. A 429's ``retry-after`` pauses the model's
+  queue for that long.
+* **Per-user limits**, one set per user and model, by default ``user_share`` of that
+  model's account limits: fixed windows — minutes on the minute, days at 00:00 UTC.
+  Chosen over continuous refill so a refusal names one exact reset ("try again in
+  23 s"), the once-per-window notice has a window to key on, and "today" is the UTC day
+  the usage ledger uses too. Plus a cap on each user's requests in flight. Admins skip
+  these, never the account mirror.
 
-``admit`` checks the user first and refuses at once (``QuotaExceeded(scope="user")``;
-``notify`` is False after the first refusal per user, model, dimension and window). Then
-the account: if the model's FIFO queue is empty and the budget fits, it reserves and
-returns without awaiting; otherwise the request queues (first come, first served across
-users), ``on_wait`` hears the estimate, and past ``max_queue_wait_s`` it fails with
-``QuotaExceeded(scope="account")``. Groq charges prompt + max output against TPM when a
-request starts, so ``settle`` never refunds account TPM (that would over-admit) but does
-reconcile TPD and the user's own counters with the real usage.
+``admit`` checks the user first and refuses at once (``QuotaExceeded(scope="user")``,
+``notify`` False after the first refusal per user, model, dimension and window). Then
+the account: with nobody queued and room in the budget it reserves without awaiting;
+otherwise the request joins the model's FIFO queue (first come, first served across
+users), ``on_wait`` hears the estimated wait, and past ``max_queue_wait_s`` it fails with
+``QuotaExceeded(scope="account")``. ``settle`` dates the use and reconciles: TPD and the
+user's counters take the real usage, TPM keeps the reservation (Groq charges prompt +
+max output up front).
 
-All limiter time is ``clock.time()`` (epoch seconds): counters are persisted with epoch
+Limiter time is ``clock.time()`` (epoch seconds): counters are persisted with epoch
 window starts and day windows align to UTC midnight. Check-and-reserve is a handful of
-dict lookups: O(1) in the number of users.
+dict lookups, O(1) in the number of users.
 """
 
 from __future__ import annotations
@@ -160,7 +169,7 @@ class QuotaManager:
         return admission
 
     async def settle(self, admission: object, usage: Usage | None) -> None:
-        """Reconcile a reservation with the real usage (None: keep what was reserved)."""
+        """Reconcile a reservation with the real usage (None: count what was reserved)."""
         if not isinstance(admission, Admission):
             raise TypeError(f"not an Admission from this manager: {admission!r}")
         if admission.settled:

@@ -12,6 +12,7 @@ from bot.limits.buckets import (
     ModelLane,
     QueueEntry,
     RefillBucket,
+    TrailingLog,
     UserCounters,
 )
 from bot.limits.table import (
@@ -32,9 +33,10 @@ DAY0 = math.floor(T0 / 86_400) * 86_400
 def test_refill_bucket_follows_groqs_reset_formula() -> None:
     b = RefillBucket(6_000, 60)
     b.take(6_000, T0)
-    assert b.remaining(T0) == 0
+    assert b.used(T0) == 6_000
     # reset = (limit - remaining) × window ÷ limit: 1,500 used → whole again in 15 s.
-    assert b.remaining(T0 + 45) == pytest.approx(4_500)
+    assert b.used(T0 + 45) == pytest.approx(1_500)
+    assert b.clears_in(T0 + 45) == pytest.approx(15)
     assert b.used(T0 + 60) == 0
     assert b.wait_for(1_500, T0) == pytest.approx(15)
     assert b.wait_for(1_500, T0 + 15) == 0
@@ -69,7 +71,7 @@ def test_refill_bucket_set_limit_keeps_use_and_changes_rate() -> None:
     b = RefillBucket(8_000, 60)
     b.take(6_000, T0)
     b.set_limit(6_000, T0)
-    assert b.remaining(T0) == 0
+    assert b.wait_for(1, T0) > 0
     assert b.used(T0 + 30) == pytest.approx(3_000)
 
 
@@ -87,6 +89,69 @@ def test_refill_bucket_ignores_a_clock_stepping_back() -> None:
     b = RefillBucket(60, 60)
     b.take(30, T0)
     assert b.used(T0 - 10) == 30
+
+
+# ----- TrailingLog -----
+
+
+def test_trailing_log_counts_a_use_until_a_window_after_it_ends() -> None:
+    log = TrailingLog(30, 60)
+    for _ in range(30):
+        assert log.wait_for(1, T0) == 0
+        log.take(1, T0)
+    assert log.wait_for(1, T0 + 100) == 60  # still in flight: counts in full, undated
+    for i in range(30):
+        log.commit(1, 1, T0 + 1 + i * 0.1)  # answers finished over three seconds
+    # A refill bucket would admit one every 2 s from now; a trailing window must not.
+    assert log.wait_for(1, T0 + 5) == pytest.approx(T0 + 61 - (T0 + 5))
+    assert log.wait_for(1, T0 + 61) == 0
+    assert log.used(T0 + 61.05) == 29
+    assert log.used(T0 + 64) == 0
+
+
+def test_trailing_log_is_never_looser_than_a_refill_bucket() -> None:
+    log, bucket = TrailingLog(10, 60), RefillBucket(10, 60)
+    t = T0
+    for step in range(400):  # greedy sender: as much as the log allows, every 0.7 s
+        if log.wait_for(3, t) == 0:
+            assert bucket.wait_for(3, t) == 0, f"log admitted what refill refuses at {step}"
+            log.take(3, t)
+            log.commit(3, 3, t)
+            bucket.take(3, t)
+        t += 0.7
+
+
+def test_trailing_log_commit_keeps_the_larger_amount() -> None:
+    log = TrailingLog(6_000, 60)
+    log.take(2_000, T0)
+    log.commit(2_000, 300, T0 + 1)  # the server charged prompt + max output
+    assert log.used(T0 + 2) == 2_000
+    log.take(100, T0 + 2)
+    log.commit(100, 900, T0 + 3)  # the prompt was underestimated
+    assert log.used(T0 + 4) == 2_900
+
+
+def test_trailing_log_raise_to_and_queue_estimate() -> None:
+    log = TrailingLog(6_000, 60)
+    assert log.raise_to(5_500, T0)
+    assert not log.raise_to(5_000, T0)
+    assert log.wait_for(1_000, T0 + 10) == pytest.approx(50)
+    assert log.wait_for(7_000, T0) == math.inf
+    # A queue of 13,000 tokens: 6,000 go at +60, 6,000 at +120, the last 1,000 at +180.
+    assert log.time_to_fit(13_000, T0) == pytest.approx(180)
+
+
+def test_trailing_log_row_round_trip_is_never_shorter() -> None:
+    log = TrailingLog(30, 60)
+    log.take(4, T0 + 10)
+    row = log.to_row("account:m", "rpm", T0 + 10)
+    assert row is not None and (row.window_start, row.used) == (T0, 4)
+    fresh = TrailingLog(30, 60)
+    fresh.restore(row.used, row.window_start, T0 + 20)
+    assert fresh.used(T0 + 79) == 4
+    stale = TrailingLog(30, 60)
+    stale.restore(row.used, row.window_start, T0 + 120)
+    assert stale.used(T0 + 120) == 0
 
 
 # ----- FixedWindow -----

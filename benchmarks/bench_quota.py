@@ -1,0 +1,100 @@
+"""Quota limiter benchmark: ``python benchmarks/bench_quota.py [--quick]``.
+
+1. Median µs per check-and-reserve (``QuotaManager.admit`` on its no-wait path) with
+   100, 1,000 and 10,000 known users: it must stay under 50 µs and flat.
+2. The 20-user scenario against the fake Groq server enforcing 30 RPM / 6,000 TPM (time
+   scaled so a "minute" is a couple of seconds): 429s received, answered requests per
+   user (min/median/max) and the median queue wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bot.limits.config import QuotaConfig  # noqa: E402
+from bot.limits.quota import QuotaManager  # noqa: E402
+from bot.limits.table import parse_overrides  # noqa: E402
+from bot.types import Platform, Usage, UserRef  # noqa: E402
+
+MODEL = "openai/gpt-oss-120b"
+BIG = "rpm:1000000000,rpd:1000000000,tpm:1000000000,tpd:1000000000"
+
+
+class FrozenClock:
+    """Time stands still: every admit takes the same path, whatever the loop count."""
+
+    def now(self) -> float:
+        return 1_700_000_040.0
+
+    def time(self) -> float:
+        return 1_700_000_040.0
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(0)
+
+
+async def bench_admit(users: int, calls: int) -> tuple[float, float]:
+    """(median, p99) µs of ``admit`` over ``calls`` calls spread across ``users`` users."""
+    config = QuotaConfig(
+        model_limits=parse_overrides(f"{MODEL}={BIG}"),
+        user_rpm=10**9,
+        user_rpd=10**9,
+        user_tpm=10**12,
+        user_tpd=10**12,
+    )
+    quota = QuotaManager(config=config, clock=FrozenClock())
+    refs = [UserRef(Platform.DISCORD, str(i)) for i in range(users)]
+    usage = Usage(100, 50)
+    for ref in refs:  # make every user known
+        await quota.settle(await quota.admit(ref, MODEL, 200), usage)
+    samples: list[int] = []
+    clock = time.perf_counter_ns
+    for i in range(calls):
+        ref = refs[(i * 7919) % users]  # hop around the user table
+        t0 = clock()
+        admission = await quota.admit(ref, MODEL, 200)
+        samples.append(clock() - t0)
+        await quota.settle(admission, usage)
+    samples.sort()
+    return statistics.median(samples) / 1_000, samples[int(len(samples) * 0.99)] / 1_000
+
+
+async def main(quick: bool) -> int:
+    calls = 5_000 if quick else 50_000
+    print("check-and-reserve (QuotaManager.admit, no wait), median / p99 µs per call:")
+    medians = []
+    for users in (100, 1_000, 10_000):
+        median, p99 = await bench_admit(users, calls)
+        medians.append(median)
+        print(f"  {users:>6,} users: {median:6.2f} µs   p99 {p99:6.2f} µs")
+    flat = max(medians) / min(medians)
+    print(f"  spread 10,000 vs 100 users: ×{flat:.2f} (target: under 50 µs and flat)")
+    ok = max(medians) < 50
+
+    try:
+        from tests.integration.test_quota_fake_groq import run_scenario
+    except ImportError as exc:
+        print(f"\n20-user scenario skipped: {exc}")
+        return 0 if ok else 1
+    print("\n20-user scenario (fake Groq enforcing 30 RPM / 6,000 TPM, time scaled):")
+    result = await run_scenario()
+    print(f"  429s received from the fake: {result.count_429} (target 0)")
+    print(f"  answered: {result.answered}, timed out waiting: {result.timed_out}")
+    per_user = sorted(result.answered_per_user.values())
+    print(
+        "  answered per user min/median/max: "
+        f"{per_user[0]}/{statistics.median(per_user):g}/{per_user[-1]}"
+    )
+    print(f"  median queue wait: {result.median_wait_s:.2f} s (scaled) ")
+    return 0 if ok and result.count_429 == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main("--quick" in sys.argv)))
