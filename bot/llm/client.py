@@ -1,0 +1,349 @@
+"""``CompletionsClient``: chat completions over one pooled ``httpx.AsyncClient``.
+
+Works with any OpenAI-compatible API (Groq by default). Errors arrive as
+``bot.errors.UpstreamError`` subclasses (mapped in ``bot.llm.errors``); retryable ones
+are retried with backoff (``bot.llm.retry``) only until the first token was yielded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing, asynccontextmanager
+from types import TracebackType
+from typing import Self, TypeVar
+
+import httpx
+from pydantic import SecretStr
+
+from bot.errors import StreamInterrupted, UpstreamError, UpstreamServerError, UpstreamUnreachable
+from bot.llm.catalog import ModelCatalog, parse_models
+from bot.llm.errors import base_url_host, error_from_response, map_transport_errors
+from bot.llm.headers import snapshot_from_headers
+from bot.llm.retry import RetryPolicy
+from bot.llm.sse import ChatStreamParser, parse_completion
+from bot.ports import Clock, RateLimitListener, RetryHook
+from bot.settings import Settings
+from bot.types import (
+    ChatEvent,
+    ChatRequest,
+    ChatResult,
+    Finished,
+    ModelInfo,
+    TextDelta,
+)
+
+__all__ = ["CompletionsClient", "build_body"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_USER_AGENT = "groqbot/0.1 (+httpx)"
+
+
+def build_body(request: ChatRequest, *, stream: bool) -> dict[str, object]:
+    """The JSON body for ``/chat/completions``.
+
+    Messages carry only ``role`` and ``content`` (Groq rejects other keys). Sampling
+    parameters appear only when set; ``max_tokens`` goes out as
+    ``max_completion_tokens``. ``request.extra`` is merged in but never overrides
+    the fields above or the streaming flags.
+    """
+    body: dict[str, object] = {
+        "model": request.model,
+        "messages": [
+            {
+                "role": m.role,
+                "content": m.content if isinstance(m.content, str) else list(m.content),
+            }
+            for m in request.messages
+        ],
+    }
+    sampling = {
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "max_completion_tokens": request.max_tokens,
+        "frequency_penalty": request.frequency_penalty,
+        "presence_penalty": request.presence_penalty,
+    }
+    body.update({k: v for k, v in sampling.items() if v is not None})
+    for key, value in request.extra.items():
+        body.setdefault(key, value)
+    body.pop("stream_options", None)
+    body["stream"] = stream
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+@asynccontextmanager
+async def _closing(iterator: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """Close an async iterator on exit, so an abandoned body iterator is never left to GC."""
+    try:
+        yield iterator
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+class CompletionsClient:
+    """``bot.ports.Completions`` for an OpenAI-compatible API, over one connection pool.
+
+    ``stream`` yields ``TextDelta`` / ``ReasoningDelta`` and a final ``Finished``. Before
+    the first delta it retries rate limits, 5xx, connection errors and stalls (calling
+    ``on_retry`` first); after it, any break raises ``StreamInterrupted`` with the text
+    yielded so far. Every chat response carrying rate-limit headers is reported to the
+    rate-limit listeners. The API key lives only in the pool's default headers.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        clock: Clock,
+        api_key: SecretStr | None = None,
+        timeout_s: float = 60.0,
+        stream_idle_timeout_s: float = 30.0,
+        max_retries: int = 3,
+        retry_base_delay_s: float = 1.0,
+        retry_max_delay_s: float = 20.0,
+        models_ttl_s: float = 300.0,
+        on_rate_limit: RateLimitListener | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 10,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._clock = clock
+        key = api_key.get_secret_value() if api_key is not None else ""
+        self._secrets: tuple[str, ...] = (key,) if key else ()
+        self._idle_s = stream_idle_timeout_s
+        self._policy = RetryPolicy(max_retries, retry_base_delay_s, retry_max_delay_s)
+        self._listeners: list[RateLimitListener] = [on_rate_limit] if on_rate_limit else []
+        headers = {"Accept": "application/json", "User-Agent": _USER_AGENT}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self._http = httpx.AsyncClient(
+            base_url=self._base_url + "/",
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            transport=transport,
+        )
+        self._catalog = ModelCatalog(fetch=self._fetch_models, ttl_s=models_ttl_s, clock=clock)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, clock: Clock, on_rate_limit: RateLimitListener | None = None
+    ) -> CompletionsClient:
+        """A client configured from ``Settings``."""
+        return cls(
+            base_url=settings.api_base_url,
+            api_key=settings.groq_api_key,
+            timeout_s=settings.request_timeout_s,
+            stream_idle_timeout_s=settings.stream_idle_timeout_s,
+            max_retries=settings.max_retries,
+            retry_base_delay_s=settings.retry_base_delay_s,
+            retry_max_delay_s=settings.retry_max_delay_s,
+            models_ttl_s=settings.models_cache_ttl_s,
+            clock=clock,
+            on_rate_limit=on_rate_limit,
+            # Room for a /models fetch next to a full set of concurrent streams.
+            max_connections=settings.max_concurrent_requests + 2,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self._base_url!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def add_rate_limit_listener(self, listener: RateLimitListener) -> None:
+        """Also report rate-limit snapshots to ``listener`` (e.g. ``QuotaGate.observe``)."""
+        self._listeners.append(listener)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    # ----- chat -----
+
+    async def stream(
+        self, request: ChatRequest, *, on_retry: RetryHook | None = None
+    ) -> AsyncIterator[ChatEvent]:
+        """Stream one completion; see the class docstring for retries and interruption."""
+        body = build_body(request, stream=True)
+        text: list[str] = []
+        started = False
+        attempt = 0
+        while True:
+            try:
+                async with aclosing(self._stream_once(request.model, body)) as events:
+                    async for event in events:
+                        if isinstance(event, TextDelta):
+                            text.append(event.text)
+                        started = started or not isinstance(event, Finished)
+                        yield event
+                return
+            except UpstreamError as exc:
+                if started:
+                    raise StreamInterrupted(
+                        partial_text="".join(text),
+                        detail=f"{type(exc).__name__}: {exc.detail or exc.user_text}",
+                    ) from exc
+                attempt += 1
+                await self._backoff(exc, attempt, on_retry)
+
+    async def complete(
+        self, request: ChatRequest, *, on_retry: RetryHook | None = None
+    ) -> ChatResult:
+        """One non-streaming completion, with the same error mapping and retries."""
+        body = build_body(request, stream=False)
+        return await self._with_retries(lambda: self._complete_once(request.model, body), on_retry)
+
+    # ----- models -----
+
+    async def models(self, *, refresh: bool = False) -> Sequence[ModelInfo]:
+        """The live model list sorted by id, cached for ``models_ttl_s``."""
+        return await self._catalog.get(refresh=refresh)
+
+    async def model_info(self, model_id: str) -> ModelInfo | None:
+        """The cached catalog entry for ``model_id``; None when the API doesn't list it."""
+        return await self._catalog.find(model_id)
+
+    # ----- internals -----
+
+    async def _fetch_models(self) -> list[ModelInfo]:
+        async def once() -> list[ModelInfo]:
+            async with self._send("GET", "models", model=None) as response:
+                return parse_models(await self._read_json(response))
+
+        return await self._with_retries(once, None)
+
+    async def _complete_once(self, model: str, body: dict[str, object]) -> ChatResult:
+        async with self._send("POST", "chat/completions", model=model, body=body) as response:
+            payload = await self._read_json(response)
+        return parse_completion(payload, model=model, secrets=self._secrets)
+
+    async def _stream_once(
+        self, model: str, body: dict[str, object]
+    ) -> AsyncGenerator[ChatEvent, None]:
+        parser = ChatStreamParser(model=model, secrets=self._secrets)
+        async with (
+            self._send("POST", "chat/completions", model=model, body=body) as response,
+            _closing(response.aiter_bytes()) as chunks,
+        ):
+            while not parser.done:
+                chunk = await self._next_chunk(chunks)
+                events = parser.feed(chunk) if chunk is not None else parser.finish()
+                if parser.done:
+                    await self._drain(chunks)
+                for event in events:
+                    yield event
+                if chunk is None:
+                    break
+        if not parser.done:
+            raise UpstreamServerError(detail="the stream ended before data: [DONE]")
+
+    async def _next_chunk(self, chunks: AsyncIterator[bytes]) -> bytes | None:
+        """The next body chunk, None at the end; a silence over the idle timeout raises."""
+        with map_transport_errors(self._base_url):
+            try:
+                async with asyncio.timeout(self._idle_s):
+                    return await anext(chunks)
+            except StopAsyncIteration:
+                return None
+            except TimeoutError:
+                raise UpstreamUnreachable(
+                    f"The model API at {base_url_host(self._base_url)} stopped responding; "
+                    "please try again.",
+                    detail=f"no stream data for {self._idle_s:g} s",
+                ) from None
+
+    async def _drain(self, chunks: AsyncIterator[bytes]) -> None:
+        """Read to the end after ``[DONE]`` so the connection goes back to the pool."""
+        with contextlib.suppress(UpstreamError):
+            while await self._next_chunk(chunks) is not None:
+                pass
+
+    @asynccontextmanager
+    async def _send(
+        self, method: str, path: str, *, model: str | None, body: dict[str, object] | None = None
+    ) -> AsyncIterator[httpx.Response]:
+        """Send a request; yield the streaming response if 2xx, else raise the mapped error."""
+        with map_transport_errors(self._base_url):
+            request = self._http.build_request(method, path, json=body)
+            response = await self._http.send(request, stream=True)
+        try:
+            if model is not None:
+                self._observe(response, model)
+            if not response.is_success:
+                with map_transport_errors(self._base_url):
+                    content = await response.aread()
+                raise error_from_response(
+                    response.status_code,
+                    response.headers,
+                    content,
+                    model=model,
+                    secrets=self._secrets,
+                )
+            yield response
+        finally:
+            with contextlib.suppress(httpx.HTTPError):
+                await response.aclose()
+
+    async def _read_json(self, response: httpx.Response) -> object:
+        with map_transport_errors(self._base_url):
+            content = await response.aread()
+        try:
+            return json.loads(content)
+        except ValueError:
+            raise UpstreamServerError(detail="the API answered with invalid JSON") from None
+
+    def _observe(self, response: httpx.Response, model: str) -> None:
+        snapshot = snapshot_from_headers(response.headers, model=model, at=self._clock.now())
+        if snapshot is None:
+            return
+        for listener in list(self._listeners):
+            try:
+                listener(snapshot)
+            except Exception:
+                # A listener belongs to another component; its bug must not fail a chat.
+                log.exception("rate-limit listener %r failed", listener)
+
+    async def _with_retries(
+        self, call: Callable[[], Awaitable[T]], on_retry: RetryHook | None
+    ) -> T:
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except UpstreamError as exc:
+                attempt += 1
+                await self._backoff(exc, attempt, on_retry)
+
+    async def _backoff(
+        self, error: UpstreamError, attempt: int, on_retry: RetryHook | None
+    ) -> None:
+        """Re-raise ``error`` unless retry ``attempt`` is allowed; else wait before it."""
+        if not self._policy.should_retry(error, attempt):
+            raise error
+        delay = self._policy.delay(attempt, error)
+        log.info("retry %d in %.2f s after %s: %s", attempt, delay, type(error).__name__, error)
+        if on_retry is not None:
+            await on_retry(error, attempt, delay)
+        await self._clock.sleep(delay)

@@ -1,0 +1,51 @@
+"""Shared fixtures: the fake Groq server and a Settings factory pointed at it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.settings import Settings
+from tests.fakes.groq_server import FakeGroq
+
+
+@pytest.fixture
+async def fake_groq() -> AsyncIterator[FakeGroq]:
+    """A started ``FakeGroq`` on 127.0.0.1 (port 0), closed after the test."""
+    fake = FakeGroq()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.aclose()
+
+
+@pytest.fixture
+def settings_factory(
+    fake_groq: FakeGroq, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Settings]:
+    """Build ``Settings`` for the fake: its URL and key, a tmp database, tiny retry delays.
+
+    The environment's own settings variables are removed so tests are hermetic; any
+    field can be overridden by keyword.
+    """
+    for name in [*Settings.model_fields, "api_key"]:
+        monkeypatch.delenv(name.upper(), raising=False)
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "groq_api_key": fake_groq.api_key,
+            "api_base_url": fake_groq.base_url,
+            "database_path": tmp_path / "bot.db",
+            "request_timeout_s": 5.0,
+            "stream_idle_timeout_s": 2.0,
+            "retry_base_delay_s": 0.01,
+            "retry_max_delay_s": 0.2,
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)
+
+    return build
