@@ -19,7 +19,14 @@ from typing import Self, TypeVar
 import httpx
 from pydantic import SecretStr
 
-from bot.errors import StreamInterrupted, UpstreamError, UpstreamServerError, UpstreamUnreachable
+from bot.errors import (
+    BadRequest,
+    ModelUnavailable,
+    StreamInterrupted,
+    UpstreamError,
+    UpstreamServerError,
+    UpstreamUnreachable,
+)
 from bot.llm.catalog import ModelCatalog, parse_models
 from bot.llm.errors import base_url_host, error_from_response, map_transport_errors
 from bot.llm.headers import snapshot_from_headers
@@ -229,8 +236,16 @@ class CompletionsClient:
 
     async def _fetch_models(self) -> list[ModelInfo]:
         async def once() -> list[ModelInfo]:
-            async with self._send("GET", "models", model=None) as response:
-                return parse_models(await self._read_json(response))
+            try:
+                async with self._send("GET", "models", model=None) as response:
+                    return parse_models(await self._read_json(response))
+            except ModelUnavailable as exc:  # no /models here: the base URL itself is wrong
+                raise BadRequest(
+                    f"The API at {base_url_host(self._base_url)} has no /models endpoint; "
+                    "check API_BASE_URL (it usually ends in /v1).",
+                    status=exc.status,
+                    detail=exc.detail,
+                ) from exc
 
         return await self._with_retries(once, None)
 

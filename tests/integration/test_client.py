@@ -38,7 +38,7 @@ from bot.types import (
     ReasoningDelta,
     TextDelta,
 )
-from tests.fakes.groq_server import FakeGroq
+from tests.fakes.groq_server import FILLER, FakeGroq
 
 LLAMA = "llama-3.1-8b-instant"
 OSS = "openai/gpt-oss-20b"
@@ -137,9 +137,7 @@ async def test_stream_arrives_in_order_and_complete(
     events = await collect(make_client(), ask("tell me"))
     deltas = [e for e in events if isinstance(e, TextDelta)]
     assert len(deltas) > 40, "small chunks, streamed one by one"
-    expected = "turns=2 last=tell me model=llama-3.1-8b-instant " + " ".join(
-        ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"] * 4
-    )
+    expected = "turns=2 last=tell me model=llama-3.1-8b-instant " + " ".join(FILLER * 4)
     assert text_of(events) == expected
     assert isinstance(events[-1], Finished)
     assert [type(e) for e in events[:-1]] == [TextDelta] * len(events[:-1])
@@ -429,13 +427,15 @@ async def test_rate_limit_listeners_get_snapshots(
 async def test_enforced_limits_answer_real_429_and_413(
     fake_groq: FakeGroq, make_client: MakeClient
 ) -> None:
+    clock = ManualClock()
+    fake_groq.clock = clock.now  # one timeline: the client's retry sleep moves the fake's minute
     fake_groq.enforce_rpm, fake_groq.limit_rpm = True, 2
-    fake_groq.minute_s = 0.3  # a scaled minute keeps the test fast
-    client = make_client(clock=SystemClock(), retry_max_delay_s=1.0)
+    client = make_client(clock=clock, retry_max_delay_s=120)
     for _ in range(3):
         await collect(client, ask())
     assert fake_groq.count_429 == 1
     assert len(fake_groq.chat_requests) == 4, "the third request waited and was retried"
+    assert clock.sleeps == [60.0], "waited exactly the retry-after the fake computed"
     fake_groq.enforce_tpm, fake_groq.limit_tpm = True, 100
     with pytest.raises(RequestTooLarge):
         await collect(client, ask(max_tokens=500))
@@ -483,6 +483,15 @@ async def test_stale_models_served_when_refresh_fails(
     assert await client.models() == before
     with pytest.raises(UpstreamServerError):
         await client.models(refresh=True)
+
+
+async def test_models_404_points_at_the_base_url(
+    fake_groq: FakeGroq, make_client: MakeClient
+) -> None:
+    client = make_client(base_url=fake_groq.base_url.removesuffix("/openai/v1"))
+    with pytest.raises(BadRequest) as caught:
+        await client.models()
+    assert "API_BASE_URL" in caught.value.user_text and "127.0.0.1" in caught.value.user_text
 
 
 async def test_openai_shaped_models_get_defaults() -> None:
@@ -572,3 +581,58 @@ async def test_the_key_never_leaks(fake_groq: FakeGroq, make_client: MakeClient)
     for error in (auth.value, bad.value):
         for text in (str(error), repr(error), error.user_text, error.detail):
             assert key not in text
+
+
+# ----- the fake itself behaves like Groq -----
+
+
+async def test_fake_rejects_what_groq_rejects(fake_groq: FakeGroq, make_client: MakeClient) -> None:
+    auth = {"Authorization": f"Bearer {fake_groq.api_key}"}
+    url = fake_groq.base_url + "/chat/completions"
+    leaked = {"role": "assistant", "content": "a", "reasoning": "secret thoughts"}
+    body = {"model": OSS, "messages": [{"role": "user", "content": "q"}, leaked]}
+    async with httpx.AsyncClient() as raw:
+        extra_key = await raw.post(url, json=body, headers=auth)
+        no_auth = await raw.post(url, json=body)
+    assert extra_key.status_code == 400
+    assert "'reasoning' is unsupported" in extra_key.json()["error"]["message"]
+    assert no_auth.status_code == 401
+    assert no_auth.json()["error"]["code"] == "invalid_api_key"
+    client = make_client()
+    with pytest.raises(BadRequest) as bad:
+        await collect(client, ask(model=OSS, extra={"reasoning_format": "parsed"}))
+    assert "reasoning_format" in bad.value.user_text
+    with pytest.raises(ModelUnavailable) as retired:
+        await collect(client, ask(model="gemma2-9b-it"))
+    assert "`gemma2-9b-it` has been retired" in retired.value.user_text
+    with pytest.raises(ContextTooLong):
+        await collect(client, ask("x" * 600_000))
+
+
+async def test_fake_stream_has_groq_chunk_shape(fake_groq: FakeGroq) -> None:
+    body = {
+        "model": LLAMA,
+        "messages": [{"role": "user", "content": "shape"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    async with httpx.AsyncClient() as raw:
+        response = await raw.post(
+            fake_groq.base_url + "/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {fake_groq.api_key}"},
+        )
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert int(response.headers["x-ratelimit-remaining-requests"]) < fake_groq.limit_rpd
+    lines = [line for line in response.text.split("\n\n") if line]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+    for chunk in chunks:
+        assert {"id", "object", "created", "model", "choices"} <= set(chunk)
+        assert chunk["object"] == "chat.completion.chunk" and "usage" in chunk
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    final, usage_only = chunks[-2], chunks[-1]
+    assert final["choices"][0]["finish_reason"] == "stop"
+    assert final["x_groq"]["usage"]["total_tokens"] > 0
+    assert usage_only["choices"] == [] and usage_only["usage"] == final["x_groq"]["usage"]
+    assert {c["id"] for c in chunks} == {chunks[0]["id"]}
