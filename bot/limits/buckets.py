@@ -46,6 +46,9 @@ __all__ = [
 
 # Float slack so that sleeping exactly the computed wait always admits.
 _EPS = 1e-9
+# A trailing log holds each use this much longer than its window: float rounding (and a
+# server clock a hair behind ours) must never let us release a use before the server.
+_HOLD = 1.001
 
 
 class RefillBucket:
@@ -76,16 +79,16 @@ class RefillBucket:
         drained = max(0.0, now - self._at) * self.rate
         return max(0.0, self._level - drained)
 
-    def time_to_fit(self, amount: float, now: float) -> float:
+    def time_to_fit(self, amount: float, now: float, pending_share: float = 1.0) -> float:
         """Seconds until ``amount`` more fits, even past the limit (estimates a queue)."""
         excess = self.used(now) + amount - self.limit
         return 0.0 if excess <= _EPS * self.limit else excess / self.rate
 
-    def wait_for(self, amount: float, now: float) -> float:
+    def wait_for(self, amount: float, now: float, pending_share: float = 1.0) -> float:
         """Seconds until ``amount`` more fits: 0 now, ``inf`` if it never can."""
         if amount > self.limit * (1.0 + _EPS):
             return math.inf
-        return self.time_to_fit(amount, now)
+        return self.time_to_fit(amount, now, pending_share)
 
     def take(self, amount: float, now: float) -> None:
         """Add ``amount`` unconditionally (callers check ``wait_for`` first)."""
@@ -140,20 +143,21 @@ class TrailingLog:
     ``take`` reserves (counted in full, undated); ``commit`` dates the use at its end.
     """
 
-    __slots__ = ("_entries", "_sum", "limit", "pending", "window_s")
+    __slots__ = ("_entries", "_hold_s", "_sum", "limit", "pending", "window_s")
 
     def __init__(self, limit: float, window_s: float) -> None:
         if limit <= 0 or window_s <= 0:
             raise ValueError("limit and window_s must be positive")
         self.limit = float(limit)
         self.window_s = float(window_s)
+        self._hold_s = window_s * _HOLD
         self.pending = 0.0
         self._entries: deque[tuple[float, float]] = deque()  # (committed at, amount)
         self._sum = 0.0
 
     def _expire(self, now: float) -> None:
         entries = self._entries
-        while entries and entries[0][0] + self.window_s <= now:
+        while entries and entries[0][0] + self._hold_s <= now + _EPS * self._hold_s:
             self._sum -= entries.popleft()[1]
         if not entries:
             self._sum = 0.0  # no float drift survives an empty log
@@ -165,39 +169,39 @@ class TrailingLog:
     def clears_in(self, now: float) -> float:
         """Seconds until nothing counts any more (a window, while use is still pending)."""
         self._expire(now)
-        last = self._entries[-1][0] + self.window_s - now if self._entries else 0.0
-        return max(last, self.window_s if self.pending else 0.0)
+        last = self._entries[-1][0] + self._hold_s - now if self._entries else 0.0
+        return max(last, self._hold_s if self.pending else 0.0)
 
-    def time_to_fit(self, amount: float, now: float) -> float:
-        """Seconds until ``amount`` more fits; past what is logged (a whole queue), assume
-        pending use expires a window from now, then ``limit`` per window."""
-        excess = self.used(now) + amount - self.limit
+    def time_to_fit(self, amount: float, now: float, pending_share: float = 1.0) -> float:
+        """Seconds until ``amount`` more fits. For estimates, ``pending_share`` is the part
+        of pending reservations expected to stay in use, and past what is logged (a whole
+        queue) pending use is taken to end now, then ``limit`` fits per window."""
+        pending = self.pending * pending_share
+        excess = self.used(now) - self.pending + pending + amount - self.limit
         slack = _EPS * self.limit
         if excess <= slack:
             return 0.0
         for at, used in self._entries:
             excess -= used
             if excess <= slack:
-                return at + self.window_s - now
-        base = self.window_s if self.pending else self.clears_in(now)
-        return base + math.ceil(max(0.0, excess - self.pending) / self.limit) * self.window_s
+                return at + self._hold_s - now
+        base = self._hold_s if pending else self.clears_in(now)
+        return base + max(0.0, excess - pending) / self.limit * self.window_s
 
-    def wait_for(self, amount: float, now: float) -> float:
+    def wait_for(self, amount: float, now: float, pending_share: float = 1.0) -> float:
         """Seconds until ``amount`` more fits: 0 now, ``inf`` if it never can."""
         if amount > self.limit * (1.0 + _EPS):
             return math.inf
-        return self.time_to_fit(amount, now)
+        return self.time_to_fit(amount, now, pending_share)
 
     def take(self, amount: float, now: float) -> None:
         self.pending += amount
 
     def commit(self, reserved: float, final: float, now: float) -> None:
-        """Date a reserved use at ``now``, counting the larger of reserved and final: the
-        server charged the reservation (Groq counts prompt + max output up front)."""
+        """Date a reserved use at ``now`` as what it really used (``final``)."""
         self.pending = max(0.0, self.pending - reserved)
-        amount = max(reserved, final)
-        self._entries.append((now, amount))
-        self._sum += amount
+        self._entries.append((now, final))
+        self._sum += final
 
     def raise_to(self, used: float, now: float) -> bool:
         """Lift use to ``used`` (dated now) if it is lower; return whether it changed."""
@@ -305,19 +309,26 @@ class AccountBudget:
     def __iter__(self) -> Iterator[tuple[str, Meter]]:
         return iter(self.buckets.items())
 
-    def wait_for(self, tokens: int, now: float) -> float:
-        """Seconds until one request of ``tokens`` fits every meter (``inf``: never)."""
+    def wait_for(self, tokens: int, now: float, pending_share: float = 1.0) -> float:
+        """Seconds until one request of ``tokens`` fits every meter (``inf``: never);
+        ``pending_share`` < 1 gives a lower bound, counting in-flight use only in part."""
         wait = 0.0
         for dim, meter in self.buckets.items():
-            wait = max(wait, meter.wait_for(1 if dim[0] == "r" else tokens, now))
+            amount = 1 if dim[0] == "r" else tokens
+            wait = max(wait, meter.wait_for(amount, now, pending_share))
         return wait
 
-    def estimate(self, requests: int, tokens: int, now: float) -> tuple[float, str]:
+    def estimate(
+        self, requests: int, tokens: int, now: float, share: float = 1.0
+    ) -> tuple[float, str]:
         """Seconds until ``requests`` requests totalling ``tokens`` would all have fitted,
-        and the dimension that takes longest."""
+        and the dimension that takes longest; ``share`` of reserved tokens stays used."""
         wait, worst = 0.0, ""
         for dim, meter in self.buckets.items():
-            need = meter.time_to_fit(requests if dim[0] == "r" else tokens, now)
+            if dim[0] == "r":
+                need = meter.time_to_fit(requests, now)
+            else:
+                need = meter.time_to_fit(tokens, now, share)
             if need > wait:
                 wait, worst = need, dim
         return wait, worst
@@ -368,6 +379,7 @@ class ModelLane:
         "queued",
         "queued_tokens",
         "reported",
+        "usage_ratio",
     )
 
     def __init__(
@@ -389,6 +401,14 @@ class ModelLane:
         self.queued_tokens = 0
         self.paused_until = -math.inf
         self.reported: RateLimitSnapshot | None = None
+        # Real use ÷ reservation, smoothed: queued requests will hold less than they
+        # reserve (max output is rarely all used), so wait estimates scale by it.
+        self.usage_ratio = 1.0
+
+    def note_usage(self, reserved: int, final: int) -> None:
+        if reserved > 0:
+            ratio = min(1.0, max(0.05, final / reserved))
+            self.usage_ratio += 0.2 * (ratio - self.usage_ratio)
 
     def can_pass(self, tokens: int, now: float) -> bool:
         """Nobody queued, not paused, and the budget fits: admit without queueing."""
@@ -419,14 +439,16 @@ class ModelLane:
         if head is not None:
             head.wake()
 
-    def need(self, tokens: int, now: float) -> float:
-        """Seconds until the head's request of ``tokens`` may go."""
-        return max(self.paused_until - now, self.budget.wait_for(tokens, now))
+    def need(self, tokens: int, now: float, pending_share: float = 1.0) -> float:
+        """Seconds until the head's request of ``tokens`` may go (with ``pending_share``
+        < 1: at the soonest, should requests in flight turn out to use little)."""
+        return max(self.paused_until - now, self.budget.wait_for(tokens, now, pending_share))
 
     def estimate(self, tokens: int, now: float) -> tuple[float, str]:
         """Wait for a newcomer behind everyone queued, and its cause (a dimension or
         "pause")."""
-        wait, dim = self.budget.estimate(self.queued + 1, self.queued_tokens + tokens, now)
+        ahead = round(self.queued_tokens * self.usage_ratio) + tokens
+        wait, dim = self.budget.estimate(self.queued + 1, ahead, now, self.usage_ratio)
         pause = self.paused_until - now
         return (pause, "pause") if pause >= wait and pause > 0 else (wait, dim)
 

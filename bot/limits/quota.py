@@ -29,9 +29,11 @@ Window model (the arithmetic lives in ``bot.limits.buckets``)
 the account: with nobody queued and room in the budget it reserves without awaiting;
 otherwise the request joins the model's FIFO queue (first come, first served across
 users), ``on_wait`` hears the estimated wait, and past ``max_queue_wait_s`` it fails with
-``QuotaExceeded(scope="account")``. ``settle`` dates the use and reconciles: TPD and the
-user's counters take the real usage, TPM keeps the reservation (Groq charges prompt +
-max output up front).
+``QuotaExceeded(scope="account")``. A reservation is prompt + max output, which is what
+Groq checks a request against; ``settle`` dates the use and replaces the reservation by
+the real usage everywhere (or keeps it when there is none). Should the server have
+charged more than that, its next ``remaining-tokens`` header says so and ``observe``
+lifts the mirror to it.
 
 Limiter time is ``clock.time()`` (epoch seconds): counters are persisted with epoch
 window starts and day windows align to UTC midnight. Check-and-reserve is a handful of
@@ -181,6 +183,8 @@ class QuotaManager:
         lane = self._lane(admission.model)
         final = admission.tokens if usage is None else usage.total_tokens
         lane.budget.commit(admission.tokens, final, now)
+        if usage is not None:
+            lane.note_usage(admission.tokens, final)
         if final != admission.tokens:
             delta = final - admission.tokens
             admission.counters.tpm.adjust(delta, admission.minute_start)
@@ -352,7 +356,9 @@ class QuotaManager:
         """Wait in the model's FIFO queue, then reserve; return the seconds waited."""
         wait, dim = lane.estimate(tokens, now)
         max_wait = self._config.max_queue_wait_s
-        if wait > max_wait:
+        # A TPM-bound wait is tried, never refused at the door: reservations (prompt +
+        # max output) overstate what queued requests will really use.
+        if wait > max_wait and dim != "tpm":
             raise QuotaExceeded(
                 busy_text(lane.model, wait, dim),
                 scope="account",
@@ -362,6 +368,7 @@ class QuotaManager:
         wake = asyncio.Event()
         waiter = QueueEntry(tokens, wake.set)
         lane.enqueue(waiter)
+        wait = min(wait, max_wait)
         start, deadline, eta = now, now + max_wait, now + wait
         try:
             if on_wait is not None:
@@ -374,8 +381,11 @@ class QuotaManager:
                     if need <= 0:
                         lane.budget.take(tokens, now)
                         return now - start
-                    if need > delay:
-                        raise _timed_out(lane.model, now - start, need)
+                    # Give up early only if even the soonest case is too late: requests in
+                    # flight may finish any moment having used little (settle wakes us).
+                    soonest = lane.need(tokens, now, pending_share=0.0)
+                    if soonest > delay:
+                        raise _timed_out(lane.model, now - start, soonest)
                     if on_wait is not None and now + need > eta + _REANNOUNCE_S:
                         eta = now + need
                         await on_wait(need)
@@ -426,8 +436,11 @@ class QuotaManager:
 
 
 def _timed_out(model: str, waited: float, more: float) -> QuotaExceeded:
+    # Given up at once (the wait grew past the maximum): "timed out after 0 s" would
+    # read oddly, so say the bot is busy instead.
+    text = timed_out_text(model, waited, more) if waited >= 1 else busy_text(model, more, "")
     return QuotaExceeded(
-        timed_out_text(model, waited, more),
+        text,
         scope="account",
         retry_in_s=more,
         detail=f"queue timeout after {waited:.1f}s",

@@ -25,6 +25,7 @@ from bot.limits.table import (
 
 T0 = 1_700_000_040.0  # a whole multiple of 60 s: minute windows start here
 DAY0 = math.floor(T0 / 86_400) * 86_400
+HOLD = 60 * 1.001  # a trailing log keeps each use 0.1 % past its one-minute window
 
 
 # ----- RefillBucket -----
@@ -99,13 +100,13 @@ def test_trailing_log_counts_a_use_until_a_window_after_it_ends() -> None:
     for _ in range(30):
         assert log.wait_for(1, T0) == 0
         log.take(1, T0)
-    assert log.wait_for(1, T0 + 100) == 60  # still in flight: counts in full, undated
+    assert log.wait_for(1, T0 + 100) == HOLD  # still in flight: counts in full, undated
     for i in range(30):
         log.commit(1, 1, T0 + 1 + i * 0.1)  # answers finished over three seconds
     # A refill bucket would admit one every 2 s from now; a trailing window must not.
-    assert log.wait_for(1, T0 + 5) == pytest.approx(T0 + 61 - (T0 + 5))
-    assert log.wait_for(1, T0 + 61) == 0
-    assert log.used(T0 + 61.05) == 29
+    assert log.wait_for(1, T0 + 5) == pytest.approx(1 + HOLD - 5)
+    assert log.wait_for(1, T0 + 1 + HOLD) == 0
+    assert log.used(T0 + 1.05 + HOLD) == 29
     assert log.used(T0 + 64) == 0
 
 
@@ -121,24 +122,27 @@ def test_trailing_log_is_never_looser_than_a_refill_bucket() -> None:
         t += 0.7
 
 
-def test_trailing_log_commit_keeps_the_larger_amount() -> None:
+def test_trailing_log_commit_replaces_the_reservation_by_the_real_use() -> None:
     log = TrailingLog(6_000, 60)
-    log.take(2_000, T0)
-    log.commit(2_000, 300, T0 + 1)  # the server charged prompt + max output
-    assert log.used(T0 + 2) == 2_000
-    log.take(100, T0 + 2)
-    log.commit(100, 900, T0 + 3)  # the prompt was underestimated
-    assert log.used(T0 + 4) == 2_900
+    log.take(2_000, T0)  # prompt + max output, what the server checks against
+    assert log.wait_for(4_001, T0) > 0
+    log.commit(2_000, 300, T0 + 1)
+    assert log.used(T0 + 2) == 300
+    assert log.wait_for(5_700, T0 + 2) == 0
+    assert log.wait_for(5_701, T0 + 2) == pytest.approx(HOLD - 1)
 
 
 def test_trailing_log_raise_to_and_queue_estimate() -> None:
     log = TrailingLog(6_000, 60)
     assert log.raise_to(5_500, T0)
     assert not log.raise_to(5_000, T0)
-    assert log.wait_for(1_000, T0 + 10) == pytest.approx(50)
+    assert log.wait_for(1_000, T0 + 10) == pytest.approx(HOLD - 10)
     assert log.wait_for(7_000, T0) == math.inf
-    # A queue of 13,000 tokens: 6,000 go at +60, 6,000 at +120, the last 1,000 at +180.
-    assert log.time_to_fit(13_000, T0) == pytest.approx(180)
+    # A queue of 13,000 tokens: room at +60, then 6,000 a minute for the 7,000 left over.
+    assert log.time_to_fit(13_000, T0) == pytest.approx(HOLD + 70)
+    log.take(1_000, T0)  # pending: counts in full for waits, in part for estimates
+    assert log.time_to_fit(400, T0, pending_share=0.1) == 0
+    assert log.wait_for(400, T0) == pytest.approx(HOLD)
 
 
 def test_trailing_log_row_round_trip_is_never_shorter() -> None:

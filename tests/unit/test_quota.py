@@ -21,6 +21,7 @@ from bot.types import Platform, QuotaCounter, RateLimitSnapshot, Usage, UsageEnt
 
 T0 = 1_700_000_040.0  # a multiple of 60: minute windows start here
 DAY0 = math.floor(T0 / 86_400) * 86_400
+HOLD = 60 * 1.001  # the account mirror keeps each use 0.1 % past its one-minute window
 MODEL = "openai/gpt-oss-120b"
 ALICE = UserRef(Platform.DISCORD, "1", "alice")
 BOB = UserRef(Platform.DISCORD, "2", "bob")
@@ -99,6 +100,7 @@ def make(
     **config: Any,
 ) -> tuple[QuotaManager, ManualClock]:
     clock = clock or ManualClock()
+    config.setdefault("max_queue_wait_s", 90)  # room for a whole minute's wait (and HOLD)
     cfg = QuotaConfig(
         model_limits=parse_overrides(limits), admin_ids=frozenset({"slack:UADMIN"}), **config
     )
@@ -228,7 +230,7 @@ async def test_admins_skip_user_limits_but_not_the_account() -> None:
     task = asyncio.create_task(q.admit(ADMIN, MODEL, 10))
     await _settle()
     assert not task.done() and q.account_status()[0].queued == 1  # the account still binds
-    await clock.advance(60)
+    await clock.advance(HOLD)
     await task
     assert q.snapshot_for(ADMIN).admin
 
@@ -237,7 +239,7 @@ async def test_admins_skip_user_limits_but_not_the_account() -> None:
 
 
 async def test_account_queue_is_fifo_across_users_and_reports_the_wait() -> None:
-    q, clock = make(limits=f"{MODEL}=rpm:2,tpm:100000", user_share=1.0, max_queue_wait_s=120)
+    q, clock = make(limits=f"{MODEL}=rpm:2,tpm:100000", user_share=1.0, max_queue_wait_s=150)
     await use(q, ALICE)
     await use(q, BOB)
     order: list[str] = []
@@ -259,15 +261,19 @@ async def test_account_queue_is_fifo_across_users_and_reports_the_wait() -> None
     bob = asyncio.create_task(ask(BOB))
     await _settle()
     # Two a minute, each counted until a minute after it finished.
-    assert waits == {"U3": pytest.approx(60), "1": pytest.approx(60), "2": pytest.approx(120)}
+    assert waits == {
+        "U3": pytest.approx(HOLD),
+        "1": pytest.approx(HOLD),
+        "2": pytest.approx(HOLD + 30),
+    }
     assert q.account_status()[0].queued == 3
-    await clock.advance(59.9)
+    await clock.advance(HOLD - 0.1)
     assert order == []
     await clock.advance(0.1)
     assert order == ["U3", "1"]
-    await clock.advance(60)
+    await clock.advance(HOLD)
     assert order == ["U3", "1", "2"]
-    assert (await carol).waited_s == pytest.approx(60)
+    assert (await carol).waited_s == pytest.approx(HOLD)
     await alice, await bob
 
 
@@ -277,8 +283,8 @@ async def test_account_refuses_at_once_when_the_wait_exceeds_the_maximum() -> No
     await use(q, ALICE)
     exc = await refused(q, BOB)
     assert exc.scope == "account"
-    assert exc.retry_in_s == pytest.approx(60)
-    assert "shared capacity" in exc.user_text and "about 1 min" in exc.user_text
+    assert exc.retry_in_s == pytest.approx(HOLD)
+    assert "shared capacity" in exc.user_text and "about 1 min 1 s" in exc.user_text
     assert q.snapshot_for(BOB).models[0].dimensions[0].used == 0  # reservation undone
 
 
@@ -302,6 +308,7 @@ async def test_queue_timeout_tells_the_user_and_frees_the_slot() -> None:
     await use(q, ALICE)
     task = asyncio.create_task(q.admit(BOB, MODEL, 10))
     await _settle()
+    await clock.advance(10)
     q.observe(RateLimitSnapshot(model=MODEL, at=clock.t, retry_after_s=80))  # beyond 70 s
     await _settle()
     with pytest.raises(QuotaExceeded) as info:
@@ -313,7 +320,7 @@ async def test_queue_timeout_tells_the_user_and_frees_the_slot() -> None:
 
 
 async def test_cancelled_waiter_leaves_the_queue_and_releases_its_reservation() -> None:
-    q, clock = make(limits=f"{MODEL}=rpm:1", user_share=1.0, max_queue_wait_s=120)
+    q, clock = make(limits=f"{MODEL}=rpm:1", user_share=1.0, max_queue_wait_s=150)
     await use(q, ALICE)
     task = asyncio.create_task(q.admit(BOB, MODEL, 10))
     nxt = asyncio.create_task(q.admit(CAROL, MODEL, 10))
@@ -322,7 +329,7 @@ async def test_cancelled_waiter_leaves_the_queue_and_releases_its_reservation() 
     with pytest.raises(asyncio.CancelledError):
         await task
     assert q.snapshot_for(BOB).in_flight == 0
-    await clock.advance(60)
+    await clock.advance(HOLD)
     assert (await nxt).user_key == "slack:U3"  # moved up when Bob left
 
 
@@ -342,8 +349,8 @@ async def test_headers_lower_the_local_budget() -> None:
     task = asyncio.create_task(q.admit(BOB, MODEL, 1_000, on_wait=on_wait))
     await _settle()
     assert not task.done()
-    assert waits == [pytest.approx(60)]  # what the API reported counts for a minute
-    await clock.advance(59.9)
+    assert waits == [pytest.approx(HOLD)]  # what the API reported counts for a minute
+    await clock.advance(HOLD - 0.1)
     assert not task.done()
     await clock.advance(0.1)
     await task
@@ -400,11 +407,11 @@ async def test_growing_wait_is_announced_again() -> None:
     q.observe(RateLimitSnapshot(model=MODEL, at=clock.t, retry_after_s=59))  # no change
     q.observe(RateLimitSnapshot(model=MODEL, at=clock.t, retry_after_s=58))
     await _settle()
-    assert waits == [pytest.approx(60)]
+    assert waits == [pytest.approx(HOLD)]
     await clock.advance(10)
     q.observe(RateLimitSnapshot(model=MODEL, at=clock.t, retry_after_s=58))  # until 68
     await _settle()
-    assert waits == [pytest.approx(60), pytest.approx(58)]
+    assert waits == [pytest.approx(HOLD), pytest.approx(58)]
     await clock.advance(58)
     await task
 
@@ -412,13 +419,16 @@ async def test_growing_wait_is_announced_again() -> None:
 # ----- settle -----
 
 
-async def test_settle_keeps_account_tpm_reservation_but_reconciles_tpd() -> None:
+async def test_settle_replaces_reservations_by_real_usage() -> None:
     q, _ = make()
     admission = await q.admit(ALICE, MODEL, 2_000)
+    assert {d.dimension: d.used for d in q.account_status()[0].local}["tpm"] == 2_000
     await q.settle(admission, Usage(150, 50))
     local = {d.dimension: d.used for d in q.account_status()[0].local}
-    assert local["tpm"] == pytest.approx(2_000)  # Groq charged the requested cap
+    assert local["tpm"] == pytest.approx(200)
     assert local["tpd"] == pytest.approx(200, abs=1)
+    mine = {d.dimension: d.used for d in q.snapshot_for(ALICE).models[0].dimensions}
+    assert (mine["tpm"], mine["tpd"]) == (200, 200)
     await q.settle(admission, Usage(10_000, 0))  # twice: no-op
     assert q.account_status()[0].local[3].used == pytest.approx(200, abs=1)
 
