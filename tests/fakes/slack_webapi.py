@@ -1,0 +1,243 @@
+"""The HTTP side of the fake Slack's Web API (``/api/<method>``): dispatch, auth, faults, limits.
+
+Parameters are merged from the query string, a form body and a JSON body (slack-sdk
+uses all three); the token comes from ``Authorization: Bearer`` (or a ``token``
+param), and bot (``xoxb-``) versus app (``xapp-``) tokens are enforced per method.
+Errors are HTTP 200 with ``{"ok": false, "error": ...}`` like Slack; rate limits are
+HTTP 429 with an integer ``Retry-After`` and ``{"ok": false, "error": "ratelimited"}``.
+
+Rate limits: ``rate_limits`` maps a method to a sliding-window ``RateRule`` measured
+with the injected clock. A call past its budget is always counted in ``count_429``
+(and listed in ``over_budget``); with ``enforce_rate_limits`` it is also refused.
+Scripted faults (``inject_429``, ``fail``) are counted in ``injected_429`` instead,
+so ``count_429`` means "limits the bot itself overran".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiohttp import web
+
+from tests.fakes.slack_methods import Handler, SlackApiError
+from tests.fakes.slack_payloads import Json
+
+__all__ = ["ApiCall", "RateRule", "WebApi", "default_rate_limits"]
+
+APP_TOKEN_METHODS = {"apps.connections.open"}
+JSON_FIELDS = {"blocks", "chunks", "metadata", "prompts", "attachments", "view"}
+
+
+class _Clock(Protocol):
+    def now(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RateRule:
+    """At most ``limit`` calls in any ``window_s`` (per channel or per workspace)."""
+
+    limit: int
+    window_s: float
+    per_channel: bool = False
+
+
+def default_rate_limits() -> dict[str, RateRule]:
+    """Slack's published tiers; per-channel posting modelled as bursts of 5 per 5 s."""
+    tier3, tier4 = RateRule(50, 60.0), RateRule(100, 60.0)
+    per_channel_posts = RateRule(5, 5.0, per_channel=True)
+    return {
+        "chat.postMessage": per_channel_posts,
+        "chat.startStream": per_channel_posts,  # it posts a message
+        "chat.update": tier3,
+        "chat.appendStream": tier4,
+        "chat.stopStream": tier4,
+        "chat.postEphemeral": tier4,
+        "conversations.replies": tier3,
+        "assistant.threads.setStatus": tier3,
+        "assistant.threads.setSuggestedPrompts": tier3,
+        "assistant.threads.setTitle": tier3,
+    }
+
+
+@dataclass(slots=True)
+class ApiCall:
+    """One Web API request: merged params (token removed) and what the fake answered."""
+
+    method: str
+    params: Json
+    token: str | None
+    at: float
+    http_method: str
+    status: int = 200
+    response: Json = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.response.get("ok"))
+
+    @property
+    def error(self) -> str | None:
+        return None if self.ok else str(self.response.get("error"))
+
+
+@dataclass(slots=True)
+class _Fault:
+    times: int | None  # None: forever
+    error: str = ""
+    retry_after: int = 0
+
+
+class WebApi:
+    """Mixin: the HTTP side of the Web API (dispatch, auth, faults, rate limits)."""
+
+    team_id: str
+    bot_token: str
+    app_token: str
+    clock: _Clock
+    _handlers: Callable[[], dict[str, Handler]]  # the methods (slack_methods)
+
+    def _init_webapi(self) -> None:
+        self.calls: list[ApiCall] = []
+        self.responses: list[Json] = []  # bodies POSTed to response_url
+        self.rate_limits: dict[str, RateRule] = default_rate_limits()
+        self.enforce_rate_limits = True
+        self.count_429 = 0
+        self.injected_429 = 0
+        self.over_budget: list[ApiCall] = []
+        self._windows: dict[tuple[str, str], deque[float]] = {}
+        self._faults: dict[str, deque[_Fault]] = {}
+
+    # ----- hooks FakeSlack implements -----
+
+    async def _notify(self) -> None:
+        raise NotImplementedError
+
+    # ----- scripting -----
+
+    def inject_429(self, method: str, *, times: int = 1, retry_after: int = 1) -> None:
+        """Answer the next ``times`` calls of ``method`` with 429 + ``Retry-After``."""
+        self._faults.setdefault(method, deque()).append(_Fault(times, retry_after=retry_after))
+
+    def fail(self, method: str, error: str, *, times: int | None = 1) -> None:
+        """Answer ``{"ok": false, "error": error}`` to the next ``times`` calls (None: all)."""
+        self._faults.setdefault(method, deque()).append(_Fault(times, error=error))
+
+    def calls_to(self, method: str) -> list[ApiCall]:
+        return [c for c in self.calls if c.method == method]
+
+    # ----- HTTP plumbing -----
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params = await _merged_params(request)
+        token = _bearer(request) or params.pop("token", None)
+        params.pop("token", None)
+        call = ApiCall(method, params, token, self.clock.now(), request.method)
+        self.calls.append(call)
+        status, body, headers = self._answer(call)
+        call.status, call.response = status, body
+        await self._notify()
+        return web.json_response(body, status=status, headers=headers)
+
+    def _answer(self, call: ApiCall) -> tuple[int, Json, dict[str, str]]:
+        handler = self._handlers().get(call.method)
+        if handler is None:
+            return 200, {"ok": False, "error": "unknown_method"}, {}
+        auth_error = self._auth_error(call)
+        if auth_error is not None:
+            return 200, {"ok": False, "error": auth_error}, {}
+        fault = self._take_fault(call.method)
+        if fault is not None and fault.retry_after:
+            self.injected_429 += 1
+            return _ratelimited(fault.retry_after)
+        if fault is not None:
+            return 200, {"ok": False, "error": fault.error}, {}
+        wait = self._spend_budget(call)
+        if wait is not None:
+            return _ratelimited(wait)
+        try:
+            return 200, handler(call.params), {}
+        except SlackApiError as exc:
+            return 200, {"ok": False, "error": exc.code}, {}
+
+    def _auth_error(self, call: ApiCall) -> str | None:
+        if not call.token:
+            return "not_authed"
+        wants_app = call.method in APP_TOKEN_METHODS
+        if call.token.startswith("xapp-") != wants_app:
+            return "not_allowed_token_type"
+        expected = self.app_token if wants_app else self.bot_token
+        return None if call.token == expected else "invalid_auth"
+
+    def _take_fault(self, method: str) -> _Fault | None:
+        queue = self._faults.get(method)
+        if not queue:
+            return None
+        fault = queue[0]
+        if fault.times is not None:
+            fault.times -= 1
+            if fault.times <= 0:
+                queue.popleft()
+        return fault
+
+    def _spend_budget(self, call: ApiCall) -> int | None:
+        """Seconds to wait (as Retry-After) when the call is refused, else None."""
+        rule = self.rate_limits.get(call.method)
+        if rule is None:
+            return None
+        scope = self.team_id
+        if rule.per_channel:
+            scope = str(call.params.get("channel") or call.params.get("channel_id") or "")
+        window = self._windows.setdefault((call.method, scope), deque())
+        now = self.clock.now()
+        while window and window[0] <= now - rule.window_s:
+            window.popleft()
+        if len(window) < rule.limit:
+            window.append(now)
+            return None
+        self.count_429 += 1
+        self.over_budget.append(call)
+        if not self.enforce_rate_limits:
+            window.append(now)
+            return None
+        return max(1, math.ceil(window[0] + rule.window_s - now))
+
+    # ----- response_url -----
+
+    async def _response_url(self, request: web.Request) -> web.Response:
+        body = json.loads(await request.read() or b"{}")
+        self.responses.append({"url_id": request.match_info["rid"], **body})
+        await self._notify()
+        return web.Response(text="ok")
+
+
+def _ratelimited(retry_after: int) -> tuple[int, Json, dict[str, str]]:
+    return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(int(retry_after))}
+
+
+def _bearer(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    return auth[7:].strip() if auth.lower().startswith("bearer ") else None
+
+
+async def _merged_params(request: web.Request) -> Json:
+    """Query string, then form fields, then JSON body (later wins), JSON strings decoded."""
+    params: Json = dict(request.query)
+    if request.can_read_body:
+        if request.content_type == "application/json":
+            body = json.loads(await request.read() or b"{}")
+            if isinstance(body, dict):
+                params.update(body)
+        elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            params.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
+    for key in JSON_FIELDS & params.keys():
+        if isinstance(params[key], str):
+            with contextlib.suppress(ValueError):
+                params[key] = json.loads(params[key])
+    return params
