@@ -384,12 +384,12 @@ class QuotaManager:
                     # Give up early only if even the soonest case is too late: requests in
                     # flight may finish any moment having used little (settle wakes us).
                     soonest = lane.need(tokens, now, pending_share=0.0)
-                    if soonest > delay:
-                        raise _timed_out(lane.model, now - start, soonest)
+                    if delay <= 0 or soonest > delay:
+                        raise _timed_out(lane.model, now - start, max(soonest, need))
                     if on_wait is not None and now + need > eta + _REANNOUNCE_S:
                         eta = now + need
                         await on_wait(need)
-                    delay = need
+                    delay = min(need, delay)
                 elif delay <= 0:
                     raise _timed_out(lane.model, now - start, max_wait)
                 await self._sleep_or_wake(wake, delay)

@@ -8,7 +8,7 @@ import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -19,6 +19,7 @@ from bot.limits.report import write_usage_csv
 from bot.limits.table import parse_overrides
 from bot.types import Platform, QuotaCounter, RateLimitSnapshot, Usage, UsageEntry, UserRef
 
+T = TypeVar("T")
 T0 = 1_700_000_040.0  # a multiple of 60: minute windows start here
 DAY0 = math.floor(T0 / 86_400) * 86_400
 HOLD = 60 * 1.001  # the account mirror keeps each use 0.1 % past its one-minute window
@@ -64,6 +65,11 @@ class ManualClock:
             await _settle()
         self.t = target
         await _settle()
+
+
+async def done(task: asyncio.Task[T]) -> T:
+    """The task's result; a limiter bug that never wakes it fails here, not by hanging."""
+    return await asyncio.wait_for(task, 5)
 
 
 async def _settle() -> None:
@@ -231,7 +237,7 @@ async def test_admins_skip_user_limits_but_not_the_account() -> None:
     await _settle()
     assert not task.done() and q.account_status()[0].queued == 1  # the account still binds
     await clock.advance(HOLD)
-    await task
+    await done(task)
     assert q.snapshot_for(ADMIN).admin
 
 
@@ -273,8 +279,8 @@ async def test_account_queue_is_fifo_across_users_and_reports_the_wait() -> None
     assert order == ["U3", "1"]
     await clock.advance(HOLD)
     assert order == ["U3", "1", "2"]
-    assert (await carol).waited_s == pytest.approx(HOLD)
-    await alice, await bob
+    assert (await done(carol)).waited_s == pytest.approx(HOLD)
+    await done(alice), await done(bob)
 
 
 async def test_account_refuses_at_once_when_the_wait_exceeds_the_maximum() -> None:
@@ -312,11 +318,37 @@ async def test_queue_timeout_tells_the_user_and_frees_the_slot() -> None:
     q.observe(RateLimitSnapshot(model=MODEL, at=clock.t, retry_after_s=80))  # beyond 70 s
     await _settle()
     with pytest.raises(QuotaExceeded) as info:
-        await task
+        await done(task)
     assert info.value.scope == "account"
     assert info.value.user_text.startswith("Timed out after")
     assert q.account_status()[0].queued == 0
     assert q.snapshot_for(BOB).in_flight == 0
+
+
+async def test_waiting_on_requests_in_flight_ends_at_the_deadline() -> None:
+    q, clock = make(limits=f"{MODEL}=tpm:2000", user_share=1.0, max_queue_wait_s=30)
+    first = await q.admit(ALICE, MODEL, 1_500)  # in flight: its reservation counts
+    task = asyncio.create_task(q.admit(BOB, MODEL, 1_000))
+    await _settle()
+    await clock.advance(29.9)  # it might finish small any moment: keep waiting
+    assert not task.done()
+    await clock.advance(0.1)
+    with pytest.raises(QuotaExceeded) as info:
+        await done(task)
+    assert info.value.user_text.startswith("Timed out after 30 s")
+    await q.settle(first, Usage(100, 100))
+
+
+async def test_a_request_in_flight_finishing_small_lets_the_next_one_go() -> None:
+    q, clock = make(limits=f"{MODEL}=tpm:2000", user_share=1.0)
+    first = await q.admit(ALICE, MODEL, 1_500)
+    task = asyncio.create_task(q.admit(BOB, MODEL, 1_000))
+    await _settle()
+    await clock.advance(3)
+    assert not task.done()
+    await q.settle(first, Usage(100, 100))  # used 200 of the 1,500 reserved
+    await _settle()
+    assert (await done(task)).waited_s == pytest.approx(3)
 
 
 async def test_cancelled_waiter_leaves_the_queue_and_releases_its_reservation() -> None:
@@ -327,10 +359,10 @@ async def test_cancelled_waiter_leaves_the_queue_and_releases_its_reservation() 
     await _settle()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await task
+        await done(task)
     assert q.snapshot_for(BOB).in_flight == 0
     await clock.advance(HOLD)
-    assert (await nxt).user_key == "slack:U3"  # moved up when Bob left
+    assert (await done(nxt)).user_key == "slack:U3"  # moved up when Bob left
 
 
 # ----- headers and 429s -----
@@ -353,7 +385,7 @@ async def test_headers_lower_the_local_budget() -> None:
     await clock.advance(HOLD - 0.1)
     assert not task.done()
     await clock.advance(0.1)
-    await task
+    await done(task)
 
 
 async def test_headers_saying_more_is_left_do_not_raise_the_budget() -> None:
@@ -390,7 +422,7 @@ async def test_retry_after_pauses_only_that_models_queue() -> None:
     await clock.advance(6.9)
     assert not task.done()
     await clock.advance(0.1)
-    assert (await task).waited_s == pytest.approx(7)
+    assert (await done(task)).waited_s == pytest.approx(7)
     await q.settle(other, None)
 
 
@@ -413,7 +445,7 @@ async def test_growing_wait_is_announced_again() -> None:
     await _settle()
     assert waits == [pytest.approx(HOLD), pytest.approx(58)]
     await clock.advance(58)
-    await task
+    await done(task)
 
 
 # ----- settle -----
