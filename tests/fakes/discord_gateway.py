@@ -55,6 +55,9 @@ class FakeGateway:
         self.heartbeat_ms = 41_250
         # False emulates a bot whose privileged intents are off in the developer portal.
         self.privileged_intents_enabled = True
+        # False: IDENTIFY succeeds but message text stays blanked as if the MESSAGE
+        # CONTENT intent had not been granted (what a bot sees when it lacks the intent).
+        self.message_content_granted = True
         self.session_id: str | None = None
         self.seq = 0
         self.intents: int | None = None
@@ -70,6 +73,8 @@ class FakeGateway:
         return self._live is not None and not self._live.closed
 
     def has_intent(self, bit: int) -> bool:
+        if bit == MESSAGE_CONTENT and not self.message_content_granted:
+            return False
         return self.intents is not None and bool(self.intents & bit)
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:

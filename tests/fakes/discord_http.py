@@ -17,9 +17,19 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["API", "BODY", "RestCall", "RestPlumbing", "error_response", "json_response"]
+__all__ = [
+    "API",
+    "BODY",
+    "MAX_CONTENT",
+    "RestCall",
+    "RestPlumbing",
+    "content_error",
+    "error_response",
+    "json_response",
+]
 
 API = "/api/v10"
+MAX_CONTENT = 2000
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # The parsed JSON body, read once by the middleware (a typed key: str keys warn).
 BODY: web.RequestKey[Any] = web.RequestKey("body")
@@ -40,6 +50,18 @@ def json_response(
 def error_response(status: int, code: int, message: str, **extra: object) -> web.Response:
     """A Discord error body, e.g. ``{"message": "Unknown Message", "code": 10008}``."""
     return json_response({"message": message, "code": code, **extra}, status)
+
+
+def content_error(body: dict[str, Any]) -> web.Response | None:
+    """Discord's checks on message content: at most 2000 characters, never empty."""
+    content = body.get("content") or ""
+    if len(content) > MAX_CONTENT:
+        error = {"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 2000 or fewer in length."}
+        errors = {"content": {"_errors": [error]}}
+        return error_response(400, 50035, "Invalid Form Body", errors=errors)
+    if not content.strip() and not body.get("embeds"):
+        return error_response(400, 50006, "Cannot send an empty message")
+    return None
 
 
 @dataclass(slots=True)

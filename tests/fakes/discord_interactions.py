@@ -11,7 +11,7 @@ from aiohttp import web
 
 from tests.fakes import discord_payloads as p
 from tests.fakes.discord_gateway import FakeGateway
-from tests.fakes.discord_http import BODY, error_response, json_response
+from tests.fakes.discord_http import BODY, content_error, error_response, json_response
 from tests.fakes.discord_payloads import FakeUser, Json
 
 __all__ = ["FakeInteraction", "InteractionRoutes"]
@@ -85,7 +85,6 @@ class InteractionRoutes:
     channel_id: str
     channels: dict[str, str]
     threads: dict[str, Json]
-    _content_error: Callable[[Json], web.Response | None]
     dm_channel_id: Callable[[FakeUser], str]
 
     def __init__(self) -> None:
@@ -264,7 +263,7 @@ class InteractionRoutes:
             return web.Response(status=204)
         record.original_flags = int(data.get("flags") or 0)
         if kind == 4:
-            if (error := self._content_error(data)) is not None:
+            if (error := content_error(data)) is not None:
                 return error
             record.original.append(data.get("content") or "")
         mid = self.snowflake()
@@ -287,7 +286,7 @@ class InteractionRoutes:
         if record is None:
             return error_response(404, 10015, "Unknown Webhook")
         body: Json = request[BODY] or {}
-        if (error := self._content_error(body)) is not None:
+        if (error := content_error(body)) is not None:
             return error
         record.followups.append(body)
         return json_response(
@@ -310,7 +309,7 @@ class InteractionRoutes:
             return error_response(404, 10008, "Unknown Message")
         body: Json = request[BODY] or {}
         if "content" in body:
-            if (error := self._content_error(body)) is not None:
+            if (error := content_error(body)) is not None:
                 return error
             record.original.append(body["content"] or "")
         return json_response(

@@ -32,7 +32,6 @@ __all__ = [
     "thread",
     "thread_member",
     "timestamp",
-    "too_long_errors",
 ]
 
 Json = dict[str, Any]
@@ -362,9 +361,3 @@ def attachment(att_id: str, filename: str, content_type: str, size: int, url: st
         "proxy_url": url,
         "content_type": content_type,
     }
-
-
-def too_long_errors(limit: int) -> Json:
-    """The ``errors`` object of a 50035 Invalid Form Body for over-long content."""
-    error = {"code": "BASE_TYPE_MAX_LENGTH", "message": f"Must be {limit} or fewer in length."}
-    return {"content": {"_errors": [error]}}

@@ -42,6 +42,7 @@ from tests.fakes.discord_http import (
     BODY,
     RestCall,
     RestPlumbing,
+    content_error,
     error_response,
     json_response,
 )
@@ -50,7 +51,6 @@ from tests.fakes.discord_payloads import FakeUser, Json
 
 __all__ = ["FakeDiscord", "FakeInteraction", "FakeMessage", "FakeUser", "RestCall"]
 
-MAX_CONTENT = 2000
 Files = list[tuple[str, str, bytes]]  # (filename, content type, data)
 
 
@@ -341,22 +341,13 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
                 return json_response(p.dm_channel(cid, user))
         return error_response(404, 10003, "Unknown Channel")
 
-    def _content_error(self, body: Json) -> web.Response | None:
-        content = body.get("content") or ""
-        if len(content) > MAX_CONTENT:
-            errors = p.too_long_errors(MAX_CONTENT)
-            return error_response(400, 50035, "Invalid Form Body", errors=errors)
-        if not content.strip() and not body.get("embeds"):
-            return error_response(400, 50006, "Cannot send an empty message")
-        return None
-
     async def _create_message(self, request: web.Request) -> web.Response:
         channel_id = request.match_info["channel_id"]
         body: Json = request[BODY] or {}
         guild_id = self._guild_of(channel_id)
         if guild_id is False:
             return error_response(404, 10003, "Unknown Channel")
-        if (error := self._content_error(body)) is not None:
+        if (error := content_error(body)) is not None:
             return error
         ref_id = (body.get("message_reference") or {}).get("message_id")
         ref = self.messages.get(str(ref_id)) if ref_id else None
@@ -386,7 +377,7 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
         if msg.author is not self.bot:
             return error_response(403, 50005, "Cannot edit a message authored by another user")
         body: Json = request[BODY] or {}
-        if "content" in body and (error := self._content_error(body)) is not None:
+        if "content" in body and (error := content_error(body)) is not None:
             return error
         msg.bodies.append(body)
         if "content" in body:
