@@ -1,0 +1,149 @@
+"""Discord adapter: ``DiscordAdapter(settings, engine)`` with ``start()`` / ``aclose()``.
+
+``start`` logs in, publishes the slash commands, connects the gateway and returns once
+the bot is ready; configuration problems (a rejected token, the MESSAGE CONTENT
+intent disabled in the developer portal) raise ``ConfigError`` with the fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import ClassVar
+
+import discord
+import yarl
+
+from adapters.discord.client import DiscordBot
+from bot.engine import Engine
+from bot.errors import ConfigError
+from bot.settings import Settings
+
+__all__ = ["DiscordAdapter", "enabled"]
+
+log = logging.getLogger(__name__)
+
+PRIVILEGED_HELP = (
+    "Discord refused the MESSAGE CONTENT intent. Enable it in the Discord developer portal "
+    "(Applications → your bot → Bot → Privileged Gateway Intents → Message Content Intent), "
+    "save, and start the bot again."
+)
+
+
+def enabled(settings: Settings) -> bool:
+    """Whether a Discord bot token is configured."""
+    token = settings.discord_bot_token
+    return token is not None and bool(token.get_secret_value().strip())
+
+
+def apply_endpoints(settings: Settings) -> None:
+    """Point discord.py at ``DISCORD_API_BASE`` / ``DISCORD_GATEWAY_URL`` when set.
+
+    discord.py reads both from class attributes (``Route.BASE`` for every REST call,
+    ``DiscordWebSocket.DEFAULT_GATEWAY`` for the first connection), so that is where a
+    proxy or a local stand-in is configured.
+    """
+    if settings.discord_api_base:
+        discord.http.Route.BASE = settings.discord_api_base.rstrip("/")
+    if settings.discord_gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+
+
+class DiscordAdapter:
+    """Runs the Discord bot on the current event loop (implements ``bot.ports.Adapter``)."""
+
+    name: ClassVar[str] = "discord"
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        guild_ready_timeout: float = 2.0,
+        ready_timeout_s: float = 60.0,
+        shutdown_grace_s: float = 10.0,
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._guild_ready_timeout = guild_ready_timeout
+        self._ready_timeout_s = ready_timeout_s
+        self._shutdown_grace_s = shutdown_grace_s
+        self._client: DiscordBot | None = None
+        self._gateway: asyncio.Task[None] | None = None
+
+    @property
+    def client(self) -> DiscordBot | None:
+        """The running discord.py client (None before ``start``)."""
+        return self._client
+
+    async def start(self) -> None:
+        """Log in, sync commands, connect; return when ready. Raises ``ConfigError``."""
+        if not enabled(self._settings):
+            raise ConfigError("DISCORD_BOT_TOKEN is not set.")
+        assert self._settings.discord_bot_token is not None
+        token = self._settings.discord_bot_token.get_secret_value().strip()
+        apply_endpoints(self._settings)
+        client = DiscordBot(
+            settings=self._settings,
+            engine=self._engine,
+            guild_ready_timeout=self._guild_ready_timeout,
+        )
+        self._client = client
+        try:
+            await client.login(token)
+        except discord.LoginFailure:
+            await self.aclose()
+            raise ConfigError(
+                "Discord rejected DISCORD_BOT_TOKEN: copy the token again from the developer "
+                "portal (Applications → your bot → Bot → Reset Token)."
+            ) from None
+        except (discord.HTTPException, OSError) as exc:
+            await self.aclose()
+            raise ConfigError(f"Could not reach Discord to log in: {exc}") from None
+        self._gateway = asyncio.create_task(client.connect(reconnect=True), name="discord-gateway")
+        await self._wait_ready(client, self._gateway)
+        self._gateway.add_done_callback(_report_end)
+
+    async def _wait_ready(self, client: DiscordBot, gateway: asyncio.Task[None]) -> None:
+        ready = asyncio.create_task(client.wait_until_ready())
+        done, _ = await asyncio.wait(
+            {gateway, ready}, timeout=self._ready_timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if gateway in done:
+            ready.cancel()
+            error = gateway.exception()
+            await self.aclose()
+            if isinstance(error, discord.PrivilegedIntentsRequired):
+                raise ConfigError(PRIVILEGED_HELP)
+            raise ConfigError(f"The Discord gateway connection failed: {error}")
+        if not done:
+            ready.cancel()
+            log.warning(
+                "Discord is not ready after %.0f s; still connecting in the background.",
+                self._ready_timeout_s,
+            )
+
+    async def aclose(self) -> None:
+        """Let in-flight answers finish (briefly), then disconnect."""
+        client, self._client = self._client, None
+        gateway, self._gateway = self._gateway, None
+        if client is None:
+            return
+        await client.drain(self._shutdown_grace_s)
+        await client.close()
+        if gateway is not None:
+            gateway.remove_done_callback(_report_end)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await gateway
+
+
+def _report_end(task: asyncio.Task[None]) -> None:
+    """The gateway task ended while running: say why (the bot no longer receives events)."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    if isinstance(error, discord.PrivilegedIntentsRequired):
+        log.error("Discord disconnected: %s", PRIVILEGED_HELP)
+    elif error is not None:
+        log.error("Discord disconnected for good: %s", error)

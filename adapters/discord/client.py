@@ -1,0 +1,359 @@
+"""The discord.py client: which messages to answer, where, and the app command sync.
+
+``on_message`` only filters and spawns a task; the task resolves the conversation
+(``translate.route``), checks the allow/deny lists, opens a thread when needed, reads
+attachments and hands the turn to ``Engine.handle`` with an ``EditingSink`` over a
+``DiscordSurface``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from typing import Any
+
+import discord
+
+from adapters.discord.attachments import NotedSink, collect
+from adapters.discord.commands import CommandTree, Interaction, build_commands
+from adapters.discord.surface import (
+    NO_MENTIONS,
+    Answerable,
+    DiscordSurface,
+    describe_http_error,
+)
+from adapters.discord.translate import (
+    Route,
+    channel_key,
+    is_allowed,
+    is_conversational,
+    mentions_bot,
+    route,
+    strip_mentions,
+    thread_name,
+    to_incoming,
+    user_ref,
+)
+from bot.engine import Engine
+from bot.errors import BotError
+from bot.ports import ReplySink
+from bot.settings import Settings
+from bot.streaming import EditingSink
+
+__all__ = ["INVITE_PERMISSIONS", "DiscordBot", "invite_url"]
+
+log = logging.getLogger(__name__)
+
+INVITE_PERMISSIONS = discord.Permissions(
+    view_channel=True,
+    send_messages=True,
+    send_messages_in_threads=True,
+    create_public_threads=True,
+    read_message_history=True,
+    use_application_commands=True,
+)
+_MAX_REMEMBERED = 50_000  # reply-chain roots kept in memory (older ones are re-fetched)
+_MAX_CHAIN_HOPS = 25
+_EMPTY_WARN_AFTER = 3
+
+
+def invite_url(client_id: int | str) -> str:
+    """The OAuth2 URL that adds the bot with the permissions it needs."""
+    return discord.utils.oauth_url(
+        client_id, permissions=INVITE_PERMISSIONS, scopes=("bot", "applications.commands")
+    )
+
+
+class DiscordBot(discord.Client):
+    """A ``discord.Client`` that answers mentions, its threads, reply chains and DMs."""
+
+    def __init__(self, *, settings: Settings, engine: Engine, guild_ready_timeout: float) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = True  # privileged: must be enabled in the developer portal
+        super().__init__(
+            intents=intents, guild_ready_timeout=guild_ready_timeout, allowed_mentions=NO_MENTIONS
+        )
+        self.settings = settings
+        self.engine = engine
+        self.tree = CommandTree(self, allowed=self.interaction_allowed)
+        for command in build_commands(engine):
+            self.tree.add_command(command)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._accepting = True
+        self._roots: OrderedDict[int, int] = OrderedDict()  # message id -> chain root id
+        self._threads: set[int] = set()  # threads known to be conversations
+        self._blank_messages = 0
+        self._announced = False
+
+    # ----- lifecycle -----
+
+    async def setup_hook(self) -> None:
+        """Runs after login, before the gateway connects: publish the slash commands."""
+        try:
+            if self.settings.discord_guild_ids:
+                # Guild commands appear at once; global ones can take up to an hour.
+                for gid in self.settings.discord_guild_ids:
+                    guild = discord.Object(int(gid))
+                    self.tree.copy_global_to(guild=guild)
+                    await self.tree.sync(guild=guild)
+            else:
+                await self.tree.sync()
+        except ValueError:
+            log.error("DISCORD_GUILD_IDS must be numeric server ids; slash commands not published")
+        except discord.HTTPException as exc:
+            log.error(
+                "Publishing slash commands failed (%s). Re-invite the bot with the "
+                "applications.commands scope: %s",
+                describe_http_error(exc),
+                invite_url(self.settings.discord_client_id or self.application_id or 0),
+            )
+
+    async def on_ready(self) -> None:
+        if self._announced:
+            return
+        self._announced = True
+        assert self.user is not None
+        client_id = self.settings.discord_client_id or self.application_id or self.user.id
+        log.info(
+            "Discord: logged in as %s (id %s) in %d server(s). Invite URL: %s",
+            self.user,
+            self.user.id,
+            len(self.guilds),
+            invite_url(client_id),
+        )
+        if not self.guilds:
+            log.warning("Discord: the bot is in no server yet; open the invite URL above.")
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop taking messages; give in-flight turns ``grace_s`` to end, then cancel them."""
+        self._accepting = False
+        pending = set(self._tasks)
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=grace_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+
+    # ----- access -----
+
+    def _allowed(self, user: discord.abc.User, channel: Any, guild_id: int | None) -> bool:
+        roles = [r.id for r in user.roles] if isinstance(user, discord.Member) else []
+        channels = [channel.id] if channel is not None else []
+        if isinstance(channel, discord.Thread) and channel.parent_id is not None:
+            channels.append(channel.parent_id)
+        return is_allowed(
+            self.settings,
+            user_id=user.id,
+            role_ids=roles,
+            guild_id=guild_id,
+            channel_ids=channels,
+            is_admin=self.engine.is_admin(user_ref(user)),
+        )
+
+    def interaction_allowed(self, interaction: Interaction) -> bool:
+        return self._allowed(interaction.user, interaction.channel, interaction.guild_id)
+
+    # ----- messages -----
+
+    async def on_message(self, message: discord.Message) -> None:
+        # Never answer ourselves, other bots, webhooks or system notices.
+        if not self._accepting or not is_conversational(message):
+            return
+        task = asyncio.create_task(self._handle(message), name=f"discord-message-{message.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, message: discord.Message) -> None:
+        try:
+            await self._answer(message)
+        except Exception:  # top of a task: log it, never kill the client
+            log.exception("handling Discord message %s failed", message.id)
+
+    async def _answer(self, message: discord.Message) -> None:
+        guild_id = message.guild.id if message.guild else None
+        if not self._allowed(message.author, message.channel, guild_id):
+            log.debug("message %s ignored by the allow/deny lists", message.id)
+            return
+        plan = await self._route(message)
+        if plan is None or self._looks_blank(message, plan):
+            return
+        target = await self._target(message, plan)
+        if target is None:
+            return
+        channel, reply_to = target
+        root = int(plan.key.thread) if plan.key.thread and not plan.key.is_dm else None
+        collected = await collect(
+            message.attachments, max_bytes=self.settings.discord_max_attachment_bytes
+        )
+        assert self.user is not None
+        incoming = to_incoming(
+            message,
+            plan.key,
+            bot_id=self.user.id,
+            bot_role_id=self._bot_role_id(message),
+            attachments=collected.attachments,
+        )
+        surface = DiscordSurface(
+            channel,
+            settings=self.settings,
+            reply_to=reply_to,
+            on_post=(lambda mid: self._remember(mid, root)) if reply_to and root else None,
+        )
+        sink: ReplySink = EditingSink(surface, pacer=self.engine.pacer, clock=self.engine.clock)
+        if collected.notes:
+            sink = NotedSink(sink, collected.notes)
+        await self.engine.handle(incoming, sink)
+
+    def _bot_role_id(self, message: discord.Message) -> int | None:
+        role = message.guild.self_role if message.guild else None
+        return role.id if role else None
+
+    async def _route(self, message: discord.Message) -> Route | None:
+        assert self.user is not None
+        me = self.user.id
+        mentioned = mentions_bot(message, me, self._bot_role_id(message))
+        channel = message.channel
+        known_thread = False
+        reply_root = None
+        if isinstance(channel, discord.Thread):
+            known_thread = not mentioned and await self._is_known_thread(channel)
+        elif message.guild is not None and message.reference is not None:
+            reply_root = await self._reply_root(message)
+        plan = route(
+            message,
+            bot_id=me,
+            mode=self.settings.discord_reply_mode,
+            mentioned=mentioned,
+            reply_root=reply_root,
+            known_thread=known_thread,
+        )
+        if plan is not None and plan.key.thread and not plan.key.is_dm:
+            if isinstance(channel, discord.Thread):
+                self._threads.add(channel.id)
+            else:
+                self._remember(message.id, int(plan.key.thread))
+        return plan
+
+    async def _is_known_thread(self, thread: discord.Thread) -> bool:
+        """A thread the bot started, or one it was mentioned in before (has history)."""
+        assert self.user is not None
+        if thread.owner_id == self.user.id or thread.id in self._threads:
+            return True
+        if thread.parent_id is None:
+            return False
+        try:
+            known = await self.engine.has_conversation(
+                channel_key(thread.guild.id, thread.parent_id, thread.id)
+            )
+        except BotError as exc:
+            log.warning("could not tell whether thread %s is a conversation: %s", thread.id, exc)
+            return False
+        if known:
+            self._threads.add(thread.id)
+        return known
+
+    def _looks_blank(self, message: discord.Message, plan: Route) -> bool:
+        """A message we'd answer that arrived without any text: the content intent is off.
+
+        Real Discord blanks guild messages that don't mention the bot when the
+        MESSAGE CONTENT intent is missing; answering "your message is empty" to each
+        would spam the thread, so they are skipped and the operator is told.
+        """
+        if plan.key.is_dm or message.content or message.attachments or message.stickers:
+            return False
+        assert self.user is not None
+        if mentions_bot(message, self.user.id, self._bot_role_id(message)):
+            return False
+        self._blank_messages += 1
+        if self._blank_messages == _EMPTY_WARN_AFTER:
+            log.warning(
+                "Discord keeps delivering messages without their text: the MESSAGE CONTENT "
+                "intent seems disabled. Enable it in the Discord developer portal "
+                "(Applications → your bot → Bot → Privileged Gateway Intents) and restart."
+            )
+        return True
+
+    async def _target(
+        self, message: discord.Message, plan: Route
+    ) -> tuple[Answerable, discord.Message | None] | None:
+        """Where the reply goes: a new thread, a reply to the message, or the channel."""
+        channel = message.channel
+        if not isinstance(channel, Answerable):
+            log.info("message %s is in an unsupported channel type; ignored", message.id)
+            return None
+        if plan.open_thread and isinstance(channel, discord.TextChannel):
+            assert self.user is not None
+            text = strip_mentions(message.content, self.user.id, self._bot_role_id(message))
+            name = thread_name(text, message.author.display_name)
+            try:
+                thread = await message.create_thread(name=name, auto_archive_duration=1440)
+            except discord.HTTPException as exc:
+                # Same conversation key either way: the thread id would be the message id.
+                log.warning(
+                    "could not open a thread (%s); replying in the channel instead",
+                    describe_http_error(exc),
+                )
+                return channel, message
+            self._threads.add(thread.id)
+            return thread, None
+        # Where threads can't be opened (voice channel chat) a reply chain is used instead.
+        as_reply = plan.reply_to == message.id or plan.open_thread
+        return channel, (message if as_reply else None)
+
+    # ----- reply chains -----
+
+    def _remember(self, message_id: int, root: int | None) -> None:
+        if root is None:
+            return
+        self._roots[message_id] = root
+        self._roots.move_to_end(message_id)
+        while len(self._roots) > _MAX_REMEMBERED:
+            self._roots.popitem(last=False)
+
+    async def _fetch(self, channel: Any, message_id: int) -> discord.Message | None:
+        cached = discord.utils.get(self.cached_messages, id=message_id)
+        if cached is not None:
+            return cached
+        try:
+            fetched: discord.Message = await channel.fetch_message(message_id)
+        except discord.HTTPException:
+            return None
+        return fetched
+
+    async def _reply_root(self, message: discord.Message) -> int | None:
+        """Root of the reply chain when the message replies to one of the bot's messages."""
+        ref = message.reference
+        if ref is None or ref.message_id is None or ref.channel_id != message.channel.id:
+            return None
+        if ref.message_id in self._roots:
+            return self._roots[ref.message_id]
+        parent = ref.resolved if isinstance(ref.resolved, discord.Message) else None
+        parent = parent or await self._fetch(message.channel, ref.message_id)
+        assert self.user is not None
+        if parent is None or parent.author.id != self.user.id:
+            return None
+        return await self._walk_to_root(parent)
+
+    async def _parent(self, message: discord.Message) -> discord.Message | None:
+        """The message ``message`` replies to, if any and still there."""
+        ref = message.reference
+        if ref is None or ref.message_id is None:
+            return None
+        return await self._fetch(message.channel, ref.message_id)
+
+    async def _walk_to_root(self, bot_message: discord.Message) -> int:
+        """Follow bot answer → question → earlier bot answer … to the first question."""
+        assert self.user is not None
+        current = bot_message
+        for _ in range(_MAX_CHAIN_HOPS):
+            if current.id in self._roots:
+                return self._roots[current.id]
+            question = await self._parent(current)
+            if question is None:
+                return current.id
+            earlier = await self._parent(question)
+            if earlier is None or earlier.author.id != self.user.id:
+                return question.id
+            current = earlier
+        return current.id

@@ -1,0 +1,199 @@
+"""Slash commands: /model (with autocomplete), /models, /reset, /system, /usage, /help.
+
+Each command is a thin call into the engine's command operations; answers that
+concern only the caller are ephemeral. ``CommandTree`` applies the same allow/deny
+lists as messages and turns every failure into a short ephemeral answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from adapters.discord.surface import MAX_CHARS, NO_MENTIONS
+from adapters.discord.translate import key_for_channel, user_ref
+from bot.engine import Engine
+from bot.errors import BotError
+from bot.types import CommandReply, ConversationKey, Platform, UserRef
+
+__all__ = ["CommandTree", "build_commands", "fit", "model_choices"]
+
+log = logging.getLogger(__name__)
+
+MAX_CHOICES = 25  # Discord's limit for autocomplete answers
+SCOPES = [
+    app_commands.Choice(name="all my conversations", value="me"),
+    app_commands.Choice(name="this conversation only", value="conversation"),
+]
+NOT_HERE = (
+    "There is no conversation here: run this inside the bot's thread or a DM "
+    "(in a channel, mention me to start one)."
+)
+DENIED = "You can't use this bot here."
+FAILED = "Something went wrong on our side; the error was logged. Please try again."
+
+Interaction = discord.Interaction[Any]
+Command = app_commands.Command[Any, Any, Any]
+
+
+def fit(text: str, limit: int = MAX_CHARS) -> str:
+    """Cut a long answer at a line boundary, saying how many lines were left out."""
+    if len(text) <= limit:
+        return text
+    lines = text.splitlines()
+    kept: list[str] = []
+    for i, line in enumerate(lines):
+        more = f"\n… and {len(lines) - i} more line(s)"
+        if len("\n".join([*kept, line])) + len(more) > limit:
+            return ("\n".join(kept) + more)[:limit]
+        kept.append(line)
+    return text[:limit]
+
+
+def model_choices(ids: list[str], current: str) -> list[app_commands.Choice[str]]:
+    """At most 25 choices, the current model first and marked."""
+    ordered = sorted(ids, key=lambda m: (m != current, m))[:MAX_CHOICES]
+    return [
+        app_commands.Choice(name=(f"✓ {m} (current)" if m == current else m)[:100], value=m)
+        for m in ordered
+        if len(m) <= 100  # longer values are rejected by Discord
+    ]
+
+
+async def _answer(interaction: Interaction, reply: CommandReply) -> None:
+    text = fit(reply.text)
+    if interaction.response.is_done():
+        await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+    else:
+        await interaction.response.send_message(
+            text, ephemeral=reply.private, allowed_mentions=NO_MENTIONS
+        )
+
+
+def _who(interaction: Interaction) -> tuple[UserRef, ConversationKey | None]:
+    return user_ref(interaction.user), key_for_channel(interaction.channel, interaction.user.id)
+
+
+class CommandTree(app_commands.CommandTree[Any]):
+    """The command tree with access control and user-facing error answers."""
+
+    def __init__(self, client: discord.Client, *, allowed: Callable[[Interaction], bool]) -> None:
+        super().__init__(client)
+        self._allowed = allowed
+
+    async def interaction_check(self, interaction: Interaction, /) -> bool:
+        if self._allowed(interaction):
+            return True
+        if interaction.type is discord.InteractionType.application_command:
+            await interaction.response.send_message(DENIED, ephemeral=True)
+        return False
+
+    async def on_error(
+        self, interaction: Interaction, error: app_commands.AppCommandError, /
+    ) -> None:
+        cause = error.__cause__ if isinstance(error, app_commands.CommandInvokeError) else error
+        if isinstance(cause, BotError):
+            text = cause.user_text
+        else:
+            log.error(
+                "command /%s failed", getattr(interaction.command, "name", "?"), exc_info=cause
+            )
+            text = FAILED
+        try:
+            await _answer(interaction, CommandReply(text))
+        except discord.HTTPException as exc:
+            log.warning("could not report a command error: %s", exc)
+
+
+def build_commands(engine: Engine) -> list[Command]:
+    """The slash commands, bound to ``engine``."""
+    return [_model_command(engine), *_conversation_commands(engine), *_info_commands(engine)]
+
+
+def _model_command(engine: Engine) -> Command:
+    @app_commands.command(name="model", description="Choose the model that answers you")
+    @app_commands.describe(
+        name="Model id; start typing to search the live list", scope="Where the choice applies"
+    )
+    @app_commands.choices(scope=SCOPES)
+    async def model(interaction: Interaction, name: str | None = None, scope: str = "me") -> None:
+        user, key = _who(interaction)
+        if scope == "conversation" and key is None:
+            await _answer(interaction, CommandReply(NOT_HERE))
+            return
+        # Listing or validating a model may query the API: answer within Discord's 3 s.
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        if not name:
+            await _answer(interaction, await engine.models_text(user, key))
+            return
+        target = key if scope == "conversation" else None
+        await _answer(interaction, await engine.set_model(user, name, key=target))
+
+    @model.autocomplete("name")
+    async def model_autocomplete(
+        interaction: Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        user, key = _who(interaction)
+        try:
+            models = await engine.list_models(current)
+            chosen = await engine.current_model(user, key)
+        except BotError as exc:
+            log.warning("model autocomplete failed: %s", exc)
+            return []
+        return model_choices([m.id for m in models], chosen)
+
+    return model
+
+
+def _conversation_commands(engine: Engine) -> list[Command]:
+    @app_commands.command(name="reset", description="Forget this conversation")
+    async def reset(interaction: Interaction) -> None:
+        user, key = _who(interaction)
+        if key is None:
+            await _answer(interaction, CommandReply(NOT_HERE))
+            return
+        await _answer(interaction, await engine.reset(key, user))
+
+    @app_commands.command(name="system", description="Set or clear your persona (system prompt)")
+    @app_commands.describe(
+        prompt="How the bot should behave", clear="Remove the persona", scope="Where it applies"
+    )
+    @app_commands.choices(scope=SCOPES)
+    async def system(
+        interaction: Interaction, prompt: str | None = None, clear: bool = False, scope: str = "me"
+    ) -> None:
+        user, key = _who(interaction)
+        if scope == "conversation" and key is None:
+            await _answer(interaction, CommandReply(NOT_HERE))
+            return
+        if not clear and not (prompt or "").strip():
+            await _answer(interaction, CommandReply("Give a prompt, or set clear to True."))
+            return
+        target = key if scope == "conversation" else None
+        text = None if clear else prompt
+        await _answer(interaction, await engine.set_system(user, text, key=target))
+
+    return [reset, system]
+
+
+def _info_commands(engine: Engine) -> list[Command]:
+    @app_commands.command(name="models", description="List the available models")
+    async def models(interaction: Interaction) -> None:
+        user, key = _who(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await _answer(interaction, await engine.models_text(user, key))
+
+    @app_commands.command(name="usage", description="Your usage and remaining quota")
+    async def usage(interaction: Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await _answer(interaction, await engine.usage(user_ref(interaction.user)))
+
+    @app_commands.command(name="help", description="How to talk to the bot")
+    async def help_(interaction: Interaction) -> None:
+        await _answer(interaction, engine.help(Platform.DISCORD))
+
+    return [models, usage, help_]

@@ -1,0 +1,372 @@
+"""The Discord adapter end to end: real discord.py → fake Discord, real engine → fake Groq.
+
+Nothing is mocked: the adapter is started from settings exactly as ``python -m bot``
+starts it, with ``DISCORD_API_BASE`` / ``DISCORD_GATEWAY_URL`` pointing at the fake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from adapters.discord import DiscordAdapter
+from bot.app import Runtime, open_runtime
+from bot.errors import ConfigError
+from bot.settings import Settings
+from tests.fakes.discord_server import FakeDiscord, FakeMessage
+from tests.fakes.groq_server import FILLER, FakeGroq
+
+pytestmark = pytest.mark.e2e
+
+MODEL = "openai/gpt-oss-120b"
+Build = Callable[..., Settings]
+# One user asking 20 questions at once would (rightly) meet the per-user quota first.
+GENEROUS_USER_QUOTA = {"quota_user_rpm": 1000, "quota_user_max_in_flight": 20}
+
+
+def expected(turns: int, last: str, *, model: str = MODEL, words: int = 0) -> str:
+    """The fake Groq's answer: it reveals the user turns it received and the last text."""
+    filler = [FILLER[i % len(FILLER)] for i in range(words)]
+    return " ".join([f"turns={turns} last={last} model={model}", *filler])
+
+
+@pytest.fixture
+def build(settings_factory: Build, fake_discord: FakeDiscord) -> Build:
+    """Settings pointing the adapter at both fakes; edits paced at the 0.2 s minimum."""
+
+    def make(**overrides: Any) -> Settings:
+        values = {**fake_discord.settings_overrides(), "discord_edit_interval_s": 0.2}
+        return settings_factory(**{**values, **overrides})
+
+    return make
+
+
+@asynccontextmanager
+async def running_bot(settings: Settings) -> AsyncIterator[tuple[DiscordAdapter, Runtime]]:
+    async with open_runtime(settings) as runtime:
+        adapter = DiscordAdapter(
+            settings, runtime.engine, guild_ready_timeout=0.05, shutdown_grace_s=2.0
+        )
+        await adapter.start()
+        try:
+            yield adapter, runtime
+        finally:
+            await adapter.aclose()
+
+
+async def final_answer(
+    fake: FakeDiscord, channel_id: str, text: str, *, within: float = 10.0
+) -> FakeMessage:
+    """Wait for a bot message in the channel whose content became exactly ``text``."""
+
+    def found() -> FakeMessage | None:
+        return next((m for m in fake.bot_messages(channel_id) if m.content == text), None)
+
+    await fake.wait_for(lambda: found() is not None, within=within)
+    message = found()
+    assert message is not None
+    return message
+
+
+def no_pings(fake: FakeDiscord) -> bool:
+    """Every POST/PATCH the bot sent for a message carried ``allowed_mentions.parse == []``."""
+    bodies = [b for m in fake.bot_messages() for b in m.bodies]
+    return bool(bodies) and all(b.get("allowed_mentions") == {"parse": []} for b in bodies)
+
+
+async def test_mention_opens_thread_and_streams_the_answer(
+    fake_discord: FakeDiscord, fake_groq: FakeGroq, build: Build
+) -> None:
+    # About 0.4 s of streaming: a post and a few edits 0.2 s apart, inside the 5-call budget.
+    fake_groq.reply_words, fake_groq.token_delay_s = 30, 0.015
+    async with running_bot(build()):
+        question = await fake_discord.send_message("hello there", mention=True)
+        answer = await final_answer(fake_discord, question.id, expected(1, "hello there", words=30))
+    thread = fake_discord.threads[question.id]
+    assert thread["parent_id"] == fake_discord.channel_id and thread["name"] == "hello there"
+    assert len(answer.history) >= 2, "the answer must stream as a post plus edits"
+    assert all(len(c) <= 2000 for c in answer.history)
+    assert fake_discord.calls_to("POST", rf"^/channels/{question.id}/typing$")
+    assert fake_discord.bot_messages(fake_discord.channel_id) == []  # all in the thread
+    assert no_pings(fake_discord) and fake_discord.count_429 == 0
+
+
+async def test_follow_up_in_thread_without_mention_carries_history(
+    fake_discord: FakeDiscord, build: Build
+) -> None:
+    async with running_bot(build()):
+        question = await fake_discord.send_message("first question", mention=True)
+        await final_answer(fake_discord, question.id, expected(1, "first question"))
+        await fake_discord.send_message("second question", channel_id=question.id)
+        await final_answer(fake_discord, question.id, expected(2, "second question"))
+        # A plain message in the channel (no mention) is not for the bot.
+        await fake_discord.send_message("just chatting")
+        await fake_discord.send_message("third", mention=True, channel_id=question.id)
+        await final_answer(fake_discord, question.id, expected(3, "third"))
+    assert fake_discord.bot_messages(fake_discord.channel_id) == []
+
+
+async def test_reply_mode_continues_reply_chains_even_after_restart(
+    fake_discord: FakeDiscord, build: Build
+) -> None:
+    settings = build(discord_reply_mode="reply")
+    channel = fake_discord.channel_id
+    async with running_bot(settings):
+        question = await fake_discord.send_message("one", mention=True)
+        first = await final_answer(fake_discord, channel, expected(1, "one"))
+        assert str(first.bodies[0]["message_reference"]["message_id"]) == question.id
+        follow = await fake_discord.send_message("two", reply_to=first.id)  # no mention
+        second = await final_answer(fake_discord, channel, expected(2, "two"))
+    assert not fake_discord.threads
+    # A new process knows nothing in memory: it walks the chain through the API.
+    async with running_bot(settings):
+        await fake_discord.send_message("three", reply_to=second.id)
+        await final_answer(fake_discord, channel, expected(3, "three"))
+        await fake_discord.send_message("fresh", mention=True)
+        await final_answer(fake_discord, channel, expected(1, "fresh"))
+    assert str(second.bodies[0]["message_reference"]["message_id"]) == follow.id
+
+
+async def test_dm_is_remembered_after_restart_on_the_same_database(
+    fake_discord: FakeDiscord, build: Build
+) -> None:
+    settings = build()
+    dm = fake_discord.dm_channel_id(fake_discord.alice)
+    async with running_bot(settings):
+        await fake_discord.send_dm("my name is Ada")
+        await final_answer(fake_discord, dm, expected(1, "my name is Ada"))
+    async with running_bot(settings):
+        await fake_discord.send_dm("what is my name?")
+        await final_answer(fake_discord, dm, expected(2, "what is my name?"))
+    assert fake_discord.gateway.identifies == 2
+
+
+async def test_model_autocomplete_and_choice_change_the_next_request(
+    fake_discord: FakeDiscord, fake_groq: FakeGroq, build: Build
+) -> None:
+    async with running_bot(build()):
+        assert {c["name"] for c in fake_discord.global_commands} == {
+            "model", "models", "reset", "system", "usage", "help"
+        }  # fmt: skip
+        everything = await fake_discord.send_autocomplete("model", "name", "")
+        llamas = await fake_discord.send_autocomplete("model", "name", "LLAMA")
+        await fake_discord.wait_for(lambda: everything.answered and llamas.answered)
+        chosen = await fake_discord.send_command("model", {"name": "qwen/qwen3-32b"})
+        await fake_discord.wait_for(lambda: chosen.response_text is not None)
+        question = await fake_discord.send_message("which model?", mention=True)
+        await final_answer(
+            fake_discord, question.id, expected(1, "which model?", model="qwen/qwen3-32b")
+        )
+    values = [c["value"] for c in everything.choices]
+    assert sorted(values) == sorted(m.id for m in fake_groq.models)
+    assert values[0] == MODEL and everything.choices[0]["name"].endswith("(current)")
+    assert [c["value"] for c in llamas.choices] == ["llama-3.1-8b-instant"]
+    assert chosen.ephemeral and "qwen/qwen3-32b" in (chosen.response_text or "")
+    assert fake_groq.chat_requests[-1]["body"]["model"] == "qwen/qwen3-32b"
+
+
+async def test_reset_help_and_scoped_commands(fake_discord: FakeDiscord, build: Build) -> None:
+    async with running_bot(build()):
+        question = await fake_discord.send_message("remember me", mention=True)
+        await final_answer(fake_discord, question.id, expected(1, "remember me"))
+        outside = await fake_discord.send_command("reset")
+        reset = await fake_discord.send_command("reset", channel_id=question.id)
+        helped = await fake_discord.send_command("help", dm=True)
+        await fake_discord.wait_for(lambda: all(i.answered for i in (outside, reset, helped)))
+        await fake_discord.send_message("again", channel_id=question.id)
+        await final_answer(fake_discord, question.id, expected(1, "again"))
+    assert "no conversation here" in (outside.response_text or "")
+    assert "forgot 2 message" in (reset.response_text or "")
+    assert "/model" in (helped.response_text or "") and helped.ephemeral
+
+
+async def test_guild_ids_publish_commands_to_those_servers_at_once(
+    fake_discord: FakeDiscord, build: Build
+) -> None:
+    async with running_bot(build(discord_guild_ids=[fake_discord.guild_id])):
+        helped = await fake_discord.send_command("help")
+        await fake_discord.wait_for(lambda: helped.answered)
+    assert fake_discord.global_commands == []
+    assert len(fake_discord.guild_commands[fake_discord.guild_id]) == 6
+    assert helped.payload["data"]["guild_id"] == fake_discord.guild_id
+    assert "/reset" in (helped.response_text or "")
+
+
+async def test_bots_blocked_people_and_disallowed_channels_get_no_answer(
+    fake_discord: FakeDiscord, build: Build
+) -> None:
+    fd = fake_discord
+    settings = build(
+        discord_blocked_user_ids=[fd.bob.id],
+        discord_blocked_role_ids=[fd.muted_role],  # carol has it
+        discord_allowed_channel_ids=[fd.channel_id],
+    )
+    async with running_bot(settings):
+        await fd.send_message("from a bot", mention=True, author=fd.other_bot)
+        await fd.send_message("from bob", mention=True, author=fd.bob)
+        await fd.send_message("from carol", mention=True, author=fd.carol)
+        await fd.send_message("elsewhere", mention=True, channel_id=fd.other_channel_id)
+        denied = await fd.send_command("usage", user=fd.bob)
+        control = await fd.send_message("control", mention=True)
+        await final_answer(fd, control.id, expected(1, "control"))
+        await fd.wait_for(lambda: denied.answered)
+    assert [m.content for m in fd.bot_messages()] == [expected(1, "control")]
+    assert set(fd.threads) == {control.id}
+    assert denied.response_text == "You can't use this bot here." and denied.ephemeral
+
+
+async def test_model_output_never_pings(
+    fake_discord: FakeDiscord, fake_groq: FakeGroq, build: Build
+) -> None:
+    text = f"@everyone look <@{fake_discord.bob.id}> <@&{fake_discord.member_role}> @here"
+    fake_groq.reply_text = text
+    async with running_bot(build()):
+        question = await fake_discord.send_message("ping them all", mention=True)
+        await final_answer(fake_discord, question.id, text)
+    assert no_pings(fake_discord)
+
+
+async def test_answer_longer_than_2000_chars_continues_in_a_new_message(
+    fake_discord: FakeDiscord, fake_groq: FakeGroq, build: Build
+) -> None:
+    fake_groq.reply_words = 450
+    full = expected(1, "tell me a lot", words=450)
+    assert len(full) > 2600
+    async with running_bot(build()):
+        question = await fake_discord.send_message("tell me a lot", mention=True)
+
+        def parts() -> list[str]:
+            return [m.content for m in fake_discord.bot_messages(question.id)]
+
+        await fake_discord.wait_for(lambda: " ".join(parts()).split() == full.split())
+    assert len(parts()) == 2 and all(len(p) <= 2000 for p in parts())
+    assert not [c for c in fake_discord.calls if c.status == 400]
+
+
+async def test_gateway_drop_mid_answer_resumes_and_completes(
+    fake_discord: FakeDiscord, fake_groq: FakeGroq, build: Build
+) -> None:
+    # ~0.6 s of streaming at the default 1 s edit interval: both answers fit one thread's
+    # 5-call budget, so nothing waits for the window.
+    fake_groq.reply_words, fake_groq.token_delay_s = 20, 0.03
+    async with running_bot(build(discord_edit_interval_s=1.0)):
+        question = await fake_discord.send_message("long one", mention=True)
+        await fake_discord.wait_for(lambda: bool(fake_discord.bot_messages(question.id)))
+        await fake_discord.drop_gateway()
+        dropped_at = time.monotonic()
+        fake_groq.reply_words = 0  # the next answer is short: both fit one edit budget
+        # Sent while the socket is down: delivered by the RESUME replay.
+        await fake_discord.send_message("meanwhile", channel_id=question.id)
+        first = await final_answer(fake_discord, question.id, expected(1, "long one", words=20))
+        await final_answer(fake_discord, question.id, expected(2, "meanwhile"))
+    edits = fake_discord.calls_to("PATCH", rf"/messages/{first.id}$")
+    assert any(c.t > dropped_at for c in edits), "the answer kept streaming after the drop"
+    assert fake_discord.gateway.resumes == 1 and fake_discord.gateway.identifies == 1
+
+
+async def test_text_attachment_is_read_and_oversized_one_noted(
+    fake_discord: FakeDiscord, build: Build
+) -> None:
+    files = [("notes.txt", "text/plain", b"the secret is 42"), ("big.log", "", b"x" * 600)]
+    async with running_bot(build(discord_max_attachment_bytes=500)):
+        question = await fake_discord.send_message("read this", mention=True, attachments=files)
+        await fake_discord.wait_for(
+            lambda: any("model=" in m.content for m in fake_discord.bot_messages(question.id))
+        )
+        (answer,) = fake_discord.bot_messages(question.id)
+    assert answer.content.startswith("-# `big.log` was skipped: it is 600 bytes")
+    assert "the secret is 42" in answer.content and "turns=1 last=read this" in answer.content
+
+
+async def test_image_for_a_text_only_model_gets_a_clear_note(
+    fake_discord: FakeDiscord, fake_groq: FakeGroq, build: Build
+) -> None:
+    image = [("cat.png", "image/png", b"\x89PNG fake")]
+    async with running_bot(build()):
+        question = await fake_discord.send_message("what is this?", mention=True, attachments=image)
+        await fake_discord.wait_for(lambda: bool(fake_discord.bot_messages(question.id)))
+        await fake_discord.wait_for(
+            lambda: "can't read images" in fake_discord.bot_messages(question.id)[0].content
+        )
+    assert fake_groq.chat_requests == []  # refused before any API call
+
+
+async def test_thread_refused_falls_back_to_a_reply_chain_in_the_channel(
+    fake_discord: FakeDiscord, build: Build
+) -> None:
+    fake_discord.inject("POST", r"/threads$", status=403)  # no Create Public Threads
+    channel = fake_discord.channel_id
+    async with running_bot(build()):
+        question = await fake_discord.send_message("no threads here", mention=True)
+        answer = await final_answer(fake_discord, channel, expected(1, "no threads here"))
+        await fake_discord.send_message("go on", reply_to=answer.id)
+        await final_answer(fake_discord, channel, expected(2, "go on"))
+    assert str(answer.bodies[0]["message_reference"]["message_id"]) == question.id
+    assert not fake_discord.threads
+
+
+async def test_blank_messages_are_skipped_and_the_missing_intent_reported(
+    fake_discord: FakeDiscord, build: Build, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_bot(build()):
+        question = await fake_discord.send_message("start", mention=True)
+        await final_answer(fake_discord, question.id, expected(1, "start"))
+        fake_discord.gateway.message_content_granted = False
+        for text in ("one", "two", "three"):
+            await fake_discord.send_message(text, channel_id=question.id)
+        # Mentions keep their text even without the intent: the control is answered.
+        await fake_discord.send_message("control", mention=True, channel_id=question.id)
+        await final_answer(fake_discord, question.id, expected(2, "control"))
+    assert len(fake_discord.bot_messages(question.id)) == 2  # no "your message is empty"
+    assert "MESSAGE CONTENT intent seems disabled" in caplog.text
+
+
+async def test_twenty_concurrent_mentions_in_threads(
+    fake_discord: FakeDiscord, build: Build
+) -> None:
+    async with running_bot(build(**GENEROUS_USER_QUOTA)):
+        questions = await asyncio.gather(
+            *(fake_discord.send_message(f"q{i}", mention=True) for i in range(20))
+        )
+        for i, q in enumerate(questions):
+            await final_answer(fake_discord, q.id, expected(1, f"q{i}"))
+    assert fake_discord.count_429 == 0 and len(fake_discord.threads) == 20
+
+
+async def test_twenty_concurrent_mentions_sharing_one_channel_budget(
+    fake_discord: FakeDiscord, fake_groq: FakeGroq, build: Build
+) -> None:
+    """Reply mode: all 20 answers are posted and edited in one channel (5 per 5 s)."""
+    fake_groq.token_delay_s = 0.01
+    channel = fake_discord.channel_id
+    started = time.monotonic()
+    async with running_bot(build(discord_reply_mode="reply", **GENEROUS_USER_QUOTA)):
+        await asyncio.gather(*(fake_discord.send_message(f"q{i}", mention=True) for i in range(20)))
+        for i in range(20):
+            await final_answer(fake_discord, channel, expected(1, f"q{i}"), within=40)
+    elapsed = time.monotonic() - started
+    sent = fake_discord.calls_to("POST", rf"^/channels/{channel}/messages$")
+    assert fake_discord.count_429 == 0 and fake_discord.injected_429 == 0
+    assert len(sent) == 20 and all(c.status == 200 for c in sent)
+    logging.getLogger(__name__).info("20 replies in one channel took %.1f s", elapsed)
+
+
+async def test_privileged_intent_disabled_is_a_clear_config_error(
+    fake_discord: FakeDiscord, build: Build
+) -> None:
+    fake_discord.gateway.privileged_intents_enabled = False
+    with pytest.raises(ConfigError, match="MESSAGE CONTENT intent"):
+        async with running_bot(build()):
+            pass
+
+
+async def test_rejected_token_is_a_clear_config_error(build: Build) -> None:
+    with pytest.raises(ConfigError, match="rejected DISCORD_BOT_TOKEN"):
+        async with running_bot(build(discord_bot_token="wrong")):
+            pass
