@@ -1,0 +1,427 @@
+"""EditingSink over RecordingSurface with a FakeClock: timing, pacing, splitting, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.ports import ReplySink
+from bot.streaming import EditingSink, EditPacer, split_for_limit
+from bot.types import SurfaceLimits, TurnStatus
+from tests.fakes.clock import FakeClock, settle
+from tests.fakes.surface import RecordingSurface, SurfaceOp
+
+DISCORD = SurfaceLimits(
+    max_chars=2000, min_edit_interval_s=1.0, budget_key="chan", budget_per_s=1.0, budget_burst=5
+)
+UNPACED = SurfaceLimits(max_chars=2000, min_edit_interval_s=1.0)
+SMALL = SurfaceLimits(max_chars=100, min_edit_interval_s=1.0)
+DONE = TurnStatus.COMPLETE
+PROSE = " ".join(
+    f"Sentence number {i} says something about the weather and the sea." for i in range(12)
+)
+
+
+def make(
+    limits: SurfaceLimits = DISCORD,
+    *,
+    clock: FakeClock | None = None,
+    pacer: EditPacer | None = None,
+    journal: list[SurfaceOp] | None = None,
+    name: str = "m",
+) -> tuple[EditingSink, RecordingSurface, FakeClock]:
+    clock = clock or FakeClock(start=0.0)
+    surface = RecordingSurface(limits, clock=clock, journal=journal, name=name)
+    sink = EditingSink(surface, pacer=pacer or EditPacer(clock=clock), clock=clock)
+    return sink, surface, clock
+
+
+async def stream(sink: EditingSink, clock: FakeClock, text: str, *, chunk: int = 5) -> None:
+    """Feed ``text`` in growing prefixes, one every 50 ms, checking update never waits."""
+    for end in range(chunk, len(text) + chunk, chunk):
+        before = clock.now()
+        await sink.update(text[:end])
+        assert clock.now() == before
+        await clock.sleep(0.05)
+
+
+def op_times(surface: RecordingSurface) -> list[float]:
+    return [op.t for op in surface.ops if op.op in ("post", "edit")]
+
+
+@pytest.fixture(autouse=True)
+async def no_leaked_flushers() -> AsyncIterator[None]:
+    yield
+    await settle()
+    assert [t for t in asyncio.all_tasks() if t.get_name() == "EditingSink"] == []
+
+
+async def test_is_a_reply_sink() -> None:
+    sink, _, _ = make()
+    assert isinstance(sink, ReplySink)
+
+
+async def test_first_text_is_posted_at_once_and_typing_ends_there() -> None:
+    sink, surface, clock = make()
+    await sink.start()
+    await settle()
+    assert surface.typing_active
+    await sink.update("Hel")
+    await settle()
+    assert surface.calls("post") == [SurfaceOp(0.0, "post", "m-1", "Hel")]
+    assert not surface.typing_active
+    await clock.run(sink.finish("Hello", DONE))
+    assert surface.texts() == ["Hello"]
+    assert [op.op for op in surface.ops] == ["typing_enter", "post", "typing_exit", "edit"]
+    assert sink.message_ids == ("m-1",) and (sink.posts, sink.edits) == (1, 1)
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_edits_at_most_once_per_interval_while_tokens_stream_fast() -> None:
+    sink, surface, clock = make(UNPACED)
+
+    async def reply() -> None:
+        await sink.start()
+        await stream(sink, clock, PROSE[:600])
+        await sink.finish(PROSE[:600], DONE)
+
+    await clock.run(reply())
+    times = op_times(surface)
+    assert times[0] == 0.0
+    assert all(b - a >= 1.0 - 1e-9 for a, b in itertools.pairwise(times))
+    assert len(surface.calls("edit")) <= 7  # 6 s of streaming, one edit per second
+    assert surface.texts() == [PROSE[:600]] and surface.violations == []
+    edits = [op.text for op in surface.calls("edit")]
+    assert all(a != b for a, b in itertools.pairwise(edits))  # each edit new text
+
+
+async def test_unchanged_text_is_never_sent_again() -> None:
+    sink, surface, clock = make()
+
+    async def reply() -> None:
+        await sink.start()
+        for _ in range(10):
+            await sink.update("same")
+            await clock.sleep(0.5)
+        await sink.finish("same", DONE)
+
+    await clock.run(reply())
+    assert [op.op for op in surface.ops if op.ok] == ["typing_enter", "post", "typing_exit"]
+
+
+async def test_finish_alone_posts_the_whole_answer_split() -> None:
+    sink, surface, clock = make(SMALL)
+    await sink.start()
+    await clock.run(sink.finish(PROSE[:350], DONE))
+    assert surface.texts() == split_for_limit(PROSE[:350], 100)
+    assert len(surface.texts()) >= 4 and surface.calls("edit") == []
+
+
+# ----- status lines -----
+
+
+async def test_status_before_text_is_the_message_and_the_next_update_clears_it() -> None:
+    sink, surface, clock = make()
+    await sink.start()
+    await sink.status("retrying in 2 s…")
+    await settle()
+    assert surface.texts() == ["⏳ retrying in 2 s…"]
+    await sink.update("Hello")
+    await clock.run(sink.finish("Hello there", DONE))
+    assert surface.texts() == ["Hello there"]
+    assert [op.t for op in surface.calls("edit")] == [1.0]
+
+
+async def test_status_after_text_is_appended_until_the_next_update() -> None:
+    sink, surface, clock = make()
+    await sink.start()
+    await sink.update("Hello")
+    await settle()
+    await sink.status("waiting for capacity, about 12 s")
+    await clock.advance(1.0)
+    assert surface.texts() == ["Hello\n\n⏳ waiting for capacity, about 12 s"]
+    await sink.update("Hello world")
+    await clock.advance(1.0)
+    assert surface.texts() == ["Hello world"]
+    await clock.run(sink.finish("Hello world", DONE))
+    assert len(surface.calls("edit")) == 2
+
+
+async def test_status_below_an_open_code_fence_closes_it_first() -> None:
+    sink, surface, clock = make()
+    await sink.update("```py\nx = 1")
+    await sink.status("retrying in 1 s…")
+    await clock.advance(1.0)
+    assert surface.texts() == ["```py\nx = 1\n```\n\n⏳ retrying in 1 s…"]
+    await clock.run(sink.finish("```py\nx = 1\n```", DONE))
+    assert surface.texts() == ["```py\nx = 1\n```"]
+
+
+# ----- splitting while streaming -----
+
+
+def assert_frozen(surface: RecordingSurface) -> None:
+    """Once message k+1 exists, message k is never touched again."""
+    ops = [op for op in surface.ops if op.op in ("post", "edit") and op.ok]
+    for index, message_id in enumerate(surface.messages):
+        later = [o for o in ops if o.op == "post" and o.message_id == f"m-{index + 2}"]
+        if later:
+            posted_next = ops.index(later[0])
+            assert all(o.message_id != message_id for o in ops[posted_next:])
+
+
+@pytest.mark.parametrize("limit", [50, 100])
+async def test_streamed_prose_freezes_earlier_messages_at_their_split_pieces(limit: int) -> None:
+    limits = SurfaceLimits(max_chars=limit, min_edit_interval_s=1.0)
+    sink, surface, clock = make(limits)
+
+    async def reply() -> None:
+        await sink.start()
+        await stream(sink, clock, PROSE, chunk=7)
+        await sink.finish(PROSE, DONE)
+
+    await clock.run(reply())
+    assert surface.texts() == split_for_limit(PROSE, limit)
+    assert len(surface.texts()) > 5 and surface.violations == []
+    assert_frozen(surface)
+
+
+async def test_streamed_code_is_closed_and_reopened_with_its_language() -> None:
+    code = "Code:\n\n```python\n" + "".join(
+        f"def f{i}(x):\n    return x * {i}\n\n" for i in range(15)
+    )
+    text = code.rstrip() + "\n```\nDone."
+    sink, surface, clock = make(SMALL)
+
+    async def reply() -> None:
+        await sink.start()
+        await stream(sink, clock, text, chunk=11)
+        await sink.finish(text, DONE)
+
+    await clock.run(reply())
+    pieces = surface.texts()
+    assert pieces == split_for_limit(text, 100)
+    assert all(p.startswith("```python\n") for p in pieces[1:])
+    assert all(p.count("```") % 2 == 0 for p in pieces)
+    assert surface.violations == []
+    assert_frozen(surface)
+
+
+async def test_text_that_shrinks_leaves_a_placeholder() -> None:
+    sink, surface, clock = make(SMALL)
+    await sink.update(PROSE[:150])
+    await clock.advance(3.0)
+    assert len(surface.texts()) == 2
+    await clock.run(sink.finish("Short after all.", DONE))
+    assert surface.texts() == ["Short after all.", "…"]
+
+
+# ----- the shared budget -----
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    times = sorted(times)
+    return max(sum(1 for u in times if t <= u < t + window - 1e-6) for t in times)
+
+
+async def test_update_never_waits_and_finish_waits_for_budget() -> None:
+    clock = FakeClock(start=0.0)
+    pacer = EditPacer(clock=clock)
+    for _ in range(5):  # someone else spent the channel's burst
+        assert pacer.try_acquire("chan", 1.0, 5)
+    sink, surface, _ = make(clock=clock, pacer=pacer)
+    await sink.start()
+    await sink.update("Hi")
+    await settle()
+    assert surface.calls("post") == [] and clock.now() == 0.0
+    await clock.advance(5.0)
+    assert surface.texts() == ["Hi"]
+    for _ in range(4):  # the post took one token; the other four go elsewhere
+        assert pacer.try_acquire("chan", 1.0, 5)
+    await clock.run(sink.finish("Hi, all done", DONE))
+    assert surface.texts() == ["Hi, all done"]
+    assert surface.calls("edit")[0].t == pytest.approx(10.0)
+
+
+async def test_fifty_replies_share_one_channel_budget_fairly() -> None:
+    clock = FakeClock(start=0.0)
+    pacer = EditPacer(clock=clock)
+    journal: list[SurfaceOp] = []
+    replies = [make(clock=clock, pacer=pacer, journal=journal, name=f"r{i}") for i in range(50)]
+    finish_waits: list[float] = []
+
+    async def reply(index: int, sink: EditingSink) -> None:
+        await clock.sleep(index * 0.2)
+        await sink.start()
+        words = [f"w{index}.{k}" for k in range(120)]
+        for k in range(1, len(words) + 1):  # one word per 0.5 s: a minute of streaming
+            await sink.update(" ".join(words[:k]))
+            await clock.sleep(0.5)
+        called = clock.now()
+        await sink.finish(" ".join(words) + " (done)", DONE)
+        finish_waits.append(clock.now() - called)
+
+    replying = asyncio.gather(*(reply(i, sink) for i, (sink, _, _) in enumerate(replies)))
+    await clock.run(replying)
+    times = [op.t for op in journal if op.op in ("post", "edit")]
+    assert max_in_window(times, 5.0) == 5  # never over the budget, and it was used
+    assert len(times) >= 100  # every reply got a post and at least one edit
+    for index, (sink, surface, _) in enumerate(replies):
+        final = " ".join(f"w{index}.{k}" for k in range(120)) + " (done)"
+        assert surface.texts() == [final] and surface.violations == []
+        # Fairness: between two of one reply's calls, at most everyone else had a turn.
+        reply_times = op_times(surface)
+        gaps = [b - a for a, b in itertools.pairwise(reply_times)]
+        assert max(gaps) <= (50 + 5) / 1.0 + 1.0
+        assert sink.posts == 1 and sink.edits >= 1
+    # finish waits for its turn (one round of the queue at most), never unboundedly.
+    assert len(finish_waits) == 50 and max(finish_waits) <= (50 + 5) / 1.0 + 1.0
+
+
+async def test_different_budget_keys_do_not_interfere() -> None:
+    clock = FakeClock(start=0.0)
+    pacer = EditPacer(clock=clock)
+    busy = [make(clock=clock, pacer=pacer, name=f"b{i}") for i in range(30)]
+    for sink, _, _ in busy:
+        await sink.start()
+        await sink.update("busy channel")
+    other_limits = SurfaceLimits(2000, 1.0, budget_key="other", budget_per_s=1.0, budget_burst=5)
+    sink, surface, _ = make(other_limits, clock=clock, pacer=pacer, name="o")
+    await sink.start()
+    await sink.update("Hello")
+    await settle()
+    assert surface.texts() == ["Hello"]
+    await clock.run(sink.finish("Hello, other channel", DONE))
+    assert surface.texts() == ["Hello, other channel"] and clock.now() == 1.0
+    await clock.run(asyncio.gather(*(s.finish("busy channel", DONE) for s, _, _ in busy)))
+
+
+# ----- failures -----
+
+
+async def test_fail_before_any_post_posts_the_error() -> None:
+    sink, surface, clock = make()
+    await sink.start()
+    await clock.run(sink.fail("The model is overloaded; try again in a minute."))
+    assert surface.texts() == ["⚠️ The model is overloaded; try again in a minute."]
+    assert not surface.typing_active
+
+
+async def test_fail_after_text_appends_the_note() -> None:
+    sink, surface, clock = make()
+    await sink.start()
+    await sink.update("Partial answer")
+    await clock.run(sink.fail("The connection dropped."))
+    assert surface.texts() == ["Partial answer\n\n⚠️ The connection dropped."]
+
+
+async def test_fail_without_start_never_shows_typing() -> None:
+    sink, surface, clock = make()
+    await clock.run(sink.fail("Your message is empty."))
+    assert [op.op for op in surface.ops] == ["post"]
+
+
+async def test_empty_finish_after_a_status_replaces_it() -> None:
+    sink, surface, clock = make()
+    await sink.start()
+    await sink.status("waiting for capacity, about 30 s")
+    await settle()
+    await clock.run(sink.finish("", TurnStatus.FAILED))
+    assert surface.texts() == ["…"]
+
+
+async def test_empty_finish_with_nothing_posted_stays_silent() -> None:
+    sink, surface, clock = make()
+    await sink.start()
+    await clock.run(sink.finish("", TurnStatus.FAILED))
+    assert surface.texts() == [] and not surface.typing_active
+
+
+async def test_a_failed_edit_is_retried_once(caplog: pytest.LogCaptureFixture) -> None:
+    sink, surface, clock = make()
+    await sink.update("one")
+    await settle()
+    surface.fail_next("edit", RuntimeError("503"))
+    with caplog.at_level(logging.WARNING, logger="bot.streaming.editing_sink"):
+        await clock.run(sink.finish("one two", DONE))
+    assert surface.texts() == ["one two"]
+    assert [op.ok for op in surface.calls("edit")] == [False, True]
+    assert "retrying once" in caplog.text
+
+
+async def test_an_edit_failing_twice_is_dropped_and_never_raised() -> None:
+    sink, surface, clock = make()
+    await sink.update("one")
+    await settle()
+    surface.fail_next("edit", RuntimeError("500"), times=2)
+    await clock.run(sink.finish("one two", DONE))
+    assert surface.texts() == ["one"] and sink.edits == 2
+
+
+async def test_a_message_that_always_fails_is_left_alone() -> None:
+    sink, surface, clock = make(UNPACED)
+    await sink.update("x")
+    await settle()
+    surface.fail_next("edit", KeyError("unknown message"), times=1_000)
+
+    async def more() -> None:
+        await stream(sink, clock, "x" * 1000)  # 10 s of text
+        await sink.finish("x" * 1000, DONE)
+
+    await clock.run(more())
+    assert sink.edits == 6  # two tries for each of three versions, then never again
+
+
+async def test_a_failed_post_is_retried_once() -> None:
+    sink, surface, clock = make()
+    surface.fail_next("post", ConnectionError("reset"))
+    await sink.start()
+    await sink.update("Hello")
+    await clock.run(sink.finish("Hello", DONE))
+    assert surface.texts() == ["Hello"] and sink.posts == 2
+
+
+async def test_first_post_failing_twice_fails_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    sink, surface, clock = make()
+    surface.fail_next("post", PermissionError("missing access"), times=2)
+    await sink.start()
+    await sink.update("Hello")
+    await settle()
+    await sink.update("Hello again")  # ignored: the reply has given up
+    await clock.run(sink.finish("Hello again", DONE))
+    assert surface.texts() == [] and sink.posts == 2
+    assert not surface.typing_active
+    assert "failed twice" in caplog.text
+
+
+async def test_a_broken_typing_indicator_is_only_logged() -> None:
+    sink, surface, clock = make()
+    surface.fail_next("typing", RuntimeError("typing endpoint down"))
+    await sink.start()
+    await sink.update("Hi")
+    await clock.run(sink.finish("Hi", DONE))
+    assert surface.texts() == ["Hi"]
+    assert [(op.op, op.ok) for op in surface.ops] == [("typing_enter", False), ("post", True)]
+
+
+async def test_cancelling_finish_stops_the_flusher_and_typing() -> None:
+    clock = FakeClock(start=0.0)
+    pacer = EditPacer(clock=clock)
+    for _ in range(5):
+        pacer.try_acquire("chan", 1.0, 5)
+    sink, surface, _ = make(clock=clock, pacer=pacer)
+    await sink.start()
+    await sink.update("Hi")
+    finishing = asyncio.create_task(sink.finish("Hi", DONE))
+    await settle()
+    finishing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await finishing
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert not surface.typing_active and surface.texts() == []
+    await sink.update("late")  # after close: ignored, nothing restarts
+    assert asyncio.all_tasks() == {asyncio.current_task()}
