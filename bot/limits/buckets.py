@@ -46,6 +46,8 @@ __all__ = [
 
 # Float slack so that sleeping exactly the computed wait always admits.
 _EPS = 1e-9
+# Refill buckets are saved once per slot of this fraction of their window.
+_SLOTS = 1_440
 # A trailing log holds each use this much longer than its window: float rounding (and a
 # server clock a hair behind ours) must never let us release a use before the server.
 _HOLD = 1.001
@@ -116,21 +118,18 @@ class RefillBucket:
         self._set(max(0.0, self.used(now) + final - reserved), now)
 
     def to_row(self, subject: str, dim: str, now: float) -> QuotaCounter | None:
-        """The state keyed on the current window's start, so saves overwrite one row."""
+        """The level now, keyed on the current slot (1/1440 of the window: a minute of a
+        day), so saves within a slot overwrite one row."""
         if self.used(now) <= 0:
             return None
-        ref = math.floor(now / self.window_s) * self.window_s
-        return QuotaCounter(subject, dim, ref, self.level_at(ref, now))
-
-    def level_at(self, ref: float, now: float) -> float:
-        """The level at ``ref`` (≤ now) that drains into the current one: the bucket's
-        whole state as one number keyed on a fixed time, for persistence."""
-        level = self.used(now)
-        return level + (now - ref) * self.rate if level > 0.0 else 0.0
+        slot = self.window_s / _SLOTS
+        return QuotaCounter(subject, dim, math.floor(now / slot) * slot, self.used(now))
 
     def restore(self, level: float, at: float, now: float) -> None:
-        """Merge a persisted state (``level`` at ``at``), keeping the fuller of the two."""
-        decayed = level - max(0.0, now - at) * self.rate
+        """Merge a row saved in the slot starting at ``at``, keeping the fuller level. It
+        drains only from the slot's end (never sooner than it did), at today's rate."""
+        slot_end = at + self.window_s / _SLOTS
+        decayed = level - max(0.0, now - slot_end) * self.rate
         self._level, self._at = max(self.used(now), decayed, 0.0), now
 
     def _set(self, level: float, now: float) -> None:

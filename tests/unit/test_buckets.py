@@ -76,14 +76,26 @@ def test_refill_bucket_set_limit_keeps_use_and_changes_rate() -> None:
     assert b.used(T0 + 30) == pytest.approx(3_000)
 
 
-def test_refill_bucket_level_round_trips_through_a_persisted_row() -> None:
+def test_refill_bucket_round_trips_through_a_row_never_draining_sooner() -> None:
     b = RefillBucket(200_000, 86_400)
-    b.take(50_000, T0 + 3_600)
-    ref = DAY0
-    stored = b.level_at(ref, T0 + 3_600)
+    b.take(50_000, T0 + 3_630)
+    row = b.to_row("account:m", "tpd", T0 + 3_630)
+    assert row is not None and row.window_start == T0 + 3_600  # the minute slot
+    assert row.used == 50_000
     fresh = RefillBucket(200_000, 86_400)
-    fresh.restore(stored, ref, T0 + 7_200)
-    assert fresh.used(T0 + 7_200) == pytest.approx(b.used(T0 + 7_200))
+    fresh.restore(row.used, row.window_start, T0 + 7_200)
+    # Drains from the slot's end (T0 + 3,660), 30 s later than the real bucket did.
+    assert fresh.used(T0 + 7_200) == pytest.approx(b.used(T0 + 7_200) + 30 * b.rate)
+
+
+def test_refill_bucket_restore_is_independent_of_a_changed_limit() -> None:
+    b = RefillBucket(500_000, 86_400)  # a limit the API reported before the restart
+    b.take(3_000, T0 + 10)
+    row = b.to_row("account:m", "rpd", T0 + 10)
+    fresh = RefillBucket(1_000, 86_400)  # back to the table's limit after it
+    assert row is not None
+    fresh.restore(row.used, row.window_start, T0 + 70)
+    assert fresh.used(T0 + 70) == pytest.approx(3_000, abs=1)  # the level saved, whatever the rate
 
 
 def test_refill_bucket_ignores_a_clock_stepping_back() -> None:
