@@ -90,6 +90,15 @@ class Methods:
         ]
         return sorted(found, key=lambda m: float(m.ts))
 
+    def top_level(self, channel: str) -> list[FakeMessage]:
+        """The channel's messages outside threads (thread parents included), by ``ts``."""
+        found = [
+            m
+            for (ch, ts), m in self.messages.items()
+            if ch == channel and m.thread_ts in (None, ts) and not m.deleted
+        ]
+        return sorted(found, key=lambda m: float(m.ts))
+
     def bot_replies(self, channel: str, thread_ts: str) -> list[FakeMessage]:
         return [m for m in self.thread(channel, thread_ts) if m.user == self.bot_user_id]
 

@@ -6,9 +6,10 @@ param), and bot (``xoxb-``) versus app (``xapp-``) tokens are enforced per metho
 Errors are HTTP 200 with ``{"ok": false, "error": ...}`` like Slack; rate limits are
 HTTP 429 with an integer ``Retry-After`` and ``{"ok": false, "error": "ratelimited"}``.
 
-Rate limits: ``rate_limits`` maps a method to a sliding-window ``RateRule`` measured
-with the injected clock. A call past its budget is always counted in ``count_429``
-(and listed in ``over_budget``); with ``enforce_rate_limits`` it is also refused.
+Rate limits: ``rate_limits`` maps a method to a ``RateRule`` (a sliding window, or a
+token bucket for per-channel posting) measured with the injected clock. A call past
+its budget is always counted in ``count_429`` (and listed in ``over_budget``); with
+``enforce_rate_limits`` it is also refused.
 Scripted faults (``inject_429``, ``fail``) are counted in ``injected_429`` instead,
 so ``count_429`` means "limits the bot itself overran".
 """
@@ -40,17 +41,24 @@ class _Clock(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class RateRule:
-    """At most ``limit`` calls in any ``window_s`` (per channel or per workspace)."""
+    """At most ``limit`` calls in any ``window_s`` (per channel or per workspace).
+
+    ``bucket``: a token bucket instead (bursts of ``limit``, refilled at
+    ``limit / window_s`` per second), for "1 per second with short bursts".
+    ``pool``: methods with the same pool share one budget.
+    """
 
     limit: int
     window_s: float
     per_channel: bool = False
+    bucket: bool = False
+    pool: str = ""
 
 
 def default_rate_limits() -> dict[str, RateRule]:
-    """Slack's published tiers; per-channel posting modelled as bursts of 5 per 5 s."""
+    """Slack's published tiers; posting is 1 per second per channel with bursts of 5."""
     tier3, tier4 = RateRule(50, 60.0), RateRule(100, 60.0)
-    per_channel_posts = RateRule(5, 5.0, per_channel=True)
+    per_channel_posts = RateRule(5, 5.0, per_channel=True, bucket=True, pool="post")
     return {
         "chat.postMessage": per_channel_posts,
         "chat.startStream": per_channel_posts,  # it posts a message
@@ -111,6 +119,7 @@ class WebApi:
         self.injected_429 = 0
         self.over_budget: list[ApiCall] = []
         self._windows: dict[tuple[str, str], deque[float]] = {}
+        self._buckets: dict[tuple[str, str], list[float]] = {}  # [tokens, at]
         self._faults: dict[str, deque[_Fault]] = {}
 
     # ----- hooks FakeSlack implements -----
@@ -194,19 +203,37 @@ class WebApi:
         scope = self.team_id
         if rule.per_channel:
             scope = str(call.params.get("channel") or call.params.get("channel_id") or "")
-        window = self._windows.setdefault((call.method, scope), deque())
-        now = self.clock.now()
+        key, now = (rule.pool or call.method, scope), self.clock.now()
+        wait = self._bucket(rule, key, now) if rule.bucket else self._window(rule, key, now)
+        if wait is None:
+            return None
+        self.count_429 += 1
+        self.over_budget.append(call)
+        if not self.enforce_rate_limits:  # counted, then let through
+            if rule.bucket:
+                self._buckets[key][0] -= 1
+            else:
+                self._windows[key].append(now)
+            return None
+        return max(1, math.ceil(wait))
+
+    def _window(self, rule: RateRule, key: tuple[str, str], now: float) -> float | None:
+        window = self._windows.setdefault(key, deque())
         while window and window[0] <= now - rule.window_s:
             window.popleft()
         if len(window) < rule.limit:
             window.append(now)
             return None
-        self.count_429 += 1
-        self.over_budget.append(call)
-        if not self.enforce_rate_limits:
-            window.append(now)
+        return window[0] + rule.window_s - now
+
+    def _bucket(self, rule: RateRule, key: tuple[str, str], now: float) -> float | None:
+        state = self._buckets.setdefault(key, [float(rule.limit), now])
+        rate = rule.limit / rule.window_s
+        state[0], state[1] = min(float(rule.limit), state[0] + (now - state[1]) * rate), now
+        if state[0] >= 1.0:
+            state[0] -= 1.0
             return None
-        return max(1, math.ceil(window[0] + rule.window_s - now))
+        return (1.0 - state[0]) / rate
 
     # ----- response_url -----
 

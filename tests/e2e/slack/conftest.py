@@ -1,11 +1,14 @@
-"""Fixtures for the Slack end-to-end suites: a started fake Slack, and helpers that run
-a Bolt ``AsyncApp`` against it over Socket Mode or HTTP mode."""
+"""Fixtures for the Slack end-to-end suites: a started fake Slack, helpers that run a
+plain Bolt ``AsyncApp`` against it over Socket Mode or HTTP mode, and helpers that run
+our ``SlackAdapter`` on a real engine (fake Groq, SQLite in tmp_path)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -18,6 +21,10 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack import SlackAdapter
+from bot.app import Runtime, open_runtime
+from bot.ports import Clock
+from bot.settings import Settings
 from tests.fakes.slack_server import FakeSlack
 
 pytestmark = pytest.mark.e2e
@@ -80,3 +87,59 @@ async def http_mode(app: AsyncApp) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
     finally:
         await runner.cleanup()
+
+
+class ScaledClock:
+    """A ``bot.ports.Clock`` running ``factor`` times faster than real time.
+
+    Shared by the engine (pacer, quota) and the fake (rate windows), it turns Slack's
+    per-minute budgets into seconds of test time while both sides agree on every
+    timestamp. Only our own pacing runs on it; network I/O stays real.
+    """
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+        self._t0 = time.monotonic()
+        self._epoch0 = time.time()
+
+    def now(self) -> float:
+        return 1_000.0 + (time.monotonic() - self._t0) * self.factor
+
+    def time(self) -> float:
+        return self._epoch0 + (time.monotonic() - self._t0) * self.factor
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds) / self.factor)
+
+
+@pytest.fixture
+def slack_settings(
+    fake_slack: FakeSlack, settings_factory: Callable[..., Settings]
+) -> Callable[..., Settings]:
+    """Settings for the adapter against ``fake_slack`` (Socket Mode unless overridden)."""
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "slack_bot_token": fake_slack.bot_token,
+            "slack_app_token": fake_slack.app_token,
+            "slack_api_base_url": fake_slack.base_url,
+            "slack_edit_interval_s": 0.2,
+        }
+        values.update(overrides)
+        return settings_factory(**values)
+
+    return build
+
+
+@contextlib.asynccontextmanager
+async def running_adapter(
+    settings: Settings, *, clock: Clock | None = None
+) -> AsyncIterator[tuple[SlackAdapter, Runtime]]:
+    """A runtime (engine, store, Groq client) plus a started ``SlackAdapter``."""
+    async with open_runtime(settings, clock=clock) as runtime:
+        adapter = SlackAdapter(settings, runtime.engine, http_host="127.0.0.1")
+        await adapter.start()
+        try:
+            yield adapter, runtime
+        finally:
+            await adapter.aclose()

@@ -1,0 +1,187 @@
+"""Slack adapter: ``SlackAdapter(settings, engine)`` with ``start()`` / ``aclose()``.
+
+Socket Mode when SLACK_APP_TOKEN is set (no public URL needed), else HTTP mode: an
+aiohttp server on SLACK_HTTP_PORT whose ``/slack/events`` takes events, slash commands
+and interactivity, each verified against SLACK_SIGNING_SECRET by Bolt. The Web API
+client goes to SLACK_API_BASE_URL (default Slack's) and retries connection errors
+and 429s (sleeping ``Retry-After``). ``start`` checks the tokens with Slack first, so
+a wrong one fails at start-up with a ``ConfigError`` that says what to fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import ClassVar
+
+import aiohttp
+from aiohttp import web
+from pydantic import SecretStr
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.app import Identity, SlackBot
+from bot.engine import Engine
+from bot.errors import ConfigError
+from bot.settings import Settings
+
+__all__ = ["EVENTS_PATH", "SlackAdapter", "enabled"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_BASE = "https://slack.com/api/"
+EVENTS_PATH = "/slack/events"
+
+
+def enabled(settings: Settings) -> bool:
+    """A bot token plus an app token (Socket Mode) or a signing secret (HTTP mode)."""
+    return bool(_secret(settings.slack_bot_token)) and bool(
+        _secret(settings.slack_app_token) or _secret(settings.slack_signing_secret)
+    )
+
+
+def _secret(value: SecretStr | None) -> str:
+    return value.get_secret_value().strip() if value is not None else ""
+
+
+class SlackAdapter:
+    """Runs the Slack bot on the current event loop (implements ``bot.ports.Adapter``)."""
+
+    name: ClassVar[str] = "slack"
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        http_host: str = "0.0.0.0",
+        shutdown_grace_s: float = 10.0,
+        connect_timeout_s: float = 30.0,
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._http_host = http_host
+        self._grace_s = shutdown_grace_s
+        self._connect_timeout_s = connect_timeout_s
+        self._session: aiohttp.ClientSession | None = None
+        self._socket: AsyncSocketModeHandler | None = None
+        self._runner: web.AppRunner | None = None
+        self.bot: SlackBot | None = None
+        self.http_port: int | None = None
+
+    async def start(self) -> None:
+        """Check the tokens, then connect (Socket Mode) or listen (HTTP mode)."""
+        if not enabled(self._settings):
+            raise ConfigError(
+                "Slack needs SLACK_BOT_TOKEN plus SLACK_APP_TOKEN (Socket Mode) "
+                "or SLACK_SIGNING_SECRET (HTTP mode)."
+            )
+        self._session = aiohttp.ClientSession()
+        try:
+            client = self._client(self._session)
+            identity = await _identify(client)
+            app_token = _secret(self._settings.slack_app_token)
+            self.bot = SlackBot(
+                engine=self._engine,
+                client=client,
+                identity=identity,
+                signing_secret=_secret(self._settings.slack_signing_secret),
+            )
+            if app_token:
+                await self._connect(client, app_token)
+            else:
+                await self._listen()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    def _client(self, session: aiohttp.ClientSession) -> AsyncWebClient:
+        base = (self._settings.slack_api_base_url or DEFAULT_API_BASE).rstrip("/") + "/"
+        return AsyncWebClient(
+            token=_secret(self._settings.slack_bot_token),
+            base_url=base,
+            session=session,
+            retry_handlers=[
+                AsyncConnectionErrorRetryHandler(),
+                AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+            ],
+        )
+
+    async def _connect(self, client: AsyncWebClient, app_token: str) -> None:
+        assert self.bot is not None
+        if not app_token.startswith("xapp-"):
+            raise ConfigError("SLACK_APP_TOKEN must be an app-level token (it starts xapp-).")
+        try:  # the SDK would retry a refused token forever: ask once first
+            await client.apps_connections_open(app_token=app_token)
+        except SlackApiError as exc:
+            raise ConfigError(
+                f"Slack refused SLACK_APP_TOKEN ({exc.response.get('error')}): create an "
+                "app-level token with the connections:write scope and enable Socket Mode."
+            ) from None
+        self._socket = AsyncSocketModeHandler(self.bot.app, app_token=app_token)
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                await self._socket.connect_async()  # type: ignore[no-untyped-call]
+        except TimeoutError:
+            raise ConfigError("Could not open the Slack Socket Mode connection.") from None
+        log.info("Slack connected over Socket Mode as %s", self.bot.identity.bot_user_id)
+
+    async def _listen(self) -> None:
+        assert self.bot is not None
+        app = self.bot.app
+
+        async def events(request: web.Request) -> web.Response:
+            return await to_aiohttp_response(
+                await app.async_dispatch(await to_bolt_request(request))
+            )
+
+        server = web.Application()
+        server.router.add_post(EVENTS_PATH, events)
+        self._runner = web.AppRunner(server, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._http_host, self._settings.slack_http_port)
+        await site.start()
+        self.http_port = int(self._runner.addresses[0][1])
+        log.info("Slack HTTP mode listening on port %d at %s", self.http_port, EVENTS_PATH)
+
+    async def aclose(self) -> None:
+        """Stop receiving, let answers in flight finish (briefly), then disconnect."""
+        bot, self.bot = self.bot, None
+        socket, self._socket = self._socket, None
+        runner, self._runner = self._runner, None
+        session, self._session = self._session, None
+        if socket is not None:
+            await socket.close_async()  # type: ignore[no-untyped-call]
+        if runner is not None:
+            await runner.cleanup()
+        if bot is not None:
+            await bot.drain(self._grace_s)
+        if session is not None:
+            await session.close()
+        # The Socket Mode client cancels its tasks without awaiting them.
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+
+async def _identify(client: AsyncWebClient) -> Identity:
+    """``auth.test``: checks SLACK_BOT_TOKEN and learns the bot's ids."""
+    try:
+        response = await client.auth_test()
+    except SlackApiError as exc:
+        raise ConfigError(
+            f"Slack refused SLACK_BOT_TOKEN ({exc.response.get('error')}): copy the Bot User "
+            "OAuth Token (xoxb-…) from the app's OAuth & Permissions page."
+        ) from None
+    except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+        raise ConfigError(f"Could not reach Slack to check SLACK_BOT_TOKEN: {exc}") from None
+    return Identity(
+        team_id=str(response["team_id"]),
+        bot_user_id=str(response["user_id"]),
+        bot_id=str(response.get("bot_id") or ""),
+    )

@@ -1,0 +1,216 @@
+"""The Bolt ``AsyncApp`` wiring: listeners → translate → ``Engine`` turns and commands.
+
+Bolt acks every event before its listener runs (``process_before_response`` off), so
+Slack's 3-second rule never waits for the model; each accepted message becomes one
+tracked task that runs ``engine.handle`` with a Slack sink. Bolt's built-in
+middleware verifies HTTP-mode signatures and drops the bot's own messages; ours then
+drops redeliveries: an ``event_id`` already seen (Socket Mode redelivery, an HTTP
+retry while the first delivery is still answering), or any retry
+(``X-Slack-Retry-Num`` > 0; the header is "0" on first Socket Mode deliveries) that
+carries no event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.commands import SlashCommands
+from adapters.slack.sink import make_sink
+from adapters.slack.surface import ReplyNotDelivered, ReplyTarget, slack_call
+from adapters.slack.translate import (
+    Route,
+    is_allowed,
+    is_dm_channel,
+    route_mention,
+    route_message,
+    to_incoming,
+    user_ref,
+)
+from bot.engine import Engine
+from bot.errors import BotError
+
+__all__ = ["SUGGESTED_PROMPTS", "Identity", "SlackBot"]
+
+log = logging.getLogger(__name__)
+
+SEEN_EVENTS = 10_000  # event ids remembered for deduplication
+SUGGESTED_PROMPTS = [
+    {"title": "Explain a concept", "message": "Explain, simply and briefly, how "},
+    {"title": "Summarise a text", "message": "Summarise the following text in 5 bullets:\n"},
+    {"title": "Draft a message", "message": "Help me write a short, friendly message about "},
+]
+
+Body = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who the bot is in its workspace (from ``auth.test``)."""
+
+    team_id: str
+    bot_user_id: str
+    bot_id: str
+
+
+class SlackBot:
+    """Owns the Bolt app, its listeners and the tasks answering messages."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        client: AsyncWebClient,
+        identity: Identity,
+        signing_secret: str = "",
+    ) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+        self.client = client
+        self.identity = identity
+        self.app = AsyncApp(
+            client=client, signing_secret=signing_secret, name="groqbot", logger=log
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._threads: set[str] = set()  # channel threads the bot answers in
+        self._accepting = True
+        self.app.use(self._dedupe)
+        self.app.event("app_mention")(self._on_mention)
+        self.app.event("message")(self._on_message)
+        self.app.event("assistant_thread_started")(self._on_thread_started)
+        self.app.event("assistant_thread_context_changed")(self._on_context_changed)
+        commands = SlashCommands(
+            engine=engine, team_id=identity.team_id, spawn=self.spawn, allowed=self._allowed
+        )
+        commands.register(self.app)
+
+    # ----- lifecycle -----
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a tracked task (awaited or cancelled by ``drain``)."""
+        if not self._accepting:
+            work.close()
+            return
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop taking messages; give answers in flight ``grace_s`` to end, then cancel."""
+        self._accepting = False
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("cancelled %d Slack answer(s) still running at shutdown", len(pending))
+            await asyncio.wait(pending)
+
+    # ----- middleware -----
+
+    async def _dedupe(
+        self, body: Body, request: AsyncBoltRequest, next: Callable[[], Awaitable[None]]
+    ) -> BoltResponse | None:
+        retry = request.headers.get("x-slack-retry-num", ["0"])[0] or "0"
+        event_id = body.get("event_id")
+        duplicate = int(retry) > 0 if not event_id else str(event_id) in self._seen
+        if duplicate:
+            log.info("ignoring redelivered event %s (retry %s)", event_id, retry)
+            return BoltResponse(status=200, body="")  # acked, never answered twice
+        if event_id:
+            self._seen[str(event_id)] = None
+            if len(self._seen) > SEEN_EVENTS:
+                self._seen.popitem(last=False)
+        await next()
+        return None
+
+    # ----- listeners (Bolt injects arguments by name) -----
+
+    async def _on_mention(self, event: Body) -> None:
+        ident = self.identity
+        route = route_mention(event, team_id=ident.team_id, bot_user_id=ident.bot_user_id)
+        if route is not None:
+            self.spawn(self._answer(event, route))
+
+    async def _on_message(self, event: Body) -> None:
+        ident = self.identity
+        route = route_message(event, team_id=ident.team_id, bot_user_id=ident.bot_user_id)
+        if route is not None:
+            self.spawn(self._answer(event, route))
+
+    async def _on_thread_started(self, event: Body) -> None:
+        self.spawn(self._suggest(event.get("assistant_thread") or {}))
+
+    async def _on_context_changed(self) -> None:
+        """Acked so Slack does not redeliver it; the bot keeps no channel context."""
+
+    # ----- answering -----
+
+    def _allowed(self, user_id: str, channel: str) -> bool:
+        return is_allowed(
+            self.settings,
+            user_id=user_id,
+            channel_id=channel,
+            is_dm=is_dm_channel(channel),
+            is_admin=self.engine.is_admin(user_ref(user_id)),
+        )
+
+    async def _answer(self, event: Body, route: Route) -> None:
+        try:
+            user = str(event["user"])
+            if not self._allowed(user, route.channel):
+                log.debug("message %s ignored by the allow/deny lists", event.get("ts"))
+                return
+            if route.needs_history and not await self._known_thread(route):
+                return
+            if not route.key.is_dm:
+                self._threads.add(route.key.storage_id())
+            incoming = to_incoming(event, route, bot_user_id=self.identity.bot_user_id)
+            target = ReplyTarget(
+                self.identity.team_id, route.channel, route.thread_ts, user, route.assistant
+            )
+            engine = self.engine
+            sink = make_sink(
+                self.client, target, settings=self.settings, pacer=engine.pacer, clock=engine.clock
+            )
+            await engine.handle(incoming, sink)
+        except Exception:  # top of a task: log it, keep the app running
+            log.exception("answering Slack message %s failed", event.get("ts"))
+
+    async def _known_thread(self, route: Route) -> bool:
+        """A thread the bot was mentioned in before (this run, or stored history)."""
+        if route.key.storage_id() in self._threads:
+            return True
+        try:
+            return await self.engine.has_conversation(route.key)
+        except BotError as exc:
+            log.warning("could not tell whether a thread is a conversation: %s", exc)
+            return False
+
+    async def _suggest(self, thread: Body) -> None:
+        """Offer starter prompts when a user opens an assistant thread."""
+        channel, user = str(thread.get("channel_id", "")), str(thread.get("user_id", ""))
+        if not (channel and thread.get("thread_ts") and self._allowed(user, channel)):
+            return
+        with contextlib.suppress(ReplyNotDelivered):  # logged already; prompts are optional
+            await slack_call(
+                self.client.assistant_threads_setSuggestedPrompts(
+                    channel_id=channel,
+                    thread_ts=str(thread["thread_ts"]),
+                    title="Try asking:",
+                    prompts=SUGGESTED_PROMPTS,
+                ),
+                "assistant.threads.setSuggestedPrompts",
+            )

@@ -1,0 +1,181 @@
+"""SlackStreamSink driven directly against the fake Slack (real slack-sdk client):
+append-only deltas, mention hold-back, message cuts, and every fallback path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from adapters.slack import sink as sink_module
+from adapters.slack.format import neutralise_markdown, to_mrkdwn
+from adapters.slack.sink import SlackStreamSink
+from adapters.slack.surface import ReplyTarget
+from bot.ports import SystemClock
+from bot.settings import Settings
+from bot.streaming import EditingSink, EditPacer
+from bot.types import TurnStatus
+from tests.e2e.slack.conftest import web_client
+from tests.fakes.slack_server import FakeMessage, FakeSlack
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def make_sink(
+    fake_slack: FakeSlack, settings_factory: Callable[..., Settings]
+) -> Callable[..., tuple[SlackStreamSink, str]]:
+    """A sink replying in a fresh thread of #general (or an assistant DM thread)."""
+    settings = settings_factory(slack_edit_interval_s=0.2)
+    clock = SystemClock()
+    pacer = EditPacer(clock=clock)
+
+    def build(*, assistant: bool = False) -> tuple[SlackStreamSink, str]:
+        user = fake_slack.alice
+        channel = fake_slack.dm_channel(user) if assistant else fake_slack.general
+        root = fake_slack.store(FakeMessage(channel, fake_slack.ts(), user.id, "question"))
+        target = ReplyTarget(fake_slack.team_id, channel, root.ts, user.id, assistant)
+        client = web_client(fake_slack)
+        return SlackStreamSink(client, target, settings=settings, pacer=pacer, clock=clock), root.ts
+
+    return build
+
+
+def replies(fake: FakeSlack, channel: str, thread_ts: str) -> list[FakeMessage]:
+    return fake.bot_replies(channel, thread_ts)
+
+
+async def test_deltas_hold_back_unfinished_mentions(
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[SlackStreamSink, str]]
+) -> None:
+    sink, thread = make_sink()
+
+    def shows(text: str) -> Callable[[], bool]:
+        return lambda: [m.text for m in replies(fake_slack, fake_slack.general, thread)] == [text]
+
+    await sink.start()
+    await sink.update("Hi <")
+    await fake_slack.wait_for(shows("Hi "), what="the lone '<' held back")
+    await sink.update("Hi <@U0ALICE000> and @he")
+    await fake_slack.wait_for(shows(neutralise_markdown("Hi <@U0ALICE000> and ")), what="@he")
+    final = "Hi <@U0ALICE000> and @here ok x"
+    await sink.finish(final, TurnStatus.COMPLETE)
+
+    [message] = replies(fake_slack, fake_slack.general, thread)
+    assert message.text == neutralise_markdown(final) and message.streaming == "completed"
+    assert all(message.text.startswith(seen) for seen in message.history)
+    assert message.history[:2] == ["Hi ", neutralise_markdown("Hi <@U0ALICE000> and ")]
+    assert "<@" not in message.text and "@here" not in message.text
+
+
+async def test_long_reply_is_cut_into_messages_with_fences_reopened(
+    fake_slack: FakeSlack,
+    make_sink: Callable[..., tuple[SlackStreamSink, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sink_module, "STREAM_MAX_CHARS", 200)
+    sink, thread = make_sink()
+    prose = " ".join(f"word{i}" for i in range(30))
+    code = "\n".join(f"print({i})" for i in range(30))
+    final = f"{prose}\n\n```python\n{code}\n```\nbye"
+    await sink.start()
+    for end in range(20, len(final), 40):
+        await sink.update(final[:end])
+    await sink.finish(final, TurnStatus.COMPLETE)
+
+    messages = replies(fake_slack, fake_slack.general, thread)
+    assert len(messages) >= 3 and all(m.streaming == "completed" for m in messages)
+    assert all(len(m.text) <= 200 for m in messages)
+    inside = [m.text for m in messages if "print(" in m.text]
+    assert all(t.count("```") % 2 == 0 for t in inside)  # every part closes its fence
+    assert any(t.startswith("```python\n") for t in inside[1:])  # and the next reopens it
+    shown = " ".join(m.text for m in messages)
+    assert all(f"word{i}" in shown and f"print({i})" in shown for i in range(30))
+
+
+async def test_failed_start_falls_back_to_post_and_update(
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[SlackStreamSink, str]]
+) -> None:
+    fake_slack.fail("chat.startStream", "not_allowed")
+    sink, thread = make_sink()
+    await sink.start()
+    await sink.update("**Partial**")
+    await fake_slack.wait_for(lambda: fake_slack.calls_to("chat.postMessage"), what="the post")
+    await sink.finish("**Partial** and done", TurnStatus.COMPLETE)
+
+    [message] = replies(fake_slack, fake_slack.general, thread)
+    assert message.text == to_mrkdwn("**Partial** and done") == "*Partial* and done"
+    assert isinstance(sink.fallback, EditingSink) and message.streaming is None
+
+
+async def test_broken_stream_is_taken_over_by_editing(
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[SlackStreamSink, str]]
+) -> None:
+    sink, thread = make_sink()
+    await sink.start()
+    await sink.update("first part ")
+    await sink.update("first part more")
+    await fake_slack.wait_for(lambda: fake_slack.calls_to("chat.startStream"), what="start")
+    fake_slack.fail("chat.appendStream", "internal_error")
+    await sink.update("first part more and more")
+    await fake_slack.wait_for(lambda: fake_slack.calls_to("chat.appendStream"), what="append")
+    await sink.finish("first part more and more, the end", TurnStatus.COMPLETE)
+
+    [message] = replies(fake_slack, fake_slack.general, thread)
+    assert message.text == "first part more and more, the end"
+    assert message.streaming == "completed"  # stopped, then edited with chat.update
+    assert fake_slack.calls_to("chat.update") and not fake_slack.calls_to("chat.postMessage")
+
+
+async def test_rewritten_text_switches_to_editing_the_same_message(
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[SlackStreamSink, str]]
+) -> None:
+    sink, thread = make_sink()
+    await sink.update("draft answer")
+    await fake_slack.wait_for(lambda: fake_slack.calls_to("chat.startStream"), what="start")
+    await sink.finish("a different answer", TurnStatus.COMPLETE)
+
+    [message] = replies(fake_slack, fake_slack.general, thread)
+    assert message.text == "a different answer"
+
+
+async def test_status_before_text_uses_editing_outside_assistant_threads(
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[SlackStreamSink, str]]
+) -> None:
+    sink, thread = make_sink()
+    await sink.start()
+    await sink.status("retrying in 2 s…")
+    await fake_slack.wait_for(lambda: fake_slack.calls_to("chat.postMessage"), what="status")
+    await sink.update("answer")
+    await sink.finish("answer", TurnStatus.COMPLETE)
+
+    [message] = replies(fake_slack, fake_slack.general, thread)
+    assert "retrying in 2 s" in message.history[0] and message.text == "answer"
+    assert not fake_slack.calls_to("chat.startStream")
+
+
+async def test_assistant_thread_status_then_stream_then_failure_note(
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[SlackStreamSink, str]]
+) -> None:
+    sink, thread = make_sink(assistant=True)
+    channel = fake_slack.dm_channel(fake_slack.alice)
+    await sink.start()
+    await sink.status("waiting for capacity, about 3 s")
+    await sink.update("half an answer")
+    await sink.fail("The model API failed; please try again.")
+
+    statuses = [s for c, t, s in fake_slack.statuses if (c, t) == (channel, thread)]
+    # Statuses coalesce like edits: the newest one is shown (here before any await).
+    assert statuses == ["waiting for capacity, about 3 s"]
+    [message] = replies(fake_slack, channel, thread)
+    assert message.text == "half an answer\n\n⚠️ The model API failed; please try again."
+    assert message.streaming == "completed"
+
+
+async def test_nothing_to_say_sends_nothing(
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[SlackStreamSink, str]]
+) -> None:
+    sink, _ = make_sink()
+    await sink.start()
+    await sink.finish("", TurnStatus.FAILED)
+    assert fake_slack.calls == []
