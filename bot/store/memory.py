@@ -1,0 +1,219 @@
+"""``InMemoryStore``: the ``Store`` contract kept in dicts (tests, ``chat --ephemeral``).
+
+No method awaits, so each call is atomic on the event loop without a lock. Semantics
+match ``SqliteStore`` exactly; ``tests/contract/test_store_contract.py`` holds both to it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from bot.ports import Clock
+from bot.types import (
+    ConversationKey,
+    Prefs,
+    QuotaCounter,
+    StoredMessage,
+    TurnStatus,
+    UsageEntry,
+    UsageSummary,
+    UserRef,
+)
+
+__all__ = ["InMemoryStore"]
+
+
+@dataclass(slots=True)
+class _Message:
+    id: int
+    role: str
+    content: str
+    tokens: int
+    status: TurnStatus
+    author_id: str
+    platform_message_id: str
+    created_at: float
+
+
+@dataclass(slots=True)
+class _Conversation:
+    created_at: float
+    messages: list[_Message] = field(default_factory=list)
+    model: str | None = None
+    system_prompt: str | None = None
+
+
+class InMemoryStore:
+    """``Store`` held in process memory, for as long as this object lives.
+
+    ``clock`` stamps creation times like ``SqliteStore``'s (none are read back).
+    """
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._clock = clock
+        self._conversations: dict[str, _Conversation] = {}
+        self._messages: dict[int, _Message] = {}  # by id, for update_message
+        self._next_id = 1
+        self._user_prefs: dict[str, Prefs] = {}
+        self._usage: list[UsageEntry] = []
+        self._counters: dict[tuple[str, str, float], float] = {}
+
+    async def open(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    def _now(self) -> float:
+        return self._clock.time() if self._clock is not None else time.time()
+
+    def _conversation(self, key: ConversationKey) -> _Conversation:
+        sid = key.storage_id()
+        conversation = self._conversations.get(sid)
+        if conversation is None:
+            conversation = self._conversations[sid] = _Conversation(created_at=self._now())
+        return conversation
+
+    async def add_message(
+        self,
+        key: ConversationKey,
+        *,
+        role: str,
+        content: str,
+        author_id: str = "",
+        platform_message_id: str = "",
+        tokens: int = 0,
+        status: TurnStatus = TurnStatus.COMPLETE,
+    ) -> int:
+        message_id, self._next_id = self._next_id, self._next_id + 1
+        message = _Message(
+            message_id,
+            role,
+            content,
+            tokens,
+            TurnStatus(status),
+            author_id,
+            platform_message_id,
+            self._now(),
+        )
+        self._conversation(key).messages.append(message)
+        self._messages[message_id] = message
+        return message_id
+
+    async def update_message(
+        self, message_id: int, *, content: str, tokens: int, status: TurnStatus
+    ) -> None:
+        """Rewrite a stored message; a message already forgotten by ``reset`` is ignored."""
+        message = self._messages.get(message_id)
+        if message is not None:
+            message.content, message.tokens = content, tokens
+            message.status = TurnStatus(status)
+
+    async def window(
+        self, key: ConversationKey, *, token_budget: int, max_messages: int = 1000
+    ) -> list[StoredMessage]:
+        """Newest usable messages that fit, oldest first (failed and empty ones skipped)."""
+        picked: list[StoredMessage] = []
+        conversation = self._conversations.get(key.storage_id())
+        if conversation is None or token_budget < 0:
+            return picked
+        used = 0
+        for message in reversed(conversation.messages):
+            if len(picked) >= max_messages:
+                break
+            if message.status is TurnStatus.FAILED or not message.content:
+                continue
+            if used + message.tokens > token_budget:
+                break
+            used += message.tokens
+            picked.append(
+                StoredMessage(
+                    message.role,
+                    message.content,
+                    message.tokens,
+                    message.status,
+                    message.author_id,
+                )
+            )
+        picked.reverse()
+        return picked
+
+    async def reset(self, key: ConversationKey) -> int:
+        conversation = self._conversations.pop(key.storage_id(), None)
+        if conversation is None:
+            return 0
+        for message in conversation.messages:
+            del self._messages[message.id]
+        return len(conversation.messages)
+
+    async def prefs(self, user: UserRef, key: ConversationKey | None) -> Prefs:
+        mine = self._user_prefs.get(user.storage_id(), Prefs())
+        conversation = self._conversations.get(key.storage_id()) if key is not None else None
+        if conversation is None:
+            return mine
+        return Prefs(
+            model=conversation.model if conversation.model is not None else mine.model,
+            system_prompt=(
+                conversation.system_prompt
+                if conversation.system_prompt is not None
+                else mine.system_prompt
+            ),
+        )
+
+    async def set_model(self, target: UserRef | ConversationKey, model: str | None) -> None:
+        if isinstance(target, UserRef):
+            old = self._user_prefs.get(target.storage_id(), Prefs())
+            self._user_prefs[target.storage_id()] = Prefs(model, old.system_prompt)
+        else:
+            self._conversation(target).model = model
+
+    async def set_system_prompt(
+        self, target: UserRef | ConversationKey, prompt: str | None
+    ) -> None:
+        if isinstance(target, UserRef):
+            old = self._user_prefs.get(target.storage_id(), Prefs())
+            self._user_prefs[target.storage_id()] = Prefs(old.model, prompt)
+        else:
+            self._conversation(target).system_prompt = prompt
+
+    async def record_usage(self, entry: UsageEntry) -> None:
+        # The ledger keeps no display names (as in SQLite), so rows read back compare equal.
+        user = UserRef(entry.user.platform, entry.user.user_id)
+        self._usage.append(
+            UsageEntry(user, entry.model, entry.prompt_tokens, entry.completion_tokens, entry.at)
+        )
+
+    async def usage_since(self, user: UserRef, since: float) -> UsageSummary:
+        sid = user.storage_id()
+        rows = [row for row in self._usage if row.user.storage_id() == sid and row.at >= since]
+        return UsageSummary(
+            requests=len(rows),
+            prompt_tokens=sum(row.prompt_tokens for row in rows),
+            completion_tokens=sum(row.completion_tokens for row in rows),
+        )
+
+    async def iter_usage(self) -> AsyncIterator[UsageEntry]:
+        """Every ledger row in the order recorded (rows added meanwhile included, as in SQLite)."""
+        index = 0
+        while index < len(self._usage):
+            yield self._usage[index]
+            index += 1
+
+    async def load_quota_counters(self, since: float) -> list[QuotaCounter]:
+        return [
+            QuotaCounter(subject, dimension, start, used)
+            for (subject, dimension, start), used in sorted(self._counters.items())
+            if start >= since
+        ]
+
+    async def save_quota_counters(self, counters: Sequence[QuotaCounter]) -> None:
+        for c in counters:
+            self._counters[(c.subject, c.dimension, c.window_start)] = c.used
+
+    async def prune_quota_counters(self, before: float) -> int:
+        stale = [k for k in self._counters if k[2] < before]
+        for k in stale:
+            del self._counters[k]
+        return len(stale)

@@ -1,0 +1,135 @@
+"""Ordered, versioned schema steps for ``SqliteStore``, applied at ``open()``.
+
+The applied version lives in ``PRAGMA user_version``. Steps are append-only: never edit a
+released step, add a new one with the next version number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aiosqlite
+
+from bot.errors import StoreError
+
+__all__ = ["LATEST_VERSION", "MIGRATIONS", "Migration", "migrate"]
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema step: the version it produces and the statements that get there."""
+
+    version: int
+    statements: tuple[str, ...]
+
+
+_V1 = Migration(
+    1,
+    (
+        # model / system_prompt are the per-conversation prefs (NULL = not set).
+        """CREATE TABLE conversations (
+            id INTEGER PRIMARY KEY,
+            storage_id TEXT NOT NULL UNIQUE,
+            platform TEXT NOT NULL,
+            space TEXT NOT NULL DEFAULT '',
+            channel TEXT NOT NULL DEFAULT '',
+            thread TEXT,
+            dm_user TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            model TEXT,
+            system_prompt TEXT
+        )""",
+        # AUTOINCREMENT: ids are never reused after a reset, so an engine still holding
+        # the id of a forgotten message can't update some other conversation's message.
+        """CREATE TABLE messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            role TEXT NOT NULL,
+            author_id TEXT NOT NULL DEFAULT '',
+            content TEXT NOT NULL,
+            platform_message_id TEXT NOT NULL DEFAULT '',
+            tokens INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL DEFAULT 'complete'
+                CHECK (status IN ('complete', 'interrupted', 'failed')),
+            created_at REAL NOT NULL
+        )""",
+        "CREATE INDEX messages_by_conversation ON messages (conversation_id, id)",
+        # user_id is UserRef.storage_id() ("discord:123").
+        """CREATE TABLE user_prefs (
+            user_id TEXT PRIMARY KEY,
+            model TEXT,
+            system_prompt TEXT,
+            updated_at REAL NOT NULL
+        )""",
+        # user_id is UserRef.storage_id() too, so (user_id, at) alone answers usage_since.
+        """CREATE TABLE usage (
+            id INTEGER PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            platform TEXT NOT NULL,
+            model TEXT NOT NULL,
+            prompt_tokens INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0,
+            at REAL NOT NULL
+        )""",
+        "CREATE INDEX usage_by_user ON usage (user_id, at)",
+        """CREATE TABLE quota_counters (
+            subject TEXT NOT NULL,
+            dimension TEXT NOT NULL,
+            window_start REAL NOT NULL,
+            used REAL NOT NULL,
+            PRIMARY KEY (subject, dimension, window_start)
+        )""",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1,)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+async def migrate(
+    conn: aiosqlite.Connection, *, where: str, migrations: Sequence[Migration] = MIGRATIONS
+) -> int:
+    """Apply the pending steps in one ``BEGIN IMMEDIATE`` transaction; return the new version.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``). Raises ``StoreError``
+    when the database is newer than ``migrations`` knows (``where`` names it in the
+    message); sqlite3 errors propagate for the caller to map. On any failure nothing of
+    the transaction remains.
+    """
+    latest = migrations[-1].version if migrations else 0
+    await _execute(conn, "BEGIN IMMEDIATE")
+    try:
+        current = await _user_version(conn)
+        if current > latest:
+            raise StoreError(
+                f"The database {where} was written by a newer version of the bot "
+                f"(schema {current}; this version knows up to {latest}): upgrade the bot "
+                "or point DATABASE_PATH at another file.",
+                detail=f"{where}: user_version {current} > {latest}",
+            )
+        for step in migrations:
+            if step.version <= current:
+                continue
+            for statement in step.statements:
+                await _execute(conn, statement)
+            # PRAGMA takes no parameters; the version is an int from our own table.
+            await _execute(conn, f"PRAGMA user_version = {int(step.version)}")
+            current = step.version
+        await conn.commit()
+    except BaseException:
+        await conn.rollback()
+        raise
+    return current
+
+
+async def _user_version(conn: aiosqlite.Connection) -> int:
+    async with conn.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+async def _execute(conn: aiosqlite.Connection, sql: str) -> None:
+    cursor = await conn.execute(sql)
+    await cursor.close()

@@ -1,0 +1,369 @@
+"""The ``Store`` contract, run over every implementation (``InMemoryStore``, ``SqliteStore``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.ports import Store
+from bot.store import InMemoryStore, SqliteStore
+from bot.types import (
+    ConversationKey,
+    Platform,
+    Prefs,
+    QuotaCounter,
+    StoredMessage,
+    TurnStatus,
+    UsageEntry,
+    UsageSummary,
+    UserRef,
+)
+
+T0 = 1_750_000_000.0
+
+CHANNEL = ConversationKey(Platform.DISCORD, space="g1", channel="c1")
+THREAD = ConversationKey(Platform.DISCORD, space="g1", channel="c1", thread="t1")
+DM = ConversationKey(Platform.DISCORD, dm_user="c1")
+SLACK = ConversationKey(Platform.SLACK, space="g1", channel="c1")
+SLACK_DM_THREAD = ConversationKey(Platform.SLACK, space="T1", dm_user="U1", thread="t1")
+
+ALICE = UserRef(Platform.DISCORD, "1", "alice")
+BOB = UserRef(Platform.DISCORD, "2", "bob")
+SLACK_ALICE = UserRef(Platform.SLACK, "1", "alice")
+
+
+class FixedClock:
+    """Wall time that moves only when a test says so."""
+
+    def __init__(self) -> None:
+        self.t = T0
+
+    def now(self) -> float:
+        return self.t
+
+    def time(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    impl: Store
+    if request.param == "memory":
+        impl = InMemoryStore(clock=FixedClock())
+    else:
+        impl = SqliteStore(tmp_path / "bot.db", clock=FixedClock())
+    await impl.open()
+    try:
+        yield impl
+    finally:
+        await impl.aclose()
+
+
+async def add(store: Store, key: ConversationKey, content: str, tokens: int, **kw: object) -> int:
+    role = str(kw.pop("role", "user"))
+    status = TurnStatus(str(kw.pop("status", TurnStatus.COMPLETE)))
+    assert not kw
+    return await store.add_message(key, role=role, content=content, tokens=tokens, status=status)
+
+
+def contents(messages: list[StoredMessage]) -> list[str]:
+    return [m.content for m in messages]
+
+
+# ----- add / window -----
+
+
+async def test_window_keeps_the_newest_that_fit_in_oldest_first_order(store: Store) -> None:
+    for i in range(5):
+        await add(store, CHANNEL, f"m{i}", 10)
+
+    assert contents(await store.window(CHANNEL, token_budget=35)) == ["m2", "m3", "m4"]
+    assert contents(await store.window(CHANNEL, token_budget=50)) == [f"m{i}" for i in range(5)]
+    assert await store.window(CHANNEL, token_budget=9) == []
+
+
+async def test_window_returns_every_field(store: Store) -> None:
+    await store.add_message(
+        CHANNEL, role="user", content="hi", author_id="discord:1", tokens=3, platform_message_id="p"
+    )
+    await add(store, CHANNEL, "hello", 4, role="assistant", status=TurnStatus.INTERRUPTED)
+
+    assert await store.window(CHANNEL, token_budget=100) == [
+        StoredMessage("user", "hi", 3, TurnStatus.COMPLETE, "discord:1"),
+        StoredMessage("assistant", "hello", 4, TurnStatus.INTERRUPTED, ""),
+    ]
+
+
+async def test_window_stops_at_the_first_message_over_budget(store: Store) -> None:
+    await add(store, CHANNEL, "old small", 10)
+    await add(store, CHANNEL, "huge", 1000)
+    await add(store, CHANNEL, "new small", 10)
+
+    # The old message would fit on its own, but history must stay contiguous.
+    assert contents(await store.window(CHANNEL, token_budget=100)) == ["new small"]
+
+    await add(store, CHANNEL, "newest huge", 5000)
+    assert await store.window(CHANNEL, token_budget=100) == []
+
+
+async def test_window_caps_the_message_count(store: Store) -> None:
+    for i in range(10):
+        await add(store, CHANNEL, f"m{i}", 1)
+
+    assert contents(await store.window(CHANNEL, token_budget=100, max_messages=3)) == [
+        "m7",
+        "m8",
+        "m9",
+    ]
+    assert await store.window(CHANNEL, token_budget=100, max_messages=0) == []
+
+
+async def test_window_skips_failed_and_empty_messages_but_keeps_interrupted(store: Store) -> None:
+    await add(store, CHANNEL, "q1", 10)
+    await add(store, CHANNEL, "a1 partial", 10, role="assistant", status=TurnStatus.INTERRUPTED)
+    await add(store, CHANNEL, "q2 failed", 10, status=TurnStatus.FAILED)
+    await add(store, CHANNEL, "", 0, role="assistant")
+    await add(store, CHANNEL, "q3", 10)
+
+    window = await store.window(CHANNEL, token_budget=30)
+
+    # Skipped messages cost no budget: all three usable ones fit in 30.
+    assert contents(window) == ["q1", "a1 partial", "q3"]
+    assert [m.status for m in window] == [
+        TurnStatus.COMPLETE,
+        TurnStatus.INTERRUPTED,
+        TurnStatus.COMPLETE,
+    ]
+
+
+async def test_window_of_an_unknown_conversation_is_empty(store: Store) -> None:
+    assert await store.window(CHANNEL, token_budget=1000) == []
+
+
+async def test_message_ids_are_distinct_and_increasing(store: Store) -> None:
+    ids = [await add(store, key, "x", 1) for key in (CHANNEL, DM, CHANNEL, THREAD)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 4
+
+
+async def test_update_message_changes_content_tokens_and_status(store: Store) -> None:
+    user_id = await add(store, CHANNEL, "question", 5)
+    answer_id = await add(
+        store, CHANNEL, "partial", 5, role="assistant", status=TurnStatus.INTERRUPTED
+    )
+
+    await store.update_message(
+        answer_id, content="full answer", tokens=7, status=TurnStatus.COMPLETE
+    )
+    assert await store.window(CHANNEL, token_budget=100) == [
+        StoredMessage("user", "question", 5),
+        StoredMessage("assistant", "full answer", 7),
+    ]
+
+    await store.update_message(user_id, content="question", tokens=5, status=TurnStatus.FAILED)
+    assert contents(await store.window(CHANNEL, token_budget=100)) == ["full answer"]
+
+
+async def test_update_message_of_a_reset_conversation_is_ignored(store: Store) -> None:
+    stale = await add(store, CHANNEL, "forgotten", 1)
+    await store.reset(CHANNEL)
+    fresh = await add(store, DM, "kept", 1)
+
+    await store.update_message(stale, content="oops", tokens=1, status=TurnStatus.FAILED)
+
+    assert fresh != stale
+    assert contents(await store.window(DM, token_budget=10)) == ["kept"]
+    assert await store.window(CHANNEL, token_budget=10) == []
+
+
+async def test_conversations_are_isolated_by_key(store: Store) -> None:
+    keys = [CHANNEL, THREAD, DM, SLACK, SLACK_DM_THREAD]
+    assert len({k.storage_id() for k in keys}) == len(keys)
+    for key in keys:
+        await add(store, key, key.storage_id(), 1)
+
+    for key in keys:
+        assert contents(await store.window(key, token_budget=100)) == [key.storage_id()]
+
+
+async def test_concurrent_add_message_from_50_tasks_all_land(store: Store) -> None:
+    async def one(i: int) -> int:
+        await asyncio.sleep(0)
+        return await add(store, CHANNEL if i % 2 else DM, f"m{i}", 1)
+
+    ids = await asyncio.gather(*(one(i) for i in range(50)))
+
+    assert len(set(ids)) == 50
+    channel = await store.window(CHANNEL, token_budget=1000)
+    dm = await store.window(DM, token_budget=1000)
+    assert sorted(contents(channel) + contents(dm)) == sorted(f"m{i}" for i in range(50))
+    assert len(channel) == len(dm) == 25
+
+
+# ----- reset -----
+
+
+async def test_reset_forgets_only_that_conversation(store: Store) -> None:
+    for i in range(3):
+        await add(store, CHANNEL, f"c{i}", 1)
+    await add(store, THREAD, "t0", 1)
+    await store.set_model(CHANNEL, "conv-model")
+    await store.set_system_prompt(CHANNEL, "conv prompt")
+    await store.set_model(ALICE, "alice-model")
+    await store.set_model(THREAD, "thread-model")
+
+    assert await store.reset(CHANNEL) == 3
+
+    assert await store.window(CHANNEL, token_budget=100) == []
+    assert await store.prefs(ALICE, CHANNEL) == Prefs(model="alice-model")
+    assert contents(await store.window(THREAD, token_budget=100)) == ["t0"]
+    assert await store.prefs(ALICE, THREAD) == Prefs(model="thread-model")
+    assert await store.reset(CHANNEL) == 0
+
+    await add(store, CHANNEL, "again", 1)
+    assert contents(await store.window(CHANNEL, token_budget=100)) == ["again"]
+
+
+async def test_reset_of_an_unknown_conversation_removes_nothing(store: Store) -> None:
+    assert await store.reset(DM) == 0
+
+
+async def test_reset_counts_failed_messages_too(store: Store) -> None:
+    await add(store, DM, "ok", 1)
+    await add(store, DM, "bad", 1, status=TurnStatus.FAILED)
+    assert await store.reset(DM) == 2
+
+
+# ----- preferences -----
+
+
+async def test_prefs_default_to_unset(store: Store) -> None:
+    assert await store.prefs(ALICE, None) == Prefs()
+    assert await store.prefs(ALICE, CHANNEL) == Prefs()
+
+
+async def test_conversation_prefs_override_user_prefs_field_by_field(store: Store) -> None:
+    await store.set_model(ALICE, "alice-model")
+    await store.set_system_prompt(ALICE, "alice prompt")
+    await store.set_model(CHANNEL, "channel-model")
+
+    assert await store.prefs(ALICE, CHANNEL) == Prefs("channel-model", "alice prompt")
+    assert await store.prefs(ALICE, None) == Prefs("alice-model", "alice prompt")
+    assert await store.prefs(ALICE, THREAD) == Prefs("alice-model", "alice prompt")
+    assert await store.prefs(BOB, CHANNEL) == Prefs("channel-model", None)
+
+    await store.set_system_prompt(CHANNEL, "channel prompt")
+    assert await store.prefs(ALICE, CHANNEL) == Prefs("channel-model", "channel prompt")
+
+
+async def test_user_prefs_are_keyed_by_platform_and_id_not_display_name(store: Store) -> None:
+    await store.set_model(ALICE, "m")
+
+    assert await store.prefs(UserRef(Platform.DISCORD, "1", "renamed"), None) == Prefs("m")
+    assert await store.prefs(SLACK_ALICE, None) == Prefs()
+
+
+async def test_none_clears_a_preference(store: Store) -> None:
+    await store.set_model(ALICE, "alice-model")
+    await store.set_system_prompt(ALICE, "alice prompt")
+    await store.set_model(CHANNEL, "channel-model")
+
+    await store.set_model(CHANNEL, None)
+    assert await store.prefs(ALICE, CHANNEL) == Prefs("alice-model", "alice prompt")
+
+    await store.set_model(ALICE, None)
+    assert await store.prefs(ALICE, CHANNEL) == Prefs(None, "alice prompt")
+
+    await store.set_system_prompt(ALICE, None)
+    assert await store.prefs(ALICE, CHANNEL) == Prefs()
+
+
+async def test_setting_prefs_keeps_the_conversation_history(store: Store) -> None:
+    await add(store, CHANNEL, "hello", 1)
+    await store.set_model(CHANNEL, "m")
+    assert contents(await store.window(CHANNEL, token_budget=10)) == ["hello"]
+
+
+# ----- usage ledger -----
+
+
+def entry(user: UserRef, at: float, prompt: int = 10, completion: int = 5) -> UsageEntry:
+    return UsageEntry(user, "model-a", prompt, completion, at)
+
+
+async def test_usage_since_sums_one_users_rows_from_a_time(store: Store) -> None:
+    await store.record_usage(entry(ALICE, T0 - 100, 1, 2))
+    await store.record_usage(entry(ALICE, T0, 10, 20))
+    await store.record_usage(entry(ALICE, T0 + 50, 100, 200))
+    await store.record_usage(entry(BOB, T0 + 50, 1000, 2000))
+    await store.record_usage(entry(SLACK_ALICE, T0 + 50, 1000, 2000))
+
+    assert await store.usage_since(ALICE, T0) == UsageSummary(2, 110, 220)
+    assert await store.usage_since(ALICE, 0) == UsageSummary(3, 111, 222)
+    assert await store.usage_since(ALICE, T0 + 51) == UsageSummary()
+    assert await store.usage_since(UserRef(Platform.DISCORD, "9"), 0) == UsageSummary()
+
+
+async def test_iter_usage_yields_every_row_in_the_order_recorded(store: Store) -> None:
+    rows = [entry(ALICE, T0 + i, i, 2 * i) for i in range(5)] + [entry(SLACK_ALICE, T0 + 9)]
+    for row in rows:
+        await store.record_usage(row)
+
+    got = [row async for row in store.iter_usage()]
+
+    # The ledger keeps platform and id; display names are not part of it.
+    assert got == [
+        UsageEntry(UserRef(r.user.platform, r.user.user_id), r.model, *_tokens(r), r.at)
+        for r in rows
+    ]
+
+
+def _tokens(row: UsageEntry) -> tuple[int, int]:
+    return row.prompt_tokens, row.completion_tokens
+
+
+async def test_iter_usage_of_an_empty_ledger_yields_nothing(store: Store) -> None:
+    assert [row async for row in store.iter_usage()] == []
+
+
+# ----- quota counters -----
+
+
+async def test_quota_counters_upsert_load_and_prune(store: Store) -> None:
+    await store.save_quota_counters(
+        [
+            QuotaCounter("user:discord:1@m", "rpd", T0, 1.0),
+            QuotaCounter("user:discord:1@m", "tpd", T0, 100.0),
+            QuotaCounter("account:m", "tpd", T0 - 86400, 500.0),
+        ]
+    )
+    await store.save_quota_counters([QuotaCounter("user:discord:1@m", "rpd", T0, 2.0)])
+    await store.save_quota_counters([])
+
+    assert await store.load_quota_counters(T0) == [
+        QuotaCounter("user:discord:1@m", "rpd", T0, 2.0),
+        QuotaCounter("user:discord:1@m", "tpd", T0, 100.0),
+    ]
+    assert len(await store.load_quota_counters(0)) == 3
+
+    assert await store.prune_quota_counters(T0) == 1
+    assert await store.prune_quota_counters(T0) == 0
+    assert await store.load_quota_counters(0) == [
+        QuotaCounter("user:discord:1@m", "rpd", T0, 2.0),
+        QuotaCounter("user:discord:1@m", "tpd", T0, 100.0),
+    ]
+
+
+async def test_quota_counter_windows_are_distinct_rows(store: Store) -> None:
+    await store.save_quota_counters(
+        [QuotaCounter("s", "rpm", T0, 1.0), QuotaCounter("s", "rpm", T0 + 60, 3.0)]
+    )
+    assert await store.load_quota_counters(T0 + 1) == [QuotaCounter("s", "rpm", T0 + 60, 3.0)]
+    assert await store.prune_quota_counters(T0 + 3600) == 2
+    assert await store.load_quota_counters(0) == []
