@@ -9,11 +9,11 @@ from bot.errors import InputRejected
 from bot.types import Attachment, ChatMessage, ModelInfo, StoredMessage
 
 __all__ = [
-    "history_budget",
-    "render_user_text",
     "build_messages",
     "estimate_tokens",
+    "history_budget",
     "image_parts",
+    "render_user_text",
     "supports_images",
 ]
 

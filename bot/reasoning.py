@@ -59,9 +59,7 @@ def _partial_suffix(data: str, tag: str) -> int:
     return 0
 
 
-def reasoning_params(
-    model: str, *, show: bool, effort: str | None
-) -> dict[str, object]:
+def reasoning_params(model: str, *, show: bool, effort: str | None) -> dict[str, object]:
     """Model-family specific request fields controlling reasoning output.
 
     gpt-oss rejects ``reasoning_format`` but takes ``include_reasoning`` and
