@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
 _WINDOW_BATCH = 64
+_WINDOW_FIRST_BATCH = 8
 _USAGE_BATCH = 500
 _MAX_ROWID = 2**63 - 1
 
@@ -238,8 +239,12 @@ class SqliteStore:
         async with self._read() as conn:
             conversation_id = await _conversation_id(conn, key)
             before = _MAX_ROWID
+            # Start small and double: a budget usually fills within a few messages, and
+            # a big first batch would read rows only long conversations have.
+            batch = _WINDOW_FIRST_BATCH
             while conversation_id is not None and len(picked) < max_messages:
-                limit = min(_WINDOW_BATCH, max_messages - len(picked))
+                limit = min(batch, max_messages - len(picked))
+                batch = min(batch * 2, _WINDOW_BATCH)
                 rows = await _fetchall(conn, _WINDOW_SQL, (conversation_id, before, limit))
                 for message_id, role, content, tokens, status, author_id in rows:
                     if used + tokens > token_budget:
