@@ -1,7 +1,7 @@
 """``QuotaManager``: per-user limits in front of a per-model mirror of the shared account.
 
-Window model (the arithmetic lives in ``bot.limits.buckets``)
-------------------------------------------------------------
+Window model (the meters live in ``bot.limits.meters``)
+-------------------------------------------------------
 * **Account mirror**, one per model. Groq refills each window continuously (reset =
   (limit − remaining) × window ÷ limit). Day windows (RPD, TPD) mirror exactly that.
   Minute windows (RPM, TPM) are held to something stricter: never more than the limit
@@ -49,8 +49,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.errors import QuotaExceeded, StoreError
-from bot.limits.buckets import ModelLane, QueueEntry, UserCounters
 from bot.limits.config import QuotaConfig
+from bot.limits.lane import ModelLane, QueueEntry
 from bot.limits.report import (
     AccountStatus,
     ModelUsage,
@@ -65,6 +65,7 @@ from bot.limits.report import (
     user_limit_text,
 )
 from bot.limits.table import DIMENSIONS, LimitTable
+from bot.limits.users import UserCounters
 from bot.ports import Clock, Store
 from bot.types import QuotaCounter, RateLimitSnapshot, Usage, UserRef
 

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TextIO
 
-from bot.limits.buckets import AccountBudget, UserCounters
+from bot.limits.budget import AccountBudget
 from bot.limits.table import DIMENSIONS, ModelLimits
+from bot.limits.users import UserCounters
 from bot.types import RateLimitSnapshot, UsageEntry, UserRef
 
 __all__ = [

@@ -6,15 +6,9 @@ import math
 
 import pytest
 
-from bot.limits.buckets import (
-    AccountBudget,
-    FixedWindow,
-    ModelLane,
-    QueueEntry,
-    RefillBucket,
-    TrailingLog,
-    UserCounters,
-)
+from bot.limits.budget import AccountBudget
+from bot.limits.lane import ModelLane, QueueEntry
+from bot.limits.meters import FixedWindow, RefillBucket, TrailingLog
 from bot.limits.table import (
     DEFAULT_LIMITS,
     GROQ_FREE_TIER,
@@ -22,6 +16,7 @@ from bot.limits.table import (
     ModelLimits,
     parse_overrides,
 )
+from bot.limits.users import UserCounters
 
 T0 = 1_700_000_040.0  # a whole multiple of 60 s: minute windows start here
 DAY0 = math.floor(T0 / 86_400) * 86_400

@@ -1,6 +1,5 @@
-"""Pure limiter arithmetic with an injected ``now``: no I/O, no clock object, no awaits.
-
-Three meters:
+"""The limiter's meters: pure arithmetic with an injected ``now`` (no I/O, no clock
+object, no awaits).
 
 * ``TrailingLog`` — at most ``limit`` in any trailing window, each use counted from when
   it is *committed* (its response is over, so the server has surely counted it) until
@@ -18,31 +17,17 @@ Three meters:
   a window to key on. Their boundary bursts are harmless: the account mirror, not the
   per-user share, is what keeps the shared key under its limits.
 
-``AccountBudget`` and ``UserCounters`` group the four dimensions (rpm, rpd, tpm, tpd);
-``ModelLane`` adds a model's FIFO queue bookkeeping (waking is a callback, so this module
-stays free of asyncio).
+``meter_for`` picks the account mirror's meter for a dimension.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import replace
 
-from bot.limits.table import DIMENSIONS, ModelLimits
-from bot.types import QuotaCounter, RateLimitSnapshot
+from bot.types import QuotaCounter
 
-__all__ = [
-    "AccountBudget",
-    "FixedWindow",
-    "Meter",
-    "ModelLane",
-    "QueueEntry",
-    "RefillBucket",
-    "TrailingLog",
-    "UserCounters",
-]
+__all__ = ["FixedWindow", "Meter", "RefillBucket", "TrailingLog", "meter_for"]
 
 # Float slack so that sleeping exactly the computed wait always admits.
 _EPS = 1e-9
@@ -231,7 +216,8 @@ class TrailingLog:
 Meter = RefillBucket | TrailingLog
 
 
-def _meter(dim: str, limit: float, minute_s: float, day_s: float) -> Meter:
+def meter_for(dim: str, limit: float, minute_s: float, day_s: float) -> Meter:
+    """Minute windows get a trailing log, day windows a refill bucket."""
     if dim.endswith("m"):
         return TrailingLog(limit, minute_s)
     return RefillBucket(limit, day_s)
@@ -290,252 +276,3 @@ class FixedWindow:
             if start != self.start:
                 self.start, self.used_ = start, 0.0
             self.used_ = max(self.used_, used)
-
-
-class AccountBudget:
-    """One model's account mirror: a meter per limited dimension (minute windows trailing
-    logs, day windows refill buckets)."""
-
-    __slots__ = ("buckets",)
-
-    def __init__(self, limits: ModelLimits, *, minute_s: float, day_s: float) -> None:
-        self.buckets: dict[str, Meter] = {}
-        for dim in DIMENSIONS:
-            limit = limits.get(dim)
-            if limit is not None:
-                self.buckets[dim] = _meter(dim, limit, minute_s, day_s)
-
-    def __iter__(self) -> Iterator[tuple[str, Meter]]:
-        return iter(self.buckets.items())
-
-    def wait_for(self, tokens: int, now: float, pending_share: float = 1.0) -> float:
-        """Seconds until one request of ``tokens`` fits every meter (``inf``: never);
-        ``pending_share`` < 1 gives a lower bound, counting in-flight use only in part."""
-        wait = 0.0
-        for dim, meter in self.buckets.items():
-            amount = 1 if dim[0] == "r" else tokens
-            wait = max(wait, meter.wait_for(amount, now, pending_share))
-        return wait
-
-    def estimate(
-        self, requests: int, tokens: int, now: float, share: float = 1.0
-    ) -> tuple[float, str]:
-        """Seconds until ``requests`` requests totalling ``tokens`` would all have fitted,
-        and the dimension that takes longest; ``share`` of reserved tokens stays used."""
-        wait, worst = 0.0, ""
-        for dim, meter in self.buckets.items():
-            if dim[0] == "r":
-                need = meter.time_to_fit(requests, now)
-            else:
-                need = meter.time_to_fit(tokens, now, share)
-            if need > wait:
-                wait, worst = need, dim
-        return wait, worst
-
-    def take(self, tokens: int, now: float) -> None:
-        for dim, meter in self.buckets.items():
-            meter.take(1 if dim[0] == "r" else tokens, now)
-
-    def commit(self, reserved: int, final: int, now: float) -> None:
-        """The request that reserved ``reserved`` tokens is over and used ``final``."""
-        for dim, meter in self.buckets.items():
-            if dim[0] == "r":
-                meter.commit(1, 1, now)
-            else:
-                meter.commit(reserved, final, now)
-
-    def to_rows(self, subject: str, now: float) -> list[QuotaCounter]:
-        rows = (meter.to_row(subject, dim, now) for dim, meter in self.buckets.items())
-        return [row for row in rows if row is not None]
-
-
-class QueueEntry:
-    """One request waiting for account capacity; ``wake`` tells it to look again."""
-
-    __slots__ = ("gone", "tokens", "wake")
-
-    def __init__(self, tokens: int, wake: Callable[[], None]) -> None:
-        self.tokens = tokens
-        self.wake = wake
-        self.gone = False
-
-
-class ModelLane:
-    """One model: account budget, FIFO queue, 429 pause, limits and last reported headers.
-
-    ``fixed`` names the dimensions settings pinned: headers may lower those, never raise.
-    """
-
-    __slots__ = (
-        "budget",
-        "day_s",
-        "fixed",
-        "limits",
-        "minute_s",
-        "model",
-        "paused_until",
-        "queue",
-        "queued",
-        "queued_tokens",
-        "reported",
-        "usage_ratio",
-    )
-
-    def __init__(
-        self,
-        model: str,
-        limits: ModelLimits,
-        fixed: frozenset[str] = frozenset(),
-        *,
-        minute_s: float,
-        day_s: float,
-    ) -> None:
-        self.model = model
-        self.limits = limits
-        self.fixed = fixed
-        self.minute_s, self.day_s = minute_s, day_s
-        self.budget = AccountBudget(limits, minute_s=minute_s, day_s=day_s)
-        self.queue: deque[QueueEntry] = deque()
-        self.queued = 0
-        self.queued_tokens = 0
-        self.paused_until = -math.inf
-        self.reported: RateLimitSnapshot | None = None
-        # Real use ÷ reservation, smoothed: queued requests will hold less than they
-        # reserve (max output is rarely all used), so wait estimates scale by it.
-        self.usage_ratio = 1.0
-
-    def note_usage(self, reserved: int, final: int) -> None:
-        if reserved > 0:
-            ratio = min(1.0, max(0.05, final / reserved))
-            self.usage_ratio += 0.2 * (ratio - self.usage_ratio)
-
-    def can_pass(self, tokens: int, now: float) -> bool:
-        """Nobody queued, not paused, and the budget fits: admit without queueing."""
-        return (
-            not self.queued and now >= self.paused_until and not self.budget.wait_for(tokens, now)
-        )
-
-    def head(self) -> QueueEntry | None:
-        while self.queue and self.queue[0].gone:
-            self.queue.popleft()  # lazily drop entries that left from the middle
-        return self.queue[0] if self.queue else None
-
-    def enqueue(self, entry: QueueEntry) -> None:
-        self.queue.append(entry)
-        self.queued += 1
-        self.queued_tokens += entry.tokens
-
-    def leave(self, entry: QueueEntry) -> None:
-        """Remove ``entry`` (admitted or given up) and wake whoever is now first."""
-        if not entry.gone:
-            entry.gone = True
-            self.queued -= 1
-            self.queued_tokens -= entry.tokens
-        self.wake_head()
-
-    def wake_head(self) -> None:
-        head = self.head()
-        if head is not None:
-            head.wake()
-
-    def need(self, tokens: int, now: float, pending_share: float = 1.0) -> float:
-        """Seconds until the head's request of ``tokens`` may go (with ``pending_share``
-        < 1: at the soonest, should requests in flight turn out to use little)."""
-        return max(self.paused_until - now, self.budget.wait_for(tokens, now, pending_share))
-
-    def estimate(self, tokens: int, now: float) -> tuple[float, str]:
-        """Wait for a newcomer behind everyone queued, and its cause (a dimension or
-        "pause")."""
-        ahead = round(self.queued_tokens * self.usage_ratio) + tokens
-        wait, dim = self.budget.estimate(self.queued + 1, ahead, now, self.usage_ratio)
-        pause = self.paused_until - now
-        return (pause, "pause") if pause >= wait and pause > 0 else (wait, dim)
-
-    def sync(self, dim: str, limit: int | None, remaining: int | None, now: float) -> bool:
-        """Apply one header pair (``limit``/``remaining`` of ``dim``); return whether the
-        limit changed. Only ever raises the level: our own reservations for requests still
-        in flight are not yet in the API's count."""
-        changed = limit is not None and limit > 0 and self._adopt(dim, limit, now)
-        bucket = self.budget.buckets.get(dim)
-        if bucket is not None and remaining is not None:
-            bucket.raise_to((limit or bucket.limit) - remaining, now)
-        return changed
-
-    def _adopt(self, dim: str, limit: int, now: float) -> bool:
-        current = self.limits.get(dim)
-        if dim in self.fixed and current is not None:
-            limit = min(limit, current)
-        if limit == current:
-            return False
-        self.limits = replace(self.limits, **{dim: limit})
-        meter = self.budget.buckets.get(dim)
-        if meter is None:
-            self.budget.buckets[dim] = _meter(dim, limit, self.minute_s, self.day_s)
-        else:
-            meter.set_limit(limit, now)
-        return True
-
-
-class UserCounters:
-    """One user's fixed windows for one model (limits are passed in, as they follow the
-    account's)."""
-
-    __slots__ = ("noticed", "rpd", "rpm", "tpd", "tpm")
-
-    def __init__(self, *, minute_s: float, day_s: float) -> None:
-        self.rpm = FixedWindow(minute_s)
-        self.rpd = FixedWindow(day_s)
-        self.tpm = FixedWindow(minute_s)
-        self.tpd = FixedWindow(day_s)
-        # dimension -> start of the window whose refusal the user was last told about
-        self.noticed: dict[str, float] = {}
-
-    def first_notice(self, dim: str, now: float) -> bool:
-        """Record a refusal on ``dim``; True only for the first in its window."""
-        start = self.window(dim).start_for(now)
-        first = self.noticed.get(dim) != start
-        self.noticed[dim] = start
-        return first
-
-    def to_rows(self, subject: str, now: float) -> list[QuotaCounter]:
-        """The current windows as rows (a window's row is overwritten as it changes)."""
-        rows = []
-        for dim in DIMENSIONS:
-            window = self.window(dim)
-            if window.start == window.start_for(now):
-                rows.append(QuotaCounter(subject, dim, window.start, window.used_))
-        return rows
-
-    def release(self, tokens: int, minute_start: float, day_start: float) -> None:
-        """Undo ``add`` for a request that never ran (if its windows are still current)."""
-        self.rpm.adjust(-1, minute_start)
-        self.tpm.adjust(-tokens, minute_start)
-        self.rpd.adjust(-1, day_start)
-        self.tpd.adjust(-tokens, day_start)
-
-    def window(self, dim: str) -> FixedWindow:
-        window: FixedWindow = getattr(self, dim)
-        return window
-
-    def blocking(self, limits: ModelLimits, tokens: int, now: float) -> tuple[str, float] | None:
-        """The dimension that blocks longest and its wait, or None when all admit."""
-        worst: tuple[str, float] | None = None
-        for dim, window, amount in (
-            ("rpd", self.rpd, 1),
-            ("tpd", self.tpd, tokens),
-            ("rpm", self.rpm, 1),
-            ("tpm", self.tpm, tokens),
-        ):
-            limit = limits.get(dim)
-            if limit is None:
-                continue
-            wait = window.wait_for(amount, limit, now)
-            if wait > 0.0 and (worst is None or wait > worst[1]):
-                worst = (dim, wait)
-        return worst
-
-    def add(self, tokens: int, now: float) -> tuple[float, float]:
-        """Count one request; return the (minute, day) window starts it landed in."""
-        self.rpm.add(1, now)
-        self.rpd.add(1, now)
-        return self.tpm.add(tokens, now), self.tpd.add(tokens, now)
