@@ -112,6 +112,9 @@ class SurfaceLimits:
     ``max_chars``: longest single message. ``min_edit_interval_s``: least time between
     two edits of one reply. ``budget_key`` names the shared edit budget (a Discord
     channel, a Slack workspace) and ``budget_per_s`` / ``budget_burst`` size it.
+    ``posts_use_budget``: whether posting a message spends that budget too (Discord
+    counts posts and edits in one per-channel bucket; Slack limits ``chat.postMessage``
+    separately from ``chat.update``, so a first post must not queue behind edits).
     """
 
     max_chars: int
@@ -119,6 +122,7 @@ class SurfaceLimits:
     budget_key: str = ""
     budget_per_s: float = 0.0
     budget_burst: int = 1
+    posts_use_budget: bool = True
 
 
 class TurnStatus(StrEnum):

@@ -5,11 +5,12 @@ the model stream is never slowed by Slack. The flusher sends the reply as a stre
 message: ``chat.startStream`` with the first text, ``chat.appendStream`` with only the
 new part (coalesced: one call per ``SLACK_EDIT_INTERVAL_S`` per reply, each after a
 token from the workspace's ``chat.appendStream`` budget, Tier 4 with a margin), and
-``chat.stopStream`` with the rest. Text is streamed as Markdown with every mention
-sequence defused; a trailing piece that could still become one (a lone ``<`` or
-``@he``) and trailing whitespace wait for the next update, so what was sent is always
-a prefix of what comes next. A message that would grow past ``STREAM_MAX_CHARS`` is
-stopped at a space or newline (closing a code fence, reopened in the next message).
+``chat.stopStream`` with the rest (after a token from its own budget of the same
+size). Text is streamed as Markdown with every mention sequence defused; a trailing
+piece that could still become one (a lone ``<`` or ``@he``) and trailing whitespace
+wait for the next update, so what was sent is always a prefix of what comes next. A
+message that would grow past ``STREAM_MAX_CHARS`` is stopped at a space or newline
+(closing a code fence, reopened in the next message).
 
 Fallback to ``EditingSink(SlackSurface)`` (post, then paced ``chat.update``):
 
@@ -242,10 +243,12 @@ class SlackStreamSink:
             wait = self._last_call + self._settings.slack_edit_interval_s - self._clock.now()
             if wait > 0:
                 await self._clock.sleep(wait)
-        await self._acquire_append()
+        await self._acquire("chat.appendStream")
 
-    async def _acquire_append(self) -> None:
-        key = f"slack:{self._target.team_id}:chat.appendStream"
+    async def _acquire(self, method: str) -> None:
+        # Slack limits each method on its own, so a reply's final stopStream never
+        # queues behind other replies' appends.
+        key = f"slack:{self._target.team_id}:{method}"
         await self._pacer.acquire(key, APPEND_PER_MINUTE / 60.0, APPEND_BURST)
 
     async def _send(self, raw: str, body: str) -> None:
@@ -288,7 +291,7 @@ class SlackStreamSink:
             if self._broken:
                 return
             body, closer = body + closer, ""
-        await self._acquire_append()
+        await self._acquire("chat.stopStream")
         rest = body[len(self._shown) :] + closer
         self._stop_sent = True
         try:

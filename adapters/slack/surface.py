@@ -3,9 +3,10 @@
 Budgets (all on the engine's shared ``EditPacer``, so every reply in the process
 counts against the same ones):
 
-- ``chat.update`` is Tier 3 (50+/min per workspace): every post and edit of every
-  reply in a workspace takes a token from ``slack:<team>:chat.update``, sized by
-  ``SLACK_UPDATES_PER_MINUTE`` (45 by default, under the 50).
+- ``chat.update`` is Tier 3 (50+/min per workspace): every edit of every reply in a
+  workspace takes a token from ``slack:<team>:chat.update``, sized by
+  ``SLACK_UPDATES_PER_MINUTE`` (45 by default, under the 50). Posts do not: under
+  load a reply's first text must not queue behind other replies' edits.
 - Posting (``chat.postMessage``, and ``chat.startStream``, which posts too) is about
   one message per second per channel with short bursts: ``POST_BURST`` per
   ``POST_WINDOW_S`` per channel.
@@ -138,6 +139,7 @@ class SlackSurface:
             budget_key=f"slack:{target.team_id}:chat.update",
             budget_per_s=settings.slack_updates_per_minute / 60.0,
             budget_burst=UPDATE_BURST,
+            posts_use_budget=False,  # post() spends the channel's posting budget instead
         )
 
     @property
@@ -168,6 +170,11 @@ class SlackSurface:
         )
         return str(response["ts"])
 
+    async def take_update_token(self) -> None:
+        """Wait for the workspace's ``chat.update`` budget (the sink does it for edits)."""
+        limits = self._limits
+        await self._pacer.acquire(limits.budget_key, limits.budget_per_s, limits.budget_burst)
+
     async def edit(self, message_id: str, text: str) -> None:
         await slack_call(
             self._client.chat_update(
@@ -196,6 +203,7 @@ class AdoptedSurface:
     async def post(self, text: str) -> str:
         if self._adopt is None:
             return await self._inner.post(text)
+        await self._inner.take_update_token()  # this "post" is a chat.update
         await self._inner.edit(self._adopt, text)
         ts, self._adopt = self._adopt, None
         return ts

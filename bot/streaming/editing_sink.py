@@ -4,9 +4,10 @@ The engine's calls only record state and wake one background flusher per reply, 
 the model stream is never slowed by the platform. The flusher compares what should be
 on the platform (the text split into messages, plus a status line) with what was last
 sent, and makes one call at a time: the first post at once, then at most one call per
-``min_edit_interval_s`` for this reply, each after a token from the shared
-``EditPacer`` budget. Edits coalesce: a call always carries the newest text, and
-nothing is sent when nothing changed.
+``min_edit_interval_s`` for this reply, each edit (and each post, unless the surface's
+``posts_use_budget`` is off) after a token from the shared ``EditPacer`` budget.
+Edits coalesce: a call always carries the newest text, and nothing is sent when
+nothing changed.
 """
 
 from __future__ import annotations
@@ -151,13 +152,14 @@ class EditingSink:
             if self._want_typing:
                 await self._enter_typing()
             while not self._dead:
-                if self._next_call() is None:
+                pending = self._next_call()
+                if pending is None:
                     if self._closing:
                         break
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                await self._pace()
+                await self._pace(posting=pending[0] == len(self._messages))
                 call = self._next_call()  # the newest text, after the wait
                 if call is not None:
                     await self._apply(*call)
@@ -199,13 +201,14 @@ class EditingSink:
                 return index, content
         return None
 
-    async def _pace(self) -> None:
+    async def _pace(self, *, posting: bool) -> None:
         limits = self._limits
         if self._last_call is not None:
             wait = self._last_call + limits.min_edit_interval_s - self._clock.now()
             if wait > 0:
                 await self._clock.sleep(wait)
-        await self._pacer.acquire(limits.budget_key, limits.budget_per_s, limits.budget_burst)
+        if limits.posts_use_budget or not posting:
+            await self._pacer.acquire(limits.budget_key, limits.budget_per_s, limits.budget_burst)
 
     async def _apply(self, index: int, content: str) -> None:
         self._last_call = self._clock.now()

@@ -425,3 +425,21 @@ async def test_cancelling_finish_stops_the_flusher_and_typing() -> None:
     assert not surface.typing_active and surface.texts() == []
     await sink.update("late")  # after close: ignored, nothing restarts
     assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_posts_skip_an_exhausted_edit_budget_when_the_platform_counts_them_apart() -> None:
+    """Slack: chat.postMessage has its own limit, so a first post never waits for the
+    workspace's chat.update budget, while edits still do."""
+    clock = FakeClock(start=0.0)
+    pacer = EditPacer(clock=clock)
+    slack = SurfaceLimits(
+        2000, 1.0, budget_key="ws", budget_per_s=0.5, budget_burst=1, posts_use_budget=False
+    )
+    await pacer.acquire("ws", 0.5, 1)  # another reply's edit: the next token is 2 s away
+    sink, surface, _ = make(slack, clock=clock, pacer=pacer)
+    await sink.start()
+    await sink.update("Hello")
+    await settle()
+    assert surface.calls("post") == [SurfaceOp(0.0, "post", "m-1", "Hello")]
+    await clock.run(sink.finish("Hello there", DONE))
+    assert surface.texts() == ["Hello there"] and op_times(surface) == [0.0, 2.0]

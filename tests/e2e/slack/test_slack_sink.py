@@ -179,3 +179,37 @@ async def test_nothing_to_say_sends_nothing(
     await sink.start()
     await sink.finish("", TurnStatus.FAILED)
     assert fake_slack.calls == []
+
+
+async def test_stop_has_its_own_budget_so_it_never_queues_behind_appends(
+    fake_slack: FakeSlack,
+    settings_factory: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Slack limits each method separately: with every appendStream token taken by
+    # other replies (the next in 10 s), a finished reply still stops at once.
+    monkeypatch.setattr(sink_module, "APPEND_PER_MINUTE", 6)
+    monkeypatch.setattr(sink_module, "APPEND_BURST", 1)
+    clock = SystemClock()
+    pacer = EditPacer(clock=clock)
+    await pacer.acquire(f"slack:{fake_slack.team_id}:chat.appendStream", 0.1, 1)
+    root = fake_slack.store(
+        FakeMessage(fake_slack.general, fake_slack.ts(), fake_slack.alice.id, "question")
+    )
+    target = ReplyTarget(fake_slack.team_id, fake_slack.general, root.ts, fake_slack.alice.id)
+    settings = settings_factory(slack_edit_interval_s=0.2)
+    sink = SlackStreamSink(
+        web_client(fake_slack), target, settings=settings, pacer=pacer, clock=clock
+    )
+    await sink.start()
+    await sink.update("Hello")
+    await fake_slack.wait_for(lambda: replies(fake_slack, fake_slack.general, root.ts))
+    started = clock.now()
+    await sink.finish("Hello there", TurnStatus.COMPLETE)
+    [message] = replies(fake_slack, fake_slack.general, root.ts)
+    assert message.text == "Hello there" and message.streaming == "completed"
+    assert clock.now() - started < 2.0
+    assert [c.method for c in fake_slack.calls if c.method.startswith("chat.")] == [
+        "chat.startStream",
+        "chat.stopStream",
+    ]
