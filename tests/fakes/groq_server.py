@@ -236,18 +236,18 @@ class FakeGroq:
 
     # ----- handlers -----
 
-    def _record(self, request: web.Request, body: Any) -> None:
+    def _record(self, request: web.Request, body: Any) -> dict[str, Any]:
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        self.requests.append(
-            {
-                "method": request.method,
-                "path": request.path,
-                "headers": dict(request.headers),
-                "body": body,
-                "at": self.clock(),
-                "peer_port": peer[1] if peer else None,
-            }
-        )
+        record = {
+            "method": request.method,
+            "path": request.path,
+            "headers": dict(request.headers),
+            "body": body,
+            "at": self.clock(),
+            "peer_port": peer[1] if peer else None,
+        }
+        self.requests.append(record)
+        return record
 
     def _authorized(self, request: web.Request) -> bool:
         return self.api_key is None or (
@@ -272,7 +272,7 @@ class FakeGroq:
             body = json.loads(await request.read())
         except ValueError:
             body = None
-        self._record(request, body)
+        record = self._record(request, body)
         if not self._authorized(request):
             return self._unauthorized()
         if not isinstance(body, dict):
@@ -290,7 +290,7 @@ class FakeGroq:
             return limited
         headers = self._rate_headers(model)
         if body.get("stream"):
-            return await self._stream(request, body, plan, headers, fault)
+            return await self._stream(request, body, plan, headers, fault, record)
         if fault is not None:
             if fault.kind == "drop" and request.transport is not None:
                 request.transport.abort()
@@ -563,7 +563,10 @@ class FakeGroq:
         plan: _Plan,
         headers: dict[str, str],
         fault: _Fault | None,
+        record: dict[str, Any],
     ) -> web.StreamResponse:
+        """Stream ``plan``; ``record["first_token_at"]`` notes when the first piece left,
+        so benchmarks can subtract the fake's own time to first token."""
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -608,6 +611,7 @@ class FakeGroq:
                 if kind == "end":
                     break
                 await send({kind: text})
+                record.setdefault("first_token_at", self.clock())
                 await self._pause(self.token_delay_s)
             usage = self._usage(plan)
             await send({}, "stop", x_groq={"id": request_id, "usage": usage})

@@ -1,0 +1,227 @@
+"""Discord path benchmark (issue 4): the bot as an operator runs it, against the fakes.
+
+For 1, 20 and 200 concurrent conversations (each a different user mentioning the bot
+in the same channel, so each answer streams in its own thread), measured per level on
+a fresh bot process and fresh fakes:
+
+- latency: from the MESSAGE_CREATE dispatch to the fake Discord receiving the first
+  message (post or edit) carrying answer text, minus the fake model's own time to
+  first token for that request; median and p99;
+- bare: the same figure for the least work any bot must do, by hand with httpx in the
+  same run (start the thread while streaming the completion; post the first token
+  into the thread), and the ratio of the medians;
+- edits and posts per reply, Discord 429s the bot received, bot CPU per reply (after a
+  warm-up conversation), the bot's peak RSS, and the wall time until every reply is
+  complete.
+
+Run: ``.venv/bin/python benchmarks/bench_discord.py [--levels 1,20,200]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from platform_harness import (
+    ANSWER_MARK,
+    BotProcess,
+    LevelResult,
+    bare_first_token,
+    bot_environment,
+    configure_groq,
+    print_table,
+    running,
+    ttft_by_question,
+    wait_until,
+)
+
+from tests.fakes.discord_payloads import FakeUser
+from tests.fakes.discord_server import FakeDiscord, RestCall
+from tests.fakes.groq_server import FakeGroq
+
+MIN_SAMPLES = 20  # a level with fewer conversations repeats in rounds
+MESSAGE_PATH = re.compile(r"^/channels/(\d+)/messages(?:/\d+)?$")
+
+
+def answers_complete(fake: FakeDiscord, threads: list[str]) -> bool:
+    """Every thread holds a bot message whose latest content is a complete answer."""
+    finished = {
+        m.channel_id
+        for m in fake.messages.values()
+        if m.author is fake.bot and m.content.endswith(" kappa")  # the last filler word
+    }
+    return all(thread in finished for thread in threads)
+
+
+def answer_calls(calls: list[RestCall]) -> dict[str, list[RestCall]]:
+    """Successful posts and edits by channel, in arrival order."""
+    by_channel: dict[str, list[RestCall]] = {}
+    for call in calls:
+        match = MESSAGE_PATH.match(call.path)
+        if match and call.method in ("POST", "PATCH") and call.status == 200:
+            by_channel.setdefault(match.group(1), []).append(call)
+    return by_channel
+
+
+def content(call: RestCall) -> str:
+    return str((call.body or {}).get("content") or "")
+
+
+async def bare_path(
+    fake: FakeDiscord,
+    groq: FakeGroq,
+    users: list[FakeUser],
+    client: httpx.AsyncClient,
+    rounds: int,
+) -> list[float]:
+    """The by-hand lower bound for each conversation (no bot connected yet)."""
+    auth = {"Authorization": f"Bot {fake.token}"}
+    starts: dict[str, float] = {}
+    asked: dict[str, str] = {}
+
+    async def call(url: str, body: dict[str, str]) -> httpx.Response:
+        # Discord's answer to "too fast" is a 429 with retry_after: honour it, as any bot must.
+        for _ in range(100):
+            response = await client.post(url, json=body, headers=auth)
+            if response.status_code != 429:
+                return response.raise_for_status()
+            await asyncio.sleep(float(response.json()["retry_after"]))
+        raise RuntimeError(f"still rate limited after 100 tries: {url}")
+
+    async def one(question: str, user: FakeUser) -> None:
+        starts[question] = time.monotonic()
+        msg = await fake.send_message(question, author=user, mention=True)
+        asked[question] = msg.id
+        url = f"{fake.api_base}/channels/{msg.channel_id}/messages/{msg.id}/threads"
+        thread = asyncio.create_task(call(url, {"name": question}))
+
+        async def post(text: str) -> None:
+            thread_id = (await thread).json()["id"]
+            await call(f"{fake.api_base}/channels/{thread_id}/messages", {"content": text})
+
+        await bare_first_token(client, groq, question, post)
+
+    await one("bare warm-up", users[0])  # open the pooled connections first, as the bot has
+    for r in range(rounds):
+        await asyncio.gather(*(one(f"bare r{r} {i}", u) for i, u in enumerate(users)))
+    ttft = ttft_by_question(groq, starts)
+    posted = {channel: calls[0].t for channel, calls in answer_calls(fake.calls).items()}
+    return [posted[asked[q]] - t0 - ttft[q] for q, t0 in starts.items() if q != "bare warm-up"]
+
+
+async def warm_up(fake: FakeDiscord, bot: BotProcess) -> None:
+    """One answered conversation; re-asked until the bot has its guild (it connects, then
+    receives GUILD_CREATE, and only then knows the channel)."""
+    for attempt in range(10):
+        warm = await fake.send_message(f"warm up {attempt}", mention=True)
+        done = functools.partial(answers_complete, fake, [warm.id])
+        try:
+            await wait_until(done, within=10, bot=bot, what="warm-up")
+            return
+        except TimeoutError:
+            continue
+    raise RuntimeError(f"the bot never answered the warm-up:\n{bot.log_tail()}")
+
+
+async def bot_path(
+    fake: FakeDiscord, groq: FakeGroq, users: list[FakeUser], rounds: int, result: LevelResult
+) -> None:
+    """Each round: every user mentions the bot at once; wait until every answer is done."""
+    starts: dict[str, float] = {}
+    asked: dict[str, str] = {}
+
+    async def ask(question: str, user: FakeUser) -> None:
+        starts[question] = time.monotonic()
+        asked[question] = (await fake.send_message(question, author=user, mention=True)).id
+
+    env = bot_environment(
+        groq,
+        result.workdir / "bot.db",
+        **{k.upper(): v for k, v in fake.settings_overrides().items()},
+    )
+    async with running(env, result.workdir) as bot:
+        await wait_until(lambda: fake.gateway.identifies > 0, within=30, bot=bot, what="IDENTIFY")
+        await warm_up(fake, bot)
+        cpu0, mark, errors0 = bot.cpu_seconds(), len(fake.calls), fake.count_429
+        began = time.monotonic()
+        for r in range(rounds):
+            questions = [f"bench r{r} {i}" for i in range(len(users))]
+            await asyncio.gather(*(ask(q, u) for q, u in zip(questions, users, strict=True)))
+            await wait_until(
+                functools.partial(answers_complete, fake, [asked[q] for q in questions]),
+                within=120 + len(users),
+                bot=bot,
+                what="every answer",
+            )
+        result.wall_s = time.monotonic() - began
+        result.cpu_seconds = bot.cpu_seconds() - cpu0
+        result.peak_rss_mb = bot.peak_rss_mb()
+        result.count_429 = fake.count_429 - errors0
+    ttft = ttft_by_question(groq, starts)
+    by_channel = answer_calls(fake.calls[mark:])
+    for question, qid in asked.items():
+        calls = by_channel[qid]
+        first = next(c for c in calls if ANSWER_MARK in content(c))
+        result.latencies.append(first.t - starts[question] - ttft[question])
+        result.updates_per_reply.append(sum(c.method == "PATCH" for c in calls))
+        result.posts_per_reply.append(sum(c.method == "POST" for c in calls))
+
+
+async def level(conversations: int, workdir: Path) -> LevelResult:
+    """One concurrency level on fresh fakes and a fresh bot process (at least 20 replies)."""
+    rounds = -(-MIN_SAMPLES // conversations)
+    result = LevelResult("thread", conversations, workdir=workdir)
+    async with FakeDiscord() as fake:
+        groq = FakeGroq()
+        await groq.start()
+        try:
+            configure_groq(groq)
+            users = [
+                FakeUser(fake.snowflake(), f"user{i}", roles=[fake.member_role])
+                for i in range(conversations)
+            ]
+            fake.users.extend(users)
+            async with httpx.AsyncClient(
+                timeout=60, limits=httpx.Limits(max_connections=None)
+            ) as client:
+                result.bare_latencies = await bare_path(fake, groq, users, client, rounds)
+            await bot_path(fake, groq, users, rounds, result)
+        finally:
+            await groq.aclose()
+    return result
+
+
+async def main(levels: list[int]) -> None:
+    results = []
+    for n in levels:
+        with tempfile.TemporaryDirectory() as tmp:
+            results.append(await level(n, Path(tmp)))
+        print(f"  {n} conversation(s) done", file=sys.stderr)
+    print_table(
+        "Discord: MESSAGE_CREATE -> first message with answer text (minus fake TTFT)",
+        results,
+        [
+            "one user per conversation, all mentioning in one channel; replies in threads",
+            "fake model: 0.2 s to first token, ~1,500 chars at 8 chars / 10 ms",
+            "fake Discord enforces 5 posts+edits per 5 s per channel, 50 / s per other route",
+            "DISCORD_EDIT_INTERVAL_S default (1 s); MAX_CONCURRENT_REQUESTS=256",
+            "CPU and RSS are the bot process's own (/proc), fakes excluded",
+        ],
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--levels", default="1,20,200")
+    args = parser.parse_args()
+    asyncio.run(main([int(n) for n in args.levels.split(",")]))

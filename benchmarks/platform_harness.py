@@ -1,0 +1,273 @@
+"""Shared pieces of the platform benchmarks (``bench_discord.py``, ``bench_slack.py``).
+
+The bot runs as its own process (``python -m bot run``, configured only through the
+environment, as an operator runs it), so its CPU time and peak RSS are read from
+``/proc`` without counting the fake servers, which run in the benchmark's process and
+timestamp everything on the one system-wide monotonic clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import signal
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bot.settings import Settings  # noqa: E402
+from tests.fakes.groq_server import FakeGroq  # noqa: E402
+
+__all__ = [
+    "ANSWER_MARK",
+    "BotProcess",
+    "LevelResult",
+    "bare_first_token",
+    "bot_environment",
+    "configure_groq",
+    "p99",
+    "print_table",
+    "running",
+    "ttft_by_question",
+    "wait_until",
+]
+
+ANSWER_MARK = "turns="  # the fake model's answer starts with it; no status line has it
+# A ~1,500-character answer: 0.2 s to the first token, then 8 characters every 10 ms
+# (about 200 tokens/s, slower than Groq, so replies stream long enough to be edited).
+FIRST_TOKEN_DELAY_S, TOKEN_DELAY_S, REPLY_WORDS = 0.2, 0.01, 250
+
+
+def configure_groq(fake: FakeGroq) -> None:
+    """The fake model's pace for every benchmark run (see the constants above)."""
+    fake.first_token_delay_s, fake.token_delay_s = FIRST_TOKEN_DELAY_S, TOKEN_DELAY_S
+    fake.reply_words = REPLY_WORDS
+
+
+def bot_environment(fake: FakeGroq, database: Path, **overrides: str) -> dict[str, str]:
+    """The bot's environment: the caller's minus every setting, plus the fake's URL.
+
+    Account limits match the fake's headers (a paid tier), and enough upstream
+    concurrency for the largest level, so the figures show the platform path rather
+    than our own quota queue (``bench_quota.py`` measures that).
+    """
+    names = {name.upper() for name in Settings.model_fields} | {"API_KEY"}
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    model = Settings.model_fields["default_model"].default
+    env.update(
+        GROQ_API_KEY=str(fake.api_key),
+        API_BASE_URL=fake.base_url,
+        DATABASE_PATH=str(database),
+        LOG_LEVEL=os.environ.get("BENCH_BOT_LOG_LEVEL", "WARNING"),
+        MAX_CONCURRENT_REQUESTS="256",
+        QUOTA_MODEL_LIMITS=f"{model}=rpm:{fake.limit_rpm},rpd:{fake.limit_rpd},"
+        f"tpm:{fake.limit_tpm},tpd:none",
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(overrides)
+    return env
+
+
+class BotProcess:
+    """``python -m bot run`` in a scratch directory (so no ``.env`` is read)."""
+
+    def __init__(self, env: Mapping[str, str], workdir: Path) -> None:
+        self._env, self._workdir = dict(env), workdir
+        self.log_path = workdir / "bot.log"
+        self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "not started"
+        return self._proc.pid
+
+    async def start(self) -> None:
+        with self.log_path.open("wb") as log:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bot",
+                "run",
+                env=self._env,
+                cwd=self._workdir,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time so far (``/proc/<pid>/stat`` fields 14 and 15)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def peak_rss_mb(self) -> float:
+        """The process's high-water resident set (``VmHWM``), in MiB."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmHWM in /proc status")
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def stop(self) -> int | None:
+        """SIGTERM (the bot's graceful stop), then SIGKILL after 15 s."""
+        if self._proc is None or self._proc.returncode is not None:
+            return None if self._proc is None else self._proc.returncode
+        self._proc.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self._proc.wait(), 15)
+        except TimeoutError:
+            self._proc.kill()
+            return await self._proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def running(env: Mapping[str, str], workdir: Path) -> AsyncIterator[BotProcess]:
+    """A started ``BotProcess``, stopped on exit."""
+    bot = BotProcess(env, workdir)
+    await bot.start()
+    try:
+        yield bot
+    finally:
+        await bot.stop()
+
+
+async def wait_until(
+    check: Callable[[], bool], *, within: float, bot: BotProcess | None = None, what: str = ""
+) -> None:
+    """Poll ``check`` every 50 ms (cheap for the fakes, unlike re-checking on every change)."""
+    deadline = time.monotonic() + within
+    while not check():
+        if bot is not None and not bot.alive():
+            raise RuntimeError(f"the bot exited while waiting for {what}:\n{bot.log_tail()}")
+        if time.monotonic() > deadline:
+            tail = f"\n{bot.log_tail()}" if bot is not None else ""
+            raise TimeoutError(f"timed out after {within:.0f} s waiting for {what}{tail}")
+        await asyncio.sleep(0.05)
+
+
+def ttft_by_question(fake: FakeGroq, questions: Iterable[str]) -> dict[str, float]:
+    """The fake's own time to first token for the request whose last user turn has each
+    question text (request arrival to the first content piece written)."""
+    wanted = set(questions)
+    found: dict[str, float] = {}
+    for request in fake.chat_requests:
+        if "first_token_at" not in request:
+            continue
+        users = [m for m in request["body"]["messages"] if m.get("role") == "user"]
+        content = str(users[-1].get("content", "")) if users else ""
+        for question in wanted.difference(found):
+            if question in content:
+                found[question] = request["first_token_at"] - request["at"]
+                break
+    return found
+
+
+async def bare_first_token(
+    client: httpx.AsyncClient, fake: FakeGroq, question: str, on_first: Callable[[str], Any]
+) -> None:
+    """The bare path's model half: stream a completion with httpx and, at the first
+    content token, await ``on_first(text)`` (the platform post); read the rest of the
+    stream, as the bot does, so both paths put the same load on the fake."""
+    body = {
+        "model": Settings.model_fields["default_model"].default,
+        "messages": [{"role": "user", "content": question}],
+        "stream": True,
+        "include_reasoning": False,
+    }
+    headers = {"Authorization": f"Bearer {fake.api_key}"}
+    url = f"{fake.base_url}/chat/completions"
+    posted = False
+    async with client.stream("POST", url, json=body, headers=headers) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not posted and ANSWER_MARK in line:
+                posted = True
+                await on_first(ANSWER_MARK)
+    assert posted, "the fake's stream carried no answer"
+
+
+def p99(values: list[float]) -> float:
+    """Nearest-rank 99th percentile (the maximum for fewer than 100 values)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
+
+
+@dataclass
+class LevelResult:
+    """One concurrency level's figures (latencies in seconds)."""
+
+    label: str
+    conversations: int
+    workdir: Path = Path()
+    latencies: list[float] = field(default_factory=list)
+    bare_latencies: list[float] = field(default_factory=list)
+    updates_per_reply: list[int] = field(default_factory=list)
+    posts_per_reply: list[int] = field(default_factory=list)
+    count_429: int = 0
+    cpu_seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    wall_s: float = 0.0
+
+    def row(self) -> list[str]:
+        lat, bare = self.latencies, self.bare_latencies
+        ratio = statistics.median(lat) / statistics.median(bare) if bare else math.nan
+        return [
+            self.label,
+            str(self.conversations),
+            str(len(lat)),
+            f"{statistics.median(lat) * 1000:.1f}",
+            f"{p99(lat) * 1000:.1f}",
+            f"{statistics.median(bare) * 1000:.1f}" if bare else "-",
+            f"{ratio:.2f}",
+            f"{statistics.mean(self.updates_per_reply):.2f}",
+            f"{statistics.mean(self.posts_per_reply):.2f}",
+            str(self.count_429),
+            f"{self.cpu_seconds / len(lat) * 1000:.1f}",
+            f"{self.peak_rss_mb:.0f}",
+            f"{self.wall_s:.1f}",
+        ]
+
+
+HEADER = [
+    "mode",
+    "convs",
+    "replies",
+    "median ms",
+    "p99 ms",
+    "bare med ms",
+    "ratio",
+    "updates/reply",
+    "posts/reply",
+    "429s",
+    "CPU ms/reply",
+    "peak RSS MiB",
+    "wall s",
+]
+
+
+def print_table(title: str, results: list[LevelResult], notes: list[str]) -> None:
+    """Print the figures as a fixed-width table, then the notes on how they were taken."""
+    rows = [HEADER, *(r.row() for r in results)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
+    print(f"\n{title}")
+    for row in rows:
+        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
+    for note in notes:
+        print(f"- {note}")
