@@ -128,9 +128,14 @@ class CommandsMixin:
     def help(self, platform: Platform) -> CommandReply:
         """What the bot does and its commands, named as this platform spells them."""
         p = _command_prefix(platform, self.settings.slack_command_prefix)
+        discord_where = (
+            "I reply to your message; reply to my answer to continue"
+            if self.settings.discord_reply_mode == "reply"
+            else "I answer in a thread; reply there to continue"
+        )
         how = {
-            Platform.DISCORD: "Mention me in a channel and I answer in a thread; "
-            "reply there to continue. DM me for a private conversation.",
+            Platform.DISCORD: f"Mention me in a channel and {discord_where}. "
+            "DM me for a private conversation.",
             Platform.SLACK: "Mention me in a channel and I answer in a thread; "
             "reply there to continue. DM me for a private conversation.",
             Platform.TERMINAL: "Type a message and press Enter. /quit exits.",

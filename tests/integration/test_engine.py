@@ -214,3 +214,16 @@ async def test_reasoning_is_hidden_by_default_and_never_sent_back(
         await ask(rt, "again")
     assert first.final is not None and "<think>" not in first.final
     assert all("<think>" not in m["content"] for m in sent_messages(fake_groq))
+
+
+async def test_help_describes_where_the_answer_goes_in_each_discord_mode(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    async with runtime(settings_factory()) as rt:
+        threads = rt.engine.help(Platform.DISCORD).text
+    async with runtime(settings_factory(discord_reply_mode="reply")) as rt:
+        replies = rt.engine.help(Platform.DISCORD).text
+        slack = rt.engine.help(Platform.SLACK).text
+    assert "answer in a thread" in threads and "reply to my answer" not in threads
+    assert "reply to my answer to continue" in replies and "thread" not in replies
+    assert "answer in a thread" in slack and "`/groq-model <id>`" in slack
