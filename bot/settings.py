@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     slack_bot_token: SecretStr | None = None
     slack_app_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
+    slack_http_host: str = "0.0.0.0"
     slack_http_port: int = Field(default=3000, ge=0, le=65535)
     slack_command_prefix: str = "groq"
     slack_native_streaming: bool = True

@@ -60,13 +60,11 @@ class SlackAdapter:
         settings: Settings,
         engine: Engine,
         *,
-        http_host: str = "0.0.0.0",
         shutdown_grace_s: float = 10.0,
         connect_timeout_s: float = 30.0,
     ) -> None:
         self._settings = settings
         self._engine = engine
-        self._http_host = http_host
         self._grace_s = shutdown_grace_s
         self._connect_timeout_s = connect_timeout_s
         self._session: aiohttp.ClientSession | None = None
@@ -145,10 +143,17 @@ class SlackAdapter:
         server.router.add_post(EVENTS_PATH, events)
         self._runner = web.AppRunner(server, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._http_host, self._settings.slack_http_port)
+        site = web.TCPSite(
+            self._runner, self._settings.slack_http_host, self._settings.slack_http_port
+        )
         await site.start()
         self.http_port = int(self._runner.addresses[0][1])
-        log.info("Slack HTTP mode listening on port %d at %s", self.http_port, EVENTS_PATH)
+        log.info(
+            "Slack HTTP mode listening on %s:%d at %s",
+            self._settings.slack_http_host,
+            self.http_port,
+            EVENTS_PATH,
+        )
 
     async def aclose(self) -> None:
         """Stop receiving, let answers in flight finish (briefly), then disconnect."""

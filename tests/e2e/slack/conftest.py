@@ -123,6 +123,7 @@ def slack_settings(
             "slack_bot_token": fake_slack.bot_token,
             "slack_app_token": fake_slack.app_token,
             "slack_api_base_url": fake_slack.base_url,
+            "slack_http_host": "127.0.0.1",
             "slack_edit_interval_s": 0.2,
         }
         values.update(overrides)
@@ -137,7 +138,7 @@ async def running_adapter(
 ) -> AsyncIterator[tuple[SlackAdapter, Runtime]]:
     """A runtime (engine, store, Groq client) plus a started ``SlackAdapter``."""
     async with open_runtime(settings, clock=clock) as runtime:
-        adapter = SlackAdapter(settings, runtime.engine, http_host="127.0.0.1")
+        adapter = SlackAdapter(settings, runtime.engine)
         await adapter.start()
         try:
             yield adapter, runtime
