@@ -230,6 +230,8 @@ class Engine(CommandsMixin):
 
         async def on_retry(error: UpstreamError, attempt: int, delay: float) -> None:
             log.warning("retry %d in %.1fs after: %s", attempt, delay, error)
+            if admission is not None and self.quota is not None:
+                self.quota.note_retry(admission)
             await sink.status(f"{_short_reason(error)}; retrying in {delay:.0f} s…")
 
         try:

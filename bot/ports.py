@@ -201,6 +201,10 @@ class QuotaGate(Protocol):
         """Reconcile a reservation with what the request really used."""
         ...
 
+    def note_retry(self, admission: object) -> None:
+        """The admitted request is being sent again (it counts as one more request)."""
+        ...
+
     def observe(self, snapshot: RateLimitSnapshot) -> None:
         """Take in what the API's headers said about the account."""
         ...

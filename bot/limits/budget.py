@@ -58,6 +58,12 @@ class AccountBudget:
         for dim, meter in self.buckets.items():
             meter.take(1 if dim[0] == "r" else tokens, now)
 
+    def take_request(self, now: float) -> None:
+        """One more request with no tokens of its own (a retry of a reserved one)."""
+        for dim, meter in self.buckets.items():
+            if dim[0] == "r":
+                meter.take(1, now)
+
     def commit(self, reserved: int, final: int, now: float) -> None:
         """The request that reserved ``reserved`` tokens is over and used ``final``."""
         for dim, meter in self.buckets.items():

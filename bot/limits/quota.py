@@ -194,6 +194,14 @@ class QuotaManager:
         lane.wake_head()  # the head's wait is now computable (or shorter)
         await self._maybe_flush(now)
 
+    def note_retry(self, admission: object) -> None:
+        """The client sent the admitted request again: Groq counts every attempt
+        against the account's request limits, so the mirror does too."""
+        if not isinstance(admission, Admission):
+            raise TypeError(f"not an Admission from this manager: {admission!r}")
+        if not admission.settled:
+            self._lane(admission.model).budget.take_request(self._clock.time())
+
     def observe(self, snapshot: RateLimitSnapshot) -> None:
         """Take in one response's rate-limit headers (or a 429's retry-after)."""
         lane = self._lane(snapshot.model)

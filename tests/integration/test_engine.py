@@ -129,8 +129,11 @@ async def test_api_faults_end_in_clear_text_with_retries_only_where_they_belong(
         await rt.completions.models()
         before = len(fake_groq.requests)
         sink = await ask(rt, "hi")
+        assert rt.quota is not None
+        mirror = {d.dimension: d.used for d in rt.quota.account_status()[0].local}
     chat_requests = len(fake_groq.requests) - before
     assert chat_requests == requests
+    assert mirror["rpm"] == pytest.approx(requests)  # every attempt counts, as on Groq
     if expected is None:  # retried, then answered; the retry was visible
         assert sink.status_ is TurnStatus.COMPLETE
         assert any("retrying" in s for s in sink.ops("status"))

@@ -604,3 +604,20 @@ def test_config_from_settings_with_and_without_quota_fields() -> None:
         QuotaConfig.from_settings(SimpleNamespace(quota_model_limits="oops"))
     with pytest.raises(ConfigError):
         replace(bare, user_share=0)
+
+
+async def test_client_retries_count_against_the_accounts_request_limits() -> None:
+    q, _ = make(limits=f"{MODEL}=rpm:3,rpd:100", user_share=1.0)
+    admission = await q.admit(ALICE, MODEL, 10)
+    q.note_retry(admission)  # the first attempt got a 503; the client sends it again
+    await q.settle(admission, Usage(10, 0))
+    q.note_retry(admission)  # after settling: nothing more was sent
+    status = {d.dimension: d for d in q.account_status()[0].local}
+    assert status["rpm"].used == pytest.approx(2) and status["rpd"].used == pytest.approx(2)
+    await use(q, BOB, tokens=10)  # the third request of the minute fits, a fourth waits
+    task = asyncio.create_task(q.admit(CAROL, MODEL, 10))
+    await _settle()
+    assert not task.done() and q.account_status()[0].queued == 1
+    task.cancel()
+    with pytest.raises(TypeError):
+        q.note_retry(object())
