@@ -7,6 +7,9 @@ recorded, Groq's validation errors are reproduced (extra message keys,
 ``reasoning_format`` on gpt-oss, unknown or retired models, oversized prompts), every
 chat response carries ``x-ratelimit-*`` headers, limits can be enforced with real
 429/413 answers, and faults can be scripted per request with ``script()``.
+
+The model list and validation are in ``groq_models``, the limits and their headers
+in ``groq_limits``, the answers' text and bodies in ``groq_answers``.
 """
 
 from __future__ import annotations
@@ -14,59 +17,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
-import re
 import secrets
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-__all__ = ["DEFAULT_MODELS", "FakeGroq", "FakeModel", "go_duration"]
+from tests.fakes.groq_answers import FILLER, Plan, completion, echo_reply, plan_answer, usage
+from tests.fakes.groq_limits import RateLimits, go_duration
+from tests.fakes.groq_models import (
+    DEFAULT_MODELS,
+    FakeModel,
+    context_length_error,
+    decommissioned_error,
+    error_response,
+    model_not_found_error,
+    unauthorized_error,
+    validate,
+)
+
+# FakeModel, DEFAULT_MODELS, FILLER and go_duration are re-exported: tests import them here.
+__all__ = ["DEFAULT_MODELS", "FILLER", "FakeGroq", "FakeModel", "go_duration"]
 
 STATUS_FAULTS = {"401", "404", "413", "429", "500", "503"}
 STATUS_FAULTS |= {"context_length_exceeded", "model_decommissioned"}
 STREAM_FAULTS = {"drop", "stall", "error_event"}
-FILLER = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa")
-ALLOWED_MESSAGE_KEYS = {"role", "content"}
-ROLES = {"system", "user", "assistant", "tool"}
-CONTEXT_MESSAGE = "Please reduce the length of the messages or completion."
-
-
-@dataclass
-class FakeModel:
-    """One entry of the fake's ``/models`` list."""
-
-    id: str
-    owned_by: str
-    context_window: int
-    max_completion_tokens: int
-    active: bool = True
-    created: int = 1_693_721_698
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "model",
-            "created": self.created,
-            "owned_by": self.owned_by,
-            "active": self.active,
-            "context_window": self.context_window,
-            "public_apps": None,
-            "max_completion_tokens": self.max_completion_tokens,
-        }
-
-
-DEFAULT_MODELS = (
-    FakeModel("llama-3.1-8b-instant", "Meta", 131_072, 131_072),
-    FakeModel("openai/gpt-oss-120b", "OpenAI", 131_072, 65_536),
-    FakeModel("openai/gpt-oss-20b", "OpenAI", 131_072, 65_536),
-    FakeModel("qwen/qwen3-32b", "Alibaba Cloud", 131_072, 40_960),
-)
 
 
 @dataclass
@@ -74,84 +53,6 @@ class _Fault:
     kind: str
     times: int
     params: dict[str, Any]
-
-
-@dataclass
-class _Windows:
-    """One model's recent use: request times (day window) and (time, tokens) (minute)."""
-
-    requests: deque[float] = field(default_factory=deque)
-    tokens: deque[tuple[float, int]] = field(default_factory=deque)
-
-
-@dataclass
-class _Plan:
-    """What one answer will stream: (kind, text) pieces and the usage to report."""
-
-    pieces: list[tuple[str, str]]
-    reasoning: str
-    content: str
-    prompt_tokens: int
-    completion_tokens: int
-
-
-def go_duration(seconds: float) -> str:
-    """Format like Go's ``time.Duration``, as Groq does: ``585ms``, ``36.27s``, ``1m26.4s``."""
-    seconds = max(0.0, seconds)
-    if seconds < 1:
-        return f"{round(seconds * 1000)}ms"
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    text = f"{secs:.2f}".rstrip("0").rstrip(".") + "s"
-    if minutes or hours:
-        text = f"{int(minutes)}m{text}"
-    return f"{int(hours)}h{text}" if hours else text
-
-
-def _seconds(value: float) -> str:
-    return f"{value:.3f}".rstrip("0").rstrip(".") or "0"
-
-
-def _text_of(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return ""
-
-
-def _message_problem(message: object) -> str:
-    """Groq's complaint about one request message, or "" when it is acceptable."""
-    if not isinstance(message, dict):
-        return "value must be an object"
-    extra = sorted(set(message) - ALLOWED_MESSAGE_KEYS)
-    if extra:  # Groq rejects e.g. reasoning / reasoning_content / channel / refusal
-        return f"property '{extra[0]}' is unsupported"
-    if message.get("role") not in ROLES:
-        return "property 'role' must be one of system, user, assistant, tool"
-    if "content" not in message:
-        return "property 'content' is missing"
-    return ""
-
-
-def _pieces(text: str, size: int = 8) -> list[str]:
-    """Split like a tokenizer would, roughly: words with their spaces, long ones cut."""
-    words = re.findall(r"\S+\s*|\s+", text)
-    return [w[i : i + size] for w in words for i in range(0, len(w), size)]
-
-
-def _error(
-    status: int,
-    message: str,
-    kind: str = "invalid_request_error",
-    code: str | None = None,
-    headers: dict[str, str] | None = None,
-    **extra: Any,
-) -> web.Response:
-    error: dict[str, Any] = {"message": message, "type": kind, **extra}
-    if code is not None:
-        error["code"] = code
-    return web.json_response({"error": error}, status=status, headers=headers)
 
 
 class FakeGroq:
@@ -176,7 +77,7 @@ class FakeGroq:
         self.clock: Callable[[], float] = time.monotonic
         self.count_429 = 0
         self._faults: deque[_Fault] = deque()
-        self._windows: dict[str, _Windows] = {}
+        self._limits = RateLimits(self)  # reads the limit attributes above on each request
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self.base_url = ""
@@ -254,14 +155,10 @@ class FakeGroq:
             request.headers.get("Authorization") == f"Bearer {self.api_key}"
         )
 
-    @staticmethod
-    def _unauthorized() -> web.Response:
-        return _error(401, "Invalid API Key", code="invalid_api_key")
-
     async def _list_models(self, request: web.Request) -> web.Response:
         self._record(request, None)
         if not self._authorized(request):
-            return self._unauthorized()
+            return unauthorized_error()
         fault = self._take_fault("models")
         if fault is not None and fault.kind in STATUS_FAULTS:
             return self._fault_response(fault, "", {})
@@ -274,21 +171,22 @@ class FakeGroq:
             body = None
         record = self._record(request, body)
         if not self._authorized(request):
-            return self._unauthorized()
+            return unauthorized_error()
         if not isinstance(body, dict):
-            return _error(400, "request body must be a JSON object")
+            return error_response(400, "request body must be a JSON object")
         model = str(body.get("model", ""))
         fault = self._take_fault("chat")
         if fault is not None and fault.kind in STATUS_FAULTS:
-            return self._fault_response(fault, model, self._rate_headers(model))
-        invalid = self._validate(body)
+            return self._fault_response(fault, model, self._limits.headers(model))
+        invalid = validate(body, self.models, self.decommissioned)
         if invalid is not None:
             return invalid
-        plan = self._plan(body)
-        limited = self._admit(model, body, plan)
+        reply = self._reply(body)
+        plan = plan_answer(body, reply, self.reasoning_text, self.force_raw_think)
+        limited = self._limits.admit(model, body, plan.prompt_tokens, plan.completion_tokens)
         if limited is not None:
             return limited
-        headers = self._rate_headers(model)
+        headers = self._limits.headers(model)
         if body.get("stream"):
             return await self._stream(request, body, plan, headers, fault, record)
         if fault is not None:
@@ -297,258 +195,45 @@ class FakeGroq:
             elif fault.kind == "stall":
                 await self._pause(float(fault.params.get("seconds", 1.0)))
             elif fault.kind == "error_event":
-                return _error(500, "Internal Server Error", "internal_server_error")
-        return web.json_response(self._completion(body, plan), headers=headers)
-
-    # ----- validation like Groq's -----
-
-    def _validate(self, body: dict[str, Any]) -> web.Response | None:
-        model, messages = body.get("model"), body.get("messages")
-        if not isinstance(model, str) or not model:
-            return _error(400, "'model' : property 'model' is missing", param="model")
-        if not isinstance(messages, list) or not messages:
-            return _error(400, "'messages' : minimum number of items is 1", param="messages")
-        if model in self.decommissioned:
-            return self._decommissioned(model)
-        info = next((m for m in self.models if m.id == model), None)
-        if info is None:
-            return self._model_not_found(model)
-        for i, message in enumerate(messages):
-            problem = _message_problem(message)
-            if problem:
-                role = message.get("role") if isinstance(message, dict) else None
-                return _error(
-                    400,
-                    f"'messages.{i}' : for 'role:{role}' the following must be satisfied"
-                    f"[('messages.{i}' : {problem})]",
-                )
-        return self._validate_params(body, info)
-
-    def _validate_params(self, body: dict[str, Any], info: FakeModel) -> web.Response | None:
-        if "reasoning_format" in body and "gpt-oss" in info.id:
-            message = "`reasoning_format` is not supported with this model"
-            return _error(400, message, param="reasoning_format")
-        if "reasoning_format" in body and "include_reasoning" in body:
-            return _error(400, "`include_reasoning` and `reasoning_format` are mutually exclusive")
-        if "stream_options" in body and not body.get("stream"):
-            return _error(400, "`stream_options` can only be set when `stream` is true")
-        limit = body.get("max_completion_tokens", body.get("max_tokens"))
-        if isinstance(limit, int) and limit > info.max_completion_tokens:
-            message = (
-                f"`max_completion_tokens` must be less than or equal to "
-                f"`{info.max_completion_tokens}`, the maximum value for "
-                "`max_completion_tokens` is less than the `context_window` for this model"
-            )
-            return _error(400, message, param="max_completion_tokens")
-        if self._prompt_tokens(body) > info.context_window:
-            return _error(400, CONTEXT_MESSAGE, param="messages", code="context_length_exceeded")
-        return None
-
-    @staticmethod
-    def _decommissioned(model: str) -> web.Response:
-        message = (
-            f"The model `{model}` has been decommissioned and is no longer supported. Please "
-            "refer to https://console.groq.com/docs/deprecations for a recommendation on which "
-            "model to use instead."
-        )
-        return _error(400, message, code="model_decommissioned")
-
-    @staticmethod
-    def _model_not_found(model: str) -> web.Response:
-        message = f"The model `{model}` does not exist or you do not have access to it."
-        return _error(404, message, code="model_not_found")
-
-    @staticmethod
-    def _prompt_tokens(body: dict[str, Any]) -> int:
-        chars = sum(len(_text_of(m.get("content"))) for m in body["messages"])
-        return math.ceil(chars / 4)
-
-    # ----- rate limits -----
-
-    def _window(self, model: str) -> _Windows:
-        w = self._windows.setdefault(model, _Windows())
-        now = self.clock()
-        while w.requests and w.requests[0] <= now - self.day_s:
-            w.requests.popleft()
-        while w.tokens and w.tokens[0][0] <= now - self.minute_s:
-            w.tokens.popleft()
-        return w
-
-    def _admit(self, model: str, body: dict[str, Any], plan: _Plan) -> web.Response | None:
-        """Enforce the enabled limits like Groq: requested = prompt + max_completion_tokens."""
-        w, now = self._window(model), self.clock()
-        limit = body.get("max_completion_tokens", body.get("max_tokens"))
-        requested = plan.prompt_tokens + (limit if isinstance(limit, int) else 0)
-        if self.enforce_tpm and requested > self.limit_tpm:
-            return self._too_large(model, requested, self._rate_headers(model))
-        exceeded = self._exceeded(w, now, requested)
-        if exceeded is not None:
-            what, limit_n, used, need, wait = exceeded
-            return self._rate_limited(model, what, limit_n, used, need, wait)
-        w.requests.append(now)
-        w.tokens.append((now, plan.prompt_tokens + plan.completion_tokens))
-        return None
-
-    def _exceeded(
-        self, w: _Windows, now: float, requested: int
-    ) -> tuple[str, int, int, int, float] | None:
-        """(window name, limit, used, requested, seconds to wait) of the first full window."""
-        if self.enforce_rpd and len(w.requests) >= self.limit_rpd:
-            wait = w.requests[0] + self.day_s - now
-            return "requests per day (RPD)", self.limit_rpd, len(w.requests), 1, wait
-        last_minute = [t for t in w.requests if t > now - self.minute_s]
-        if self.enforce_rpm and len(last_minute) >= self.limit_rpm:
-            wait = last_minute[0] + self.minute_s - now
-            return "requests per minute (RPM)", self.limit_rpm, len(last_minute), 1, wait
-        used = sum(n for _, n in w.tokens)
-        if self.enforce_tpm and used + requested > self.limit_tpm:
-            freed, wait = 0, 0.0
-            for t, n in w.tokens:  # wait until enough of the oldest use has left the window
-                freed, wait = freed + n, t + self.minute_s - now
-                if used - freed + requested <= self.limit_tpm:
-                    break
-            return "tokens per minute (TPM)", self.limit_tpm, used, requested, wait
-        return None
-
-    def _rate_limited(
-        self,
-        model: str,
-        what: str,
-        limit: int,
-        used: int,
-        requested: int,
-        wait: float,
-        *,
-        message_only: bool = False,
-    ) -> web.Response:
-        self.count_429 += 1
-        wait = max(wait, 0.001)
-        headers = self._rate_headers(model)
-        if not message_only:
-            headers["retry-after"] = _seconds(wait)
-        message = (
-            f"Rate limit reached for model `{model}` in organization `org_fake` service tier "
-            f"`on_demand` on {what}: Limit {limit}, Used {used}, Requested {requested}. "
-            f"Please try again in {go_duration(wait)}."
-        )
-        kind = "tokens" if "TPM" in what else "requests"
-        return _error(429, message, kind, "rate_limit_exceeded", headers)
-
-    def _too_large(self, model: str, requested: int, headers: dict[str, str]) -> web.Response:
-        message = (
-            f"Request too large for model `{model}` in organization `org_fake` service tier "
-            f"`on_demand` on tokens per minute (TPM): Limit {self.limit_tpm}, Requested "
-            f"{requested}, please reduce your message size and try again."
-        )
-        return _error(413, message, "tokens", "rate_limit_exceeded", headers)
-
-    def _rate_headers(self, model: str) -> dict[str, str]:
-        w, now = self._window(model), self.clock()
-        used_tokens = sum(n for _, n in w.tokens)
-        reset_req = w.requests[0] + self.day_s - now if w.requests else 0.0
-        reset_tok = w.tokens[0][0] + self.minute_s - now if w.tokens else 0.0
-        return {
-            "x-ratelimit-limit-requests": str(self.limit_rpd),
-            "x-ratelimit-remaining-requests": str(max(0, self.limit_rpd - len(w.requests))),
-            "x-ratelimit-reset-requests": go_duration(reset_req),
-            "x-ratelimit-limit-tokens": str(self.limit_tpm),
-            "x-ratelimit-remaining-tokens": str(max(0, self.limit_tpm - used_tokens)),
-            "x-ratelimit-reset-tokens": go_duration(reset_tok),
-        }
+                return error_response(500, "Internal Server Error", "internal_server_error")
+        return web.json_response(completion(body, plan), headers=headers)
 
     # ----- scripted status faults -----
 
     def _fault_response(self, fault: _Fault, model: str, headers: dict[str, str]) -> web.Response:
         kind, params = fault.kind, fault.params
         if kind == "401":
-            return self._unauthorized()
+            return unauthorized_error()
         if kind == "404":
-            return self._model_not_found(model or "unknown-model")
+            return model_not_found_error(model or "unknown-model")
         if kind == "context_length_exceeded":
-            return _error(400, CONTEXT_MESSAGE, param="messages", code=kind, headers=headers)
+            return context_length_error(headers)
         if kind == "model_decommissioned":
-            return self._decommissioned(model)
+            return decommissioned_error(model)
         if kind == "413":
-            return self._too_large(model, self.limit_tpm + 1000, headers)
+            return self._limits.too_large(model, self.limit_tpm + 1000, headers)
         if kind == "429":
             wait = float(params.get("retry_after", 0.05))
             what = "tokens per minute (TPM)"
             only = bool(params.get("message_only"))
-            return self._rate_limited(
+            return self._limits.rate_limited(
                 model, what, self.limit_tpm, self.limit_tpm, 100, wait, message_only=only
             )
         if kind == "503":
             message = "Service Unavailable: the model is over capacity."
-            return _error(503, message, "internal_server_error", headers=headers)
-        return _error(500, "Internal Server Error", "internal_server_error", headers=headers)
+            return error_response(503, message, "internal_server_error", headers=headers)
+        return error_response(
+            500, "Internal Server Error", "internal_server_error", headers=headers
+        )
 
     # ----- answers -----
-
-    def _reasoning_mode(self, body: dict[str, Any]) -> str:
-        """How to answer with reasoning, like Groq: "field", "think" or "none".
-
-        "field" streams ``delta.reasoning``; "think" puts ``<think>…</think>`` in content.
-        """
-        model = str(body["model"])
-        if self.force_raw_think:
-            return "think"
-        if "gpt-oss" in model:
-            return "none" if body.get("include_reasoning") is False else "field"
-        if "qwen3" in model or "deepseek-r1" in model:
-            if body.get("include_reasoning") is False or body.get("reasoning_effort") == "none":
-                return "none"
-            form = str(body.get("reasoning_format") or "raw")
-            return {"parsed": "field", "hidden": "none"}.get(form, "think")
-        return "none"
 
     def _reply(self, body: dict[str, Any]) -> str:
         if self.reply_fn is not None:
             return self.reply_fn(body)
         if self.reply_text is not None:
             return self.reply_text
-        users = [m for m in body["messages"] if m.get("role") == "user"]
-        last = _text_of(users[-1].get("content")) if users else ""
-        text = f"turns={len(users)} last={last} model={body['model']}"
-        filler = [FILLER[i % len(FILLER)] for i in range(self.reply_words)]
-        return " ".join([text, *filler])
-
-    def _plan(self, body: dict[str, Any]) -> _Plan:
-        reply, mode = self._reply(body), self._reasoning_mode(body)
-        reasoning = self.reasoning_text if mode != "none" else ""
-        pieces = [("reasoning", p) for p in _pieces(reasoning)] if mode == "field" else []
-        content = f"<think>\n{reasoning}\n</think>\n\n{reply}" if mode == "think" else reply
-        pieces += [("content", p) for p in _pieces(content)]
-        completion = math.ceil(len(reasoning if mode == "field" else "") / 4 + len(content) / 4)
-        return _Plan(pieces, reasoning, content, self._prompt_tokens(body), completion)
-
-    @staticmethod
-    def _usage(plan: _Plan) -> dict[str, Any]:
-        return {
-            "queue_time": 0.01,
-            "prompt_tokens": plan.prompt_tokens,
-            "prompt_time": 0.002,
-            "completion_tokens": plan.completion_tokens,
-            "completion_time": 0.03,
-            "total_tokens": plan.prompt_tokens + plan.completion_tokens,
-            "total_time": 0.032,
-        }
-
-    def _completion(self, body: dict[str, Any], plan: _Plan) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": "assistant", "content": plan.content}
-        if any(kind == "reasoning" for kind, _ in plan.pieces):
-            message["reasoning"] = plan.reasoning
-        return {
-            "id": f"chatcmpl-{uuid.uuid4()}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body["model"],
-            "choices": [
-                {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
-            ],
-            "usage": self._usage(plan),
-            "system_fingerprint": "fp_fake",
-            "x_groq": {"id": f"req_{uuid.uuid4().hex}"},
-        }
+        return echo_reply(body, self.reply_words)
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake early when the server closes."""
@@ -560,7 +245,7 @@ class FakeGroq:
         self,
         request: web.Request,
         body: dict[str, Any],
-        plan: _Plan,
+        plan: Plan,
         headers: dict[str, str],
         fault: _Fault | None,
         record: dict[str, Any],
@@ -613,10 +298,10 @@ class FakeGroq:
                 await send({kind: text})
                 record.setdefault("first_token_at", self.clock())
                 await self._pause(self.token_delay_s)
-            usage = self._usage(plan)
-            await send({}, "stop", x_groq={"id": request_id, "usage": usage})
+            totals = usage(plan)
+            await send({}, "stop", x_groq={"id": request_id, "usage": totals})
             if with_usage:  # the extra usage-only chunk of stream_options.include_usage
-                chunk = {**base, "choices": [], "usage": usage, "x_groq": {"id": request_id}}
+                chunk = {**base, "choices": [], "usage": totals, "x_groq": {"id": request_id}}
                 await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
