@@ -26,6 +26,7 @@ import re
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -39,9 +40,9 @@ from platform_harness import (
     bare_first_token,
     bot_environment,
     configure_groq,
+    model_times,
     print_table,
     running,
-    ttft_by_question,
     wait_until,
 )
 
@@ -50,6 +51,7 @@ from tests.fakes.discord_server import FakeDiscord, RestCall
 from tests.fakes.groq_server import FakeGroq
 
 MIN_SAMPLES = 20  # a level with fewer conversations repeats in rounds
+ID = re.compile(r"/\d+")
 MESSAGE_PATH = re.compile(r"^/channels/(\d+)/messages(?:/\d+)?$")
 
 
@@ -114,9 +116,13 @@ async def bare_path(
     await one("bare warm-up", users[0])  # open the pooled connections first, as the bot has
     for r in range(rounds):
         await asyncio.gather(*(one(f"bare r{r} {i}", u) for i, u in enumerate(users)))
-    ttft = ttft_by_question(groq, starts)
+    times = model_times(groq, starts)
     posted = {channel: calls[0].t for channel, calls in answer_calls(fake.calls).items()}
-    return [posted[asked[q]] - t0 - ttft[q] for q, t0 in starts.items() if q != "bare warm-up"]
+    return [
+        posted[asked[q]] - t0 - (times[q][1] - times[q][0])
+        for q, t0 in starts.items()
+        if q != "bare warm-up"
+    ]
 
 
 async def warm_up(fake: FakeDiscord, bot: BotProcess) -> None:
@@ -167,12 +173,17 @@ async def bot_path(
         result.cpu_seconds = bot.cpu_seconds() - cpu0
         result.peak_rss_mb = bot.peak_rss_mb()
         result.count_429 = fake.count_429 - errors0
-    ttft = ttft_by_question(groq, starts)
+    limited = Counter(
+        c.method + " " + ID.sub("/{id}", c.path) for c in fake.calls[mark:] if c.status == 429
+    )
+    if limited:
+        print(f"  429s by route: {dict(limited)}", file=sys.stderr)
+    times = model_times(groq, starts)
     by_channel = answer_calls(fake.calls[mark:])
     for question, qid in asked.items():
         calls = by_channel[qid]
         first = next(c for c in calls if ANSWER_MARK in content(c))
-        result.latencies.append(first.t - starts[question] - ttft[question])
+        result.add(starts[question], times[question], first.t)
         result.updates_per_reply.append(sum(c.method == "PATCH" for c in calls))
         result.posts_per_reply.append(sum(c.method == "POST" for c in calls))
 

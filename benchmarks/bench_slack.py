@@ -45,9 +45,9 @@ from platform_harness import (
     bare_first_token,
     bot_environment,
     configure_groq,
+    model_times,
     print_table,
     running,
-    ttft_by_question,
     wait_until,
 )
 
@@ -136,10 +136,10 @@ async def bare_path(
                 for i, u in enumerate(users)
             )
         )
-    ttft = ttft_by_question(groq, starts)
+    times = model_times(groq, starts)
     by_thread = answer_calls(fake.calls)
     return [
-        by_thread[threads[q]][0].at - t0 - ttft[q]
+        by_thread[threads[q]][0].at - t0 - (times[q][1] - times[q][0])
         for q, t0 in starts.items()
         if q != "bare warm-up"
     ]
@@ -200,12 +200,12 @@ async def bot_path(
         result.cpu_seconds = bot.cpu_seconds() - cpu0
         result.peak_rss_mb = bot.peak_rss_mb()
         result.count_429 = fake.count_429 - errors0
-    ttft = ttft_by_question(groq, starts)
+    times = model_times(groq, starts)
     by_thread = answer_calls(fake.calls[mark:])
     for question, thread in asked.items():
         calls = by_thread[thread]
         first = next(c for c in calls if ANSWER_MARK in text_of(c))
-        result.latencies.append(first.at - starts[question] - ttft[question])
+        result.add(starts[question], times[question], first.at)
         result.updates_per_reply.append(sum(c.method in UPDATES for c in calls))
         result.posts_per_reply.append(sum(c.method in POSTS for c in calls))
 

@@ -37,10 +37,10 @@ __all__ = [
     "bare_first_token",
     "bot_environment",
     "configure_groq",
+    "model_times",
     "p99",
     "print_table",
     "running",
-    "ttft_by_question",
     "wait_until",
 ]
 
@@ -162,11 +162,12 @@ async def wait_until(
         await asyncio.sleep(0.05)
 
 
-def ttft_by_question(fake: FakeGroq, questions: Iterable[str]) -> dict[str, float]:
-    """The fake's own time to first token for the request whose last user turn has each
-    question text (request arrival to the first content piece written)."""
+def model_times(fake: FakeGroq, questions: Iterable[str]) -> dict[str, tuple[float, float]]:
+    """For the request whose last user turn has each question text: when it reached the
+    fake, and when the fake wrote its first content piece (the difference is the fake's
+    own time to first token)."""
     wanted = set(questions)
-    found: dict[str, float] = {}
+    found: dict[str, tuple[float, float]] = {}
     for request in fake.chat_requests:
         if "first_token_at" not in request:
             continue
@@ -174,7 +175,7 @@ def ttft_by_question(fake: FakeGroq, questions: Iterable[str]) -> dict[str, floa
         content = str(users[-1].get("content", "")) if users else ""
         for question in wanted.difference(found):
             if question in content:
-                found[question] = request["first_token_at"] - request["at"]
+                found[question] = (request["at"], request["first_token_at"])
                 break
     return found
 
@@ -227,6 +228,23 @@ class LevelResult:
     cpu_seconds: float = 0.0
     peak_rss_mb: float = 0.0
     wall_s: float = 0.0
+    intake: list[float] = field(default_factory=list)  # event -> request at the fake model
+    relay: list[float] = field(default_factory=list)  # first token -> answer text shown
+
+    def add(self, sent: float, times: tuple[float, float], shown: float) -> None:
+        """One reply: event sent, (request arrived, first token written), text shown."""
+        arrived, first_token = times
+        self.latencies.append(shown - sent - (first_token - arrived))
+        self.intake.append(arrived - sent)
+        self.relay.append(shown - first_token)
+
+    def split(self) -> str:
+        """Where the latency goes: before the model call, and after its first token."""
+        parts = [("event->request", self.intake), ("token->shown", self.relay)]
+        return f"{self.label} {self.conversations}: " + ", ".join(
+            f"{name} median {statistics.median(v) * 1000:.1f} / p99 {p99(v) * 1000:.1f} ms"
+            for name, v in parts
+        )
 
     def row(self) -> list[str]:
         lat, bare = self.latencies, self.bare_latencies
@@ -274,3 +292,6 @@ def print_table(title: str, results: list[LevelResult], notes: list[str]) -> Non
         print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
     for note in notes:
         print(f"- {note}")
+    print("latency split (bot path):")
+    for result in results:
+        print(f"  {result.split()}")
