@@ -1,9 +1,10 @@
 """The discord.py client: which messages to answer, where, and the app command sync.
 
-``on_message`` only filters and spawns a task; the task resolves the conversation
+``on_message`` only filters, takes the message's place in its channel's line
+(``ordering``) and spawns a task; the task resolves the conversation
 (``translate.route``), checks the allow/deny lists, opens a thread when needed, reads
-attachments and hands the turn to ``Engine.handle`` with an ``EditingSink`` over a
-``DiscordSurface``.
+attachments and, once the messages ahead have gone, hands the turn to ``Engine.handle``
+with an ``EditingSink`` over a ``DiscordSurface``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import discord
 
 from adapters.discord.attachments import NotedSink, collect
 from adapters.discord.commands import CommandTree, Interaction, build_commands
+from adapters.discord.ordering import Ticket, Turnstile
 from adapters.discord.surface import (
     NO_MENTIONS,
     Answerable,
@@ -80,6 +82,7 @@ class DiscordBot(discord.Client):
         for command in build_commands(engine):
             self.tree.add_command(command)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._turnstile = Turnstile()
         self._accepting = True
         self._roots: OrderedDict[int, int] = OrderedDict()  # message id -> chain root id
         self._threads: set[int] = set()  # threads known to be conversations
@@ -160,17 +163,22 @@ class DiscordBot(discord.Client):
         # Never answer ourselves, other bots, webhooks or system notices.
         if not self._accepting or not is_conversational(message):
             return
-        task = asyncio.create_task(self._handle(message), name=f"discord-message-{message.id}")
+        ticket = self._turnstile.ticket(message.channel.id)  # before any await: arrival order
+        task = asyncio.create_task(
+            self._handle(message, ticket), name=f"discord-message-{message.id}"
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, message: discord.Message) -> None:
+    async def _handle(self, message: discord.Message, ticket: Ticket) -> None:
         try:
-            await self._answer(message)
+            await self._answer(message, ticket)
         except Exception:  # top of a task: log it, never kill the client
             log.exception("handling Discord message %s failed", message.id)
+        finally:
+            ticket.pass_on()  # dropped or failed: the next message must not wait for it
 
-    async def _answer(self, message: discord.Message) -> None:
+    async def _answer(self, message: discord.Message, ticket: Ticket) -> None:
         guild_id = message.guild.id if message.guild else None
         if not self._allowed(message.author, message.channel, guild_id):
             log.debug("message %s ignored by the allow/deny lists", message.id)
@@ -178,6 +186,8 @@ class DiscordBot(discord.Client):
         plan = await self._route(message)
         if plan is None or self._looks_blank(message, plan):
             return
+        if plan.open_thread:
+            ticket.pass_on()  # a new thread is a new conversation: nothing to keep order with
         target = await self._target(message, plan)
         if target is None:
             return
@@ -203,6 +213,9 @@ class DiscordBot(discord.Client):
         sink: ReplySink = EditingSink(surface, pacer=self.engine.pacer, clock=self.engine.clock)
         if collected.notes:
             sink = NotedSink(sink, collected.notes)
+        if not plan.open_thread:
+            await ticket.wait()
+        ticket.pass_on()
         await self.engine.handle(incoming, sink)
 
     def _bot_role_id(self, message: discord.Message) -> int | None:

@@ -111,6 +111,7 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
         self.dm_channels: dict[str, str] = {}  # user id -> DM channel id
         self.messages: dict[str, FakeMessage] = {}
         self.cdn: dict[str, tuple[str, bytes]] = {}
+        self.cdn_delay_s = 0.0
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.gateway = FakeGateway(
@@ -322,6 +323,7 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
         found = self.cdn.get(request.match_info["att_id"])
         if found is None:
             return web.Response(status=404)
+        await asyncio.sleep(self.cdn_delay_s)  # a slow download, to test ordering
         return web.Response(body=found[1], content_type=found[0])
 
     def _guild_of(self, channel_id: str) -> str | bool | None:

@@ -370,3 +370,24 @@ async def test_rejected_token_is_a_clear_config_error(build: Build) -> None:
     with pytest.raises(ConfigError, match="rejected DISCORD_BOT_TOKEN"):
         async with running_bot(build(discord_bot_token="wrong")):
             pass
+
+
+async def test_messages_are_answered_in_the_order_sent_even_when_one_is_slow_to_read(
+    fake_discord: FakeDiscord, fake_groq: FakeGroq, build: Build
+) -> None:
+    """A message whose attachment takes a while to download is still the earlier turn:
+    the quick text message sent after it must not overtake it, in a DM or a thread."""
+    fake_discord.cdn_delay_s = 0.3
+    note = [("notes.txt", "text/plain", b"first notes")]
+    dm = fake_discord.dm_channel_id(fake_discord.alice)
+    async with running_bot(build()):
+        await fake_discord.send_dm("one", attachments=note)
+        await fake_discord.send_dm("two")
+        await final_answer(fake_discord, dm, expected(2, "two"))
+        question = await fake_discord.send_message("start", mention=True)
+        await final_answer(fake_discord, question.id, expected(1, "start"))
+        await fake_discord.send_message("three", channel_id=question.id, attachments=note)
+        await fake_discord.send_message("four", channel_id=question.id)
+        await final_answer(fake_discord, question.id, expected(3, "four"))
+    lasts = [r["body"]["messages"][-1]["content"] for r in fake_groq.chat_requests]
+    assert [t.split("\n")[0] for t in lasts] == ["one", "two", "start", "three", "four"]
