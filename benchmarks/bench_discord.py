@@ -37,11 +37,14 @@ from platform_harness import (
     ANSWER_MARK,
     BotProcess,
     LevelResult,
+    bare_client,
     bare_first_token,
     bot_environment,
-    configure_groq,
+    measuring,
     model_times,
+    paced_groq,
     print_table,
+    rounds_for,
     running,
     wait_until,
 )
@@ -50,7 +53,6 @@ from tests.fakes.discord_payloads import FakeUser
 from tests.fakes.discord_server import FakeDiscord, RestCall
 from tests.fakes.groq_server import FakeGroq
 
-MIN_SAMPLES = 20  # a level with fewer conversations repeats in rounds
 ID = re.compile(r"/\d+")
 MESSAGE_PATH = re.compile(r"^/channels/(\d+)/messages(?:/\d+)?$")
 
@@ -158,21 +160,17 @@ async def bot_path(
     async with running(env, result.workdir) as bot:
         await wait_until(lambda: fake.gateway.identifies > 0, within=30, bot=bot, what="IDENTIFY")
         await warm_up(fake, bot)
-        cpu0, mark, errors0 = bot.cpu_seconds(), len(fake.calls), fake.count_429
-        began = time.monotonic()
-        for r in range(rounds):
-            questions = [f"bench r{r} {i}" for i in range(len(users))]
-            await asyncio.gather(*(ask(q, u) for q, u in zip(questions, users, strict=True)))
-            await wait_until(
-                functools.partial(answers_complete, fake, [asked[q] for q in questions]),
-                within=120 + len(users),
-                bot=bot,
-                what="every answer",
-            )
-        result.wall_s = time.monotonic() - began
-        result.cpu_seconds = bot.cpu_seconds() - cpu0
-        result.peak_rss_mb = bot.peak_rss_mb()
-        result.count_429 = fake.count_429 - errors0
+        mark = len(fake.calls)
+        async with measuring(bot, result, lambda: fake.count_429):
+            for r in range(rounds):
+                questions = [f"bench r{r} {i}" for i in range(len(users))]
+                await asyncio.gather(*(ask(q, u) for q, u in zip(questions, users, strict=True)))
+                await wait_until(
+                    functools.partial(answers_complete, fake, [asked[q] for q in questions]),
+                    within=120 + len(users),
+                    bot=bot,
+                    what="every answer",
+                )
     limited = Counter(
         c.method + " " + ID.sub("/{id}", c.path) for c in fake.calls[mark:] if c.status == 429
     )
@@ -190,25 +188,17 @@ async def bot_path(
 
 async def level(conversations: int, workdir: Path) -> LevelResult:
     """One concurrency level on fresh fakes and a fresh bot process (at least 20 replies)."""
-    rounds = -(-MIN_SAMPLES // conversations)
+    rounds = rounds_for(conversations)
     result = LevelResult("thread", conversations, workdir=workdir)
-    async with FakeDiscord() as fake:
-        groq = FakeGroq()
-        await groq.start()
-        try:
-            configure_groq(groq)
-            users = [
-                FakeUser(fake.snowflake(), f"user{i}", roles=[fake.member_role])
-                for i in range(conversations)
-            ]
-            fake.users.extend(users)
-            async with httpx.AsyncClient(
-                timeout=60, limits=httpx.Limits(max_connections=None)
-            ) as client:
-                result.bare_latencies = await bare_path(fake, groq, users, client, rounds)
-            await bot_path(fake, groq, users, rounds, result)
-        finally:
-            await groq.aclose()
+    async with FakeDiscord() as fake, paced_groq() as groq:
+        users = [
+            FakeUser(fake.snowflake(), f"user{i}", roles=[fake.member_role])
+            for i in range(conversations)
+        ]
+        fake.users.extend(users)
+        async with bare_client() as client:
+            result.bare_latencies = await bare_path(fake, groq, users, client, rounds)
+        await bot_path(fake, groq, users, rounds, result)
     return result
 
 

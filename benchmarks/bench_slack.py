@@ -42,11 +42,14 @@ from platform_harness import (
     ANSWER_MARK,
     BotProcess,
     LevelResult,
+    bare_client,
     bare_first_token,
     bot_environment,
-    configure_groq,
+    measuring,
     model_times,
+    paced_groq,
     print_table,
+    rounds_for,
     running,
     wait_until,
 )
@@ -56,7 +59,6 @@ from tests.fakes.slack_payloads import FakeUser
 from tests.fakes.slack_server import FakeSlack
 from tests.fakes.slack_webapi import ApiCall
 
-MIN_SAMPLES = 20  # a level with fewer conversations repeats in rounds
 POSTS = {"chat.postMessage", "chat.startStream"}
 UPDATES = {"chat.update", "chat.appendStream"}
 Thread = tuple[str, str]  # (channel, thread_ts)
@@ -182,24 +184,20 @@ async def bot_path(
     )
     async with running(env, result.workdir) as bot:
         await warm_up(fake, bot)
-        cpu0, mark, errors0 = bot.cpu_seconds(), len(fake.calls), fake.count_429
-        began = time.monotonic()
-        for r in range(rounds):
-            questions = [f"bench r{r} {i}" for i in range(len(users))]
-            channels = [new_channel(fake, 5000 + r * len(users) + i) for i in range(len(users))]
-            await asyncio.gather(
-                *(ask(q, u, c) for q, u, c in zip(questions, users, channels, strict=True))
-            )
-            await wait_until(
-                functools.partial(answers_complete, fake, [asked[q] for q in questions]),
-                within=600,
-                bot=bot,
-                what="every answer",
-            )
-        result.wall_s = time.monotonic() - began
-        result.cpu_seconds = bot.cpu_seconds() - cpu0
-        result.peak_rss_mb = bot.peak_rss_mb()
-        result.count_429 = fake.count_429 - errors0
+        mark = len(fake.calls)
+        async with measuring(bot, result, lambda: fake.count_429):
+            for r in range(rounds):
+                questions = [f"bench r{r} {i}" for i in range(len(users))]
+                channels = [new_channel(fake, 5000 + r * len(users) + i) for i in range(len(users))]
+                await asyncio.gather(
+                    *(ask(q, u, c) for q, u, c in zip(questions, users, channels, strict=True))
+                )
+                await wait_until(
+                    functools.partial(answers_complete, fake, [asked[q] for q in questions]),
+                    within=600,
+                    bot=bot,
+                    what="every answer",
+                )
     times = model_times(groq, starts)
     by_thread = answer_calls(fake.calls[mark:])
     for question, thread in asked.items():
@@ -212,22 +210,14 @@ async def bot_path(
 
 async def level(conversations: int, native: bool, workdir: Path) -> LevelResult:
     """One concurrency level on fresh fakes and a fresh bot process (at least 20 replies)."""
-    rounds = -(-MIN_SAMPLES // conversations)
+    rounds = rounds_for(conversations)
     label = "native" if native else "update"
     result = LevelResult(label, conversations, workdir=workdir)
-    async with FakeSlack() as fake:
-        groq = FakeGroq()
-        await groq.start()
-        try:
-            configure_groq(groq)
-            users = [fake.add_user(f"user{i}") for i in range(conversations)]
-            async with httpx.AsyncClient(
-                timeout=60, limits=httpx.Limits(max_connections=None)
-            ) as client:
-                result.bare_latencies = await bare_path(fake, groq, users, client, rounds)
-            await bot_path(fake, groq, users, rounds, native, result)
-        finally:
-            await groq.aclose()
+    async with FakeSlack() as fake, paced_groq() as groq:
+        users = [fake.add_user(f"user{i}") for i in range(conversations)]
+        async with bare_client() as client:
+            result.bare_latencies = await bare_path(fake, groq, users, client, rounds)
+        await bot_path(fake, groq, users, rounds, native, result)
     return result
 
 

@@ -34,12 +34,15 @@ __all__ = [
     "ANSWER_MARK",
     "BotProcess",
     "LevelResult",
+    "bare_client",
     "bare_first_token",
     "bot_environment",
-    "configure_groq",
+    "measuring",
     "model_times",
     "p99",
+    "paced_groq",
     "print_table",
+    "rounds_for",
     "running",
     "wait_until",
 ]
@@ -50,10 +53,43 @@ ANSWER_MARK = "turns="  # the fake model's answer starts with it; no status line
 FIRST_TOKEN_DELAY_S, TOKEN_DELAY_S, REPLY_WORDS = 0.2, 0.01, 250
 
 
-def configure_groq(fake: FakeGroq) -> None:
-    """The fake model's pace for every benchmark run (see the constants above)."""
+MIN_SAMPLES = 20  # a level with fewer conversations repeats in rounds
+
+
+def rounds_for(conversations: int) -> int:
+    """Rounds of ``conversations`` simultaneous questions giving at least MIN_SAMPLES."""
+    return -(-MIN_SAMPLES // conversations)
+
+
+@contextlib.asynccontextmanager
+async def paced_groq() -> AsyncIterator[FakeGroq]:
+    """A started fake model answering at the benchmarks' pace (the constants above)."""
+    fake = FakeGroq()
     fake.first_token_delay_s, fake.token_delay_s = FIRST_TOKEN_DELAY_S, TOKEN_DELAY_S
     fake.reply_words = REPLY_WORDS
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.aclose()
+
+
+def bare_client() -> httpx.AsyncClient:
+    """The bare path's client: no pool limit, so 200 streams run at once as the bot's do."""
+    return httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=None))
+
+
+@contextlib.asynccontextmanager
+async def measuring(
+    bot: BotProcess, result: LevelResult, count_429: Callable[[], int]
+) -> AsyncIterator[None]:
+    """Charge the block's bot CPU, wall time and 429s (and the peak RSS) to ``result``."""
+    cpu0, errors0, began = bot.cpu_seconds(), count_429(), time.monotonic()
+    yield
+    result.wall_s = time.monotonic() - began
+    result.cpu_seconds = bot.cpu_seconds() - cpu0
+    result.peak_rss_mb = bot.peak_rss_mb()
+    result.count_429 = count_429() - errors0
 
 
 def bot_environment(fake: FakeGroq, database: Path, **overrides: str) -> dict[str, str]:
