@@ -24,7 +24,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -170,11 +170,6 @@ class SlackSurface:
         )
         return str(response["ts"])
 
-    async def take_update_token(self) -> None:
-        """Wait for the workspace's ``chat.update`` budget (the sink does it for edits)."""
-        limits = self._limits
-        await self._pacer.acquire(limits.budget_key, limits.budget_per_s, limits.budget_burst)
-
     async def edit(self, message_id: str, text: str) -> None:
         await slack_call(
             self._client.chat_update(
@@ -191,10 +186,12 @@ class AdoptedSurface:
     def __init__(self, inner: SlackSurface, message_ts: str) -> None:
         self._inner = inner
         self._adopt: str | None = message_ts
+        # Its first "post" is a chat.update, so posts spend the update budget here.
+        self._limits = replace(inner.limits, posts_use_budget=True)
 
     @property
     def limits(self) -> SurfaceLimits:
-        return self._inner.limits
+        return self._limits
 
     @asynccontextmanager
     async def typing(self) -> AsyncIterator[None]:
@@ -203,7 +200,6 @@ class AdoptedSurface:
     async def post(self, text: str) -> str:
         if self._adopt is None:
             return await self._inner.post(text)
-        await self._inner.take_update_token()  # this "post" is a chat.update
         await self._inner.edit(self._adopt, text)
         ts, self._adopt = self._adopt, None
         return ts
