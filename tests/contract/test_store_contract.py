@@ -21,6 +21,7 @@ from bot.types import (
     UsageSummary,
     UserRef,
 )
+from tests.fakes.clock import SteppingClock
 
 T0 = 1_750_000_000.0
 
@@ -35,29 +36,13 @@ BOB = UserRef(Platform.DISCORD, "2", "bob")
 SLACK_ALICE = UserRef(Platform.SLACK, "1", "alice")
 
 
-class FixedClock:
-    """Wall time that moves only when a test says so."""
-
-    def __init__(self) -> None:
-        self.t = T0
-
-    def now(self) -> float:
-        return self.t
-
-    def time(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += seconds
-
-
 @pytest.fixture(params=["memory", "sqlite"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     impl: Store
     if request.param == "memory":
-        impl = InMemoryStore(clock=FixedClock())
+        impl = InMemoryStore(clock=SteppingClock(T0))
     else:
-        impl = SqliteStore(tmp_path / "bot.db", clock=FixedClock())
+        impl = SqliteStore(tmp_path / "bot.db", clock=SteppingClock(T0))
     await impl.open()
     try:
         yield impl

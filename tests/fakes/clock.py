@@ -15,7 +15,7 @@ import itertools
 from collections.abc import Awaitable
 from typing import TypeVar
 
-__all__ = ["FakeClock"]
+__all__ = ["FakeClock", "SteppingClock"]
 
 T = TypeVar("T")
 
@@ -132,3 +132,20 @@ async def settle(rounds: int = _SETTLE_ROUNDS) -> None:
     """Let every ready task run until the loop goes quiet (bounded)."""
     for _ in range(rounds):
         await asyncio.sleep(0)
+
+
+class SteppingClock:
+    """A ``bot.ports.Clock`` standing still unless a test sets ``t``; ``sleep`` jumps
+    ahead at once (for code that only reads the time, like the stores)."""
+
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def now(self) -> float:
+        return self.t
+
+    def time(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.t += seconds

@@ -27,25 +27,12 @@ from bot.types import (
     UsageSummary,
     UserRef,
 )
+from tests.fakes.clock import SteppingClock
 
 T0 = 1_750_000_000.0
 KEY = ConversationKey(Platform.DISCORD, space="g", channel="c")
 OTHER = ConversationKey(Platform.SLACK, space="T", dm_user="U")
 ALICE = UserRef(Platform.DISCORD, "1")
-
-
-class FixedClock:
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def now(self) -> float:
-        return self.t
-
-    def time(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @pytest.fixture
@@ -55,7 +42,7 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def store(db_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(db_path, clock=FixedClock())
+    s = SqliteStore(db_path, clock=SteppingClock(T0))
     await s.open()
     try:
         yield s
@@ -84,7 +71,7 @@ def assert_no_leaked_connection() -> None:
 
 
 async def test_data_survives_close_and_reopen(db_path: Path) -> None:
-    first = SqliteStore(db_path, clock=FixedClock())
+    first = SqliteStore(db_path, clock=SteppingClock(T0))
     await first.open()
     await first.add_message(KEY, role="user", content="remember me", tokens=3)
     await first.set_model(ALICE, "m-user")
@@ -105,7 +92,7 @@ async def test_data_survives_close_and_reopen(db_path: Path) -> None:
 
 
 async def test_open_creates_the_parent_directory_and_uses_the_clock(db_path: Path) -> None:
-    s = SqliteStore(db_path, clock=FixedClock(T0 + 42))
+    s = SqliteStore(db_path, clock=SteppingClock(T0 + 42))
     await s.open()
     await s.add_message(KEY, role="user", content="x")
     await s.aclose()
