@@ -17,7 +17,7 @@ __all__ = ["Ticket", "Turnstile"]
 class Ticket:
     """One message's place in its channel's line."""
 
-    __slots__ = ("_ahead", "_channel_id", "_gate", "_owner")
+    __slots__ = ("_ahead", "_channel_id", "_gate", "_owner", "_passed")
 
     def __init__(
         self,
@@ -28,6 +28,7 @@ class Ticket:
     ) -> None:
         self._owner, self._channel_id = owner, channel_id
         self._ahead, self._gate = ahead, gate
+        self._passed = False
 
     async def wait(self) -> None:
         """Until every earlier message of the channel has passed."""
@@ -42,6 +43,9 @@ class Ticket:
         before its first suspension, so the engine sees the messages in order; and when
         a message is dropped or needs no place in line.
         """
+        if self._passed:
+            return
+        self._passed = True
         ahead = self._ahead
         if ahead is None or ahead.done():
             self._open()
