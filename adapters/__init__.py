@@ -1,7 +1,9 @@
 """Platform adapters. This module is a registry that imports no platform library.
 
-Each adapter module exposes ``enabled(settings) -> bool`` and a class taking
-``(settings, engine)`` with ``async start()`` and ``async aclose()``.
+Each adapter module exposes a class taking ``(settings, engine)`` with ``async start()``
+and ``async aclose()``. Whether an adapter is enabled is decided here, once: the
+registry's ``enabled`` rule is the one ``run`` uses and the one the adapter checks.
+Blank settings (``DISCORD_BOT_TOKEN=``) are already None, so "set" means non-empty.
 """
 
 from __future__ import annotations
@@ -13,7 +15,19 @@ from typing import Any
 
 from bot.settings import Settings
 
-__all__ = ["ADAPTERS", "AdapterSpec"]
+__all__ = ["ADAPTERS", "AdapterSpec", "discord_enabled", "slack_enabled"]
+
+
+def discord_enabled(settings: Settings) -> bool:
+    """A Discord bot token is set."""
+    return settings.discord_bot_token is not None
+
+
+def slack_enabled(settings: Settings) -> bool:
+    """A Slack bot token plus an app token (Socket Mode) or a signing secret (HTTP mode)."""
+    return settings.slack_bot_token is not None and (
+        settings.slack_app_token is not None or settings.slack_signing_secret is not None
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +51,7 @@ ADAPTERS = (
         module="adapters.discord",
         class_name="DiscordAdapter",
         requirement="DISCORD_BOT_TOKEN",
-        enabled=lambda s: s.discord_bot_token is not None,
+        enabled=discord_enabled,
     ),
     AdapterSpec(
         name="slack",
@@ -45,9 +59,6 @@ ADAPTERS = (
         class_name="SlackAdapter",
         requirement="SLACK_BOT_TOKEN plus SLACK_APP_TOKEN (Socket Mode) or "
         "SLACK_SIGNING_SECRET (HTTP mode)",
-        enabled=lambda s: (
-            s.slack_bot_token is not None
-            and (s.slack_app_token is not None or s.slack_signing_secret is not None)
-        ),
+        enabled=slack_enabled,
     ),
 )

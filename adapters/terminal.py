@@ -1,7 +1,8 @@
 """Terminal adapter: ``python -m bot chat``. Lines in, streamed answers out.
 
 Uses only the engine's public interface and the shared ``EditingSink``, exactly as
-the chat platforms do; its surface prints the part of each edit not yet shown.
+the chat platforms do; its surface prints the part of each edit not yet shown, and
+prints a reply anew on a fresh line when an edit takes back visible text.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from os.path import commonpath
 from typing import TextIO
 
 from bot.engine import Engine
@@ -22,18 +22,38 @@ from bot.types import ConversationKey, Incoming, Platform, SurfaceLimits, UserRe
 __all__ = ["TerminalAdapter", "TerminalSurface"]
 
 _LIMITS = SurfaceLimits(max_chars=1_000_000, min_edit_interval_s=0.03)
+# Printed before each answer, and again before an answer printed anew after a rewrite.
+_LABEL = "bot> "
 
 
 class TerminalSurface:
-    """A Surface whose one "message" is what has been printed for the current reply.
+    """A Surface printing one reply to a terminal, which cannot take anything back.
 
-    A terminal cannot rewrite text, so an edit prints only the new tail; when an
-    edit replaces something already printed (a status line), it starts a new line.
+    The bottom of the output holds the latest message. An edit that appends to it
+    prints only the new characters (a plain character-prefix test), so streaming an
+    answer of N characters prints O(N). An edit that withdraws only whitespace (the
+    final text is stripped) prints what follows the common part, unless that would
+    split a word. Any other edit withdraws visible text: a status line such as
+    ``⏳ retrying in 2 s…`` giving way to the answer, or a rewritten passage. Then the
+    surface starts a new line and prints ``label`` and the whole new text, so the last
+    labelled block is always the complete current reply, with no status line inside
+    it; the stale lines above it stay. A status therefore sits on its own line and the
+    answer replacing it starts on the next. The engine only withdraws a status shown
+    before the first token, so these reprints are few and short.
+
+    A further message (a reply over ``max_chars``) starts on a new line; an edit of a
+    message other than the bottom one is printed anew, like a rewrite.
     """
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, *, label: str = "") -> None:
+        """``label``: what the caller already printed on the current line (``"bot> "``),
+        repeated before a reprint."""
         self._out = out
-        self._shown = ""
+        self._label = label
+        self._bottom: str | None = None  # id of the message at the bottom of the output
+        self._shown = ""  # its content as last printed
+        self._posted = 0
+        self._at_line_start = not label
 
     @property
     def limits(self) -> SurfaceLimits:
@@ -44,17 +64,63 @@ class TerminalSurface:
         yield
 
     async def post(self, text: str) -> str:
-        self._shown = ""
-        await self.edit("1", text)
-        return "1"
+        self._posted += 1
+        if self._posted > 1:
+            self._end_line()
+        self._bottom, self._shown = str(self._posted), ""
+        self._show(text)
+        return self._bottom
 
     async def edit(self, message_id: str, text: str) -> None:
-        common = len(commonpath([self._shown, text]))
-        if common < len(self._shown):
-            self._out.write("\n")
-        self._out.write(text[common:])
+        if message_id == self._bottom:
+            self._show(text)
+        else:
+            self._bottom = message_id
+            self._reprint(text)
+
+    def end_line(self) -> None:
+        """Finish the current output line, if anything is on it."""
+        self._end_line()
         self._out.flush()
+
+    def _show(self, text: str) -> None:
+        """Bring the bottom message from ``self._shown`` to ``text``."""
+        shown = self._shown
+        if text.startswith(shown):
+            self._write(text[len(shown) :])
+        else:
+            old, new = shown.lstrip(), text.lstrip()
+            kept = _common_prefix_len(old, new)
+            withdrawn = old[kept:]
+            # Whitespace left on screen is harmless unless the new text continues a
+            # word right after it, which would show that word split in two.
+            splits_word = (
+                withdrawn != ""
+                and 0 < kept < len(new)
+                and not new[kept - 1].isspace()
+                and not new[kept].isspace()
+            )
+            if withdrawn.strip() or splits_word:
+                self._reprint(text)
+                return
+            self._write(new[kept:])
         self._shown = text
+        self._out.flush()
+
+    def _reprint(self, text: str) -> None:
+        self._end_line()
+        self._write(self._label + text)
+        self._shown = text
+        self._out.flush()
+
+    def _end_line(self) -> None:
+        if not self._at_line_start:
+            self._write("\n")
+
+    def _write(self, text: str) -> None:
+        if text:
+            self._out.write(text)
+            self._at_line_start = text.endswith("\n")
 
 
 class TerminalAdapter:
@@ -102,12 +168,12 @@ class TerminalAdapter:
         if reply is not None:
             self._print(reply.text)
             return
-        self._out.write("bot> ")
-        sink = EditingSink(
-            TerminalSurface(self._out), pacer=self._engine.pacer, clock=self._engine.clock
-        )
+        self._out.write(_LABEL)
+        self._out.flush()
+        surface = TerminalSurface(self._out, label=_LABEL)
+        sink = EditingSink(surface, pacer=self._engine.pacer, clock=self._engine.clock)
         await self._engine.handle(incoming, sink)
-        self._print("")
+        surface.end_line()
 
     def _print(self, text: str) -> None:
         self._out.write(text + "\n")
@@ -141,3 +207,12 @@ def _read_in_daemon_thread(read: Callable[[], str]) -> asyncio.Future[str]:
 
     threading.Thread(target=work, name="stdin-reader", daemon=True).start()
     return future
+
+
+def _common_prefix_len(a: str, b: str) -> int:
+    """Length of the longest common character prefix of ``a`` and ``b``."""
+    size = min(len(a), len(b))
+    i = 0
+    while i < size and a[i] == b[i]:
+        i += 1
+    return i

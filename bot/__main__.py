@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bot.app import Runtime, check_api_key, open_runtime, preflight
+from bot.app import Preflight, Runtime, check_api_key, open_runtime, preflight
 from bot.errors import BotError, ConfigError
 from bot.log import configure_logging
 from bot.settings import Settings
@@ -70,22 +70,37 @@ async def _dispatch(command: str, args: argparse.Namespace, settings: Settings) 
     if command == "run":
         return await _run(settings)
     ephemeral = bool(getattr(args, "ephemeral", False))
-    async with open_runtime(settings, ephemeral=ephemeral) as runtime:
+    async with open_runtime(settings, ephemeral=ephemeral, need_api=command != "usage") as runtime:
         if command == "usage":
             return await _export_usage(runtime)
-        for warning in await preflight(runtime):
-            print(f"Warning: {warning}", file=sys.stderr)
+        found = await preflight(runtime)
         if command == "check":
-            print(f"OK: {settings.api_base_url} answers and the database opens.")
-            return 0
+            return _report_check(settings, found)
+        for problem in found.problems:
+            print(f"Warning: {problem}", file=sys.stderr)
         if command == "models":
             for m in await runtime.engine.list_models():
-                print(f"{m.id}\tcontext={m.context_window}\tmax_output={m.max_completion_tokens}")
+                mark = "\t(default)" if m.id == settings.default_model else ""
+                print(
+                    f"{m.id}\tcontext={m.context_window} ({m.context_source})"
+                    f"\tmax_output={m.max_completion_tokens or '-'}{mark}"
+                )
             return 0
         from adapters.terminal import TerminalAdapter
 
         await TerminalAdapter(runtime.engine, user=args.user).run()
         return 0
+
+
+def _report_check(settings: Settings, found: Preflight) -> int:
+    for note in found.notes:
+        print(note)
+    if found.problems:
+        for problem in found.problems:
+            print(f"Problem: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"OK: {settings.api_base_url} answers, the default model fits, the database opens.")
+    return 0
 
 
 async def _export_usage(runtime: Runtime) -> int:
@@ -110,8 +125,11 @@ async def _run(settings: Settings) -> int:
         return EXIT_CONFIG
     check_api_key(settings)
     async with open_runtime(settings) as runtime, AsyncExitStack() as stack:
-        for warning in await preflight(runtime):
-            log.warning("%s", warning)
+        found = await preflight(runtime)
+        for note in found.notes:
+            log.info("%s", note)
+        for problem in found.problems:
+            log.warning("%s", problem)
         for spec in specs:
             adapter: Any = spec.load()(settings, runtime.engine)
             await adapter.start()

@@ -7,19 +7,26 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+from bot.commands import window_text
+from bot.context import history_budget
 from bot.engine import Engine
 from bot.errors import AuthenticationFailed, ConfigError, UpstreamError
 from bot.limits.config import QuotaConfig
 from bot.limits.quota import QuotaManager
 from bot.llm.client import CompletionsClient
+from bot.llm.provider import Provider, ProviderKind
 from bot.ports import Clock, Store, SystemClock
 from bot.settings import GROQ_BASE_URL, Settings
 from bot.store import InMemoryStore, SqliteStore
 from bot.streaming import EditPacer
+from bot.types import ModelInfo
 
-__all__ = ["Runtime", "open_runtime", "preflight"]
+__all__ = ["Preflight", "Runtime", "open_runtime", "preflight"]
 
 log = logging.getLogger(__name__)
+
+# Less room than this for history and the new message makes most turns fail.
+_MIN_HISTORY_TOKENS = 256
 
 
 @dataclass(slots=True)
@@ -36,9 +43,17 @@ class Runtime:
 
 @asynccontextmanager
 async def open_runtime(
-    settings: Settings, *, clock: Clock | None = None, ephemeral: bool = False
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    ephemeral: bool = False,
+    need_api: bool = True,
 ) -> AsyncIterator[Runtime]:
-    """Open the store and the API client, build the engine; close all on exit."""
+    """Open the store and the API client, build the engine; close all on exit.
+
+    With ``need_api`` (everything but the usage export) the server's kind is settled
+    first, because the account quota depends on it (the Groq table applies to Groq only).
+    """
     clock = clock or SystemClock()
     async with AsyncExitStack() as stack:
         store: Store = (
@@ -51,10 +66,14 @@ async def open_runtime(
         completions = CompletionsClient.from_settings(settings, clock=clock)
         stack.push_async_callback(completions.aclose)
         quota: QuotaManager | None = None
-        if settings.quota_enabled:
-            quota = QuotaManager(
-                config=QuotaConfig.from_settings(settings), clock=clock, store=store
+        if settings.quota_enabled and need_api:
+            provider = await _provider(completions)
+            config = QuotaConfig.from_settings(
+                settings,
+                builtin_table=provider.builtin_limits,
+                requests_header_dimension=provider.requests_header_dimension,
             )
+            quota = QuotaManager(config=config, clock=clock, store=store)
             await quota.load()
             # Registered after the store's aclose, so it runs first and counters are saved.
             stack.push_async_callback(quota.aclose)
@@ -70,6 +89,17 @@ async def open_runtime(
         yield Runtime(settings, clock, store, completions, quota, engine)
 
 
+async def _provider(completions: CompletionsClient) -> Provider:
+    """The server's kind; when the model list can't be read yet, a generic server (its
+    failure is reported by ``preflight`` or the first turn, with a clear message)."""
+    if completions.provider is None:
+        try:
+            await completions.models()
+        except UpstreamError as exc:
+            log.warning("could not read the model list to identify the server: %s", exc)
+    return completions.provider or Provider(ProviderKind.OTHER, "unreachable at start-up")
+
+
 def check_api_key(settings: Settings) -> None:
     """Groq needs a key; self-hosted servers often don't."""
     if settings.groq_api_key is None and settings.api_base_url == GROQ_BASE_URL:
@@ -79,10 +109,21 @@ def check_api_key(settings: Settings) -> None:
         )
 
 
-async def preflight(runtime: Runtime) -> list[str]:
-    """Check the key, the base URL and the default model against the live model list.
+@dataclass(frozen=True, slots=True)
+class Preflight:
+    """What the start-up check found: ``problems`` make the bot fail for users (``check``
+    exits non-zero on them); ``notes`` are worth knowing."""
 
-    Raises ``ConfigError`` when the bot cannot work at all; returns warnings otherwise.
+    problems: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+async def preflight(runtime: Runtime) -> Preflight:
+    """Check the key, the base URL, the default model and its context window against
+    the live server.
+
+    Raises ``ConfigError`` when the server can't be used at all (no key, rejected key,
+    unreachable or wrong base URL).
     """
     settings = runtime.settings
     check_api_key(settings)
@@ -92,11 +133,46 @@ async def preflight(runtime: Runtime) -> list[str]:
         raise ConfigError(exc.user_text) from None
     except UpstreamError as exc:
         raise ConfigError(exc.user_text) from None
-    ids = [m.id for m in models if m.active]
-    if ids and settings.default_model not in ids:
-        return [
-            f"DEFAULT_MODEL={settings.default_model} is not offered by "
-            f"{settings.api_base_url}; available: {', '.join(ids)}. "
-            "Set DEFAULT_MODEL to one of them."
-        ]
-    return []
+    provider = runtime.completions.provider
+    notes = [f"{settings.api_base_url} is {provider.label}."] if provider else []
+    chat = await runtime.engine.list_models()
+    default = next((m for m in chat if m.id == settings.default_model), None)
+    if default is None:
+        if not models:
+            return Preflight((), (*notes, "The server lists no models; DEFAULT_MODEL is used."))
+        offered = ", ".join(m.id for m in chat) or "none"
+        return Preflight(
+            (
+                f"DEFAULT_MODEL={settings.default_model} is not offered by "
+                f"{settings.api_base_url}; its chat models: {offered}. "
+                "Set DEFAULT_MODEL to one of them.",
+            ),
+            tuple(notes),
+        )
+    problems, window_notes = _window_findings(settings, default)
+    return Preflight(problems, (*notes, *window_notes))
+
+
+def _window_findings(settings: Settings, model: ModelInfo) -> tuple[tuple[str, ...], list[str]]:
+    """Whether the default model's window leaves room for a conversation."""
+    notes = [f"{model.id}: {window_text(model)}."]
+    problems: list[str] = []
+    budget = settings.context_token_budget
+    if budget is not None and model.context_source == "server" and budget > model.context_window:
+        problems.append(
+            f"CONTEXT_TOKEN_BUDGET={budget} is larger than {model.id}'s context window "
+            f"({model.context_window:,} tokens): lower it or leave it empty."
+        )
+    room = history_budget(
+        model,
+        max_output_tokens=min(settings.max_output_tokens, model.context_window // 2),
+        system_prompt=settings.system_prompt,
+        cap=budget,
+    )
+    if room < _MIN_HISTORY_TOKENS:
+        problems.append(
+            f"{model.id}'s context window ({model.context_window:,} tokens) leaves only "
+            f"{room} tokens for the conversation after MAX_OUTPUT_TOKENS and SYSTEM_PROMPT: "
+            "lower MAX_OUTPUT_TOKENS, shorten SYSTEM_PROMPT, or use a larger context."
+        )
+    return tuple(problems), notes

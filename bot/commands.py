@@ -13,9 +13,17 @@ from datetime import UTC, datetime
 from bot.errors import BotError, UpstreamError
 from bot.ports import Clock, Completions, QuotaGate, Store
 from bot.settings import Settings
-from bot.types import CommandReply, ConversationKey, Incoming, ModelInfo, Platform, UserRef
+from bot.types import (
+    CommandReply,
+    ConversationKey,
+    Incoming,
+    ModelInfo,
+    Platform,
+    UsageSummary,
+    UserRef,
+)
 
-__all__ = ["COMMAND_NAMES", "CommandsMixin"]
+__all__ = ["COMMAND_NAMES", "CommandsMixin", "is_chat_model", "window_text"]
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +49,22 @@ class CommandsMixin:
         return bool(await self.store.window(key, token_budget=10**9, max_messages=1))
 
     async def list_models(self, query: str = "") -> list[ModelInfo]:
-        """Active models from the live list whose id contains ``query`` (case-insensitive)."""
+        """Active chat models from the live list whose id contains ``query``
+        (case-insensitive). Speech, TTS, guard and embedding models are left out, except
+        the default model, which is always listed."""
         models = await self.completions.models()
         needle = query.strip().lower()
-        return [m for m in models if m.active and needle in m.id.lower()]
+        default = self.settings.default_model
+        return [
+            self._with_learned_window(m)
+            for m in models
+            if m.active and needle in m.id.lower() and (is_chat_model(m.id) or m.id == default)
+        ]
+
+    def _with_learned_window(self, model: ModelInfo) -> ModelInfo:
+        """``model`` with the window turns actually use (the engine lowers it after an
+        overflow)."""
+        return model
 
     async def current_model(self, user: UserRef, key: ConversationKey | None) -> str:
         """The model the next turn of this user in this conversation will use."""
@@ -80,11 +100,13 @@ class CommandsMixin:
         current = await self.current_model(user, key)
         if not models:
             return CommandReply(f"The API lists no models. Current model: `{current}`.")
+        default = self.settings.default_model
         lines = [
-            f"{'▶' if m.id == current else '•'} `{m.id}` ({m.context_window:,} tokens context)"
+            f"{'▶' if m.id == current else '•'} `{m.id}` ({window_text(m)})"
+            + (" · default" if m.id == default else "")
             for m in models
         ]
-        return CommandReply("Available models:\n" + "\n".join(lines))
+        return CommandReply(f"Available models (▶ = yours: `{current}`):\n" + "\n".join(lines))
 
     async def reset(self, key: ConversationKey, user: UserRef) -> CommandReply:
         """Forget the conversation's history and its own settings."""
@@ -113,17 +135,19 @@ class CommandsMixin:
     async def usage(self, user: UserRef) -> CommandReply:
         """The user's consumption and remaining quota (admins also see the account)."""
         report = getattr(self.quota, "report", None)
+        now = self.clock.time()
         if report is not None:
             text: str = await report(user, admin=self.is_admin(user))
-            return CommandReply(text)
-        now = self.clock.time()
+            month = await self.store.usage_since(user, now - 30 * 86400)
+            return CommandReply(text + _estimated_note(month))
         day_start = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0)
         today = await self.store.usage_since(user, day_start.timestamp())
         month = await self.store.usage_since(user, now - 30 * 86400)
-        return CommandReply(
+        text = (
             f"Today: {today.requests} request(s), {today.total_tokens:,} tokens.\n"
             f"Last 30 days: {month.requests} request(s), {month.total_tokens:,} tokens."
         )
+        return CommandReply(text + _estimated_note(month))
 
     def help(self, platform: Platform) -> CommandReply:
         """What the bot does and its commands, named as this platform spells them."""
@@ -172,6 +196,39 @@ class CommandsMixin:
         except BotError as exc:
             return CommandReply(exc.user_text)
         return CommandReply(f"Unknown command `/{name}`. " + self.help(key.platform).text)
+
+
+# Model ids that are not chat models: speech-to-text, text-to-speech, safety classifiers
+# and embeddings (Groq lists whisper-*, playai-tts, *orpheus*, llama-guard, prompt-guard).
+_NOT_CHAT = ("whisper", "tts", "orpheus", "guard", "embed", "distil-whisper")
+
+
+def is_chat_model(model_id: str) -> bool:
+    """Whether a model id looks like a chat model (not speech, TTS, guard or embedding)."""
+    name = model_id.lower()
+    return not any(marker in name for marker in _NOT_CHAT)
+
+
+_WINDOW_SOURCES = {
+    "server": "",
+    "settings": ", from CONTEXT_TOKEN_BUDGET",
+    "default": ", assumed: the server doesn't say; set CONTEXT_TOKEN_BUDGET",
+    "learned": ", lowered after the server refused a longer request",
+}
+
+
+def window_text(model: ModelInfo) -> str:
+    """``131,072 tokens context`` plus where the figure comes from when not the server."""
+    return f"{model.context_window:,} tokens context{_WINDOW_SOURCES.get(model.context_source, '')}"
+
+
+def _estimated_note(summary: UsageSummary) -> str:
+    if not summary.estimated:
+        return ""
+    return (
+        f"\nToken counts of {summary.estimated} request(s) are estimated from the text: "
+        "the model server reports no usage."
+    )
 
 
 def _command_prefix(platform: Platform, slack_prefix: str) -> str:

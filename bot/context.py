@@ -9,6 +9,7 @@ from bot.errors import InputRejected
 from bot.types import Attachment, ChatMessage, ModelInfo, StoredMessage
 
 __all__ = [
+    "CONSERVATIVE_CONTEXT_WINDOW",
     "build_messages",
     "estimate_tokens",
     "history_budget",
@@ -16,6 +17,10 @@ __all__ = [
     "render_user_text",
     "supports_images",
 ]
+
+CONSERVATIVE_CONTEXT_WINDOW = 4096
+"""Assumed when neither the server nor CONTEXT_TOKEN_BUDGET gives a window: small on
+purpose (an overflow is then rare, and one that happens lowers the figure for the model)."""
 
 # Per-message framing overhead of chat templates, in tokens (OpenAI documents ~3-4).
 _MESSAGE_OVERHEAD = 4

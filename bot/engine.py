@@ -12,10 +12,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bot.commands import CommandsMixin
 from bot.context import (
+    CONSERVATIVE_CONTEXT_WINDOW,
     build_messages,
     estimate_tokens,
     history_budget,
@@ -26,6 +27,7 @@ from bot.context import (
 from bot.errors import (
     BotError,
     ContextTooLong,
+    EmptyStream,
     InputRejected,
     ModelUnavailable,
     QuotaExceeded,
@@ -60,7 +62,12 @@ log = logging.getLogger(__name__)
 
 INTERNAL_ERROR_TEXT = "Something went wrong on our side; the error was logged. Please try again."
 # Errors caused by the user's message itself: keep it out of future context.
-_INPUT_ERRORS = (InputRejected, ContextTooLong, RequestTooLarge, QuotaExceeded)
+_INPUT_ERRORS = (InputRejected, ContextTooLong, EmptyStream, RequestTooLarge, QuotaExceeded)
+# How servers report a prompt that overflows their context window.
+_OVERFLOW = (ContextTooLong, EmptyStream)
+# A learned window never goes below this: under it no trimming can help.
+_MIN_WINDOW = 256
+LENGTH_NOTE = "✂️ Cut off at the answer length limit; ask me to continue."
 
 
 @dataclass(slots=True)
@@ -71,6 +78,7 @@ class _Answer:
     text: str = ""
     reasoning: str = ""
     usage: Usage | None = None
+    finish_reason: str | None = None
 
     def visible(self, show_reasoning: bool) -> str:
         if not (show_reasoning and self.reasoning.strip()):
@@ -105,6 +113,8 @@ class Engine(CommandsMixin):
         self._upstream = asyncio.Semaphore(settings.max_concurrent_requests)
         # storage_id -> (lock, number of turns holding or waiting for it)
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        # model id -> context window learned from the server refusing a longer request.
+        self._window_caps: dict[str, int] = {}
 
     # ----- turns -----
 
@@ -164,9 +174,8 @@ class Engine(CommandsMixin):
                 platform_message_id=incoming.message_id,
                 tokens=estimate_tokens(user_text),
             )
-            request = await self._request(incoming.key, model, system_prompt, current)
             answer.model = model.id
-            await self._stream(incoming, request, sink, answer)
+            await self._answer(incoming, model, system_prompt, current, sink, answer)
         except StreamInterrupted as exc:
             return await self._interrupted(incoming, sink, answer, exc)
         except BotError as exc:
@@ -176,6 +185,63 @@ class Engine(CommandsMixin):
             await sink.fail(INTERNAL_ERROR_TEXT)
             return TurnOutcome(TurnStatus.FAILED, answer.text, error_text=INTERNAL_ERROR_TEXT)
         return await self._completed(incoming, sink, answer)
+
+    async def _answer(
+        self,
+        incoming: Incoming,
+        model: ModelInfo,
+        system_prompt: str,
+        current: ChatMessage | None,
+        sink: ReplySink,
+        answer: _Answer,
+    ) -> None:
+        """Stream the answer; when the server says the request overflows its window, lower
+        the model's window, trim the history to it and try once more."""
+        request = await self._request(incoming.key, model, system_prompt, current)
+        try:
+            await self._stream(incoming, request, sink, answer)
+            return
+        except _OVERFLOW as exc:
+            smaller = self._smaller_window(model, request, exc)
+            if smaller is None:
+                raise
+            log.warning(
+                "request of ~%d tokens overflowed %s (%s); retrying with a %d-token window",
+                _request_tokens(request),
+                model.id,
+                type(exc).__name__,
+                smaller.context_window,
+            )
+            if isinstance(exc, ContextTooLong):  # the server said so: remember it
+                self._cap_window(model.id, smaller.context_window)
+        await sink.status("the conversation is too long for the model; retrying with less history…")
+        request = await self._request(incoming.key, smaller, system_prompt, current)
+        await self._stream(incoming, request, sink, answer)
+        # It fitted once trimmed: whatever the server's way of saying so, that was it.
+        self._cap_window(model.id, smaller.context_window)
+
+    def _smaller_window(
+        self, model: ModelInfo, request: ChatRequest, error: ContextTooLong | EmptyStream
+    ) -> ModelInfo | None:
+        """The model with a window the failed request would not have fitted, or None when
+        that leaves no room to answer in."""
+        window = (_request_tokens(request) + (request.max_tokens or 0)) * 3 // 4
+        named = error.window if isinstance(error, ContextTooLong) else None
+        if named is not None:
+            window = min(window, named)
+        window = min(window, model.context_window * 3 // 4)
+        if window < _MIN_WINDOW:
+            return None
+        return replace(model, context_window=window, context_source="learned")
+
+    def _cap_window(self, model_id: str, window: int) -> None:
+        self._window_caps[model_id] = min(window, self._window_caps.get(model_id, window))
+
+    def _with_learned_window(self, model: ModelInfo) -> ModelInfo:
+        cap = self._window_caps.get(model.id)
+        if cap is None or cap >= model.context_window:
+            return model
+        return replace(model, context_window=cap, context_source="learned")
 
     def _rich_content(self, model: str, text: str, incoming: Incoming) -> ChatMessage | None:
         images = [a for a in incoming.attachments if a.mime_type.startswith("image/")]
@@ -199,6 +265,8 @@ class Engine(CommandsMixin):
         max_output = s.max_output_tokens
         if model.max_completion_tokens:
             max_output = min(max_output, model.max_completion_tokens)
+        # A small local window must leave room for the conversation, not only the answer.
+        max_output = max(1, min(max_output, model.context_window // 2))
         budget = history_budget(
             model,
             max_output_tokens=max_output,
@@ -220,10 +288,7 @@ class Engine(CommandsMixin):
     async def _stream(
         self, incoming: Incoming, request: ChatRequest, sink: ReplySink, answer: _Answer
     ) -> None:
-        prompt_tokens = sum(
-            estimate_tokens(m.content if isinstance(m.content, str) else str(m.content))
-            for m in request.messages
-        )
+        prompt_tokens = _request_tokens(request)
         admission = await self._admit(incoming.author, request, prompt_tokens, sink)
         show = self.settings.show_reasoning
         splitter = ThinkSplitter()
@@ -245,6 +310,7 @@ class Engine(CommandsMixin):
                         answer.reasoning += event.text
                     elif isinstance(event, Finished):
                         answer.usage = event.usage
+                        answer.finish_reason = event.finish_reason
                         continue
                     if answer.text or (show and answer.reasoning):
                         await sink.update(answer.visible(show))
@@ -254,7 +320,19 @@ class Engine(CommandsMixin):
         except StreamInterrupted as exc:
             answer.text = answer.text or exc.partial_text
             raise
+        except _OVERFLOW:
+            # Refused before generating anything: nothing was used.
+            answer.usage = Usage(0, 0, estimated=True)
+            raise
         finally:
+            if answer.usage is None and (answer.text or answer.reasoning):
+                # The server reports no usage (llama.cpp, Ollama, broken streams): estimate
+                # it, so /usage, the ledger and the quota still count this turn.
+                answer.usage = Usage(
+                    prompt_tokens,
+                    estimate_tokens(answer.text + answer.reasoning),
+                    estimated=True,
+                )
             if admission is not None and self.quota is not None:
                 await self.quota.settle(admission, answer.usage)
 
@@ -278,7 +356,10 @@ class Engine(CommandsMixin):
             await sink.fail(note)
             return TurnOutcome(TurnStatus.FAILED, "", answer.usage, error_text=note)
         await self._store_assistant(incoming, answer, text, TurnStatus.COMPLETE)
-        await sink.finish(answer.visible(self.settings.show_reasoning).strip(), TurnStatus.COMPLETE)
+        shown = answer.visible(self.settings.show_reasoning).strip()
+        if answer.finish_reason == "length":
+            shown = f"{shown}\n\n{LENGTH_NOTE}"
+        await sink.finish(shown, TurnStatus.COMPLETE)
         return TurnOutcome(TurnStatus.COMPLETE, text, answer.usage)
 
     async def _interrupted(
@@ -325,7 +406,7 @@ class Engine(CommandsMixin):
         await self.store.add_message(
             incoming.key, role="assistant", content=text, tokens=tokens, status=status
         )
-        if usage is not None:
+        if usage is not None and usage.total_tokens > 0:
             await self.store.record_usage(
                 UsageEntry(
                     user=incoming.author,
@@ -333,6 +414,7 @@ class Engine(CommandsMixin):
                     prompt_tokens=usage.prompt_tokens,
                     completion_tokens=usage.completion_tokens,
                     at=self.clock.time(),
+                    estimated=usage.estimated,
                 )
             )
 
@@ -353,20 +435,34 @@ class Engine(CommandsMixin):
                 raise
             # The list being unavailable must not block chatting: assume defaults.
             log.warning("model list unavailable (%s); using defaults for %s", exc, model_id)
-            return ModelInfo(id=model_id)
+            return self._with_learned_window(_unlisted(model_id))
         for info in models:
             if info.id == model_id:
                 if not info.active:
                     raise ModelUnavailable(
                         f"The model `{model_id}` is no longer available; pick another with /model."
                     )
-                return info
+                return self._with_learned_window(info)
         if not models:
-            return ModelInfo(id=model_id)
+            return self._with_learned_window(_unlisted(model_id))
         raise ModelUnavailable(
             f"The model `{model_id}` is not offered by the API; pick one with /model "
             f"(for example `{models[0].id}`)."
         )
+
+
+def _unlisted(model_id: str) -> ModelInfo:
+    return ModelInfo(
+        id=model_id, context_window=CONSERVATIVE_CONTEXT_WINDOW, context_source="default"
+    )
+
+
+def _request_tokens(request: ChatRequest) -> int:
+    """Estimated prompt tokens of a request."""
+    return sum(
+        estimate_tokens(m.content if isinstance(m.content, str) else str(m.content))
+        for m in request.messages
+    )
 
 
 def _short_reason(error: UpstreamError) -> str:

@@ -8,10 +8,11 @@
     │   ├── AuthenticationFailed  401
     │   ├── UpstreamRateLimited   429, .retry_after_s
     │   ├── RequestTooLarge       413, never retried
-    │   ├── ContextTooLong        400 context_length_exceeded
+    │   ├── ContextTooLong        400 context_length_exceeded; .window when the server said
     │   ├── ModelUnavailable      404 / model_decommissioned / model_not_found
     │   ├── BadRequest            other 4xx
     │   ├── UpstreamServerError   5xx
+    │   │   └── EmptyStream       a 200 stream that ended or broke before any byte
     │   ├── UpstreamUnreachable   connection errors and timeouts
     │   └── StreamInterrupted     the stream broke after the first token; .partial_text
     ├── QuotaExceeded             our own limiter; .scope, .retry_in_s
@@ -27,6 +28,7 @@ __all__ = [
     "BotError",
     "ConfigError",
     "ContextTooLong",
+    "EmptyStream",
     "InputRejected",
     "ModelUnavailable",
     "QuotaExceeded",
@@ -97,9 +99,21 @@ class RequestTooLarge(UpstreamError):
 
 class ContextTooLong(UpstreamError):
     default_text = (
-        "The conversation is too long for this model; "
-        "/reset it or pick a model with a larger context."
+        "This conversation no longer fits the model's context window, even after dropping "
+        "older messages: use /reset to start over, or send a shorter message."
     )
+
+    def __init__(
+        self,
+        user_text: str | None = None,
+        *,
+        status: int | None = None,
+        detail: str = "",
+        window: int | None = None,
+    ) -> None:
+        super().__init__(user_text, status=status, detail=detail)
+        # The context size the server named in its refusal, when it did.
+        self.window = window
 
 
 class ModelUnavailable(UpstreamError):
@@ -113,6 +127,21 @@ class BadRequest(UpstreamError):
 class UpstreamServerError(UpstreamError):
     default_text = "The model API is having trouble right now; please try again in a minute."
     retryable = True
+
+
+class EmptyStream(UpstreamServerError):
+    """The server accepted a streamed request (HTTP 200) and then sent nothing at all.
+
+    Seen from llama.cpp-based servers when the prompt overflows their context: the
+    engine treats it as a possible overflow (trims and retries once) rather than
+    retrying the same request, which would fail the same way.
+    """
+
+    default_text = (
+        "The model server ended the answer without sending anything. If this conversation "
+        "is long, use /reset or send a shorter message; otherwise please try again later."
+    )
+    retryable = False
 
 
 class UpstreamUnreachable(UpstreamError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["IdList", "Settings"]
@@ -20,7 +20,12 @@ class Settings(BaseSettings):
     """Every setting of the bot. ``.env.example`` documents each one."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        # `KEY=` in .env (as .env.example ships) or `docker run --env-file` means "not set".
+        env_ignore_empty=True,
     )
 
     # --- completions API ---
@@ -28,6 +33,7 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("GROQ_API_KEY", "API_KEY")
     )
     api_base_url: str = GROQ_BASE_URL
+    api_provider: Literal["auto", "groq", "openai", "llamacpp", "vllm", "ollama", "other"] = "auto"
     default_model: str = "openai/gpt-oss-120b"
     system_prompt: str = "You are a helpful, concise assistant in a chat app."
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
@@ -124,6 +130,38 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_unset(cls, data: object) -> object:
+        """A blank value (``KEY=`` or ``KEY=   ``) means "not set": the default applies.
+
+        ``env_ignore_empty`` covers exactly-empty values from the environment and
+        ``.env``; this also covers whitespace-only ones and keyword arguments.
+        """
+        if isinstance(data, dict):
+            return {
+                k: v
+                for k, v in data.items()
+                if not (isinstance(v, str) and not v.strip())
+                and not (isinstance(v, SecretStr) and not v.get_secret_value().strip())
+            }
+        return data
+
+    @field_validator(
+        "groq_api_key",
+        "discord_bot_token",
+        "slack_bot_token",
+        "slack_app_token",
+        "slack_signing_secret",
+        mode="before",
+    )
+    @classmethod
+    def _strip_secret(cls, value: object) -> object:
+        # A pasted token often carries a trailing space or newline.
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        return value.strip() if isinstance(value, str) else value
 
     @field_validator("api_base_url")
     @classmethod

@@ -135,10 +135,11 @@ class TurnStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts reported by the API."""
+    """Token counts: reported by the API, or ``estimated`` from the text when it reports none."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    estimated: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -147,13 +148,19 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """One entry of the live ``/models`` list."""
+    """One entry of the live ``/models`` list.
+
+    ``context_source`` says where ``context_window`` came from: "server" (the API said),
+    "settings" (CONTEXT_TOKEN_BUDGET), "default" (a conservative guess) or "learned"
+    (lowered after the server refused a request as too long).
+    """
 
     id: str
     owned_by: str = ""
     context_window: int = 8192
     max_completion_tokens: int | None = None
     active: bool = True
+    context_source: str = "server"
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,15 +271,18 @@ class UsageEntry:
     prompt_tokens: int
     completion_tokens: int
     at: float
+    estimated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class UsageSummary:
-    """A user's totals since some time."""
+    """A user's totals since some time; ``estimated`` counts requests whose tokens were
+    estimated from the text (the server reported no usage)."""
 
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    estimated: int = 0
 
     @property
     def total_tokens(self) -> int:

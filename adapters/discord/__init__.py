@@ -15,6 +15,7 @@ from typing import ClassVar
 import discord
 import yarl
 
+from adapters import discord_enabled as enabled
 from adapters.discord.client import DiscordBot
 from bot.engine import Engine
 from bot.errors import ConfigError
@@ -29,12 +30,6 @@ PRIVILEGED_HELP = (
     "(Applications → your bot → Bot → Privileged Gateway Intents → Message Content Intent), "
     "save, and start the bot again."
 )
-
-
-def enabled(settings: Settings) -> bool:
-    """Whether a Discord bot token is configured."""
-    token = settings.discord_bot_token
-    return token is not None and bool(token.get_secret_value().strip())
 
 
 def apply_endpoints(settings: Settings) -> None:

@@ -26,6 +26,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters import slack_enabled as enabled
 from adapters.slack.app import Identity, SlackBot
 from bot.engine import Engine
 from bot.errors import ConfigError
@@ -37,13 +38,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_API_BASE = "https://slack.com/api/"
 EVENTS_PATH = "/slack/events"
-
-
-def enabled(settings: Settings) -> bool:
-    """A bot token plus an app token (Socket Mode) or a signing secret (HTTP mode)."""
-    return bool(_secret(settings.slack_bot_token)) and bool(
-        _secret(settings.slack_app_token) or _secret(settings.slack_signing_secret)
-    )
 
 
 def _secret(value: SecretStr | None) -> str:

@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bot.errors import ConfigError
-from bot.limits.table import DIMENSIONS, LimitTable, ModelLimits, Overrides, parse_overrides
+from bot.limits.table import (
+    DIMENSIONS,
+    UNLIMITED,
+    LimitTable,
+    ModelLimits,
+    Overrides,
+    parse_overrides,
+)
 
 __all__ = ["QuotaConfig"]
 
@@ -38,6 +45,10 @@ class QuotaConfig:
     default_model: str = ""
     minute_s: float = 60.0
     day_s: float = 86_400.0
+    # Off for servers other than Groq: their limits come only from headers and settings.
+    builtin_table: bool = True
+    # What x-ratelimit-*-requests count: "rpd" on Groq, "rpm" on OpenAI and the rest.
+    requests_header_dimension: str = "rpd"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.user_share <= 1.0:
@@ -48,8 +59,11 @@ class QuotaConfig:
             raise ConfigError("QUOTA_MAX_WAIT_S must be ≥ 0 and windows positive.")
 
     @classmethod
-    def from_settings(cls, settings: object) -> QuotaConfig:
-        """Build from ``Settings`` (or anything with the same attribute names)."""
+    def from_settings(
+        cls, settings: object, *, builtin_table: bool = True, requests_header_dimension: str = "rpd"
+    ) -> QuotaConfig:
+        """Build from ``Settings`` (or anything with the same attribute names); the
+        keywords come from the server's ``Provider``."""
         raw_limits = str(getattr(settings, "quota_model_limits", "") or "")
         try:
             overrides = parse_overrides(raw_limits)
@@ -68,9 +82,13 @@ class QuotaConfig:
             model_limits=overrides,
             admin_ids=frozenset(getattr(settings, "admin_ids", ()) or ()),
             default_model=str(getattr(settings, "default_model", "") or ""),
+            builtin_table=builtin_table,
+            requests_header_dimension=requests_header_dimension,
         )
 
     def table(self) -> LimitTable:
+        if not self.builtin_table:
+            return LimitTable(rows={}, default=UNLIMITED, overrides=self.model_limits)
         return LimitTable(overrides=self.model_limits)
 
     def is_admin(self, platform: str, user_id: str) -> bool:

@@ -206,9 +206,10 @@ class QuotaManager:
         """Take in one response's rate-limit headers (or a 429's retry-after)."""
         lane = self._lane(snapshot.model)
         now = self._clock.time()
-        if lane.sync("rpd", snapshot.limit_requests, snapshot.remaining_requests, now) | lane.sync(
-            "tpm", snapshot.limit_tokens, snapshot.remaining_tokens, now
-        ):
+        requests_dim = self._config.requests_header_dimension
+        if lane.sync(
+            requests_dim, snapshot.limit_requests, snapshot.remaining_requests, now
+        ) | lane.sync("tpm", snapshot.limit_tokens, snapshot.remaining_tokens, now):
             lane.user_limits = self._config.user_limits(lane.limits)
         if snapshot.retry_after_s is not None and snapshot.retry_after_s > 0:
             lane.paused_until = max(lane.paused_until, now + snapshot.retry_after_s)

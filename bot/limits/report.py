@@ -44,6 +44,7 @@ CSV_HEADER = (
     "prompt_tokens",
     "completion_tokens",
     "total_tokens",
+    "estimated",
 )
 _UNITS = {"rpm": "requests", "rpd": "requests", "tpm": "tokens", "tpd": "tokens"}
 _PERIODS = {"rpm": "this minute", "rpd": "today", "tpm": "this minute", "tpd": "today"}
@@ -207,6 +208,7 @@ def _csv_row(row: UsageEntry) -> list[object]:
         row.prompt_tokens,
         row.completion_tokens,
         row.prompt_tokens + row.completion_tokens,
+        int(row.estimated),
     ]
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "DIMENSIONS",
     "GROQ_FREE_TIER",
+    "UNLIMITED",
     "LimitTable",
     "ModelLimits",
     "Overrides",
@@ -84,6 +85,9 @@ GROQ_FREE_TIER: Mapping[str, ModelLimits] = MappingProxyType(
 )
 
 DEFAULT_LIMITS = _row(30, 1_000, 6_000, 100_000)
+UNLIMITED = ModelLimits(rpm=None, rpd=None, tpm=None, tpd=None)
+"""The default row for servers other than Groq: no account limit unless headers or
+QUOTA_MODEL_LIMITS say so."""
 
 
 class LimitTable:

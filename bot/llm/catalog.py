@@ -6,16 +6,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
+from bot.context import CONSERVATIVE_CONTEXT_WINDOW
 from bot.errors import UpstreamError, UpstreamServerError
 from bot.ports import Clock
 from bot.types import ModelInfo
 
-__all__ = ["DEFAULT_CONTEXT_WINDOW", "ModelCatalog", "parse_models"]
+__all__ = ["ModelCatalog", "parse_models"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_CONTEXT_WINDOW = 8192
-"""Assumed when the server does not say (OpenAI and Ollama don't); small on purpose."""
 
 _STALE_GRACE_S = 30.0
 
@@ -34,15 +32,16 @@ def _model(entry: Mapping[str, object]) -> ModelInfo | None:
     if not isinstance(model_id, str) or not model_id:
         return None
     context = next(
-        (c for c in (_positive_int(entry.get(k)) for k in _CONTEXT_KEYS) if c is not None),
-        DEFAULT_CONTEXT_WINDOW,
+        (c for c in (_positive_int(entry.get(k)) for k in _CONTEXT_KEYS) if c is not None), None
     )
     owned_by = entry.get("owned_by")
     active = entry.get("active")
     return ModelInfo(
         id=model_id,
         owned_by=owned_by if isinstance(owned_by, str) else "",
-        context_window=context,
+        # Without a figure here, bot.llm.discovery fills one in ("unknown" until then).
+        context_window=context or CONSERVATIVE_CONTEXT_WINDOW,
+        context_source="server" if context else "unknown",
         max_completion_tokens=_positive_int(entry.get("max_completion_tokens")),
         active=active if isinstance(active, bool) else True,
     )

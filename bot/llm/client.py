@@ -21,6 +21,7 @@ from pydantic import SecretStr
 
 from bot.errors import (
     BadRequest,
+    EmptyStream,
     ModelUnavailable,
     StreamInterrupted,
     UpstreamError,
@@ -28,8 +29,10 @@ from bot.errors import (
     UpstreamUnreachable,
 )
 from bot.llm.catalog import ModelCatalog, parse_models
+from bot.llm.discovery import Discovery
 from bot.llm.errors import base_url_host, error_from_response, map_transport_errors
 from bot.llm.headers import snapshot_from_headers
+from bot.llm.provider import Provider, ProviderKind
 from bot.llm.retry import RetryPolicy
 from bot.llm.sse import ChatStreamParser, parse_completion
 from bot.ports import Clock, RateLimitListener, RetryHook
@@ -52,13 +55,15 @@ T = TypeVar("T")
 _USER_AGENT = "groqbot/0.1 (+httpx)"
 
 
-def build_body(request: ChatRequest, *, stream: bool) -> dict[str, object]:
+def build_body(
+    request: ChatRequest, *, stream: bool, cap_param: str = "max_completion_tokens"
+) -> dict[str, object]:
     """The JSON body for ``/chat/completions``.
 
     Messages carry only ``role`` and ``content`` (Groq rejects other keys). Sampling
-    parameters appear only when set; ``max_tokens`` goes out as
-    ``max_completion_tokens``. ``request.extra`` is merged in but never overrides
-    the fields above or the streaming flags.
+    parameters appear only when set; ``max_tokens`` goes out as ``cap_param``, the
+    field the server honours (``Provider.output_cap_param``). ``request.extra`` is
+    merged in but never overrides the fields above or the streaming flags.
     """
     body: dict[str, object] = {
         "model": request.model,
@@ -73,7 +78,7 @@ def build_body(request: ChatRequest, *, stream: bool) -> dict[str, object]:
     sampling = {
         "temperature": request.temperature,
         "top_p": request.top_p,
-        "max_completion_tokens": request.max_tokens,
+        cap_param: request.max_tokens,
         "frequency_penalty": request.frequency_penalty,
         "presence_penalty": request.presence_penalty,
     }
@@ -85,6 +90,12 @@ def build_body(request: ChatRequest, *, stream: bool) -> dict[str, object]:
     if stream:
         body["stream_options"] = {"include_usage": True}
     return body
+
+
+def _closed_by_peer(error: UpstreamUnreachable) -> bool:
+    """The server closed the connection (not a timeout of ours)."""
+    cause = error.__cause__
+    return isinstance(cause, httpx.TransportError) and not isinstance(cause, httpx.TimeoutException)
 
 
 @asynccontextmanager
@@ -123,6 +134,8 @@ class CompletionsClient:
         on_rate_limit: RateLimitListener | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 10,
+        provider: ProviderKind | None = None,
+        context_fallback: int | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._clock = clock
@@ -142,6 +155,9 @@ class CompletionsClient:
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
             transport=transport,
+        )
+        self._discovery = Discovery(
+            self._http, self._base_url, configured=provider, fallback_window=context_fallback
         )
         self._catalog = ModelCatalog(fetch=self._fetch_models, ttl_s=models_ttl_s, clock=clock)
 
@@ -163,6 +179,10 @@ class CompletionsClient:
             on_rate_limit=on_rate_limit,
             # Room for a /models fetch next to a full set of concurrent streams.
             max_connections=settings.max_concurrent_requests + 2,
+            provider=None
+            if settings.api_provider == "auto"
+            else ProviderKind(settings.api_provider),
+            context_fallback=settings.context_token_budget,
         )
 
     def __repr__(self) -> str:
@@ -179,6 +199,17 @@ class CompletionsClient:
     ) -> None:
         await self.aclose()
 
+    @property
+    def provider(self) -> Provider | None:
+        """The server kind: known from settings or the URL at once, else after the first
+        model-list fetch (``models()``); None until then."""
+        return self._discovery.provider
+
+    def _cap_param(self) -> str:
+        provider = self._discovery.provider
+        # Unknown yet: max_tokens is the field every OpenAI-compatible server reads.
+        return provider.output_cap_param if provider is not None else "max_tokens"
+
     def add_rate_limit_listener(self, listener: RateLimitListener) -> None:
         """Also report rate-limit snapshots to ``listener`` (e.g. ``QuotaGate.observe``)."""
         self._listeners.append(listener)
@@ -193,7 +224,7 @@ class CompletionsClient:
         self, request: ChatRequest, *, on_retry: RetryHook | None = None
     ) -> AsyncIterator[ChatEvent]:
         """Stream one completion; see the class docstring for retries and interruption."""
-        body = build_body(request, stream=True)
+        body = build_body(request, stream=True, cap_param=self._cap_param())
         text: list[str] = []
         started = False
         attempt = 0
@@ -219,7 +250,7 @@ class CompletionsClient:
         self, request: ChatRequest, *, on_retry: RetryHook | None = None
     ) -> ChatResult:
         """One non-streaming completion, with the same error mapping and retries."""
-        body = build_body(request, stream=False)
+        body = build_body(request, stream=False, cap_param=self._cap_param())
         return await self._with_retries(lambda: self._complete_once(request.model, body), on_retry)
 
     # ----- models -----
@@ -238,7 +269,8 @@ class CompletionsClient:
         async def once() -> list[ModelInfo]:
             try:
                 async with self._send("GET", "models", model=None) as response:
-                    return parse_models(await self._read_json(response))
+                    payload = await self._read_json(response)
+                return await self._discovery.resolve(payload, parse_models(payload))
             except ModelUnavailable as exc:  # no /models here: the base URL itself is wrong
                 raise BadRequest(
                     f"The API at {base_url_host(self._base_url)} has no /models endpoint; "
@@ -258,12 +290,21 @@ class CompletionsClient:
         self, model: str, body: dict[str, object]
     ) -> AsyncGenerator[ChatEvent, None]:
         parser = ChatStreamParser(model=model, secrets=self._secrets)
+        received = False
         async with (
             self._send("POST", "chat/completions", model=model, body=body) as response,
             _closing(response.aiter_bytes()) as chunks,
         ):
             while not parser.done:
-                chunk = await self._next_chunk(chunks)
+                try:
+                    chunk = await self._next_chunk(chunks)
+                except UpstreamUnreachable as exc:
+                    if received or not _closed_by_peer(exc):
+                        raise
+                    chunk = None  # a 200 then a dropped connection: as good as empty
+                if chunk is None and not received:
+                    raise EmptyStream(detail="HTTP 200 with an empty body")
+                received = received or bool(chunk)
                 events = parser.feed(chunk) if chunk is not None else parser.finish()
                 if parser.done:
                     await self._drain(chunks)

@@ -39,6 +39,7 @@ __all__ = [
 
 _MAX_MESSAGE = 300
 _RETRY_IN = re.compile(r"try again in\s+((?:\d+(?:\.\d+)?(?:ns|us|µs|ms|h|m|s))+)", re.I)
+_WINDOW_IN_MESSAGE = re.compile(r"(?:maximum context length is|context window of)\s+([\d,]+)", re.I)
 _MODEL_IN_MESSAGE = re.compile(r"model\s+[`'\"]([^`'\"]+)[`'\"]", re.I)
 # Shapes of common provider keys (Groq gsk_, OpenAI sk-/sk-proj-, bearer tokens), so a
 # key the server echoes back never reaches a user even when we don't know its value.
@@ -132,8 +133,8 @@ def error_from_payload(
         return RequestTooLarge(status=status, detail=detail)
     if status == 429 or code == "rate_limit_exceeded" or kind == "rate_limit_exceeded":
         return _rate_limited(status, retry_after_s, detail)
-    if code == "context_length_exceeded":
-        return ContextTooLong(status=status, detail=detail)
+    if _context_overflow(code, kind, message):
+        return ContextTooLong(status=status, detail=detail, window=_window_of(error, message))
     if status == 404 or code in {"model_not_found", "model_decommissioned"}:
         return _model_unavailable(status, code, message, model, detail)
     # 498 is Groq's "flex tier capacity exceeded": a temporary capacity problem.
@@ -141,6 +142,30 @@ def error_from_payload(
         return UpstreamServerError(status=status, detail=detail)
     text = f"The model API rejected the request: {message.rstrip('.')}." if message else None
     return BadRequest(text, status=status, detail=detail)
+
+
+def _context_overflow(code: str, kind: str, message: str) -> bool:
+    # OpenAI, Groq, vLLM and llama-cpp-python say code context_length_exceeded; llama.cpp's
+    # own server says type exceed_context_size_error ("...exceeds the available context
+    # size..."); some servers say only the message.
+    lowered = message.lower()
+    return (
+        code == "context_length_exceeded"
+        or kind == "exceed_context_size_error"
+        or "maximum context length" in lowered
+        or "exceeds the available context size" in lowered
+        or "exceed context window" in lowered
+    )
+
+
+def _window_of(error: Mapping[str, object], message: str) -> int | None:
+    """The context size a refusal names: llama.cpp's ``n_ctx`` field, or "maximum context
+    length is N tokens" (OpenAI, vLLM, llama-cpp-python), or "context window of N"."""
+    n_ctx = error.get("n_ctx")
+    if isinstance(n_ctx, int) and not isinstance(n_ctx, bool) and n_ctx > 0:
+        return n_ctx
+    found = _WINDOW_IN_MESSAGE.search(message)
+    return int(found.group(1).replace(",", "")) if found else None
 
 
 def _too_large(status: int | None, code: str, kind: str, message: str) -> bool:

@@ -182,7 +182,14 @@ class InMemoryStore:
         # The ledger keeps no display names (as in SQLite), so rows read back compare equal.
         user = UserRef(entry.user.platform, entry.user.user_id)
         self._usage.append(
-            UsageEntry(user, entry.model, entry.prompt_tokens, entry.completion_tokens, entry.at)
+            UsageEntry(
+                user,
+                entry.model,
+                entry.prompt_tokens,
+                entry.completion_tokens,
+                entry.at,
+                entry.estimated,
+            )
         )
 
     async def usage_since(self, user: UserRef, since: float) -> UsageSummary:
@@ -192,6 +199,7 @@ class InMemoryStore:
             requests=len(rows),
             prompt_tokens=sum(row.prompt_tokens for row in rows),
             completion_tokens=sum(row.completion_tokens for row in rows),
+            estimated=sum(1 for row in rows if row.estimated),
         )
 
     async def iter_usage(self) -> AsyncIterator[UsageEntry]:

@@ -338,8 +338,15 @@ class SqliteStore:
             await _execute(
                 conn,
                 "INSERT INTO usage (user_id, platform, model, prompt_tokens,"
-                " completion_tokens, at) VALUES (?, ?, ?, ?, ?, ?)",
-                (user.storage_id(), str(user.platform), entry.model, *tokens, entry.at),
+                " completion_tokens, at, estimated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    user.storage_id(),
+                    str(user.platform),
+                    entry.model,
+                    *tokens,
+                    entry.at,
+                    int(entry.estimated),
+                ),
             )
 
     async def usage_since(self, user: UserRef, since: float) -> UsageSummary:
@@ -347,12 +354,12 @@ class SqliteStore:
             rows = await _fetchall(
                 conn,
                 "SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0),"
-                " COALESCE(SUM(completion_tokens), 0) FROM usage"
+                " COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(estimated), 0) FROM usage"
                 " WHERE user_id = ? AND at >= ?",
                 (user.storage_id(), since),
             )
-        requests, prompt, completion = rows[0]
-        return UsageSummary(int(requests), int(prompt), int(completion))
+        requests, prompt, completion, estimated = rows[0]
+        return UsageSummary(int(requests), int(prompt), int(completion), int(estimated))
 
     async def iter_usage(self) -> AsyncIterator[UsageEntry]:
         """Every ledger row in the order recorded, fetched in batches.
@@ -364,14 +371,16 @@ class SqliteStore:
             async with self._read() as conn:
                 rows = await _fetchall(
                     conn,
-                    "SELECT id, user_id, platform, model, prompt_tokens, completion_tokens, at"
-                    " FROM usage WHERE id > ? ORDER BY id LIMIT ?",
+                    "SELECT id, user_id, platform, model, prompt_tokens, completion_tokens, at,"
+                    " estimated FROM usage WHERE id > ? ORDER BY id LIMIT ?",
                     (after, _USAGE_BATCH),
                 )
-            for row_id, user_id, platform, model, prompt, completion, at in rows:
+            for row_id, user_id, platform, model, prompt, completion, at, estimated in rows:
                 after = row_id
                 user = UserRef(Platform(platform), user_id.removeprefix(f"{platform}:"))
-                yield UsageEntry(user, model, int(prompt), int(completion), float(at))
+                yield UsageEntry(
+                    user, model, int(prompt), int(completion), float(at), bool(estimated)
+                )
             if len(rows) < _USAGE_BATCH:
                 return
 

@@ -96,10 +96,33 @@ async def test_startup_problems_are_one_clear_sentence(
     assert "gsk_wrong_key_0123456789" not in err
 
 
-async def test_missing_default_model_warns_with_available_ones(
+async def test_check_fails_on_a_missing_default_model_and_names_the_available_ones(
     fake_groq: FakeGroq, tmp_path: Path
 ) -> None:
     env = _env(fake_groq, tmp_path, DEFAULT_MODEL="llama-3.3-70b-versatile")
-    code, _, err = await _bot(["check"], env, cwd=tmp_path)
-    assert code == 0
+    code, out, err = await _bot(["check"], env, cwd=tmp_path)
+    assert code == 2
     assert "DEFAULT_MODEL=llama-3.3-70b-versatile" in err and "openai/gpt-oss-120b" in err
+    assert "OK" not in out
+
+
+async def test_check_passes_and_names_the_server_and_window(
+    fake_groq: FakeGroq, tmp_path: Path
+) -> None:
+    code, out, err = await _bot(["check"], _env(fake_groq, tmp_path), cwd=tmp_path)
+    assert code == 0, err
+    assert "is Groq" in out and "131,072 tokens context" in out and "OK:" in out
+
+
+async def test_terminal_chat_prints_a_slash_answer_once_after_a_retry_status(
+    fake_groq: FakeGroq, tmp_path: Path
+) -> None:
+    answer = "/usr/bin/env python3 finds python; on Windows see C:\\x\\py.exe. " * 40
+    fake_groq.reply_text = answer.strip()
+    fake_groq.script("429", retry_after=0.05)
+    code, out, err = await _bot(["chat"], _env(fake_groq, tmp_path), "which python?\n")
+    assert code == 0, err
+    status, reply = out.split("bot> ")[1:3]
+    assert "retrying in" in status and status.endswith("\n")  # a line of its own
+    assert reply == answer.strip() + "\n\nyou> \n"  # printed once, whole
+    assert "Traceback" not in err

@@ -159,7 +159,9 @@ async def test_request_body_is_what_groq_accepts(
         max_tokens=77,
         extra={"include_reasoning": False, "reasoning_effort": "low", "stream": False},
     )
-    events = await collect(make_client(), request)
+    client = make_client()
+    await client.models()  # tells the client it talks to Groq: max_completion_tokens
+    events = await collect(client, request)
     assert not [e for e in events if isinstance(e, ReasoningDelta)]
     assert "last=what is this" in text_of(events)
     sent = fake_groq.requests[-1]
@@ -494,7 +496,7 @@ async def test_models_404_points_at_the_base_url(
     assert "API_BASE_URL" in caught.value.user_text and "127.0.0.1" in caught.value.user_text
 
 
-async def test_openai_shaped_models_get_defaults() -> None:
+async def test_models_without_a_window_get_a_conservative_default() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         data = [
             {"id": "gpt-4o", "object": "model", "created": 1, "owned_by": "openai"},
@@ -508,9 +510,12 @@ async def test_openai_shaped_models_get_defaults() -> None:
         transport=httpx.MockTransport(handler),
     ) as client:
         models = await client.models()
-    assert [(m.id, m.context_window, m.max_completion_tokens, m.active) for m in models] == [
-        ("gpt-4o", 8192, None, True),
-        ("llama3:8b", 8192, None, True),
+    assert [
+        (m.id, m.context_window, m.context_source, m.max_completion_tokens, m.active)
+        for m in models
+    ] == [
+        ("gpt-4o", 4096, "default", None, True),
+        ("llama3:8b", 4096, "default", None, True),
     ]
 
 

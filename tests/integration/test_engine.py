@@ -108,7 +108,7 @@ async def test_messages_in_one_conversation_are_answered_in_order(
         ("401", "API key", 1),
         ("404", "/model", 1),
         ("model_decommissioned", "/model", 1),
-        ("context_length_exceeded", "/reset", 1),
+        ("context_length_exceeded", None, 2),  # trimmed and sent once more
         ("413", "tokens-per-minute", 1),
         ("500", None, 2),
         ("503", None, 2),
@@ -140,6 +140,21 @@ async def test_api_faults_end_in_clear_text_with_retries_only_where_they_belong(
     else:
         assert sink.failed is not None and expected in sink.failed
         assert "Traceback" not in sink.failed
+
+
+async def test_an_overflow_that_persists_after_trimming_says_what_to_do(
+    fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
+) -> None:
+    fake_groq.script("context_length_exceeded", times=2)
+    async with runtime(settings_factory()) as rt:
+        await rt.completions.models()
+        before = len(fake_groq.requests)
+        sink = await ask(rt, "hi")
+        assert len(fake_groq.requests) - before == 2  # once trimmed, never in a loop
+        assert sink.failed is not None and "/reset" in sink.failed
+        again = await ask(rt, "hello again")  # the conversation is not stuck
+    assert again.status_ is TurnStatus.COMPLETE
+    assert "turns=1 last=hello again" in (again.final or "")  # the refused turn was dropped
 
 
 async def test_mid_stream_drop_keeps_partial_reply_marked_interrupted(

@@ -571,14 +571,15 @@ async def test_usage_report_for_a_user_and_for_an_admin() -> None:
 async def test_usage_csv_export() -> None:
     async def rows() -> AsyncIterator[UsageEntry]:
         yield UsageEntry(ALICE, MODEL, 10, 5, DAY0 + 3_600)
-        yield UsageEntry(CAROL, MODEL, 1, 2, DAY0 + 7_200)
+        yield UsageEntry(CAROL, MODEL, 1, 2, DAY0 + 7_200, estimated=True)
 
     out = io.StringIO()
     assert await write_usage_csv(rows(), out) == 2
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("time_utc,platform,user_id")
-    assert lines[1].endswith(",discord,1,alice,openai/gpt-oss-120b,10,5,15")
-    assert lines[2].split(",")[1:3] == ["slack", "U3"]
+    assert lines[0].endswith(",total_tokens,estimated")
+    assert lines[1].endswith(",discord,1,alice,openai/gpt-oss-120b,10,5,15,0")
+    assert lines[2].split(",")[1:3] == ["slack", "U3"] and lines[2].endswith(",1")
 
 
 # ----- config -----
