@@ -108,7 +108,7 @@ class Provider:
 def api_root(base_url: str) -> str:
     """The server root for non-``/v1`` endpoints: ``http://h:8080/v1`` → ``http://h:8080``."""
     root = base_url.rstrip("/")
-    for suffix in ("/v1", "/openai/v1"):
+    for suffix in ("/openai/v1", "/v1"):
         if root.endswith(suffix):
             return root[: -len(suffix)]
     return root
