@@ -292,6 +292,7 @@ class QuotaManager:
                 lane.reported,
                 max(0.0, lane.paused_until - now),
                 lane.queued,
+                self._config.requests_header_dimension,
             )
             for model, lane in sorted(self._lanes.items())
         ]

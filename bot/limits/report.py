@@ -86,6 +86,7 @@ class AccountStatus:
     reported: RateLimitSnapshot | None
     paused_for_s: float = 0.0
     queued: int = 0
+    requests_dimension: str = "rpd"  # what the API's request headers count
 
 
 def user_dimensions(
@@ -164,7 +165,8 @@ def _account_lines(status: AccountStatus) -> str:
     snap = status.reported
     if snap is not None and snap.remaining_requests is not None:
         parts.append(
-            f"API: {snap.remaining_requests:,}/{snap.limit_requests or 0:,} requests left today"
+            f"API: {snap.remaining_requests:,}/{snap.limit_requests or 0:,} requests left "
+            f"{_PERIODS[status.requests_dimension]}"
         )
     if snap is not None and snap.remaining_tokens is not None:
         parts.append(
