@@ -10,6 +10,9 @@ chat response carries ``x-ratelimit-*`` headers, limits can be enforced with rea
 
 The model list and validation are in ``groq_models``, the limits and their headers
 in ``groq_limits``, the answers' text and bodies in ``groq_answers``.
+
+``profile="llamacpp"`` or ``"openai"`` makes it answer like llama.cpp's server or
+api.openai.com instead, under ``/v1``: see ``server_profiles``.
 """
 
 from __future__ import annotations
@@ -17,13 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import secrets
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -38,6 +40,12 @@ from tests.fakes.groq_models import (
     model_not_found_error,
     unauthorized_error,
     validate,
+)
+from tests.fakes.server_profiles import (
+    ProfileName,
+    default_api_key,
+    default_models,
+    install_profile,
 )
 
 # FakeModel, DEFAULT_MODELS, FILLER and go_duration are re-exported: tests import them here.
@@ -58,9 +66,16 @@ class _Fault:
 class FakeGroq:
     """The fake server; configure attributes freely between requests."""
 
-    def __init__(self, *, api_key: str | None = None, models: list[FakeModel] | None = None):
-        self.api_key: str | None = api_key or f"gsk_fake_{secrets.token_hex(16)}"
-        self.models: list[FakeModel] = list(models or DEFAULT_MODELS)
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        models: list[FakeModel] | None = None,
+        profile: ProfileName = "groq",
+    ):
+        self.profile: ProfileName = profile
+        self.api_key: str | None = default_api_key(profile, api_key)
+        self.models: list[FakeModel] = list(models or default_models(profile))
         self.decommissioned: set[str] = {"gemma2-9b-it", "llama3-70b-8192"}
         self.requests: list[dict[str, Any]] = []
         self.token_delay_s = 0.0
@@ -81,20 +96,30 @@ class FakeGroq:
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self.base_url = ""
+        # The "llamacpp" profile's knobs (profile_llamacpp says where each comes from).
+        self.n_ctx = 2_048
+        self.props_enabled = True
+        self.llamacpp_errors: Literal["llama-cpp-python", "llama.cpp"] = "llama-cpp-python"
+        self.stream_overflow: Literal["drop", "error"] = "drop"
+        self.overflow_counts_max_tokens = False
 
     # ----- lifecycle and scripting -----
 
     async def start(self) -> None:
         """Listen on 127.0.0.1, on a free port; sets ``base_url``."""
         app = web.Application()
-        app.router.add_post("/openai/v1/chat/completions", self._chat)
-        app.router.add_get("/openai/v1/models", self._list_models)
+        if self.profile == "groq":
+            app.router.add_post("/openai/v1/chat/completions", self._chat)
+            app.router.add_get("/openai/v1/models", self._list_models)
+            path = "/openai/v1"
+        else:
+            path = install_profile(self, app)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         port = self._runner.addresses[0][1]
-        self.base_url = f"http://127.0.0.1:{port}/openai/v1"
+        self.base_url = f"http://127.0.0.1:{port}{path}"
 
     async def aclose(self) -> None:
         """Wake stalled answers and stop the server."""
@@ -111,9 +136,12 @@ class FakeGroq:
         only in the message text), "500", "503". Stream faults: "drop" (close the
         connection after ``after_tokens``), "stall" (hang ``seconds`` after
         ``after_tokens``), "error_event" (a ``data: {"error":...}`` after ``after_tokens``).
+        The other profiles take the stream faults only.
         """
         if kind not in STATUS_FAULTS | STREAM_FAULTS:
             raise ValueError(f"unknown fault {kind!r}")
+        if kind in STATUS_FAULTS and self.profile != "groq":
+            raise ValueError(f"status fault {kind!r} is Groq-shaped; profile is {self.profile}")
         self._faults.append(_Fault(kind, times, {"endpoint": endpoint, **params}))
 
     @property
