@@ -137,6 +137,11 @@ async def preflight(runtime: Runtime) -> Preflight:
     notes = [f"{settings.api_base_url} is {provider.label}."] if provider else []
     chat = await runtime.engine.list_models()
     default = next((m for m in chat if m.id == settings.default_model), None)
+    if default is None and chat and _default_model_unset(settings, provider):
+        # The built-in default names a Groq model; a local server serves its own.
+        default = chat[0]
+        settings.default_model = default.id
+        notes.append(f"DEFAULT_MODEL is not set: using {default.id}, the server's first model.")
     if default is None:
         if not models:
             return Preflight((), (*notes, "The server lists no models; DEFAULT_MODEL is used."))
@@ -151,6 +156,12 @@ async def preflight(runtime: Runtime) -> Preflight:
         )
     problems, window_notes = _window_findings(settings, default)
     return Preflight(problems, (*notes, *window_notes))
+
+
+def _default_model_unset(settings: Settings, provider: Provider | None) -> bool:
+    """DEFAULT_MODEL was left blank and the server is not the one its default is for."""
+    groq = provider is not None and provider.kind is ProviderKind.GROQ
+    return "default_model" not in settings.model_fields_set and not groq
 
 
 def _window_findings(settings: Settings, model: ModelInfo) -> tuple[tuple[str, ...], list[str]]:
