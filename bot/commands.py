@@ -137,7 +137,8 @@ class CommandsMixin:
         report = getattr(self.quota, "report", None)
         now = self.clock.time()
         if report is not None:
-            text: str = await report(user, admin=self.is_admin(user))
+            current = await self.current_model(user, None)
+            text: str = await report(user, admin=self.is_admin(user), current_model=current)
             month = await self.store.usage_since(user, now - 30 * 86400)
             return CommandReply(text + _estimated_note(month))
         day_start = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0)

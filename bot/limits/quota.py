@@ -267,13 +267,14 @@ class QuotaManager:
 
     # ----- reporting -----
 
-    def snapshot_for(self, user: UserRef) -> UserUsage:
-        """The user's use of each model they used (and of the default model)."""
+    def snapshot_for(self, user: UserRef, current_model: str | None = None) -> UserUsage:
+        """The user's use of each model they used, and of ``current_model`` (the one
+        their next turn uses; the configured default when not given)."""
         now = self._clock.time()
         state = self._users.get(user.storage_id()) or _UserState()
         admin = self._config.is_admin(user.platform.value, user.user_id)
         models = dict(state.models)
-        default = self._config.default_model
+        default = current_model or self._config.default_model
         if default and default not in models:
             models[default] = UserCounters(minute_s=self._config.minute_s, day_s=self._config.day_s)
         usage = tuple(
@@ -297,9 +298,11 @@ class QuotaManager:
             for model, lane in sorted(self._lanes.items())
         ]
 
-    async def report(self, user: UserRef, *, admin: bool) -> str:
+    async def report(self, user: UserRef, *, admin: bool, current_model: str | None = None) -> str:
         """The ``/usage`` text (``Engine.usage`` calls this when present)."""
-        return format_usage(self.snapshot_for(user), self.account_status() if admin else None)
+        return format_usage(
+            self.snapshot_for(user, current_model), self.account_status() if admin else None
+        )
 
     # ----- internals -----
 

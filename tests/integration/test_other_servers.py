@@ -117,6 +117,7 @@ async def test_llamacpp_twenty_long_turns_fit_the_window_and_all_get_answers(
     # The server reports no usage: /usage counts estimates and says so.
     assert re.search(r"[1-9][\d,]* tokens today", usage), usage
     assert "estimated" in usage
+    assert "gpt-oss" not in usage  # only models this user uses, not Groq's default
 
 
 async def test_llamacpp_without_props_overflows_once_then_learns_the_window(
