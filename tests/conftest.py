@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -10,17 +11,39 @@ import pytest
 
 from bot.settings import Settings
 from tests.fakes.groq_server import FakeGroq
+from tests.fakes.server_profiles import ProfileName
 
 
-@pytest.fixture
-async def fake_groq() -> AsyncIterator[FakeGroq]:
-    """A started ``FakeGroq`` on 127.0.0.1 (port 0), closed after the test."""
-    fake = FakeGroq()
+@asynccontextmanager
+async def started(profile: ProfileName = "groq") -> AsyncIterator[FakeGroq]:
+    """A started ``FakeGroq`` of ``profile`` on 127.0.0.1 (port 0), closed on exit."""
+    fake = FakeGroq(profile=profile)
     await fake.start()
     try:
         yield fake
     finally:
         await fake.aclose()
+
+
+@pytest.fixture
+async def fake_groq() -> AsyncIterator[FakeGroq]:
+    """The fake answering as Groq does."""
+    async with started() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def fake_llamacpp() -> AsyncIterator[FakeGroq]:
+    """The fake answering as llama.cpp / llama-cpp-python's server does (n_ctx 2,048)."""
+    async with started("llamacpp") as fake:
+        yield fake
+
+
+@pytest.fixture
+async def fake_openai() -> AsyncIterator[FakeGroq]:
+    """The fake answering as api.openai.com does."""
+    async with started("openai") as fake:
+        yield fake
 
 
 @pytest.fixture

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.groq_server import FakeGroq
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.process import ROOT, run_bot
 
 
 def _env(fake: FakeGroq | None, tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -26,20 +23,7 @@ def _env(fake: FakeGroq | None, tmp_path: Path, **extra: str) -> dict[str, str]:
 async def _bot(
     args: list[str], env: dict[str, str], stdin: str = "", cwd: Path = ROOT
 ) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-        cwd=cwd,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 30)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await run_bot(args, env, cwd=cwd, stdin=stdin)
 
 
 async def test_terminal_chat_streams_and_remembers_across_runs(

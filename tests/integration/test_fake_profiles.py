@@ -22,24 +22,14 @@ HI = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture
-async def llama() -> AsyncIterator[FakeGroq]:
-    fake = FakeGroq(profile="llamacpp")
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.aclose()
+def llama(fake_llamacpp: FakeGroq) -> FakeGroq:
+    return fake_llamacpp
 
 
 @pytest.fixture
-async def openai() -> AsyncIterator[FakeGroq]:
-    fake = FakeGroq(profile="openai")
-    fake.clock = lambda: 1_000.0  # frozen, so the rate-limit headers are exact
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.aclose()
+def openai(fake_openai: FakeGroq) -> FakeGroq:
+    fake_openai.clock = lambda: 1_000.0  # frozen, so the rate-limit headers are exact
+    return fake_openai
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ the file, with its many blank values, is loaded as shipped.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import sys
@@ -20,12 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.settings import Settings
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.groq_server import FakeGroq
 from tests.fakes.slack_server import FakeSlack
+from tests.process import ROOT, bot_env, run_bot
 
-ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = (ROOT / ".env.example").read_text()
 
 
@@ -40,29 +38,8 @@ def _dotenv(workdir: Path, **edits: str) -> Path:
     return workdir
 
 
-def _clean_env(**extra: str) -> dict[str, str]:
-    """The caller's environment without any bot setting, so only ``.env`` speaks."""
-    names = {name.upper() for name in Settings.model_fields} | {"API_KEY"}
-    env = {k: v for k, v in os.environ.items() if k not in names}
-    env.update(PYTHONPATH=str(ROOT), USER="newuser", **extra)
-    return env
-
-
 async def _bot(args: list[str], workdir: Path, stdin: str = "") -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=_clean_env(),
-        cwd=workdir,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 30)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await run_bot(args, bot_env(USER="newuser"), cwd=workdir, stdin=stdin)
 
 
 async def test_unchanged_example_run_names_the_variables_to_set(tmp_path: Path) -> None:
@@ -137,7 +114,7 @@ async def _running(workdir: Path) -> AsyncIterator[_Running]:
             "-m",
             "bot",
             "run",
-            env=_clean_env(),
+            env=bot_env(USER="newuser"),
             cwd=workdir,
             stdout=out,
             stderr=asyncio.subprocess.STDOUT,

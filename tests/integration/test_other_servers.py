@@ -8,10 +8,8 @@ The profiles' behaviour comes from the servers' sources (``tests/fakes/profile_*
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +23,8 @@ from tests.fakes.groq_models import FakeModel
 from tests.fakes.groq_server import FakeGroq
 from tests.fakes.profile_llamacpp import DEFAULT_MODEL_PATH
 from tests.fakes.sink import RecordingSink
+from tests.process import bot_env, run_bot
 
-ROOT = Path(__file__).resolve().parents[2]
 ALICE = UserRef(Platform.TERMINAL, "alice", "Alice")
 DM_ALICE = ConversationKey(Platform.TERMINAL, dm_user="alice")
 # ~1,000 characters: about 250-290 tokens, so a few turns fill a 2,048-token window.
@@ -35,28 +33,14 @@ LONG = "Tell me more about the history of this topic, with every detail you know
 SettingsFactory = Callable[..., Settings]
 
 
-async def _fake(profile: str) -> FakeGroq:
-    fake = FakeGroq(profile=profile)  # type: ignore[arg-type]
-    await fake.start()
-    return fake
+@pytest.fixture
+def llamacpp(fake_llamacpp: FakeGroq) -> FakeGroq:
+    return fake_llamacpp
 
 
 @pytest.fixture
-async def llamacpp() -> AsyncIterator[FakeGroq]:
-    fake = await _fake("llamacpp")
-    try:
-        yield fake
-    finally:
-        await fake.aclose()
-
-
-@pytest.fixture
-async def openai() -> AsyncIterator[FakeGroq]:
-    fake = await _fake("openai")
-    try:
-        yield fake
-    finally:
-        await fake.aclose()
+def openai(fake_openai: FakeGroq) -> FakeGroq:
+    return fake_openai
 
 
 @pytest.fixture
@@ -271,10 +255,7 @@ async def test_an_unrecognised_server_gets_max_tokens_a_conservative_window_and_
 async def test_chat_cli_twenty_long_turns_against_llamacpp(
     llamacpp: FakeGroq, tmp_path: Path
 ) -> None:
-    names = {name.upper() for name in Settings.model_fields} | {"API_KEY"}
-    env = {k: v for k, v in os.environ.items() if k not in names}
-    env.update(
-        PYTHONPATH=str(ROOT),
+    env = bot_env(
         USER="local",
         API_BASE_URL=llamacpp.base_url,
         DATABASE_PATH=str(tmp_path / "bot.db"),
@@ -283,20 +264,8 @@ async def test_chat_cli_twenty_long_turns_against_llamacpp(
     )
     llamacpp.reply_words = 60
     lines = "".join(f"turn {i}: {LONG}\n" for i in range(20)) + "/models\n/usage\n"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "chat",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-        cwd=tmp_path,
-    )
-    out_b, err_b = await asyncio.wait_for(proc.communicate(lines.encode()), 60)
-    out, err = out_b.decode(), err_b.decode()
-    assert proc.returncode == 0, err
+    code, out, err = await run_bot(["chat"], env, cwd=tmp_path, stdin=lines, within=60)
+    assert code == 0, err
     for i in range(20):
         assert f"last=turn {i}:" in out, (i, out[-2000:], err)
     assert "2,048 tokens context" in out
