@@ -214,7 +214,10 @@ class Engine(CommandsMixin):
             )
             if isinstance(exc, ContextTooLong):  # the server said so: remember it
                 self._cap_window(model.id, smaller.context_window)
-        await sink.status("the conversation is too long for the model; retrying with less history…")
+                reason = "the conversation is too long for the model"
+            else:  # an empty answer: an overflow as llama.cpp reports it, or a failure
+                reason = "the model server sent an empty answer"
+        await sink.status(f"{reason}; retrying with less history…")
         request = await self._request(incoming.key, smaller, system_prompt, current)
         await self._stream(incoming, request, sink, answer)
         # It fitted once trimmed: whatever the server's way of saying so, that was it.
