@@ -15,11 +15,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TextIO
 
-from bot.engine import Engine
+from bot.adapter import AdapterContext
+from bot.settings import AdapterSettings
 from bot.streaming import EditingSink
-from bot.types import ConversationKey, Incoming, Platform, SurfaceLimits, UserRef
+from bot.types import ConversationKey, Incoming, Platform, PlatformHelp, SurfaceLimits, UserRef
 
-__all__ = ["TerminalAdapter", "TerminalSurface"]
+__all__ = ["PLATFORM", "TerminalAdapter", "TerminalSettings", "TerminalSurface"]
+
+PLATFORM = Platform("terminal")
 
 _LIMITS = SurfaceLimits(max_chars=1_000_000, min_edit_interval_s=0.03)
 # Printed before each answer, and again before an answer printed anew after a rewrite.
@@ -123,6 +126,16 @@ class TerminalSurface:
             self._at_line_start = text.endswith("\n")
 
 
+class TerminalSettings(AdapterSettings):
+    """The terminal needs no credentials: ``python -m bot chat`` always works."""
+
+    def enabled(self) -> bool:
+        return True
+
+    def help(self) -> PlatformHelp:
+        return PlatformHelp("Type a message and press Enter. /quit exits.")
+
+
 class TerminalAdapter:
     """Interactive chat for one local user, remembered in the store like any DM."""
 
@@ -130,16 +143,18 @@ class TerminalAdapter:
 
     def __init__(
         self,
-        engine: Engine,
+        context: AdapterContext[TerminalSettings],
         *,
         user: str | None = None,
         read_line: Callable[[], str] | None = None,
         out: TextIO | None = None,
     ) -> None:
-        self._engine = engine
+        self._context = context
+        self._engine = context.engine
         user_id = user or os.environ.get("USER") or "local"
-        self._user = UserRef(Platform.TERMINAL, user_id, user_id)
-        self._key = ConversationKey(Platform.TERMINAL, dm_user=user_id)
+        self._user = UserRef(PLATFORM, user_id, user_id)
+        self._key = ConversationKey(PLATFORM, dm_user=user_id)
+        context.engine.describe_platform(PLATFORM, context.settings.help())
         self._read_line = read_line or sys.stdin.readline
         self._out = out or sys.stdout
 
@@ -171,7 +186,7 @@ class TerminalAdapter:
         self._out.write(_LABEL)
         self._out.flush()
         surface = TerminalSurface(self._out, label=_LABEL)
-        sink = EditingSink(surface, pacer=self._engine.pacer, clock=self._engine.clock)
+        sink = EditingSink(surface, pacer=self._context.pacer, clock=self._context.clock)
         await self._engine.handle(incoming, sink)
         surface.end_line()
 

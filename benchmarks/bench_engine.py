@@ -106,8 +106,8 @@ async def overhead(runs: int) -> None:
                     d, f = await bare_request(fake, bare)
                     bare_dispatch.append(d)
                     bare_first.append(f)
-                    user = UserRef(Platform.TERMINAL, f"u{i}")
-                    key = ConversationKey(Platform.TERMINAL, dm_user=f"u{i}")
+                    user = UserRef(Platform("terminal"), f"u{i}")
+                    key = ConversationKey(Platform("terminal"), dm_user=f"u{i}")
                     sink = TimingSink()
                     start = time.monotonic()
                     await rt.engine.handle(Incoming(key, user, "hi", str(i)), sink)
@@ -135,8 +135,8 @@ async def context_load(runs: int) -> None:
         store = SqliteStore(Path(tmp) / "ctx.db")
         await store.open()
         try:
-            small = ConversationKey(Platform.TERMINAL, dm_user="small")
-            large = ConversationKey(Platform.TERMINAL, dm_user="large")
+            small = ConversationKey(Platform("terminal"), dm_user="small")
+            large = ConversationKey(Platform("terminal"), dm_user="large")
             for key, count in ((small, 10), (large, 10_000)):
                 for i in range(count):
                     role = "user" if i % 2 == 0 else "assistant"

@@ -50,7 +50,7 @@ async def bench_admit(users: int, calls: int) -> tuple[float, float]:
         user_tpd=10**12,
     )
     quota = QuotaManager(config=config, clock=FrozenClock())
-    refs = [UserRef(Platform.DISCORD, str(i)) for i in range(users)]
+    refs = [UserRef(Platform("discord"), str(i)) for i in range(users)]
     usage = Usage(100, 50)
     for ref in refs:  # make every user known
         await quota.settle(await quota.admit(ref, MODEL, 200), usage)

@@ -8,25 +8,24 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
-from typing import Any
 
 from pydantic import ValidationError
 
-from bot.app import Preflight, Runtime, check_api_key, open_runtime, preflight
+from bot.adapter import AdapterSpec
+from bot.app import Preflight, Runtime, check_api_key, open_runtime, preflight, serve
 from bot.errors import BotError, ConfigError
 from bot.log import configure_logging
-from bot.settings import Settings
+from bot.settings import AdapterSettings, Settings
 
 log = logging.getLogger("bot")
 
 EXIT_CONFIG = 2
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(platforms: Sequence[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bot",
-        description="Self-hosted LLM chat bot for Discord, Slack and the terminal. "
+        description=f"Self-hosted LLM chat bot for {', '.join(platforms)} and the terminal. "
         "Settings come from the environment and .env (see .env.example).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -41,21 +40,47 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+Platform = tuple[AdapterSpec, AdapterSettings]
+
+
+def _invalid(exc: ValidationError, prefix: str) -> str:
+    """``TEMPERATURE (Input should be …)`` for each failed field, as the user spells it."""
+    return ", ".join(
+        f"{prefix}{'.'.join(str(p) for p in err['loc']).upper()} ({err['msg']})"
+        for err in exc.errors()
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    args = _parser().parse_args(argv)
+    from adapters import ADAPTERS
+
+    args = _parser([spec.name for spec in ADAPTERS]).parse_args(argv)
+
+    invalid: list[str] = []
     try:
         settings = Settings()
     except ValidationError as exc:
-        fields = ", ".join(
-            f"{'.'.join(str(p) for p in err['loc']).upper()} ({err['msg']})" for err in exc.errors()
+        invalid.append(_invalid(exc, ""))
+    platforms: list[Platform] = []
+    for spec in ADAPTERS:
+        cls = spec.settings_type()
+        try:
+            platforms.append((spec, cls()))
+        except ValidationError as exc:
+            invalid.append(_invalid(exc, str(cls.model_config.get("env_prefix") or "")))
+    if invalid:
+        print(
+            f"Invalid settings: {', '.join(invalid)}. Fix them in .env or the environment.",
+            file=sys.stderr,
         )
-        print(f"Invalid settings: {fields}. Fix them in .env or the environment.", file=sys.stderr)
         return EXIT_CONFIG
-    configure_logging(settings.log_level, settings.secrets())
+    secrets = [*settings.secrets(), *(s for _, config in platforms for s in config.secrets())]
+    quiet = [name for _, config in platforms for name in type(config).quiet_loggers]
+    configure_logging(settings.log_level, secrets, quiet)
     command = args.command or "run"
     try:
-        return asyncio.run(_dispatch(command, args, settings))
+        return asyncio.run(_dispatch(command, args, settings, platforms))
     except KeyboardInterrupt:
         return 130
     except ConfigError as exc:
@@ -66,9 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-async def _dispatch(command: str, args: argparse.Namespace, settings: Settings) -> int:
+async def _dispatch(
+    command: str, args: argparse.Namespace, settings: Settings, platforms: list[Platform]
+) -> int:
     if command == "run":
-        return await _run(settings)
+        return await _run(settings, platforms)
     ephemeral = bool(getattr(args, "ephemeral", False))
     async with open_runtime(settings, ephemeral=ephemeral, need_api=command != "usage") as runtime:
         if command == "usage":
@@ -86,9 +113,9 @@ async def _dispatch(command: str, args: argparse.Namespace, settings: Settings) 
                     f"\tmax_output={m.max_completion_tokens or '-'}{mark}"
                 )
             return 0
-        from adapters.terminal import TerminalAdapter
+        from adapters.terminal import TerminalAdapter, TerminalSettings
 
-        await TerminalAdapter(runtime.engine, user=args.user).run()
+        await TerminalAdapter(runtime.context(TerminalSettings()), user=args.user).run()
         return 0
 
 
@@ -111,12 +138,10 @@ async def _export_usage(runtime: Runtime) -> int:
     return 0
 
 
-async def _run(settings: Settings) -> int:
-    from adapters import ADAPTERS
-
-    specs = [spec for spec in ADAPTERS if spec.enabled(settings)]
-    if not specs:
-        wanted = "; ".join(f"{spec.name}: {spec.requirement}" for spec in ADAPTERS)
+async def _run(settings: Settings, platforms: list[Platform]) -> int:
+    enabled = [(spec, config) for spec, config in platforms if config.enabled()]
+    if not enabled:
+        wanted = "; ".join(f"{spec.name}: {type(config).requirement}" for spec, config in platforms)
         print(
             f"No platform is configured. Set the variables for at least one ({wanted}) "
             "in .env, or run `python -m bot chat` to chat in the terminal.",
@@ -124,28 +149,12 @@ async def _run(settings: Settings) -> int:
         )
         return EXIT_CONFIG
     check_api_key(settings)
-    async with open_runtime(settings) as runtime, AsyncExitStack() as stack:
-        found = await preflight(runtime)
-        for note in found.notes:
-            log.info("%s", note)
-        for problem in found.problems:
-            log.warning("%s", problem)
-        for spec in specs:
-            adapter: Any = spec.load()(settings, runtime.engine)
-            await adapter.start()
-            stack.push_async_callback(adapter.aclose)
-            log.info("%s adapter started", spec.name)
-        await _wait_for_signal()
-        log.info("shutting down")
-    return 0
-
-
-async def _wait_for_signal() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await serve(settings, enabled, stop=stop)
+    return 0
 
 
 if __name__ == "__main__":

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
+from bot.adapter import AdapterContext, AdapterSpec
 from bot.commands import window_text
 from bot.context import history_budget
 from bot.engine import Engine
@@ -16,14 +19,16 @@ from bot.limits.quota import QuotaManager
 from bot.llm.client import CompletionsClient
 from bot.llm.provider import Provider, ProviderKind
 from bot.ports import Clock, Store, SystemClock
-from bot.settings import GROQ_BASE_URL, Settings
+from bot.settings import GROQ_BASE_URL, AdapterSettings, Settings
 from bot.store import InMemoryStore, SqliteStore
 from bot.streaming import EditPacer
 from bot.types import ModelInfo
 
-__all__ = ["Preflight", "Runtime", "open_runtime", "preflight"]
+__all__ = ["Preflight", "Runtime", "open_runtime", "preflight", "serve"]
 
 log = logging.getLogger(__name__)
+
+S = TypeVar("S", bound=AdapterSettings)
 
 # Less room than this for history and the new message makes most turns fail.
 _MIN_HISTORY_TOKENS = 256
@@ -31,7 +36,7 @@ _MIN_HISTORY_TOKENS = 256
 
 @dataclass(slots=True)
 class Runtime:
-    """Everything a running bot holds; adapters get only ``engine``."""
+    """Everything a running bot holds; adapters get an ``AdapterContext`` of it."""
 
     settings: Settings
     clock: Clock
@@ -39,6 +44,11 @@ class Runtime:
     completions: CompletionsClient
     quota: QuotaManager | None
     engine: Engine
+    pacer: EditPacer
+
+    def context(self, settings: S) -> AdapterContext[S]:
+        """What an adapter with ``settings`` is built from."""
+        return AdapterContext(self.engine, self.pacer, self.clock, settings)
 
 
 @asynccontextmanager
@@ -79,14 +89,32 @@ async def open_runtime(
             stack.push_async_callback(quota.aclose)
             completions.add_rate_limit_listener(quota.observe)
         engine = Engine(
-            settings=settings,
-            store=store,
-            completions=completions,
-            clock=clock,
-            pacer=EditPacer(clock=clock),
-            quota=quota,
+            settings=settings, store=store, completions=completions, clock=clock, quota=quota
         )
-        yield Runtime(settings, clock, store, completions, quota, engine)
+        yield Runtime(settings, clock, store, completions, quota, engine, EditPacer(clock=clock))
+
+
+async def serve(
+    settings: Settings,
+    platforms: Sequence[tuple[AdapterSpec, AdapterSettings]],
+    *,
+    stop: asyncio.Event,
+) -> None:
+    """Run the bot on ``platforms`` until ``stop`` is set: open the runtime, check the
+    server, start each adapter, and on the way out close them in reverse order."""
+    async with open_runtime(settings) as runtime, AsyncExitStack() as stack:
+        found = await preflight(runtime)
+        for note in found.notes:
+            log.info("%s", note)
+        for problem in found.problems:
+            log.warning("%s", problem)
+        for spec, config in platforms:
+            adapter = spec.build(runtime.context(config))
+            await adapter.start()
+            stack.push_async_callback(adapter.aclose)
+            log.info("%s adapter started", spec.name)
+        await stop.wait()
+        log.info("shutting down")
 
 
 async def _provider(completions: CompletionsClient) -> Provider:

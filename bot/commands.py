@@ -19,15 +19,15 @@ from bot.types import (
     Incoming,
     ModelInfo,
     Platform,
+    PlatformHelp,
     UsageSummary,
     UserRef,
 )
 
-__all__ = ["COMMAND_NAMES", "CommandsMixin", "is_chat_model", "window_text"]
+__all__ = ["CommandsMixin", "is_chat_model", "window_text"]
 
 log = logging.getLogger(__name__)
 
-COMMAND_NAMES = ("model", "models", "reset", "system", "usage", "help")
 MAX_SYSTEM_PROMPT_CHARS = 4000
 
 
@@ -39,6 +39,7 @@ class CommandsMixin:
     completions: Completions
     clock: Clock
     quota: QuotaGate | None
+    _platforms: dict[Platform, PlatformHelp]
 
     def is_admin(self, user: UserRef) -> bool:
         """Whether the user is listed in ADMIN_IDS."""
@@ -150,28 +151,58 @@ class CommandsMixin:
         )
         return CommandReply(text + _estimated_note(month))
 
+    def describe_platform(self, platform: Platform, help: PlatformHelp) -> None:
+        """Record how users reach the bot on ``platform`` (adapters call this once)."""
+        self._platforms[platform] = help
+
+    def _platform_help(self, platform: Platform) -> PlatformHelp:
+        return self._platforms.get(platform, _GENERIC_HELP)
+
     def help(self, platform: Platform) -> CommandReply:
         """What the bot does and its commands, named as this platform spells them."""
-        p = _command_prefix(platform, self.settings.slack_command_prefix)
-        discord_where = (
-            "I reply to your message; reply to my answer to continue"
-            if self.settings.discord_reply_mode == "reply"
-            else "I answer in a thread; reply there to continue"
-        )
-        how = {
-            Platform.DISCORD: f"Mention me in a channel and {discord_where}. "
-            "DM me for a private conversation.",
-            Platform.SLACK: "Mention me in a channel and I answer in a thread; "
-            "reply there to continue. DM me for a private conversation.",
-            Platform.TERMINAL: "Type a message and press Enter. /quit exits.",
-        }[platform]
+        about = self._platform_help(platform)
+        p = about.command_prefix
         return CommandReply(
-            f"{how}\n"
+            f"{about.how_to}\n"
             f"`{p}model <id>`: choose your model · `{p}models`: list models · "
             f"`{p}reset`: forget this conversation · `{p}system <text>`: set a persona "
             f"(`{p}system clear` removes it) · `{p}usage`: your usage and limits · "
             f"`{p}help`: this text."
         )
+
+    async def run_command(
+        self, name: str, arg: str, *, user: UserRef, key: ConversationKey | None
+    ) -> CommandReply:
+        """Run one command for ``user``: the one dispatch every adapter uses.
+
+        ``key`` is the conversation it was typed in, None where the platform doesn't
+        say (then /reset explains how to start over instead).
+        """
+        name, arg = name.strip().lower(), arg.strip()
+        p = self._platform_help(user.platform).command_prefix
+        try:
+            if name == "model":
+                return await self.set_model(user, arg) if arg else await self.models_text(user, key)
+            if name == "models":
+                return await self.models_text(user, key)
+            if name == "reset":
+                if key is None:
+                    return CommandReply(
+                        "Every conversation in a channel is its own thread: mention me in a "
+                        f"new message to start fresh. In a DM with me, `{p}reset` forgets it."
+                    )
+                return await self.reset(key, user)
+            if name == "system":
+                if not arg:
+                    return CommandReply(f"Usage: `{p}system <persona>` or `{p}system clear`.")
+                return await self.set_system(user, None if arg.lower() == "clear" else arg)
+            if name == "usage":
+                return await self.usage(user)
+            if name == "help":
+                return self.help(user.platform)
+        except BotError as exc:
+            return CommandReply(exc.user_text)
+        return CommandReply(f"Unknown command `{p}{name}`. " + self.help(user.platform).text)
 
     async def run_text_command(self, incoming: Incoming) -> CommandReply | None:
         """Run ``/name args`` typed as a message; None when the text is not a command."""
@@ -179,24 +210,10 @@ class CommandsMixin:
         if not text.startswith("/"):
             return None
         name, _, arg = text[1:].partition(" ")
-        name, arg = name.lower(), arg.strip()
-        user, key = incoming.author, incoming.key
-        try:
-            if name == "model":
-                return await self.set_model(user, arg) if arg else await self.models_text(user, key)
-            if name == "models":
-                return await self.models_text(user, key)
-            if name == "reset":
-                return await self.reset(key, user)
-            if name == "system":
-                return await self.set_system(user, None if arg.lower() == "clear" else arg)
-            if name == "usage":
-                return await self.usage(user)
-            if name == "help":
-                return self.help(key.platform)
-        except BotError as exc:
-            return CommandReply(exc.user_text)
-        return CommandReply(f"Unknown command `/{name}`. " + self.help(key.platform).text)
+        return await self.run_command(name, arg, user=incoming.author, key=incoming.key)
+
+
+_GENERIC_HELP = PlatformHelp("Send me a message and I answer.")
 
 
 # Model ids that are not chat models: speech-to-text, text-to-speech, safety classifiers
@@ -230,9 +247,3 @@ def _estimated_note(summary: UsageSummary) -> str:
         f"\nToken counts of {summary.estimated} request(s) are estimated from the text: "
         "the model server reports no usage."
     )
-
-
-def _command_prefix(platform: Platform, slack_prefix: str) -> str:
-    if platform == Platform.SLACK:
-        return f"/{slack_prefix}-"
-    return "/"

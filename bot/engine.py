@@ -39,7 +39,6 @@ from bot.log import conversation_context
 from bot.ports import Clock, Completions, QuotaGate, ReplySink, Store
 from bot.reasoning import ThinkSplitter, reasoning_params
 from bot.settings import Settings
-from bot.streaming import EditPacer
 from bot.types import (
     ChatMessage,
     ChatRequest,
@@ -47,6 +46,8 @@ from bot.types import (
     Finished,
     Incoming,
     ModelInfo,
+    Platform,
+    PlatformHelp,
     ReasoningDelta,
     TextDelta,
     TurnOutcome,
@@ -101,18 +102,17 @@ class Engine(CommandsMixin):
         store: Store,
         completions: Completions,
         clock: Clock,
-        pacer: EditPacer,
         quota: QuotaGate | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.completions = completions
         self.clock = clock
-        self.pacer = pacer
         self.quota = quota
         self._upstream = asyncio.Semaphore(settings.max_concurrent_requests)
         # storage_id -> (lock, number of turns holding or waiting for it)
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._platforms: dict[Platform, PlatformHelp] = {}
         # model id -> context window learned from the server refusing a longer request.
         self._window_caps: dict[str, int] = {}
 

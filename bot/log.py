@@ -46,8 +46,9 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str, secrets: Sequence[str]) -> None:
-    """Log to stderr at ``level``, redacting ``secrets`` everywhere."""
+def configure_logging(level: str, secrets: Sequence[str], quiet: Sequence[str] = ()) -> None:
+    """Log to stderr at ``level``, redacting ``secrets`` everywhere; the ``quiet``
+    loggers (platform libraries, which adapters name) log warnings and worse only."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter(secrets))
     handler.setFormatter(
@@ -61,5 +62,5 @@ def configure_logging(level: str, secrets: Sequence[str]) -> None:
         root.setLevel(logging.INFO)
         root.warning("LOG_LEVEL=%r is not a level; using INFO", level)
     # Library chatter at INFO (every HTTP request) drowns the bot's own lines.
-    for name in ("httpx", "httpcore", "discord.gateway", "discord.client", "slack_bolt"):
+    for name in ("httpx", "httpcore", *quiet):
         logging.getLogger(name).setLevel(max(root.level, logging.WARNING))

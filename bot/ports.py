@@ -32,6 +32,7 @@ from bot.types import (
 )
 
 __all__ = [
+    "Adapter",
     "Clock",
     "Completions",
     "QuotaGate",
@@ -47,6 +48,26 @@ RetryHook = Callable[[UpstreamError, int, float], Awaitable[None]]
 """Called before each retry with (error, attempt number from 1, delay in seconds)."""
 
 RateLimitListener = Callable[[RateLimitSnapshot], None]
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """One chat platform, run on the bot's event loop (built from an ``AdapterContext``).
+
+    ``start`` returns once the platform is connected (or raises ``ConfigError``);
+    ``aclose`` disconnects and waits for replies in progress, bounded. ``connected``
+    says whether it can hear users right now (health checks read it).
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 @runtime_checkable

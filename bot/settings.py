@@ -1,23 +1,56 @@
-"""All configuration, read once from the environment and ``.env`` by pydantic-settings."""
+"""Configuration, read once from the environment and ``.env`` by pydantic-settings."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["IdList", "Settings"]
+from bot.access import AccessPolicy
+from bot.types import PlatformHelp
+
+__all__ = ["AdapterSettings", "EnvSettings", "IdList", "Secret", "Settings"]
 
 GROQ_BASE_URL = "https://api.groq.com/openai/v1"
 
-IdList = Annotated[list[str], NoDecode]
+
+def _split_ids(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+IdList = Annotated[list[str], NoDecode, BeforeValidator(_split_ids)]
 """A comma-separated list in the environment (``ADMIN_IDS=123,U456``)."""
 
 
-class Settings(BaseSettings):
-    """Every setting of the bot. ``.env.example`` documents each one."""
+def _strip_secret(value: object) -> object:
+    # A pasted token often carries a trailing space or newline.
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return value.strip() if isinstance(value, str) else value
+
+
+Secret = Annotated[SecretStr | None, BeforeValidator(_strip_secret)]
+"""A token or key: never logged (``secrets()`` collects every field of this type)."""
+
+
+class EnvSettings(BaseSettings):
+    """What every settings group shares: read from the environment and ``.env``, where a
+    blank value means "not set", and the secrets it holds, for log redaction.
+
+    Adapters subclass it with their own ``env_prefix`` (``<PLATFORM>_``), so
+    each platform's settings live in its package under the variable names users know.
+    """
 
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -28,8 +61,59 @@ class Settings(BaseSettings):
         env_ignore_empty=True,
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_unset(cls, data: object) -> object:
+        """A blank value (``KEY=`` or ``KEY=   ``) means "not set": the default applies.
+
+        ``env_ignore_empty`` covers exactly-empty values from the environment and
+        ``.env``; this also covers whitespace-only ones and keyword arguments.
+        """
+        if isinstance(data, dict):
+            return {
+                k: v
+                for k, v in data.items()
+                if not (isinstance(v, str) and not v.strip())
+                and not (isinstance(v, SecretStr) and not v.get_secret_value().strip())
+            }
+        return data
+
+    def secrets(self) -> list[str]:
+        """Every secret value set in this group, so the log filter can redact them."""
+        values = (getattr(self, name) for name in type(self).model_fields)
+        return [v.get_secret_value() for v in values if isinstance(v, SecretStr)]
+
+
+class AdapterSettings(EnvSettings):
+    """One platform's settings group, subclassed in its adapter package with its own
+    ``env_prefix``. It alone says whether the platform is enabled (the registry and the
+    adapter both ask it), how users reach the bot there, and who may use it."""
+
+    requirement: ClassVar[str] = ""
+    """What to set to enable the platform, for the "nothing configured" message."""
+
+    quiet_loggers: ClassVar[tuple[str, ...]] = ()
+    """Its library's loggers that chatter at INFO (logged from WARNING only)."""
+
+    def enabled(self) -> bool:
+        """Whether the credentials the platform needs are all set."""
+        raise NotImplementedError
+
+    def access_policy(self) -> AccessPolicy:
+        """The allow/deny lists (everyone, by default)."""
+        return AccessPolicy()
+
+    def help(self) -> PlatformHelp:
+        """How users reach the bot on this platform, for /help."""
+        return PlatformHelp("Send me a message and I answer.")
+
+
+class Settings(EnvSettings):
+    """The platform-free settings of the bot. ``.env.example`` documents each one;
+    each adapter package holds its own group (``adapters.<name>.config``)."""
+
     # --- completions API ---
-    groq_api_key: SecretStr | None = Field(
+    groq_api_key: Secret = Field(
         default=None, validation_alias=AliasChoices("GROQ_API_KEY", "API_KEY")
     )
     api_base_url: str = GROQ_BASE_URL
@@ -72,113 +156,11 @@ class Settings(BaseSettings):
     # --- logging ---
     log_level: str = "INFO"
 
-    # --- Discord ---
-    discord_bot_token: SecretStr | None = None
-    discord_client_id: str | None = None
-    discord_guild_ids: IdList = Field(default_factory=list)
-    discord_reply_mode: Literal["thread", "reply"] = "thread"
-    discord_allow_dms: bool = True
-    discord_allowed_user_ids: IdList = Field(default_factory=list)
-    discord_blocked_user_ids: IdList = Field(default_factory=list)
-    discord_allowed_role_ids: IdList = Field(default_factory=list)
-    discord_blocked_role_ids: IdList = Field(default_factory=list)
-    discord_allowed_channel_ids: IdList = Field(default_factory=list)
-    discord_blocked_channel_ids: IdList = Field(default_factory=list)
-    discord_allowed_guild_ids: IdList = Field(default_factory=list)
-    discord_blocked_guild_ids: IdList = Field(default_factory=list)
-    discord_edit_interval_s: float = Field(default=1.0, ge=0.2)
-    discord_max_attachment_bytes: int = Field(default=200_000, ge=0)
-    discord_api_base: str | None = None
-    discord_gateway_url: str | None = None
-
-    # --- Slack ---
-    slack_bot_token: SecretStr | None = None
-    slack_app_token: SecretStr | None = None
-    slack_signing_secret: SecretStr | None = None
-    slack_http_host: str = "0.0.0.0"
-    slack_http_port: int = Field(default=3000, ge=0, le=65535)
-    slack_command_prefix: str = "groq"
-    slack_native_streaming: bool = True
-    slack_allow_dms: bool = True
-    slack_allowed_user_ids: IdList = Field(default_factory=list)
-    slack_blocked_user_ids: IdList = Field(default_factory=list)
-    slack_allowed_channel_ids: IdList = Field(default_factory=list)
-    slack_blocked_channel_ids: IdList = Field(default_factory=list)
-    slack_updates_per_minute: int = Field(default=45, ge=1)
-    slack_edit_interval_s: float = Field(default=1.5, ge=0.2)
-    slack_api_base_url: str | None = None
-
-    @field_validator(
-        "admin_ids",
-        "discord_guild_ids",
-        "discord_allowed_user_ids",
-        "discord_blocked_user_ids",
-        "discord_allowed_role_ids",
-        "discord_blocked_role_ids",
-        "discord_allowed_channel_ids",
-        "discord_blocked_channel_ids",
-        "discord_allowed_guild_ids",
-        "discord_blocked_guild_ids",
-        "slack_allowed_user_ids",
-        "slack_blocked_user_ids",
-        "slack_allowed_channel_ids",
-        "slack_blocked_channel_ids",
-        mode="before",
-    )
-    @classmethod
-    def _split_ids(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @model_validator(mode="before")
-    @classmethod
-    def _blank_is_unset(cls, data: object) -> object:
-        """A blank value (``KEY=`` or ``KEY=   ``) means "not set": the default applies.
-
-        ``env_ignore_empty`` covers exactly-empty values from the environment and
-        ``.env``; this also covers whitespace-only ones and keyword arguments.
-        """
-        if isinstance(data, dict):
-            return {
-                k: v
-                for k, v in data.items()
-                if not (isinstance(v, str) and not v.strip())
-                and not (isinstance(v, SecretStr) and not v.get_secret_value().strip())
-            }
-        return data
-
-    @field_validator(
-        "groq_api_key",
-        "discord_bot_token",
-        "slack_bot_token",
-        "slack_app_token",
-        "slack_signing_secret",
-        mode="before",
-    )
-    @classmethod
-    def _strip_secret(cls, value: object) -> object:
-        # A pasted token often carries a trailing space or newline.
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        return value.strip() if isinstance(value, str) else value
-
     @field_validator("api_base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
     def is_admin(self, platform: str, user_id: str) -> bool:
-        """Admin ids may be bare (``123``) or platform-qualified (``discord:123``)."""
+        """Admin ids may be bare (``123``) or platform-qualified (``chat:123``)."""
         return user_id in self.admin_ids or f"{platform}:{user_id}" in self.admin_ids
-
-    def secrets(self) -> list[str]:
-        """Every secret value, so the log filter can redact them."""
-        values = [
-            self.groq_api_key,
-            self.discord_bot_token,
-            self.slack_bot_token,
-            self.slack_app_token,
-            self.slack_signing_secret,
-        ]
-        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]

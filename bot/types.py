@@ -37,12 +37,30 @@ __all__ = [
 ]
 
 
-class Platform(StrEnum):
-    """Where a message came from."""
+class Platform(str):
+    """The name of the platform a message came from (``"terminal"``, or an adapter's).
 
-    DISCORD = "discord"
-    SLACK = "slack"
-    TERMINAL = "terminal"
+    Open on purpose: each adapter names its own platform (``adapters.discord.PLATFORM``),
+    so the core lists none and a new platform needs no edit here.
+    """
+
+    __slots__ = ()
+
+    @property
+    def value(self) -> str:
+        return str.__str__(self)
+
+    def __repr__(self) -> str:
+        return f"Platform({str.__repr__(self)})"
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformHelp:
+    """How users reach the bot on one platform, for /help: a sentence, and how its
+    slash commands are spelled (``/`` or a prefix such as ``/groq-``)."""
+
+    how_to: str
+    command_prefix: str = "/"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,13 +15,12 @@ from typing import ClassVar
 import discord
 import yarl
 
-from adapters import discord_enabled as enabled
 from adapters.discord.client import DiscordBot
-from bot.engine import Engine
+from adapters.discord.config import PLATFORM, DiscordSettings
+from bot.adapter import AdapterContext
 from bot.errors import ConfigError
-from bot.settings import Settings
 
-__all__ = ["DiscordAdapter", "enabled"]
+__all__ = ["DiscordAdapter", "DiscordSettings"]
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +31,17 @@ PRIVILEGED_HELP = (
 )
 
 
-def apply_endpoints(settings: Settings) -> None:
+def apply_endpoints(settings: DiscordSettings) -> None:
     """Point discord.py at ``DISCORD_API_BASE`` / ``DISCORD_GATEWAY_URL`` when set.
 
     discord.py reads both from class attributes (``Route.BASE`` for every REST call,
     ``DiscordWebSocket.DEFAULT_GATEWAY`` for the first connection), so that is where a
     proxy or a local stand-in is configured.
     """
-    if settings.discord_api_base:
-        discord.http.Route.BASE = settings.discord_api_base.rstrip("/")
-    if settings.discord_gateway_url:
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+    if settings.api_base:
+        discord.http.Route.BASE = settings.api_base.rstrip("/")
+    if settings.gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.gateway_url)
 
 
 class DiscordAdapter:
@@ -52,20 +51,26 @@ class DiscordAdapter:
 
     def __init__(
         self,
-        settings: Settings,
-        engine: Engine,
+        context: AdapterContext[DiscordSettings],
         *,
         guild_ready_timeout: float = 2.0,
         ready_timeout_s: float = 60.0,
         shutdown_grace_s: float = 10.0,
     ) -> None:
-        self._settings = settings
-        self._engine = engine
+        self._context = context
+        self._settings = context.settings
         self._guild_ready_timeout = guild_ready_timeout
         self._ready_timeout_s = ready_timeout_s
         self._shutdown_grace_s = shutdown_grace_s
         self._client: DiscordBot | None = None
         self._gateway: asyncio.Task[None] | None = None
+        context.engine.describe_platform(PLATFORM, context.settings.help())
+
+    @property
+    def connected(self) -> bool:
+        """Logged in and the gateway is up (discord.py reconnects on its own)."""
+        client = self._client
+        return client is not None and client.is_ready() and not client.is_closed()
 
     @property
     def client(self) -> DiscordBot | None:
@@ -74,19 +79,14 @@ class DiscordAdapter:
 
     async def start(self) -> None:
         """Log in, sync commands, connect; return when ready. Raises ``ConfigError``."""
-        if not enabled(self._settings):
+        token = self._settings.bot_token
+        if not self._settings.enabled() or token is None:
             raise ConfigError("DISCORD_BOT_TOKEN is not set.")
-        assert self._settings.discord_bot_token is not None
-        token = self._settings.discord_bot_token.get_secret_value().strip()
         apply_endpoints(self._settings)
-        client = DiscordBot(
-            settings=self._settings,
-            engine=self._engine,
-            guild_ready_timeout=self._guild_ready_timeout,
-        )
+        client = DiscordBot(self._context, guild_ready_timeout=self._guild_ready_timeout)
         self._client = client
         try:
-            await client.login(token)
+            await client.login(token.get_secret_value())
         except discord.LoginFailure:
             await self.aclose()
             raise ConfigError(

@@ -18,6 +18,7 @@ import discord
 
 from adapters.discord.attachments import NotedSink, collect
 from adapters.discord.commands import CommandTree, Interaction, build_commands
+from adapters.discord.config import DiscordSettings
 from adapters.discord.ordering import Ticket, Turnstile
 from adapters.discord.surface import (
     NO_MENTIONS,
@@ -28,7 +29,6 @@ from adapters.discord.surface import (
 from adapters.discord.translate import (
     Route,
     channel_key,
-    is_allowed,
     is_conversational,
     mentions_bot,
     route,
@@ -37,10 +37,10 @@ from adapters.discord.translate import (
     to_incoming,
     user_ref,
 )
-from bot.engine import Engine
+from bot.access import Requester
+from bot.adapter import AdapterContext
 from bot.errors import BotError
 from bot.ports import ReplySink
-from bot.settings import Settings
 from bot.streaming import EditingSink
 
 __all__ = ["INVITE_PERMISSIONS", "DiscordBot", "invite_url"]
@@ -70,16 +70,20 @@ def invite_url(client_id: int | str) -> str:
 class DiscordBot(discord.Client):
     """A ``discord.Client`` that answers mentions, its threads, reply chains and DMs."""
 
-    def __init__(self, *, settings: Settings, engine: Engine, guild_ready_timeout: float) -> None:
+    def __init__(
+        self, context: AdapterContext[DiscordSettings], *, guild_ready_timeout: float
+    ) -> None:
         intents = discord.Intents.default()
         intents.message_content = True  # privileged: must be enabled in the developer portal
         super().__init__(
             intents=intents, guild_ready_timeout=guild_ready_timeout, allowed_mentions=NO_MENTIONS
         )
-        self.settings = settings
-        self.engine = engine
+        self.context = context
+        self.settings = context.settings
+        self.engine = context.engine
+        self._access = context.settings.access_policy()
         self.tree = CommandTree(self, allowed=self.interaction_allowed)
-        for command in build_commands(engine):
+        for command in build_commands(context.engine):
             self.tree.add_command(command)
         self._tasks: set[asyncio.Task[None]] = set()
         self._turnstile = Turnstile()
@@ -94,9 +98,9 @@ class DiscordBot(discord.Client):
     async def setup_hook(self) -> None:
         """Runs after login, before the gateway connects: publish the slash commands."""
         try:
-            if self.settings.discord_guild_ids:
+            if self.settings.guild_ids:
                 # Guild commands appear at once; global ones can take up to an hour.
-                for gid in self.settings.discord_guild_ids:
+                for gid in self.settings.guild_ids:
                     guild = discord.Object(int(gid))
                     self.tree.copy_global_to(guild=guild)
                     await self.tree.sync(guild=guild)
@@ -109,7 +113,7 @@ class DiscordBot(discord.Client):
                 "Publishing slash commands failed (%s). Re-invite the bot with the "
                 "applications.commands scope: %s",
                 describe_http_error(exc),
-                invite_url(self.settings.discord_client_id or self.application_id or 0),
+                invite_url(self.settings.client_id or self.application_id or 0),
             )
 
     async def on_ready(self) -> None:
@@ -117,7 +121,7 @@ class DiscordBot(discord.Client):
             return
         self._announced = True
         assert self.user is not None
-        client_id = self.settings.discord_client_id or self.application_id or self.user.id
+        client_id = self.settings.client_id or self.application_id or self.user.id
         log.info(
             "Discord: logged in as %s (id %s) in %d server(s). Invite URL: %s",
             self.user,
@@ -145,14 +149,14 @@ class DiscordBot(discord.Client):
         channels = [channel.id] if channel is not None else []
         if isinstance(channel, discord.Thread) and channel.parent_id is not None:
             channels.append(channel.parent_id)
-        return is_allowed(
-            self.settings,
-            user_id=user.id,
+        who = Requester.of(
+            user.id,
             role_ids=roles,
-            guild_id=guild_id,
-            channel_ids=channels,
+            places=() if guild_id is None else ((guild_id,), channels),
+            is_dm=guild_id is None,
             is_admin=self.engine.is_admin(user_ref(user)),
         )
+        return self._access.allows(who)
 
     def interaction_allowed(self, interaction: Interaction) -> bool:
         return self._allowed(interaction.user, interaction.channel, interaction.guild_id)
@@ -193,9 +197,7 @@ class DiscordBot(discord.Client):
             return
         channel, reply_to = target
         root = int(plan.key.thread) if plan.key.thread and not plan.key.is_dm else None
-        collected = await collect(
-            message.attachments, max_bytes=self.settings.discord_max_attachment_bytes
-        )
+        collected = await collect(message.attachments, max_bytes=self.settings.max_attachment_bytes)
         assert self.user is not None
         incoming = to_incoming(
             message,
@@ -210,7 +212,7 @@ class DiscordBot(discord.Client):
             reply_to=reply_to,
             on_post=(lambda mid: self._remember(mid, root)) if reply_to and root else None,
         )
-        sink: ReplySink = EditingSink(surface, pacer=self.engine.pacer, clock=self.engine.clock)
+        sink: ReplySink = EditingSink(surface, pacer=self.context.pacer, clock=self.context.clock)
         if collected.notes:
             sink = NotedSink(sink, collected.notes)
         if not plan.open_thread:
@@ -236,7 +238,7 @@ class DiscordBot(discord.Client):
         plan = route(
             message,
             bot_id=me,
-            mode=self.settings.discord_reply_mode,
+            mode=self.settings.reply_mode,
             mentioned=mentioned,
             reply_root=reply_root,
             known_thread=known_thread,

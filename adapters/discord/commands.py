@@ -14,11 +14,12 @@ from typing import Any
 import discord
 from discord import app_commands
 
+from adapters.discord.config import PLATFORM
 from adapters.discord.surface import MAX_CHARS, NO_MENTIONS
 from adapters.discord.translate import key_for_channel, user_ref
 from bot.engine import Engine
 from bot.errors import BotError
-from bot.types import CommandReply, ConversationKey, Platform, UserRef
+from bot.types import CommandReply, ConversationKey, UserRef
 
 __all__ = ["CommandTree", "build_commands", "fit", "model_choices"]
 
@@ -194,6 +195,6 @@ def _info_commands(engine: Engine) -> list[Command]:
 
     @app_commands.command(name="help", description="How to talk to the bot")
     async def help_(interaction: Interaction) -> None:
-        await _answer(interaction, engine.help(Platform.DISCORD))
+        await _answer(interaction, engine.help(PLATFORM))
 
     return [models, usage, help_]

@@ -16,8 +16,8 @@ from typing import Any
 
 import discord
 
+from adapters.discord.config import DiscordSettings
 from bot.errors import BotError
-from bot.settings import Settings
 from bot.types import SurfaceLimits
 
 __all__ = [
@@ -74,7 +74,7 @@ class DiscordSurface:
         self,
         channel: Answerable,
         *,
-        settings: Settings,
+        settings: DiscordSettings,
         reply_to: discord.Message | None = None,
         on_post: Callable[[int], None] | None = None,
     ) -> None:
@@ -83,7 +83,7 @@ class DiscordSurface:
         self._on_post = on_post
         self._limits = SurfaceLimits(
             max_chars=MAX_CHARS,
-            min_edit_interval_s=settings.discord_edit_interval_s,
+            min_edit_interval_s=settings.edit_interval_s,
             budget_key=f"discord:{channel.id}",
             budget_per_s=BUDGET_PER_S,
             budget_burst=BUDGET_BURST,

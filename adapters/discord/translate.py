@@ -15,20 +15,18 @@ a thread has history) is resolved by the client and passed in.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
 import discord
 
-from bot.settings import Settings
-from bot.types import Attachment, ConversationKey, Incoming, Platform, UserRef
+from adapters.discord.config import PLATFORM
+from bot.types import Attachment, ConversationKey, Incoming, UserRef
 
 __all__ = [
     "Route",
     "channel_key",
     "dm_key",
-    "is_allowed",
     "is_conversational",
     "key_for_channel",
     "mentions_bot",
@@ -58,12 +56,12 @@ class Route:
 
 
 def dm_key(user_id: int) -> ConversationKey:
-    return ConversationKey(Platform.DISCORD, dm_user=str(user_id))
+    return ConversationKey(PLATFORM, dm_user=str(user_id))
 
 
 def channel_key(guild_id: int, channel_id: int, thread_id: int) -> ConversationKey:
     return ConversationKey(
-        Platform.DISCORD, space=str(guild_id), channel=str(channel_id), thread=str(thread_id)
+        PLATFORM, space=str(guild_id), channel=str(channel_id), thread=str(thread_id)
     )
 
 
@@ -81,7 +79,7 @@ def key_for_channel(channel: object, user_id: int) -> ConversationKey | None:
 
 
 def user_ref(user: discord.abc.User) -> UserRef:
-    return UserRef(Platform.DISCORD, str(user.id), user.display_name)
+    return UserRef(PLATFORM, str(user.id), user.display_name)
 
 
 def mentions_bot(message: discord.Message, bot_id: int, bot_role_id: int | None = None) -> bool:
@@ -166,51 +164,3 @@ def thread_name(text: str, author: str, limit: int = 60) -> str:
     if not first:
         return f"Chat with {author}"[:limit]
     return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
-
-
-def _ids(values: Collection[str]) -> set[str]:
-    return {v.strip() for v in values if v.strip()}
-
-
-def is_allowed(
-    settings: Settings,
-    *,
-    user_id: int,
-    role_ids: Collection[int],
-    guild_id: int | None,
-    channel_ids: Collection[int],
-    is_admin: bool,
-) -> bool:
-    """The allow/deny lists: admins pass; a block always wins over an allow.
-
-    People: when DISCORD_ALLOWED_USER_IDS or DISCORD_ALLOWED_ROLE_IDS is set, the user
-    must match one of them (roles only exist in guilds). Places: ``channel_ids`` holds
-    the channel and, in a thread, its parent, so listing a channel covers its threads.
-    ``guild_id`` None is a DM, governed by DISCORD_ALLOW_DMS and the user lists.
-    """
-    if is_admin:
-        return True
-    s = settings
-    user, roles = str(user_id), {str(r) for r in role_ids}
-    if user in _ids(s.discord_blocked_user_ids) or roles & _ids(s.discord_blocked_role_ids):
-        return False
-    allowed_users, allowed_roles = (
-        _ids(s.discord_allowed_user_ids),
-        _ids(s.discord_allowed_role_ids),
-    )
-    if (allowed_users or allowed_roles) and not (user in allowed_users or roles & allowed_roles):
-        return False
-    if guild_id is None:
-        return s.discord_allow_dms
-    return _place_allowed(
-        {str(guild_id)}, s.discord_allowed_guild_ids, s.discord_blocked_guild_ids
-    ) and _place_allowed(
-        {str(c) for c in channel_ids}, s.discord_allowed_channel_ids, s.discord_blocked_channel_ids
-    )
-
-
-def _place_allowed(ids: set[str], allowed: Collection[str], blocked: Collection[str]) -> bool:
-    if ids & _ids(blocked):
-        return False
-    allow = _ids(allowed)
-    return not allow or bool(ids & allow)

@@ -1,4 +1,4 @@
-"""Slack adapter: ``SlackAdapter(settings, engine)`` with ``start()`` / ``aclose()``.
+"""Slack adapter: ``SlackAdapter(context)`` with ``start()`` / ``aclose()``.
 
 Socket Mode when SLACK_APP_TOKEN is set (no public URL needed), else HTTP mode: an
 aiohttp server on SLACK_HTTP_PORT whose ``/slack/events`` takes events, slash commands
@@ -26,13 +26,12 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters import slack_enabled as enabled
 from adapters.slack.app import Identity, SlackBot
-from bot.engine import Engine
+from adapters.slack.config import PLATFORM, SlackSettings
+from bot.adapter import AdapterContext
 from bot.errors import ConfigError
-from bot.settings import Settings
 
-__all__ = ["EVENTS_PATH", "SlackAdapter", "enabled"]
+__all__ = ["EVENTS_PATH", "SlackAdapter", "SlackSettings"]
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +50,13 @@ class SlackAdapter:
 
     def __init__(
         self,
-        settings: Settings,
-        engine: Engine,
+        context: AdapterContext[SlackSettings],
         *,
         shutdown_grace_s: float = 10.0,
         connect_timeout_s: float = 30.0,
     ) -> None:
-        self._settings = settings
-        self._engine = engine
+        self._context = context
+        self._settings = context.settings
         self._grace_s = shutdown_grace_s
         self._connect_timeout_s = connect_timeout_s
         self._session: aiohttp.ClientSession | None = None
@@ -66,10 +64,21 @@ class SlackAdapter:
         self._runner: web.AppRunner | None = None
         self.bot: SlackBot | None = None
         self.http_port: int | None = None
+        context.engine.describe_platform(PLATFORM, context.settings.help())
+
+    @property
+    def connected(self) -> bool:
+        """Socket Mode: its WebSocket is open; HTTP mode: the listener is up."""
+        if self.bot is None:
+            return False
+        if self._socket is not None:
+            session = self._socket.client.current_session
+            return session is not None and not session.closed
+        return self._runner is not None
 
     async def start(self) -> None:
         """Check the tokens, then connect (Socket Mode) or listen (HTTP mode)."""
-        if not enabled(self._settings):
+        if not self._settings.enabled():
             raise ConfigError(
                 "Slack needs SLACK_BOT_TOKEN plus SLACK_APP_TOKEN (Socket Mode) "
                 "or SLACK_SIGNING_SECRET (HTTP mode)."
@@ -78,12 +87,12 @@ class SlackAdapter:
         try:
             client = self._client(self._session)
             identity = await _identify(client)
-            app_token = _secret(self._settings.slack_app_token)
+            app_token = _secret(self._settings.app_token)
             self.bot = SlackBot(
-                engine=self._engine,
+                self._context,
                 client=client,
                 identity=identity,
-                signing_secret=_secret(self._settings.slack_signing_secret),
+                signing_secret=_secret(self._settings.signing_secret),
             )
             if app_token:
                 await self._connect(client, app_token)
@@ -94,9 +103,9 @@ class SlackAdapter:
             raise
 
     def _client(self, session: aiohttp.ClientSession) -> AsyncWebClient:
-        base = (self._settings.slack_api_base_url or DEFAULT_API_BASE).rstrip("/") + "/"
+        base = (self._settings.api_base_url or DEFAULT_API_BASE).rstrip("/") + "/"
         return AsyncWebClient(
-            token=_secret(self._settings.slack_bot_token),
+            token=_secret(self._settings.bot_token),
             base_url=base,
             session=session,
             retry_handlers=[
@@ -137,14 +146,12 @@ class SlackAdapter:
         server.router.add_post(EVENTS_PATH, events)
         self._runner = web.AppRunner(server, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner, self._settings.slack_http_host, self._settings.slack_http_port
-        )
+        site = web.TCPSite(self._runner, self._settings.http_host, self._settings.http_port)
         await site.start()
         self.http_port = int(self._runner.addresses[0][1])
         log.info(
             "Slack HTTP mode listening on %s:%d at %s",
-            self._settings.slack_http_host,
+            self._settings.http_host,
             self.http_port,
             EVENTS_PATH,
         )

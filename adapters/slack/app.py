@@ -26,18 +26,19 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.commands import SlashCommands
+from adapters.slack.config import SlackSettings
 from adapters.slack.sink import make_sink
 from adapters.slack.surface import ReplyNotDelivered, ReplyTarget, slack_call
 from adapters.slack.translate import (
     Route,
-    is_allowed,
     is_dm_channel,
     route_mention,
     route_message,
     to_incoming,
     user_ref,
 )
-from bot.engine import Engine
+from bot.access import Requester
+from bot.adapter import AdapterContext
 from bot.errors import BotError
 
 __all__ = ["SUGGESTED_PROMPTS", "Identity", "SlackBot"]
@@ -68,14 +69,16 @@ class SlackBot:
 
     def __init__(
         self,
+        context: AdapterContext[SlackSettings],
         *,
-        engine: Engine,
         client: AsyncWebClient,
         identity: Identity,
         signing_secret: str = "",
     ) -> None:
-        self.engine = engine
-        self.settings = engine.settings
+        self.context = context
+        self.engine = engine = context.engine
+        self.settings = context.settings
+        self._access = context.settings.access_policy()
         self.client = client
         self.identity = identity
         self.app = AsyncApp(
@@ -91,7 +94,11 @@ class SlackBot:
         self.app.event("assistant_thread_started")(self._on_thread_started)
         self.app.event("assistant_thread_context_changed")(self._on_context_changed)
         commands = SlashCommands(
-            engine=engine, team_id=identity.team_id, spawn=self.spawn, allowed=self._allowed
+            engine=engine,
+            prefix=context.settings.help().command_prefix,
+            team_id=identity.team_id,
+            spawn=self.spawn,
+            allowed=self._allowed,
         )
         commands.register(self.app)
 
@@ -159,13 +166,14 @@ class SlackBot:
     # ----- answering -----
 
     def _allowed(self, user_id: str, channel: str) -> bool:
-        return is_allowed(
-            self.settings,
-            user_id=user_id,
-            channel_id=channel,
-            is_dm=is_dm_channel(channel),
+        dm = is_dm_channel(channel)
+        who = Requester.of(
+            user_id,
+            places=() if dm else ((channel,),),
+            is_dm=dm,
             is_admin=self.engine.is_admin(user_ref(user_id)),
         )
+        return self._access.allows(who)
 
     async def _answer(self, event: Body, route: Route) -> None:
         try:
@@ -181,11 +189,15 @@ class SlackBot:
             target = ReplyTarget(
                 self.identity.team_id, route.channel, route.thread_ts, user, route.assistant
             )
-            engine = self.engine
+            context = self.context
             sink = make_sink(
-                self.client, target, settings=self.settings, pacer=engine.pacer, clock=engine.clock
+                self.client,
+                target,
+                settings=self.settings,
+                pacer=context.pacer,
+                clock=context.clock,
             )
-            await engine.handle(incoming, sink)
+            await self.engine.handle(incoming, sink)
         except Exception:  # top of a task: log it, keep the app running
             log.exception("answering Slack message %s failed", event.get("ts"))
 

@@ -21,7 +21,7 @@ from adapters.slack.format import to_mrkdwn
 from adapters.slack.translate import dm_key, is_dm_channel, user_ref
 from bot.engine import Engine
 from bot.errors import BotError
-from bot.types import CommandReply, ModelInfo, Platform, UserRef
+from bot.types import CommandReply, ModelInfo, UserRef
 
 __all__ = ["COMMANDS", "MODEL_ACTION_ID", "Answer", "SlashCommands", "model_picker"]
 
@@ -74,12 +74,14 @@ def model_picker(models: list[ModelInfo], current: str) -> list[dict[str, Any]]:
 class SlashCommands:
     """Registers the commands on a Bolt app and runs them against the engine."""
 
-    def __init__(self, *, engine: Engine, team_id: str, spawn: Spawn, allowed: Allowed) -> None:
+    def __init__(
+        self, *, engine: Engine, prefix: str, team_id: str, spawn: Spawn, allowed: Allowed
+    ) -> None:
         self._engine = engine
+        self._prefix = prefix
         self._team_id = team_id
         self._spawn = spawn
         self._allowed = allowed
-        self._prefix = f"/{engine.settings.slack_command_prefix}-"
 
     def register(self, app: AsyncApp) -> None:
         for name in COMMANDS:
@@ -122,41 +124,19 @@ class SlashCommands:
             return Answer("Sorry, you can't use this bot here.")
         name = str(body.get("command", "")).removeprefix(self._prefix)
         arg = str(body.get("text", "")).strip()
-        engine = self._engine
-        if name == "model":
-            return await self._model(user, arg)
-        if name == "models":
-            return _reply(await engine.models_text(user, None))
-        if name == "reset":
-            return await self._reset(user, channel)
-        if name == "system":
-            if not arg:
-                p = self._prefix
-                return Answer(f"Usage: `{p}system <persona>` or `{p}system clear`.")
-            prompt = None if arg.lower() == "clear" else arg
-            return _reply(await engine.set_system(user, prompt))
-        if name == "usage":
-            return _reply(await engine.usage(user))
-        return _reply(engine.help(Platform.SLACK))
+        if name == "model" and not arg:
+            return await self._model_picker(user)
+        # Slash commands don't say which thread they were typed in: only a DM is one.
+        key = dm_key(self._team_id, user.user_id) if is_dm_channel(channel) else None
+        return _reply(await self._engine.run_command(name, arg, user=user, key=key))
 
-    async def _model(self, user: UserRef, arg: str) -> Answer:
-        if arg:
-            return _reply(await self._engine.set_model(user, arg))
+    async def _model_picker(self, user: UserRef) -> Answer:
         models = await self._engine.list_models()
         current = await self._engine.current_model(user, None)
         if not models:
             return Answer(f"The API lists no models. Current model: `{current}`.")
         text = f"Current model: `{current}`."
         return Answer(text, model_picker(models, current))
-
-    async def _reset(self, user: UserRef, channel: str) -> Answer:
-        if is_dm_channel(channel):
-            return _reply(await self._engine.reset(dm_key(self._team_id, user.user_id), user))
-        # Slash commands don't say which thread they were typed in.
-        return Answer(
-            "In channels every conversation is its own thread: mention me in a new message "
-            "to start fresh. In a DM with me, this command forgets our conversation."
-        )
 
     async def pick(self, body: Body) -> Answer:
         """The answer to a choice in the model picker."""

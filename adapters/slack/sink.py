@@ -32,6 +32,7 @@ import re
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.config import SlackSettings
 from adapters.slack.format import neutralise_markdown, pending_tail
 from adapters.slack.surface import (
     POST_BURST,
@@ -45,7 +46,6 @@ from adapters.slack.surface import (
     slack_call,
 )
 from bot.ports import Clock, ReplySink
-from bot.settings import Settings
 from bot.streaming import EditingSink, EditPacer
 from bot.streaming.split import fence_closer
 from bot.types import TurnStatus
@@ -66,13 +66,13 @@ def make_sink(
     client: AsyncWebClient,
     target: ReplyTarget,
     *,
-    settings: Settings,
+    settings: SlackSettings,
     pacer: EditPacer,
     clock: Clock,
 ) -> ReplySink:
     """The sink for one reply: native streaming where Slack allows it (in a thread, when
     SLACK_NATIVE_STREAMING is on), else post-and-edit."""
-    if settings.slack_native_streaming and target.thread_ts is not None:
+    if settings.native_streaming and target.thread_ts is not None:
         return SlackStreamSink(client, target, settings=settings, pacer=pacer, clock=clock)
     surface = SlackSurface(client, target, settings=settings, pacer=pacer)
     return EditingSink(surface, pacer=pacer, clock=clock)
@@ -92,7 +92,7 @@ class SlackStreamSink:
         client: AsyncWebClient,
         target: ReplyTarget,
         *,
-        settings: Settings,
+        settings: SlackSettings,
         pacer: EditPacer,
         clock: Clock,
     ) -> None:
@@ -240,7 +240,7 @@ class SlackStreamSink:
             await self._pacer.acquire(self._target.post_key, per_s, POST_BURST)
             return
         if self._last_call is not None:
-            wait = self._last_call + self._settings.slack_edit_interval_s - self._clock.now()
+            wait = self._last_call + self._settings.edit_interval_s - self._clock.now()
             if wait > 0:
                 await self._clock.sleep(wait)
         await self._acquire("chat.appendStream")

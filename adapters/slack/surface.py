@@ -31,9 +31,9 @@ import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.config import SlackSettings
 from adapters.slack.format import to_mrkdwn
 from bot.errors import BotError
-from bot.settings import Settings
 from bot.streaming import EditPacer
 from bot.types import SurfaceLimits
 
@@ -127,7 +127,7 @@ class SlackSurface:
         client: AsyncWebClient,
         target: ReplyTarget,
         *,
-        settings: Settings,
+        settings: SlackSettings,
         pacer: EditPacer,
     ) -> None:
         self._client = client
@@ -135,9 +135,9 @@ class SlackSurface:
         self._pacer = pacer
         self._limits = SurfaceLimits(
             max_chars=MAX_CHARS,
-            min_edit_interval_s=settings.slack_edit_interval_s,
+            min_edit_interval_s=settings.edit_interval_s,
             budget_key=f"slack:{target.team_id}:chat.update",
-            budget_per_s=settings.slack_updates_per_minute / 60.0,
+            budget_per_s=settings.updates_per_minute / 60.0,
             budget_burst=UPDATE_BURST,
             posts_use_budget=False,  # post() spends the channel's posting budget instead
         )

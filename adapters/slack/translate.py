@@ -15,19 +15,18 @@ Routing rules (``route_mention`` / ``route_message``):
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.slack.config import PLATFORM
 from adapters.slack.format import unescape_incoming
-from bot.settings import Settings
-from bot.types import ConversationKey, Incoming, Platform, UserRef
+from bot.types import ConversationKey, Incoming, UserRef
 
 __all__ = [
     "Route",
     "channel_key",
     "dm_key",
-    "is_allowed",
     "is_dm_channel",
     "mentions",
     "route_mention",
@@ -65,15 +64,15 @@ def is_dm_channel(channel: str) -> bool:
 
 
 def channel_key(team_id: str, channel: str, thread_ts: str) -> ConversationKey:
-    return ConversationKey(Platform.SLACK, space=team_id, channel=channel, thread=thread_ts)
+    return ConversationKey(PLATFORM, space=team_id, channel=channel, thread=thread_ts)
 
 
 def dm_key(team_id: str, user: str, thread_ts: str | None = None) -> ConversationKey:
-    return ConversationKey(Platform.SLACK, space=team_id, dm_user=user, thread=thread_ts)
+    return ConversationKey(PLATFORM, space=team_id, dm_user=user, thread=thread_ts)
 
 
 def user_ref(user_id: str, name: str = "") -> UserRef:
-    return UserRef(Platform.SLACK, user_id, name)
+    return UserRef(PLATFORM, user_id, name)
 
 
 def mentions(text: str, bot_user_id: str) -> bool:
@@ -127,31 +126,3 @@ def to_incoming(event: Event, route: Route, *, bot_user_id: str) -> Incoming:
         text=strip_mention(str(event.get("text") or ""), bot_user_id),
         message_id=str(event.get("ts", "")),
     )
-
-
-def _ids(values: Collection[str]) -> set[str]:
-    return {v.strip() for v in values if v.strip()}
-
-
-def is_allowed(
-    settings: Settings, *, user_id: str, channel_id: str, is_dm: bool, is_admin: bool
-) -> bool:
-    """The allow/deny lists: admins pass; a block always wins over an allow.
-
-    An allow list that is set must contain the user (or the channel); DMs are governed
-    by SLACK_ALLOW_DMS and the user lists, never by the channel lists.
-    """
-    if is_admin:
-        return True
-    s = settings
-    if user_id in _ids(s.slack_blocked_user_ids):
-        return False
-    allowed_users = _ids(s.slack_allowed_user_ids)
-    if allowed_users and user_id not in allowed_users:
-        return False
-    if is_dm:
-        return s.slack_allow_dms
-    if channel_id in _ids(s.slack_blocked_channel_ids):
-        return False
-    allowed_channels = _ids(s.slack_allowed_channel_ids)
-    return not allowed_channels or channel_id in allowed_channels

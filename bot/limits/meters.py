@@ -162,12 +162,12 @@ class TrailingLog:
         queue) pending use is taken to end now, then ``limit`` fits per window."""
         pending = self.pending * pending_share
         excess = self.used(now) - self.pending + pending + amount - self.limit
-        slack = _EPS * self.limit
-        if excess <= slack:
+        tolerance = _EPS * self.limit
+        if excess <= tolerance:
             return 0.0
         for at, used in self._entries:
             excess -= used
-            if excess <= slack:
+            if excess <= tolerance:
                 return at + self._hold_s - now
         base = self._hold_s if pending else self.clears_in(now)
         return base + max(0.0, excess - pending) / self.limit * self.window_s

@@ -25,15 +25,15 @@ from tests.fakes.clock import SteppingClock
 
 T0 = 1_750_000_000.0
 
-CHANNEL = ConversationKey(Platform.DISCORD, space="g1", channel="c1")
-THREAD = ConversationKey(Platform.DISCORD, space="g1", channel="c1", thread="t1")
-DM = ConversationKey(Platform.DISCORD, dm_user="c1")
-SLACK = ConversationKey(Platform.SLACK, space="g1", channel="c1")
-SLACK_DM_THREAD = ConversationKey(Platform.SLACK, space="T1", dm_user="U1", thread="t1")
+CHANNEL = ConversationKey(Platform("discord"), space="g1", channel="c1")
+THREAD = ConversationKey(Platform("discord"), space="g1", channel="c1", thread="t1")
+DM = ConversationKey(Platform("discord"), dm_user="c1")
+SLACK = ConversationKey(Platform("slack"), space="g1", channel="c1")
+SLACK_DM_THREAD = ConversationKey(Platform("slack"), space="T1", dm_user="U1", thread="t1")
 
-ALICE = UserRef(Platform.DISCORD, "1", "alice")
-BOB = UserRef(Platform.DISCORD, "2", "bob")
-SLACK_ALICE = UserRef(Platform.SLACK, "1", "alice")
+ALICE = UserRef(Platform("discord"), "1", "alice")
+BOB = UserRef(Platform("discord"), "2", "bob")
+SLACK_ALICE = UserRef(Platform("slack"), "1", "alice")
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -250,7 +250,7 @@ async def test_conversation_prefs_override_user_prefs_field_by_field(store: Stor
 async def test_user_prefs_are_keyed_by_platform_and_id_not_display_name(store: Store) -> None:
     await store.set_model(ALICE, "m")
 
-    assert await store.prefs(UserRef(Platform.DISCORD, "1", "renamed"), None) == Prefs("m")
+    assert await store.prefs(UserRef(Platform("discord"), "1", "renamed"), None) == Prefs("m")
     assert await store.prefs(SLACK_ALICE, None) == Prefs()
 
 
@@ -292,7 +292,7 @@ async def test_usage_since_sums_one_users_rows_from_a_time(store: Store) -> None
     assert await store.usage_since(ALICE, T0) == UsageSummary(2, 110, 220)
     assert await store.usage_since(ALICE, 0) == UsageSummary(3, 111, 222)
     assert await store.usage_since(ALICE, T0 + 51) == UsageSummary()
-    assert await store.usage_since(UserRef(Platform.DISCORD, "9"), 0) == UsageSummary()
+    assert await store.usage_since(UserRef(Platform("discord"), "9"), 0) == UsageSummary()
 
 
 async def test_iter_usage_yields_every_row_in_the_order_recorded(store: Store) -> None:

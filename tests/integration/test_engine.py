@@ -10,16 +10,18 @@ from typing import Any
 
 import pytest
 
+from adapters.discord.config import DiscordSettings
+from adapters.slack.config import SlackSettings
 from bot.app import Runtime, open_runtime
 from bot.settings import Settings
 from bot.types import ConversationKey, Incoming, Platform, TurnStatus, UserRef
 from tests.fakes.groq_server import FakeGroq
 from tests.fakes.sink import RecordingSink
 
-ALICE = UserRef(Platform.TERMINAL, "alice", "Alice")
-BOB = UserRef(Platform.TERMINAL, "bob", "Bob")
-DM_ALICE = ConversationKey(Platform.TERMINAL, dm_user="alice")
-DM_BOB = ConversationKey(Platform.TERMINAL, dm_user="bob")
+ALICE = UserRef(Platform("terminal"), "alice", "Alice")
+BOB = UserRef(Platform("terminal"), "bob", "Bob")
+DM_ALICE = ConversationKey(Platform("terminal"), dm_user="alice")
+DM_BOB = ConversationKey(Platform("terminal"), dm_user="bob")
 
 
 @asynccontextmanager
@@ -234,14 +236,21 @@ async def test_reasoning_is_hidden_by_default_and_never_sent_back(
     assert all("<think>" not in m["content"] for m in sent_messages(fake_groq))
 
 
-async def test_help_describes_where_the_answer_goes_in_each_discord_mode(
+async def test_help_comes_from_each_platforms_settings(
     settings_factory: Callable[..., Settings],
 ) -> None:
+    discord, slack = Platform("discord"), Platform("slack")
     async with runtime(settings_factory()) as rt:
-        threads = rt.engine.help(Platform.DISCORD).text
-    async with runtime(settings_factory(discord_reply_mode="reply")) as rt:
-        replies = rt.engine.help(Platform.DISCORD).text
-        slack = rt.engine.help(Platform.SLACK).text
+        engine = rt.engine
+        unknown = engine.help(Platform("matrix")).text  # never a KeyError
+        engine.describe_platform(discord, DiscordSettings(_env_file=None).help())  # type: ignore[call-arg]
+        threads = engine.help(discord).text
+        replying = DiscordSettings(_env_file=None, reply_mode="reply")  # type: ignore[call-arg]
+        engine.describe_platform(discord, replying.help())
+        replies = engine.help(discord).text
+        engine.describe_platform(slack, SlackSettings(_env_file=None).help())  # type: ignore[call-arg]
+        slack_help = engine.help(slack).text
+    assert "`/model <id>`" in unknown
     assert "answer in a thread" in threads and "reply to my answer" not in threads
     assert "reply to my answer to continue" in replies and "thread" not in replies
-    assert "answer in a thread" in slack and "`/groq-model <id>`" in slack
+    assert "answer in a thread" in slack_help and "`/groq-model <id>`" in slack_help

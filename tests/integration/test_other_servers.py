@@ -25,8 +25,8 @@ from tests.fakes.profile_llamacpp import DEFAULT_MODEL_PATH
 from tests.fakes.sink import RecordingSink
 from tests.process import bot_env, run_bot
 
-ALICE = UserRef(Platform.TERMINAL, "alice", "Alice")
-DM_ALICE = ConversationKey(Platform.TERMINAL, dm_user="alice")
+ALICE = UserRef(Platform("terminal"), "alice", "Alice")
+DM_ALICE = ConversationKey(Platform("terminal"), dm_user="alice")
 # ~1,000 characters: about 250-290 tokens, so a few turns fill a 2,048-token window.
 LONG = "Tell me more about the history of this topic, with every detail you know. " * 13
 

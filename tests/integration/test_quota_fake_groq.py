@@ -131,7 +131,7 @@ async def run_scenario(
         while True:
             await clock.sleep(HEARTBEAT_S)
 
-    refs = [UserRef(Platform.DISCORD, f"u{i:02d}") for i in range(users)]
+    refs = [UserRef(Platform("discord"), f"u{i:02d}") for i in range(users)]
     counts = _split(requests, users, greedy)
     start = clock.now()
     beat = asyncio.create_task(heartbeat())
@@ -237,7 +237,7 @@ async def test_restart_mid_day_keeps_the_days_counts_in_sqlite(tmp_path: Path) -
         flush_interval_s=30,
         model_limits=parse_overrides(f"{MODEL}=rpd:10"),  # refills slowly enough to see
     )
-    alice = UserRef(Platform.SLACK, "U1")
+    alice = UserRef(Platform("slack"), "U1")
     store = SqliteStore(tmp_path / "bot.db", clock=clock)
     await store.open()
     quota = QuotaManager(config=config, clock=clock, store=store)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,8 +50,55 @@ def test_adapters_never_touch_sqlite_http_or_core_internals() -> None:
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
+_PLATFORM_NAMES = re.compile(r"discord|slack", re.I)
+
+
+def _code_words(path: Path) -> set[str]:
+    """Identifiers and non-docstring string literals: what the code does, not its prose."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    words: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            words.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            words.add(node.attr)
+        elif isinstance(node, ast.arg):
+            words.add(node.arg)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            words.add(node.name)
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings
+        ):
+            words.add(node.value)
+    return words
+
+
+def test_core_names_no_platform_in_settings_or_code() -> None:
+    """A new platform needs no edit to bot/: no setting, branch or string names one."""
+    offenders = {
+        str(p.relative_to(ROOT)): sorted(w for w in _code_words(p) if _PLATFORM_NAMES.search(w))
+        for p in (ROOT / "bot").rglob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
 def test_layering_check_detects_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("import discord\nfrom bot.store.sqlite import SqliteStore\n")
+    bad.write_text(
+        '"""Mentions Slack in prose only."""\n'
+        "import discord\nfrom bot.store.sqlite import SqliteStore\n"
+        "if platform == 'slack':\n    pass\n"
+    )
     assert _hits(_imports(bad), PLATFORM_LIBS) == {"discord"}
     assert _hits(_imports(bad), CORE_INTERNALS) == {"bot.store.sqlite"}
+    assert [w for w in _code_words(bad) if _PLATFORM_NAMES.search(w)] == ["slack"]

@@ -24,10 +24,10 @@ T0 = 1_700_000_040.0  # a multiple of 60: minute windows start here
 DAY0 = math.floor(T0 / 86_400) * 86_400
 HOLD = 60 * 1.001  # the account mirror keeps each use 0.1 % past its one-minute window
 MODEL = "openai/gpt-oss-120b"
-ALICE = UserRef(Platform.DISCORD, "1", "alice")
-BOB = UserRef(Platform.DISCORD, "2", "bob")
-CAROL = UserRef(Platform.SLACK, "U3", "carol")
-ADMIN = UserRef(Platform.SLACK, "UADMIN", "root")
+ALICE = UserRef(Platform("discord"), "1", "alice")
+BOB = UserRef(Platform("discord"), "2", "bob")
+CAROL = UserRef(Platform("slack"), "U3", "carol")
+ADMIN = UserRef(Platform("slack"), "UADMIN", "root")
 
 
 class ManualClock:

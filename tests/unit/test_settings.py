@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from adapters import ADAPTERS
 from bot.log import RedactingFilter
 from bot.settings import Settings
 
@@ -22,6 +23,10 @@ def test_env_example_lists_every_setting_with_a_comment() -> None:
         if match:
             documented[match.group(1)] = lines[i - 1].startswith("# ")
     expected = {name.upper() for name in Settings.model_fields}
+    for spec in ADAPTERS:  # each platform's group, under its own prefix
+        cls = spec.settings_type()
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        expected |= {f"{prefix}{name}".upper() for name in cls.model_fields}
     assert expected - documented.keys() == set()
     assert [k for k, commented in documented.items() if not commented] == []
     assert documented.keys() - expected == set()

@@ -30,9 +30,9 @@ from bot.types import (
 from tests.fakes.clock import SteppingClock
 
 T0 = 1_750_000_000.0
-KEY = ConversationKey(Platform.DISCORD, space="g", channel="c")
-OTHER = ConversationKey(Platform.SLACK, space="T", dm_user="U")
-ALICE = UserRef(Platform.DISCORD, "1")
+KEY = ConversationKey(Platform("discord"), space="g", channel="c")
+OTHER = ConversationKey(Platform("slack"), space="T", dm_user="U")
+ALICE = UserRef(Platform("discord"), "1")
 
 
 @pytest.fixture
@@ -282,7 +282,7 @@ async def test_interleaved_writers_and_readers_never_share_a_transaction(
     store: SqliteStore, db_path: Path
 ) -> None:
     async def writer(i: int) -> None:
-        key = ConversationKey(Platform.DISCORD, dm_user=str(i % 5))
+        key = ConversationKey(Platform("discord"), dm_user=str(i % 5))
         await store.add_message(key, role="user", content=f"m{i}", tokens=1)
         await store.set_model(key, f"model{i}")
         await store.record_usage(UsageEntry(ALICE, "m", 1, 1, T0 + i))
@@ -293,7 +293,9 @@ async def test_interleaved_writers_and_readers_never_share_a_transaction(
 
     async def reader() -> None:
         for i in range(5):
-            await store.window(ConversationKey(Platform.DISCORD, dm_user=str(i)), token_budget=99)
+            await store.window(
+                ConversationKey(Platform("discord"), dm_user=str(i)), token_budget=99
+            )
 
     await asyncio.gather(*[writer(i) for i in range(40)], *[failing() for _ in range(5)], reader())
 

@@ -10,11 +10,11 @@ import discord
 import pytest
 
 from adapters.discord.commands import fit, model_choices
+from adapters.discord.config import DiscordSettings
 from adapters.discord.translate import (
     Route,
     channel_key,
     dm_key,
-    is_allowed,
     is_conversational,
     key_for_channel,
     mentions_bot,
@@ -23,7 +23,7 @@ from adapters.discord.translate import (
     thread_name,
     to_incoming,
 )
-from bot.settings import Settings
+from bot.access import Requester
 from bot.types import Attachment, ConversationKey, Platform
 from tests.fakes import discord_payloads as p
 from tests.fakes.discord_server import FakeDiscord
@@ -121,7 +121,7 @@ def test_thread_messages_need_a_mention_or_a_known_thread(state: Any) -> None:
 def test_dm_is_keyed_by_user(state: Any) -> None:
     m = msg(state, "secret", dm=True, channel=int(FAKE.snowflake()))
     assert isinstance(m.channel, discord.DMChannel)
-    assert decide(m) == Route(ConversationKey(Platform.DISCORD, dm_user=FAKE.alice.id))
+    assert decide(m) == Route(ConversationKey(Platform("discord"), dm_user=FAKE.alice.id))
 
 
 def test_nick_and_role_mentions_count_and_are_stripped(state: Any) -> None:
@@ -163,7 +163,7 @@ def test_key_for_channel_names_threads_and_dms_only(state: Any) -> None:
     assert key_for_channel(channel, 1) is None
 
 
-def allowed(settings: Settings, **kw: Any) -> bool:
+def allowed(settings: DiscordSettings, **kw: Any) -> bool:
     values: dict[str, Any] = {
         "user_id": 1,
         "role_ids": [],
@@ -171,25 +171,30 @@ def allowed(settings: Settings, **kw: Any) -> bool:
         "channel_ids": [100],
         "is_admin": False,
     }
-    return is_allowed(settings, **{**values, **kw})
+    v = {**values, **kw}
+    guild = v["guild_id"]
+    who = Requester.of(
+        v["user_id"],
+        role_ids=v["role_ids"],
+        places=() if guild is None else ((guild,), v["channel_ids"]),
+        is_dm=guild is None,
+        is_admin=v["is_admin"],
+    )
+    return settings.access_policy().allows(who)
 
 
 def test_access_lists() -> None:
-    s = Settings.model_construct()  # defaults only: the environment must not leak in
+    s = DiscordSettings.model_construct()  # defaults only: the environment must not leak in
     assert allowed(s) and allowed(s, guild_id=None)
-    blocked = s.model_copy(update={"discord_blocked_user_ids": ["1"]})
+    blocked = s.model_copy(update={"blocked_user_ids": ["1"]})
     assert not allowed(blocked) and allowed(blocked, is_admin=True)
-    roles = s.model_copy(update={"discord_blocked_role_ids": ["5"]})
+    roles = s.model_copy(update={"blocked_role_ids": ["5"]})
     assert not allowed(roles, role_ids=[5]) and allowed(roles, role_ids=[6])
-    people = s.model_copy(
-        update={"discord_allowed_user_ids": ["2"], "discord_allowed_role_ids": ["7"]}
-    )
+    people = s.model_copy(update={"allowed_user_ids": ["2"], "allowed_role_ids": ["7"]})
     assert not allowed(people) and allowed(people, user_id=2) and allowed(people, role_ids=[7])
-    no_dms = s.model_copy(update={"discord_allow_dms": False})
+    no_dms = s.model_copy(update={"allow_dms": False})
     assert not allowed(no_dms, guild_id=None) and allowed(no_dms)
-    places = s.model_copy(
-        update={"discord_allowed_channel_ids": ["100"], "discord_blocked_guild_ids": ["11"]}
-    )
+    places = s.model_copy(update={"allowed_channel_ids": ["100"], "blocked_guild_ids": ["11"]})
     assert allowed(places) and not allowed(places, channel_ids=[200])
     assert allowed(places, channel_ids=[300, 100])  # a thread whose parent is allowed
     assert not allowed(places, guild_id=11)

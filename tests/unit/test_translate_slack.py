@@ -6,16 +6,16 @@ from typing import Any
 
 import pytest
 
+from adapters.slack.config import SlackSettings
 from adapters.slack.translate import (
     Route,
     dm_key,
-    is_allowed,
     route_mention,
     route_message,
     strip_mention,
     to_incoming,
 )
-from bot.settings import Settings
+from bot.access import Requester
 from bot.types import ConversationKey, Platform, UserRef
 
 TEAM, BOT, ALICE = "T0FAKE0001", "U0BOT00001", "U0ALICE001"
@@ -56,7 +56,7 @@ THREAD_REPLY: dict[str, Any] = {
 
 
 def channel(thread: str) -> ConversationKey:
-    return ConversationKey(Platform.SLACK, space=TEAM, channel="C0GENERAL1", thread=thread)
+    return ConversationKey(Platform("slack"), space=TEAM, channel="C0GENERAL1", thread=thread)
 
 
 def mention(**changes: Any) -> Route | None:
@@ -135,7 +135,7 @@ def test_incoming_has_the_mention_stripped_and_text_unescaped() -> None:
     assert route is not None
     incoming = to_incoming(MENTION, route, bot_user_id=BOT)
     assert incoming.text == "what is <html>?"
-    assert incoming.author == UserRef(Platform.SLACK, ALICE)
+    assert incoming.author == UserRef(Platform("slack"), ALICE)
     assert incoming.message_id == MENTION["ts"] and incoming.key == route.key
 
 
@@ -145,25 +145,25 @@ def test_strip_mention_keeps_other_mentions_readable() -> None:
     )
 
 
-def settings(**values: Any) -> Settings:
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+def settings(**values: Any) -> SlackSettings:
+    return SlackSettings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize(
     ("config", "user", "place", "dm", "admin", "allowed"),
     [
         ({}, ALICE, "C1", False, False, True),
-        ({"slack_blocked_user_ids": ALICE}, ALICE, "C1", False, False, False),
-        ({"slack_blocked_user_ids": ALICE}, ALICE, "C1", False, True, True),  # admins pass
-        ({"slack_allowed_user_ids": "U0BOB00001"}, ALICE, "C1", False, False, False),
-        ({"slack_allowed_user_ids": f"U0BOB00001,{ALICE}"}, ALICE, "C1", False, False, True),
-        ({"slack_allowed_channel_ids": "C2"}, ALICE, "C1", False, False, False),
-        ({"slack_allowed_channel_ids": "C2"}, ALICE, "D1", True, False, True),  # DMs: no
-        ({"slack_blocked_channel_ids": "C1"}, ALICE, "C1", False, False, False),
-        ({"slack_allow_dms": False}, ALICE, "D1", True, False, False),
-        ({"slack_allow_dms": False}, ALICE, "D1", True, True, True),
+        ({"blocked_user_ids": ALICE}, ALICE, "C1", False, False, False),
+        ({"blocked_user_ids": ALICE}, ALICE, "C1", False, True, True),  # admins pass
+        ({"allowed_user_ids": "U0BOB00001"}, ALICE, "C1", False, False, False),
+        ({"allowed_user_ids": f"U0BOB00001,{ALICE}"}, ALICE, "C1", False, False, True),
+        ({"allowed_channel_ids": "C2"}, ALICE, "C1", False, False, False),
+        ({"allowed_channel_ids": "C2"}, ALICE, "D1", True, False, True),  # DMs: no
+        ({"blocked_channel_ids": "C1"}, ALICE, "C1", False, False, False),
+        ({"allow_dms": False}, ALICE, "D1", True, False, False),
+        ({"allow_dms": False}, ALICE, "D1", True, True, True),
         (
-            {"slack_allowed_channel_ids": "C1", "slack_blocked_channel_ids": "C1"},
+            {"allowed_channel_ids": "C1", "blocked_channel_ids": "C1"},
             ALICE,
             "C1",
             False,
@@ -175,7 +175,6 @@ def settings(**values: Any) -> Settings:
 def test_allow_and_deny_lists(
     config: dict[str, Any], user: str, place: str, dm: bool, admin: bool, allowed: bool
 ) -> None:
-    result = is_allowed(
-        settings(**config), user_id=user, channel_id=place, is_dm=dm, is_admin=admin
-    )
+    who = Requester.of(user, places=() if dm else ((place,),), is_dm=dm, is_admin=admin)
+    result = settings(**config).access_policy().allows(who)
     assert result is allowed

@@ -15,17 +15,18 @@ from typing import Any
 
 import pytest
 
-from adapters.discord import DiscordAdapter
+from adapters.discord import DiscordAdapter, DiscordSettings
 from bot.app import Runtime, open_runtime
 from bot.errors import ConfigError
 from bot.settings import Settings
+from tests.configured import Configured, configure
 from tests.fakes.discord_server import FakeDiscord, FakeMessage
 from tests.fakes.groq_server import FILLER, FakeGroq
 
 pytestmark = pytest.mark.e2e
 
 MODEL = "openai/gpt-oss-120b"
-Build = Callable[..., Settings]
+Build = Callable[..., Configured[DiscordSettings]]
 # One user asking 20 questions at once would (rightly) meet the per-user quota first.
 GENEROUS_USER_QUOTA = {"quota_user_rpm": 1000, "quota_user_max_in_flight": 20}
 
@@ -37,21 +38,24 @@ def expected(turns: int, last: str, *, model: str = MODEL, words: int = 0) -> st
 
 
 @pytest.fixture
-def build(settings_factory: Build, fake_discord: FakeDiscord) -> Build:
-    """Settings pointing the adapter at both fakes; edits paced at the 0.2 s minimum."""
+def build(settings_factory: Callable[..., Settings], fake_discord: FakeDiscord) -> Build:
+    """Settings pointing the adapter at both fakes; edits paced at the 0.2 s minimum.
+    ``discord_*`` keywords go to Discord's group, the rest to the core."""
 
-    def make(**overrides: Any) -> Settings:
+    def make(**overrides: Any) -> Configured[DiscordSettings]:
         values = {**fake_discord.settings_overrides(), "discord_edit_interval_s": 0.2}
-        return settings_factory(**{**values, **overrides})
+        return configure(settings_factory, DiscordSettings, "discord_", {**values, **overrides})
 
     return make
 
 
 @asynccontextmanager
-async def running_bot(settings: Settings) -> AsyncIterator[tuple[DiscordAdapter, Runtime]]:
-    async with open_runtime(settings) as runtime:
+async def running_bot(
+    settings: Configured[DiscordSettings],
+) -> AsyncIterator[tuple[DiscordAdapter, Runtime]]:
+    async with open_runtime(settings.core) as runtime:
         adapter = DiscordAdapter(
-            settings, runtime.engine, guild_ready_timeout=0.05, shutdown_grace_s=2.0
+            runtime.context(settings.platform), guild_ready_timeout=0.05, shutdown_grace_s=2.0
         )
         await adapter.start()
         try:

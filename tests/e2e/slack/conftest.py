@@ -21,10 +21,11 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack import SlackAdapter
+from adapters.slack import SlackAdapter, SlackSettings
 from bot.app import Runtime, open_runtime
 from bot.ports import Clock
 from bot.settings import Settings
+from tests.configured import Configured, configure
 from tests.fakes.slack_server import FakeSlack
 
 pytestmark = pytest.mark.e2e
@@ -112,13 +113,17 @@ class ScaledClock:
         await asyncio.sleep(max(0.0, seconds) / self.factor)
 
 
+SlackConfig = Configured[SlackSettings]
+
+
 @pytest.fixture
 def slack_settings(
     fake_slack: FakeSlack, settings_factory: Callable[..., Settings]
-) -> Callable[..., Settings]:
-    """Settings for the adapter against ``fake_slack`` (Socket Mode unless overridden)."""
+) -> Callable[..., SlackConfig]:
+    """Settings for the adapter against ``fake_slack`` (Socket Mode unless overridden);
+    ``slack_*`` keywords go to Slack's group, the rest to the core."""
 
-    def build(**overrides: Any) -> Settings:
+    def build(**overrides: Any) -> SlackConfig:
         values: dict[str, Any] = {
             "slack_bot_token": fake_slack.bot_token,
             "slack_app_token": fake_slack.app_token,
@@ -127,18 +132,18 @@ def slack_settings(
             "slack_edit_interval_s": 0.2,
         }
         values.update(overrides)
-        return settings_factory(**values)
+        return configure(settings_factory, SlackSettings, "slack_", values)
 
     return build
 
 
 @contextlib.asynccontextmanager
 async def running_adapter(
-    settings: Settings, *, clock: Clock | None = None
+    settings: SlackConfig, *, clock: Clock | None = None
 ) -> AsyncIterator[tuple[SlackAdapter, Runtime]]:
     """A runtime (engine, store, Groq client) plus a started ``SlackAdapter``."""
-    async with open_runtime(settings, clock=clock) as runtime:
-        adapter = SlackAdapter(settings, runtime.engine)
+    async with open_runtime(settings.core, clock=clock) as runtime:
+        adapter = SlackAdapter(runtime.context(settings.platform))
         await adapter.start()
         try:
             yield adapter, runtime

@@ -10,18 +10,17 @@ from collections.abc import Callable
 
 import pytest
 
-from bot.settings import Settings
-from tests.e2e.slack.conftest import ScaledClock, running_adapter
+from tests.e2e.slack.conftest import ScaledClock, SlackConfig, running_adapter
 from tests.fakes.groq_server import FakeGroq
 from tests.fakes.slack_server import Delivery, FakeMessage, FakeSlack
 
 pytestmark = pytest.mark.e2e
 
-SettingsFactory = Callable[..., Settings]
+SettingsFactory = Callable[..., SlackConfig]
 MODES = [pytest.param(True, id="native-stream"), pytest.param(False, id="chat-update")]
 
 
-def answer(settings: Settings, last: str, turns: int = 1, model: str | None = None) -> str:
+def answer(settings: SlackConfig, last: str, turns: int = 1, model: str | None = None) -> str:
     return f"turns={turns} last={last} model={model or settings.default_model}"
 
 

@@ -8,11 +8,11 @@ from collections.abc import Callable
 import pytest
 
 from adapters.slack import sink as sink_module
+from adapters.slack.config import SlackSettings
 from adapters.slack.format import neutralise_markdown, to_mrkdwn
 from adapters.slack.sink import SlackStreamSink
 from adapters.slack.surface import ReplyTarget
 from bot.ports import SystemClock
-from bot.settings import Settings
 from bot.streaming import EditingSink, EditPacer
 from bot.types import TurnStatus
 from tests.e2e.slack.conftest import web_client
@@ -23,10 +23,10 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def make_sink(
-    fake_slack: FakeSlack, settings_factory: Callable[..., Settings]
+    fake_slack: FakeSlack,
 ) -> Callable[..., tuple[SlackStreamSink, str]]:
     """A sink replying in a fresh thread of #general (or an assistant DM thread)."""
-    settings = settings_factory(slack_edit_interval_s=0.2)
+    settings = SlackSettings(_env_file=None, edit_interval_s=0.2)  # type: ignore[call-arg]
     clock = SystemClock()
     pacer = EditPacer(clock=clock)
 
@@ -183,7 +183,6 @@ async def test_nothing_to_say_sends_nothing(
 
 async def test_stop_has_its_own_budget_so_it_never_queues_behind_appends(
     fake_slack: FakeSlack,
-    settings_factory: Callable[..., Settings],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Slack limits each method separately: with every appendStream token taken by
@@ -197,7 +196,7 @@ async def test_stop_has_its_own_budget_so_it_never_queues_behind_appends(
         FakeMessage(fake_slack.general, fake_slack.ts(), fake_slack.alice.id, "question")
     )
     target = ReplyTarget(fake_slack.team_id, fake_slack.general, root.ts, fake_slack.alice.id)
-    settings = settings_factory(slack_edit_interval_s=0.2)
+    settings = SlackSettings(_env_file=None, edit_interval_s=0.2)  # type: ignore[call-arg]
     sink = SlackStreamSink(
         web_client(fake_slack), target, settings=settings, pacer=pacer, clock=clock
     )

@@ -1,0 +1,70 @@
+"""What the composition root hands to adapters, and how a platform is registered.
+
+A platform is one package under ``adapters/`` plus one ``AdapterSpec`` line in the
+``adapters`` registry: its settings class (an ``AdapterSettings`` with its own
+``env_prefix``) and its adapter class, which takes an ``AdapterContext``. Nothing in
+``bot/`` changes for a new platform.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from bot.engine import Engine
+from bot.ports import Adapter, Clock
+from bot.settings import AdapterSettings
+from bot.streaming import EditPacer
+
+__all__ = ["AdapterContext", "AdapterSpec"]
+
+S = TypeVar("S", bound=AdapterSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterContext(Generic[S]):
+    """Everything an adapter may use: the engine's operations, the shared edit pacer
+    and clock, and its own settings group."""
+
+    engine: Engine
+    pacer: EditPacer
+    clock: Clock
+    settings: S
+
+
+def _attribute(path: str) -> object:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterSpec:
+    """Where a platform's settings and adapter live, as ``"module:Class"`` paths.
+
+    The settings module must import no platform library, so reading every platform's
+    settings (for "is it enabled?" and log redaction) costs no heavy import.
+    """
+
+    name: str
+    settings_class: str
+    adapter_class: str
+
+    def settings_type(self) -> type[AdapterSettings]:
+        """The platform's settings class (no platform library is imported)."""
+        cls = _attribute(self.settings_class)
+        if not (isinstance(cls, type) and issubclass(cls, AdapterSettings)):
+            raise TypeError(f"{self.settings_class} is not an AdapterSettings subclass")
+        return cls
+
+    def load_settings(self) -> AdapterSettings:
+        """The platform's settings, read from the environment and ``.env``."""
+        return self.settings_type()()
+
+    def build(self, context: AdapterContext[AdapterSettings]) -> Adapter:
+        """Import the adapter (and with it the platform library) and build it."""
+        cls = _attribute(self.adapter_class)
+        adapter = cls(context)  # type: ignore[operator]
+        if not isinstance(adapter, Adapter):
+            raise TypeError(f"{self.adapter_class} does not implement bot.ports.Adapter")
+        return adapter
