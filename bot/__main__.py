@@ -106,8 +106,9 @@ async def _dispatch(
         for problem in found.problems:
             print(f"Warning: {problem}", file=sys.stderr)
         if command == "models":
+            default = await runtime.engine.default_model()
             for m in await runtime.engine.list_models():
-                mark = "\t(default)" if m.id == settings.default_model else ""
+                mark = "\t(default)" if m.id == default else ""
                 print(
                     f"{m.id}\tcontext={m.context_window} ({m.context_source})"
                     f"\tmax_output={m.max_completion_tokens or '-'}{mark}"

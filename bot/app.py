@@ -76,8 +76,8 @@ async def open_runtime(
         completions = CompletionsClient.from_settings(settings, clock=clock)
         stack.push_async_callback(completions.aclose)
         quota: QuotaManager | None = None
-        if settings.quota_enabled and need_api:
-            provider = await _provider(completions)
+        provider = await _provider(completions) if need_api else None
+        if settings.quota_enabled and provider is not None:
             config = QuotaConfig.from_settings(
                 settings,
                 builtin_table=provider.builtin_limits,
@@ -89,7 +89,12 @@ async def open_runtime(
             stack.push_async_callback(quota.aclose)
             completions.add_rate_limit_listener(quota.observe)
         engine = Engine(
-            settings=settings, store=store, completions=completions, clock=clock, quota=quota
+            settings=settings,
+            store=store,
+            completions=completions,
+            clock=clock,
+            quota=quota,
+            pick_default_model=provider is not None and _picks_default_model(settings, provider),
         )
         yield Runtime(settings, clock, store, completions, quota, engine, EditPacer(clock=clock))
 
@@ -164,12 +169,10 @@ async def preflight(runtime: Runtime) -> Preflight:
     provider = runtime.completions.provider
     notes = [f"{settings.api_base_url} is {provider.label}."] if provider else []
     chat = await runtime.engine.list_models()
-    default = next((m for m in chat if m.id == settings.default_model), None)
-    if default is None and chat and _default_model_unset(settings, provider):
-        # The built-in default names a Groq model; a local server serves its own.
-        default = chat[0]
-        settings.default_model = default.id
-        notes.append(f"DEFAULT_MODEL is not set: using {default.id}, the server's first model.")
+    default_id = await runtime.engine.default_model()
+    default = next((m for m in chat if m.id == default_id), None)
+    if default is not None and default_id != settings.default_model:
+        notes.append(f"DEFAULT_MODEL is not set: using {default_id}, the server's first model.")
     if default is None:
         if not models:
             return Preflight((), (*notes, "The server lists no models; DEFAULT_MODEL is used."))
@@ -186,10 +189,12 @@ async def preflight(runtime: Runtime) -> Preflight:
     return Preflight(problems, (*notes, *window_notes))
 
 
-def _default_model_unset(settings: Settings, provider: Provider | None) -> bool:
-    """DEFAULT_MODEL was left blank and the server is not the one its default is for."""
-    groq = provider is not None and provider.kind is ProviderKind.GROQ
-    return "default_model" not in settings.model_fields_set and not groq
+def _picks_default_model(settings: Settings, provider: Provider) -> bool:
+    """DEFAULT_MODEL was left blank and the server is a local one, which serves its own
+    model(s): then the first one it lists is the default. Hosted APIs list many models
+    (some not for chat, some costly), so there the setting decides."""
+    local = provider.kind in (ProviderKind.LLAMACPP, ProviderKind.VLLM, ProviderKind.OLLAMA)
+    return local and "default_model" not in settings.model_fields_set
 
 
 def _window_findings(settings: Settings, model: ModelInfo) -> tuple[tuple[str, ...], list[str]]:

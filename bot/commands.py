@@ -40,6 +40,7 @@ class CommandsMixin:
     clock: Clock
     quota: QuotaGate | None
     _platforms: dict[Platform, PlatformHelp]
+    _pick_default_model: bool
 
     def is_admin(self, user: UserRef) -> bool:
         """Whether the user is listed in ADMIN_IDS."""
@@ -56,11 +57,9 @@ class CommandsMixin:
         models = await self.completions.models()
         needle = query.strip().lower()
         default = self.settings.default_model
-        return [
-            self._with_learned_window(m)
-            for m in models
-            if m.active and needle in m.id.lower() and (is_chat_model(m.id) or m.id == default)
-        ]
+        active = [m for m in models if m.active]
+        chat = [m for m in active if is_chat_model(m.id) or m.id == default] or active
+        return [self._with_learned_window(m) for m in chat if needle in m.id.lower()]
 
     def _with_learned_window(self, model: ModelInfo) -> ModelInfo:
         """``model`` with the window turns actually use (the engine lowers it after an
@@ -70,7 +69,19 @@ class CommandsMixin:
     async def current_model(self, user: UserRef, key: ConversationKey | None) -> str:
         """The model the next turn of this user in this conversation will use."""
         prefs = await self.store.prefs(user, key)
-        return prefs.model or self.settings.default_model
+        return prefs.model or await self.default_model()
+
+    async def default_model(self) -> str:
+        """DEFAULT_MODEL; when left blank on a local server (llama.cpp, vLLM, Ollama), the
+        first chat model it lists now, so a swapped model file needs no restart."""
+        configured = self.settings.default_model
+        if not self._pick_default_model:
+            return configured
+        try:
+            ids = [m.id for m in await self.list_models()]
+        except UpstreamError:
+            return configured
+        return configured if configured in ids or not ids else ids[0]
 
     async def set_model(
         self, user: UserRef, model: str, *, key: ConversationKey | None = None
@@ -101,7 +112,7 @@ class CommandsMixin:
         current = await self.current_model(user, key)
         if not models:
             return CommandReply(f"The API lists no models. Current model: `{current}`.")
-        default = self.settings.default_model
+        default = await self.default_model()
         lines = [
             f"{'▶' if m.id == current else '•'} `{m.id}` ({window_text(m)})"
             + (" · default" if m.id == default else "")
@@ -218,12 +229,29 @@ _GENERIC_HELP = PlatformHelp("Send me a message and I answer.")
 
 # Model ids that are not chat models: speech-to-text, text-to-speech, safety classifiers
 # and embeddings (Groq lists whisper-*, playai-tts, *orpheus*, llama-guard, prompt-guard).
-_NOT_CHAT = ("whisper", "tts", "orpheus", "guard", "embed", "distil-whisper")
+# OpenAI's list also holds image, moderation, realtime/audio and legacy completion models.
+_NOT_CHAT = (
+    "whisper",
+    "tts",
+    "orpheus",
+    "guard",
+    "embed",
+    "dall-e",
+    "image",
+    "moderation",
+    "realtime",
+    "transcribe",
+    "audio",
+    "babbage",
+    "davinci",
+)
 
 
 def is_chat_model(model_id: str) -> bool:
-    """Whether a model id looks like a chat model (not speech, TTS, guard or embedding)."""
-    name = model_id.lower()
+    """Whether a model id looks like a chat model (not speech, TTS, guard, image,
+    moderation or embedding). Only the last path segment counts: llama.cpp lists file
+    paths, whose folders say nothing about the model."""
+    name = model_id.replace("\\", "/").rsplit("/", 1)[-1].lower()
     return not any(marker in name for marker in _NOT_CHAT)
 
 

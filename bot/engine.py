@@ -103,6 +103,7 @@ class Engine(CommandsMixin):
         completions: Completions,
         clock: Clock,
         quota: QuotaGate | None = None,
+        pick_default_model: bool = False,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -113,8 +114,10 @@ class Engine(CommandsMixin):
         # storage_id -> (lock, number of turns holding or waiting for it)
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._platforms: dict[Platform, PlatformHelp] = {}
-        # model id -> context window learned from the server refusing a longer request.
-        self._window_caps: dict[str, int] = {}
+        self._pick_default_model = pick_default_model
+        # model id -> (window learned from the server refusing a longer request, the
+        # window the model list said then).
+        self._window_caps: dict[str, tuple[int, int]] = {}
 
     # ----- turns -----
 
@@ -198,8 +201,10 @@ class Engine(CommandsMixin):
         """Stream the answer; when the server says the request overflows its window, lower
         the model's window, trim the history to it and try once more."""
         request = await self._request(incoming.key, model, system_prompt, current)
+        # An empty streamed answer means "too long" only when the request could be.
+        large = _request_tokens(request) + (request.max_tokens or 0) >= model.context_window // 2
         try:
-            await self._stream(incoming, request, sink, answer)
+            await self._stream(incoming, request, sink, answer, empty_is_overflow=large)
             return
         except _OVERFLOW as exc:
             smaller = self._smaller_window(model, request, exc)
@@ -213,36 +218,48 @@ class Engine(CommandsMixin):
                 smaller.context_window,
             )
             if isinstance(exc, ContextTooLong):  # the server said so: remember it
-                self._cap_window(model.id, smaller.context_window)
-                reason = "the conversation is too long for the model"
-            else:  # an empty answer: an overflow as llama.cpp reports it, or a failure
-                reason = "the model server sent an empty answer"
-        await sink.status(f"{reason}; retrying with less history…")
+                self._cap_window(model, smaller.context_window)
+        await sink.status("the conversation is too long for the model; retrying with less history…")
         request = await self._request(incoming.key, smaller, system_prompt, current)
         await self._stream(incoming, request, sink, answer)
         # It fitted once trimmed: whatever the server's way of saying so, that was it.
-        self._cap_window(model.id, smaller.context_window)
+        self._cap_window(model, smaller.context_window)
 
     def _smaller_window(
         self, model: ModelInfo, request: ChatRequest, error: ContextTooLong | EmptyStream
     ) -> ModelInfo | None:
-        """The model with a window the failed request would not have fitted, or None when
-        that leaves no room to answer in."""
-        window = (_request_tokens(request) + (request.max_tokens or 0)) * 3 // 4
-        named = error.window if isinstance(error, ContextTooLong) else None
-        if named is not None:
-            window = min(window, named)
+        """The model with a window the failed request would not have fitted (in our own
+        token estimates), or None when that leaves no room to answer in."""
+        prompt = _request_tokens(request)
+        size = prompt + (request.max_tokens or 0)
+        window = size * 3 // 4
+        if isinstance(error, ContextTooLong) and error.window:
+            if error.prompt_tokens:  # the server counted the prompt: scale ours to it
+                window = int(error.window * prompt / error.prompt_tokens * 0.95)
+            elif size >= error.window:  # we believed in a larger window than it has
+                window = error.window
         window = min(window, model.context_window * 3 // 4)
         if window < _MIN_WINDOW:
             return None
         return replace(model, context_window=window, context_source="learned")
 
-    def _cap_window(self, model_id: str, window: int) -> None:
-        self._window_caps[model_id] = min(window, self._window_caps.get(model_id, window))
+    def _cap_window(self, model: ModelInfo, window: int) -> None:
+        """Remember a smaller window for ``model`` until the server's own figure changes."""
+        old = self._window_caps.get(model.id)
+        if old is None:
+            self._window_caps[model.id] = (window, model.context_window)
+        else:
+            self._window_caps[model.id] = (min(window, old[0]), old[1])
 
     def _with_learned_window(self, model: ModelInfo) -> ModelInfo:
-        cap = self._window_caps.get(model.id)
-        if cap is None or cap >= model.context_window:
+        learned = self._window_caps.get(model.id)
+        if learned is None:
+            return model
+        cap, base = learned
+        if base != model.context_window:  # e.g. llama.cpp restarted with another n_ctx
+            del self._window_caps[model.id]
+            return model
+        if cap >= model.context_window:
             return model
         return replace(model, context_window=cap, context_source="learned")
 
@@ -289,9 +306,16 @@ class Engine(CommandsMixin):
         )
 
     async def _stream(
-        self, incoming: Incoming, request: ChatRequest, sink: ReplySink, answer: _Answer
+        self,
+        incoming: Incoming,
+        request: ChatRequest,
+        sink: ReplySink,
+        answer: _Answer,
+        *,
+        empty_is_overflow: bool = False,
     ) -> None:
         prompt_tokens = _request_tokens(request)
+        answer.usage = answer.finish_reason = None  # a retry starts afresh
         admission = await self._admit(incoming.author, request, prompt_tokens, sink)
         show = self.settings.show_reasoning
         splitter = ThinkSplitter()
@@ -304,7 +328,9 @@ class Engine(CommandsMixin):
 
         try:
             async with self._upstream:
-                async for event in self.completions.stream(request, on_retry=on_retry):
+                async for event in self.completions.stream(
+                    request, on_retry=on_retry, empty_is_overflow=empty_is_overflow
+                ):
                     if isinstance(event, TextDelta):
                         text, thought = splitter.feed(event.text)
                         answer.text += text
@@ -355,6 +381,11 @@ class Engine(CommandsMixin):
         text = answer.text.strip()
         if not text:
             note = "The model returned an empty answer; try rephrasing your message."
+            if answer.finish_reason == "length":
+                note = (
+                    "The answer length limit was used up before the answer began (the model "
+                    "spent it thinking): ask for less, or raise MAX_OUTPUT_TOKENS."
+                )
             await self._store_assistant(incoming, answer, note, TurnStatus.FAILED)
             await sink.fail(note)
             return TurnOutcome(TurnStatus.FAILED, "", answer.usage, error_text=note)
@@ -425,7 +456,7 @@ class Engine(CommandsMixin):
 
     async def _effective(self, user: UserRef, key: ConversationKey | None) -> tuple[str, str]:
         prefs = await self.store.prefs(user, key)
-        model = prefs.model or self.settings.default_model
+        model = prefs.model or await self.default_model()
         system = prefs.system_prompt if prefs.system_prompt is not None else None
         return model, system or self.settings.system_prompt
 

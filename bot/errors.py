@@ -110,10 +110,12 @@ class ContextTooLong(UpstreamError):
         status: int | None = None,
         detail: str = "",
         window: int | None = None,
+        prompt_tokens: int | None = None,
     ) -> None:
         super().__init__(user_text, status=status, detail=detail)
-        # The context size the server named in its refusal, when it did.
+        # The context size, and the prompt's size, as the server counted them, when said.
         self.window = window
+        self.prompt_tokens = prompt_tokens
 
 
 class ModelUnavailable(UpstreamError):

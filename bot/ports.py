@@ -120,7 +120,11 @@ class Completions(Protocol):
     """
 
     def stream(
-        self, request: ChatRequest, *, on_retry: RetryHook | None = None
+        self,
+        request: ChatRequest,
+        *,
+        on_retry: RetryHook | None = None,
+        empty_is_overflow: bool = False,
     ) -> AsyncIterator[ChatEvent]: ...
 
     async def complete(self, request: ChatRequest) -> ChatResult: ...

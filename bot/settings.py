@@ -156,6 +156,13 @@ class Settings(EnvSettings):
     # --- logging ---
     log_level: str = "INFO"
 
+    @field_validator("system_prompt")
+    @classmethod
+    def _no_system_prompt(cls, value: str) -> str:
+        # Blank means the default persona, so "none" is how to send no system message
+        # (some models' chat templates reject the system role).
+        return "" if value.strip().lower() == "none" else value
+
     @field_validator("api_base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:

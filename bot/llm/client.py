@@ -221,9 +221,18 @@ class CompletionsClient:
     # ----- chat -----
 
     async def stream(
-        self, request: ChatRequest, *, on_retry: RetryHook | None = None
+        self,
+        request: ChatRequest,
+        *,
+        on_retry: RetryHook | None = None,
+        empty_is_overflow: bool = False,
     ) -> AsyncIterator[ChatEvent]:
-        """Stream one completion; see the class docstring for retries and interruption."""
+        """Stream one completion; see the class docstring for retries and interruption.
+
+        A 200 with nothing in it raises ``EmptyStream`` at once when ``empty_is_overflow``
+        (the request is large for the window: llama.cpp answers an overflow so); else it
+        is a server failure, retried like a 5xx.
+        """
         body = build_body(request, stream=True, cap_param=self._cap_param())
         text: list[str] = []
         started = False
@@ -243,8 +252,11 @@ class CompletionsClient:
                         partial_text="".join(text),
                         detail=f"{type(exc).__name__}: {exc.detail or exc.user_text}",
                     ) from exc
+                error = exc
+                if isinstance(exc, EmptyStream) and not empty_is_overflow:
+                    error = UpstreamServerError(detail=exc.detail)
                 attempt += 1
-                await self._backoff(exc, attempt, on_retry)
+                await self._backoff(error, attempt, on_retry)
 
     async def complete(
         self, request: ChatRequest, *, on_retry: RetryHook | None = None

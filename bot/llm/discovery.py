@@ -54,6 +54,8 @@ class Discovery:
         self._root = api_root(base_url)
         self._fallback = fallback_window
         self.provider: Provider | None = None
+        self._props_window: int | None = None
+        self._ollama: dict[str, int] = {}  # model id -> num_ctx, asked once per model
         if configured is not None:
             self.provider = Provider(configured, "API_PROVIDER")
         elif (by_url := kind_from_url(base_url)) is not None:
@@ -72,6 +74,8 @@ class Discovery:
         server_window = None
         if kind is ProviderKind.LLAMACPP:  # re-read: the server may restart with another n_ctx
             server_window = window_from_props(await self._get_json("/props"))
+            # A failed probe keeps the last figure rather than falling back to a guess.
+            server_window = self._props_window = server_window or self._props_window
         result = []
         for model in models:
             if model.context_source == "server":
@@ -105,8 +109,13 @@ class Discovery:
         async def one(model: ModelInfo) -> ModelInfo:
             if model.context_source == "server":
                 return model
-            shown = await self._post_json("/api/show", {"model": model.id})
-            return self._with_window(model, window_from_ollama_show(shown) if shown else None)
+            if model.id not in self._ollama:
+                shown = await self._post_json("/api/show", {"model": model.id})
+                window = window_from_ollama_show(shown) if shown else None
+                if window is None:
+                    return self._with_window(model, None)  # asked again next refresh
+                self._ollama[model.id] = window
+            return self._with_window(model, self._ollama[model.id])
 
         head = await asyncio.gather(*(one(m) for m in models[:_MAX_OLLAMA_SHOWS]))
         return [*head, *(self._with_window(m, None) for m in models[_MAX_OLLAMA_SHOWS:])]

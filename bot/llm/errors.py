@@ -39,7 +39,20 @@ __all__ = [
 
 _MAX_MESSAGE = 300
 _RETRY_IN = re.compile(r"try again in\s+((?:\d+(?:\.\d+)?(?:ns|us|µs|ms|h|m|s))+)", re.I)
-_WINDOW_IN_MESSAGE = re.compile(r"(?:maximum context length is|context window of)\s+([\d,]+)", re.I)
+# "maximum context length is 2048 tokens" (OpenAI, vLLM, llama-cpp-python), "context
+# window of 2048" (llama-cpp-python's ValueError), "maximum model length of 2048" (vLLM),
+# "context length of only 2048 tokens" (LM Studio), "must be <= 2048" (TGI). A figure
+# written "128k" is not a token count: the lookahead refuses it.
+_WINDOW_IN_MESSAGE = re.compile(
+    r"(?:maximum context length is|context window of|maximum model length of|"
+    r"context length of only|must be <=)\s+(\d[\d,]*)(?![\d,]|\s*[kKmM]\b)",
+    re.I,
+)
+# "(1276 in the messages, ...)" (llama-cpp-python), "your messages resulted in 9000
+# tokens" (OpenAI): the prompt as the server counted it.
+_PROMPT_IN_MESSAGE = re.compile(
+    r"(?:\(([\d,]+) in the messages|messages resulted in ([\d,]+) tokens)", re.I
+)
 _MODEL_IN_MESSAGE = re.compile(r"model\s+[`'\"]([^`'\"]+)[`'\"]", re.I)
 # Shapes of common provider keys (Groq gsk_, OpenAI sk-/sk-proj-, bearer tokens), so a
 # key the server echoes back never reaches a user even when we don't know its value.
@@ -134,7 +147,12 @@ def error_from_payload(
     if status == 429 or code == "rate_limit_exceeded" or kind == "rate_limit_exceeded":
         return _rate_limited(status, retry_after_s, detail)
     if _context_overflow(code, kind, message):
-        return ContextTooLong(status=status, detail=detail, window=_window_of(error, message))
+        return ContextTooLong(
+            status=status,
+            detail=detail,
+            window=_window_of(error, message),
+            prompt_tokens=_prompt_of(error, message),
+        )
     if status == 404 or code in {"model_not_found", "model_decommissioned"}:
         return _model_unavailable(status, code, message, model, detail)
     # 498 is Groq's "flex tier capacity exceeded": a temporary capacity problem.
@@ -155,7 +173,23 @@ def _context_overflow(code: str, kind: str, message: str) -> bool:
         or "maximum context length" in lowered
         or "exceeds the available context size" in lowered
         or "exceed context window" in lowered
+        or "maximum model length" in lowered
+        or "context length of only" in lowered
+        or ("max_new_tokens" in lowered and "must be <=" in lowered)
+        or "configured limit of" in lowered
     )
+
+
+def _prompt_of(error: Mapping[str, object], message: str) -> int | None:
+    """The prompt's size as the server counted it: llama.cpp's ``n_prompt_tokens``, or
+    the figure in the message."""
+    counted = error.get("n_prompt_tokens")
+    if isinstance(counted, int) and not isinstance(counted, bool) and counted > 0:
+        return counted
+    found = _PROMPT_IN_MESSAGE.search(message)
+    if not found:
+        return None
+    return int((found.group(1) or found.group(2)).replace(",", ""))
 
 
 def _window_of(error: Mapping[str, object], message: str) -> int | None:

@@ -85,7 +85,7 @@ async def test_llamacpp_twenty_long_turns_fit_the_window_and_all_get_answers(
         assert found.problems == ()
         assert rt.completions.provider is not None
         assert rt.completions.provider.kind is ProviderKind.LLAMACPP
-        assert rt.settings.default_model == DEFAULT_MODEL_PATH  # the server's own model
+        assert await rt.engine.default_model() == DEFAULT_MODEL_PATH  # the server's own
         sinks = [await _ask(rt, f"turn {i}: {LONG}") for i in range(20)]
         models = (await rt.engine.models_text(ALICE, DM_ALICE)).text
         usage = (await rt.engine.usage(ALICE)).text
@@ -122,6 +122,8 @@ async def test_llamacpp_without_props_overflows_once_then_learns_the_window(
     assert len(retried) == 1, retried  # learned once, then every turn fits
     assert len(llamacpp.chat_requests) == 21
     assert "lowered after the server refused" in after.text
+    # The turn that overflowed once is still counted (estimated), not refunded to zero.
+    assert all(s.final for s in sinks)
 
 
 async def test_llamacpp_a_message_too_long_even_alone_says_what_to_do(
@@ -238,15 +240,48 @@ async def test_openai_overflow_names_the_window_and_the_bot_adopts_it(
 async def test_an_unrecognised_server_gets_max_tokens_a_conservative_window_and_works(
     openai: FakeGroq, settings_for: SettingsFactory
 ) -> None:
-    async with open_runtime(settings_for(openai)) as rt:  # API_PROVIDER=auto, DEFAULT_MODEL blank
+    # A hosted API lists many models, some not for chat: a blank DEFAULT_MODEL is a
+    # problem `check` names, never a guess.
+    async with open_runtime(settings_for(openai)) as rt:
+        blank = await preflight(rt)
+    assert blank.problems and "DEFAULT_MODEL=openai/gpt-oss-120b" in blank.problems[0]
+    assert "gpt-4o-mini" in blank.problems[0]
+    async with open_runtime(settings_for(openai, default_model="gpt-4o-mini")) as rt:
         found = await preflight(rt)
         sinks = [await _ask(rt, f"q{i}") for i in range(3)]
     assert rt.completions.provider is not None
     assert rt.completions.provider.kind is ProviderKind.OTHER
-    assert rt.settings.default_model == "gpt-4.1-mini"  # the first model it lists
+    assert found.problems == ()
     assert any("4,096 tokens context, assumed" in note for note in found.notes)
     assert [s.status_ for s in sinks] == [TurnStatus.COMPLETE] * 3
     assert openai.chat_requests[-1]["body"]["max_tokens"] == 1024
+
+
+async def test_an_empty_answer_to_a_small_request_is_a_failure_not_an_overflow(
+    llamacpp: FakeGroq, settings_for: SettingsFactory
+) -> None:
+    """A server that crashes or restarts also sends a 200 then nothing: with a short
+    request and a 32k window, that is retried as a failure, and the window stays."""
+    llamacpp.n_ctx = 32_768
+    llamacpp.script("drop", after_tokens=0)
+    async with open_runtime(settings_for(llamacpp)) as rt:
+        await preflight(rt)
+        sink = await _ask(rt, "hi")
+        models = (await rt.engine.models_text(ALICE, DM_ALICE)).text
+    assert sink.status_ is TurnStatus.COMPLETE, sink.failed
+    assert any("retrying" in t and "less history" not in t for t in sink.ops("status"))
+    assert "32,768 tokens context" in models and "lowered" not in models
+    assert all(r["body"]["max_tokens"] == 1024 for r in llamacpp.chat_requests)
+
+
+async def test_system_prompt_none_sends_no_system_message(
+    llamacpp: FakeGroq, settings_for: SettingsFactory
+) -> None:
+    async with open_runtime(settings_for(llamacpp, system_prompt="none")) as rt:
+        await preflight(rt)
+        await _ask(rt, "hi")
+    roles = [m["role"] for m in llamacpp.chat_requests[-1]["body"]["messages"]]
+    assert roles == ["user"]
 
 
 # ----- the whole program, as a llama.cpp user runs it -----
