@@ -37,6 +37,7 @@ __all__ = [
     "QuotaGate",
     "RateLimitListener",
     "ReplySink",
+    "Reservation",
     "RetryHook",
     "Store",
     "Surface",
@@ -180,6 +181,22 @@ class Store(Protocol):
         ...
 
 
+class Reservation(Protocol):
+    """Capacity ``QuotaGate.admit`` reserved for one request.
+
+    The engine calls ``note_retry`` before each resend of the request and ``settle``
+    once it is over, whatever the outcome (a second ``settle`` is a no-op).
+    """
+
+    def note_retry(self) -> None:
+        """The request is being sent again (it counts as one more request)."""
+        ...
+
+    async def settle(self, usage: Usage | None) -> None:
+        """Replace the reservation by what the request used (None: keep the reservation)."""
+        ...
+
+
 class QuotaGate(Protocol):
     """Admission control in front of the completions API (per-user and account budgets)."""
 
@@ -190,23 +207,17 @@ class QuotaGate(Protocol):
         estimated_tokens: int,
         *,
         on_wait: Callable[[float], Awaitable[None]] | None = None,
-    ) -> object:
-        """Reserve capacity; may wait (calling ``on_wait(seconds)``); raises ``QuotaExceeded``.
-
-        Returns an opaque admission to pass back to ``settle``.
-        """
-        ...
-
-    async def settle(self, admission: object, usage: Usage | None) -> None:
-        """Reconcile a reservation with what the request really used."""
-        ...
-
-    def note_retry(self, admission: object) -> None:
-        """The admitted request is being sent again (it counts as one more request)."""
+    ) -> Reservation:
+        """Reserve capacity; may wait (calling ``on_wait(seconds)``); raises ``QuotaExceeded``."""
         ...
 
     def observe(self, snapshot: RateLimitSnapshot) -> None:
         """Take in what the API's headers said about the account."""
+        ...
+
+    async def report(self, user: UserRef, *, admin: bool, current_model: str | None = None) -> str:
+        """The ``/usage`` text: the user's use and limits (``admin``: also the account's);
+        ``current_model`` is the model the user's next turn uses."""
         ...
 
 

@@ -46,7 +46,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.errors import QuotaExceeded, StoreError
 from bot.limits.account import ModelAccount
@@ -90,8 +90,10 @@ class _UserState:
 
 @dataclass(slots=True, eq=False)
 class Admission:
-    """What ``admit`` reserved; hand it to ``settle`` once (again is a no-op)."""
+    """What ``admit`` reserved: the ``Reservation`` the engine settles once (again is a
+    no-op); its methods are ``QuotaManager.settle`` and ``note_retry`` on itself."""
 
+    manager: QuotaManager = field(repr=False)
     user_key: str
     model: str
     tokens: int
@@ -101,6 +103,12 @@ class Admission:
     day_start: float
     waited_s: float = 0.0
     settled: bool = False
+
+    async def settle(self, usage: Usage | None) -> None:
+        await self.manager.settle(self, usage)
+
+    def note_retry(self) -> None:
+        self.manager.note_retry(self)
 
 
 class QuotaManager:
@@ -161,10 +169,8 @@ class QuotaManager:
             raise
         return admission
 
-    async def settle(self, admission: object, usage: Usage | None) -> None:
+    async def settle(self, admission: Admission, usage: Usage | None) -> None:
         """Reconcile a reservation with the real usage (None: count what was reserved)."""
-        if not isinstance(admission, Admission):
-            raise TypeError(f"not an Admission from this manager: {admission!r}")
         if admission.settled:
             return
         admission.settled = True
@@ -184,11 +190,9 @@ class QuotaManager:
         account.waiters.wake_head()  # the head's wait is now computable (or shorter)
         await self._maybe_flush(now)
 
-    def note_retry(self, admission: object) -> None:
+    def note_retry(self, admission: Admission) -> None:
         """The client sent the admitted request again: Groq counts every attempt
         against the account's request limits, so the mirror does too."""
-        if not isinstance(admission, Admission):
-            raise TypeError(f"not an Admission from this manager: {admission!r}")
         if not admission.settled:
             self._account(admission.model).budget.take_request(self._clock.time())
 
@@ -289,7 +293,7 @@ class QuotaManager:
         ]
 
     async def report(self, user: UserRef, *, admin: bool, current_model: str | None = None) -> str:
-        """The ``/usage`` text (``Engine.usage`` calls this when present)."""
+        """The ``/usage`` text."""
         return format_usage(
             self.snapshot_for(user, current_model), self.account_status() if admin else None
         )
@@ -357,7 +361,7 @@ class QuotaManager:
         minute, day = counters.add(tokens, now)
         state.in_flight += 1
         self._dirty.add((sid, account.model))
-        return Admission(sid, account.model, tokens, state, counters, minute, day)
+        return Admission(self, sid, account.model, tokens, state, counters, minute, day)
 
     def _release_user(self, admission: Admission) -> None:
         """Undo a reservation whose request never ran (timed out or cancelled)."""

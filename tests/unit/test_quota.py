@@ -465,14 +465,12 @@ async def test_settle_replaces_reservations_by_real_usage() -> None:
     assert q.account_status()[0].local[3].used == pytest.approx(200, abs=1)
 
 
-async def test_settle_without_usage_keeps_the_reservation_and_rejects_strangers() -> None:
+async def test_settle_without_usage_keeps_the_reservation() -> None:
     q, _ = make()
     admission = await q.admit(ALICE, MODEL, 500)
-    await q.settle(admission, None)
+    await admission.settle(None)  # the engine's way: the reservation settles itself
     dims = {d.dimension: d.used for d in q.snapshot_for(ALICE).models[0].dimensions}
     assert dims["tpm"] == 500 and q.snapshot_for(ALICE).in_flight == 0
-    with pytest.raises(TypeError):
-        await q.settle(object(), None)
 
 
 # ----- persistence -----
@@ -610,9 +608,9 @@ def test_config_from_settings_with_and_without_quota_fields() -> None:
 async def test_client_retries_count_against_the_accounts_request_limits() -> None:
     q, _ = make(limits=f"{MODEL}=rpm:3,rpd:100", user_share=1.0)
     admission = await q.admit(ALICE, MODEL, 10)
-    q.note_retry(admission)  # the first attempt got a 503; the client sends it again
-    await q.settle(admission, Usage(10, 0))
-    q.note_retry(admission)  # after settling: nothing more was sent
+    admission.note_retry()  # the first attempt got a 503; the client sends it again
+    await admission.settle(Usage(10, 0))
+    admission.note_retry()  # after settling: nothing more was sent
     status = {d.dimension: d for d in q.account_status()[0].local}
     assert status["rpm"].used == pytest.approx(2) and status["rpd"].used == pytest.approx(2)
     await use(q, BOB, tokens=10)  # the third request of the minute fits, a fourth waits
@@ -620,5 +618,3 @@ async def test_client_retries_count_against_the_accounts_request_limits() -> Non
     await _settle()
     assert not task.done() and q.account_status()[0].queued == 1
     task.cancel()
-    with pytest.raises(TypeError):
-        q.note_retry(object())
