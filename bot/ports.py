@@ -198,7 +198,10 @@ class Reservation(Protocol):
 
 
 class QuotaGate(Protocol):
-    """Admission control in front of the completions API (per-user and account budgets)."""
+    """Admission control in front of the completions API (per-user and account budgets).
+
+    Limiter time is ``Clock.time()``, epoch seconds, like ``RateLimitSnapshot.at``.
+    """
 
     async def admit(
         self,
@@ -225,11 +228,12 @@ class Clock(Protocol):
     """Time source, injected so tests never sleep through a window."""
 
     def now(self) -> float:
-        """Monotonic seconds."""
+        """Monotonic seconds: for durations and pacing (retries, edits, timeouts)."""
         ...
 
     def time(self) -> float:
-        """Wall-clock epoch seconds."""
+        """Wall-clock epoch seconds: for what is stored or aligned to the calendar (the
+        quota and its counters, the ledger, ``RateLimitSnapshot.at``)."""
         ...
 
     async def sleep(self, seconds: float) -> None: ...
