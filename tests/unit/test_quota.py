@@ -7,7 +7,6 @@ import io
 import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
-from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import pytest
@@ -17,6 +16,7 @@ from bot.limits.config import QuotaConfig
 from bot.limits.quota import Admission, QuotaManager
 from bot.limits.report import write_usage_csv
 from bot.limits.table import parse_overrides
+from bot.settings import Settings
 from bot.types import Platform, QuotaCounter, RateLimitSnapshot, Usage, UsageEntry, UserRef
 
 T = TypeVar("T")
@@ -583,24 +583,31 @@ async def test_usage_csv_export() -> None:
 # ----- config -----
 
 
-def test_config_from_settings_with_and_without_quota_fields() -> None:
-    bare = QuotaConfig.from_settings(SimpleNamespace(admin_ids=["1"], default_model=MODEL))
+def test_config_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    bare = QuotaConfig.from_settings(Settings(_env_file=None, admin_ids=["1"], default_model=MODEL))
     assert (bare.user_share, bare.max_queue_wait_s, bare.default_model) == (0.25, 60.0, MODEL)
     assert bare.is_admin("discord", "1")
-    full = QuotaConfig.from_settings(
-        SimpleNamespace(
-            quota_user_share=0.5,
-            quota_user_rpm=4,
-            quota_max_wait_s=10,
-            quota_model_limits=f"{MODEL}=rpm:20",
-            admin_ids=["slack:U1"],
-        )
+    settings = Settings(
+        _env_file=None,
+        quota_user_share=0.5,
+        quota_user_rpm=4,
+        quota_max_wait_s=10,
+        quota_model_limits=f"{MODEL}=rpm:20",
+        admin_ids=["slack:U1"],
     )
+    full = QuotaConfig.from_settings(settings)
     assert full.user_limits(full.table().lookup(MODEL)[0]).rpm == 4
     assert full.user_limits(full.table().lookup(MODEL)[0]).rpd == 500
     assert full.is_admin("slack", "U1") and not full.is_admin("discord", "U1")
+    other = QuotaConfig.from_settings(
+        settings, builtin_table=False, requests_header_dimension="rpm"
+    )
+    assert other.requests_header_dimension == "rpm"
+    assert other.table().lookup(MODEL)[0].rpd is None  # no Groq table on another server
     with pytest.raises(ConfigError, match="QUOTA_MODEL_LIMITS"):
-        QuotaConfig.from_settings(SimpleNamespace(quota_model_limits="oops"))
+        QuotaConfig.from_settings(Settings(_env_file=None, quota_model_limits="oops"))
     with pytest.raises(ConfigError):
         replace(bare, user_share=0)
 
