@@ -146,11 +146,10 @@ class CommandsMixin:
 
     async def usage(self, user: UserRef) -> CommandReply:
         """The user's consumption and remaining quota (admins also see the account)."""
-        report = getattr(self.quota, "report", None)
         now = self.clock.time()
-        if report is not None:
+        if self.quota is not None:
             current = await self.current_model(user, None)
-            text: str = await report(user, admin=self.is_admin(user), current_model=current)
+            text = await self.quota.report(user, admin=self.is_admin(user), current_model=current)
             month = await self.store.usage_since(user, now - 30 * 86400)
             return CommandReply(text + _estimated_note(month))
         day_start = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0)

@@ -36,7 +36,7 @@ from bot.errors import (
     UpstreamError,
 )
 from bot.log import conversation_context
-from bot.ports import Clock, Completions, QuotaGate, ReplySink, Store
+from bot.ports import Clock, Completions, QuotaGate, ReplySink, Reservation, Store
 from bot.reasoning import ThinkSplitter, reasoning_params
 from bot.settings import Settings
 from bot.types import (
@@ -86,6 +86,21 @@ class _Answer:
             return self.text
         quoted = "\n".join(f"> {line}" for line in self.reasoning.strip().splitlines())
         return f"{quoted}\n\n{self.text}" if self.text else quoted
+
+
+class _Unmetered:
+    """The ``Reservation`` of a turn when the engine has no quota: nothing to count."""
+
+    __slots__ = ()
+
+    def note_retry(self) -> None:
+        pass
+
+    async def settle(self, usage: Usage | None) -> None:
+        pass
+
+
+_UNMETERED = _Unmetered()
 
 
 class Engine(CommandsMixin):
@@ -316,14 +331,13 @@ class Engine(CommandsMixin):
     ) -> None:
         prompt_tokens = _request_tokens(request)
         answer.usage = answer.finish_reason = None  # a retry starts afresh
-        admission = await self._admit(incoming.author, request, prompt_tokens, sink)
+        reservation = await self._admit(incoming.author, request, prompt_tokens, sink)
         show = self.settings.show_reasoning
         splitter = ThinkSplitter()
 
         async def on_retry(error: UpstreamError, attempt: int, delay: float) -> None:
             log.warning("retry %d in %.1fs after: %s", attempt, delay, error)
-            if admission is not None and self.quota is not None:
-                self.quota.note_retry(admission)
+            reservation.note_retry()
             await sink.status(f"{_short_reason(error)}; retrying in {delay:.0f} s…")
 
         try:
@@ -362,14 +376,13 @@ class Engine(CommandsMixin):
                     estimate_tokens(answer.text + answer.reasoning),
                     estimated=True,
                 )
-            if admission is not None and self.quota is not None:
-                await self.quota.settle(admission, answer.usage)
+            await reservation.settle(answer.usage)
 
     async def _admit(
         self, user: UserRef, request: ChatRequest, prompt_tokens: int, sink: ReplySink
-    ) -> object | None:
+    ) -> Reservation:
         if self.quota is None:
-            return None
+            return _UNMETERED
 
         async def on_wait(seconds: float) -> None:
             await sink.status(f"waiting for capacity, about {max(1, round(seconds))} s")

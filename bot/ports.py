@@ -38,6 +38,7 @@ __all__ = [
     "QuotaGate",
     "RateLimitListener",
     "ReplySink",
+    "Reservation",
     "RetryHook",
     "Store",
     "Surface",
@@ -205,8 +206,27 @@ class Store(Protocol):
         ...
 
 
+class Reservation(Protocol):
+    """Capacity ``QuotaGate.admit`` reserved for one request.
+
+    The engine calls ``note_retry`` before each resend of the request and ``settle``
+    once it is over, whatever the outcome (a second ``settle`` is a no-op).
+    """
+
+    def note_retry(self) -> None:
+        """The request is being sent again (it counts as one more request)."""
+        ...
+
+    async def settle(self, usage: Usage | None) -> None:
+        """Replace the reservation by what the request used (None: keep the reservation)."""
+        ...
+
+
 class QuotaGate(Protocol):
-    """Admission control in front of the completions API (per-user and account budgets)."""
+    """Admission control in front of the completions API (per-user and account budgets).
+
+    Limiter time is ``Clock.time()``, epoch seconds, like ``RateLimitSnapshot.at``.
+    """
 
     async def admit(
         self,
@@ -215,23 +235,17 @@ class QuotaGate(Protocol):
         estimated_tokens: int,
         *,
         on_wait: Callable[[float], Awaitable[None]] | None = None,
-    ) -> object:
-        """Reserve capacity; may wait (calling ``on_wait(seconds)``); raises ``QuotaExceeded``.
-
-        Returns an opaque admission to pass back to ``settle``.
-        """
-        ...
-
-    async def settle(self, admission: object, usage: Usage | None) -> None:
-        """Reconcile a reservation with what the request really used."""
-        ...
-
-    def note_retry(self, admission: object) -> None:
-        """The admitted request is being sent again (it counts as one more request)."""
+    ) -> Reservation:
+        """Reserve capacity; may wait (calling ``on_wait(seconds)``); raises ``QuotaExceeded``."""
         ...
 
     def observe(self, snapshot: RateLimitSnapshot) -> None:
         """Take in what the API's headers said about the account."""
+        ...
+
+    async def report(self, user: UserRef, *, admin: bool, current_model: str | None = None) -> str:
+        """The ``/usage`` text: the user's use and limits (``admin``: also the account's);
+        ``current_model`` is the model the user's next turn uses."""
         ...
 
 
@@ -239,11 +253,12 @@ class Clock(Protocol):
     """Time source, injected so tests never sleep through a window."""
 
     def now(self) -> float:
-        """Monotonic seconds."""
+        """Monotonic seconds: for durations and pacing (retries, edits, timeouts)."""
         ...
 
     def time(self) -> float:
-        """Wall-clock epoch seconds."""
+        """Wall-clock epoch seconds: for what is stored or aligned to the calendar (the
+        quota and its counters, the ledger, ``RateLimitSnapshot.at``)."""
         ...
 
     async def sleep(self, seconds: float) -> None: ...

@@ -246,8 +246,9 @@ class RateLimitSnapshot:
     """What one response's headers said about the account quota for ``model``.
 
     Groq semantics: ``*_requests`` describe the requests-per-day window, ``*_tokens``
-    the tokens-per-minute window. Resets are in seconds. ``at`` is the clock time
-    the response arrived. Fields are None when the header was absent.
+    the tokens-per-minute window. Resets are in seconds. ``at`` is when the response
+    arrived, in epoch seconds (``Clock.time()``, the quota's time base). Fields are None
+    when the header was absent.
     """
 
     model: str

@@ -1,12 +1,12 @@
 """Quota settings as a plain dataclass, so the limiter and its tests need no pydantic.
 
-``QuotaConfig.from_settings`` reads the ``quota_*`` fields of ``Settings`` with getattr
-defaults, so it works before those fields exist there.
+``QuotaConfig.from_settings`` reads the ``quota_*`` fields of ``Settings``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from bot.errors import ConfigError
 from bot.limits.table import (
@@ -17,6 +17,9 @@ from bot.limits.table import (
     Overrides,
     parse_overrides,
 )
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
 
 __all__ = ["QuotaConfig"]
 
@@ -31,7 +34,6 @@ class QuotaConfig:
     only in tests so a "minute" passes quickly.
     """
 
-    enabled: bool = True
     user_share: float = 0.25
     user_rpm: int | None = None
     user_rpd: int | None = None
@@ -60,28 +62,29 @@ class QuotaConfig:
 
     @classmethod
     def from_settings(
-        cls, settings: object, *, builtin_table: bool = True, requests_header_dimension: str = "rpd"
+        cls,
+        settings: Settings,
+        *,
+        builtin_table: bool = True,
+        requests_header_dimension: str = "rpd",
     ) -> QuotaConfig:
-        """Build from ``Settings`` (or anything with the same attribute names); the
-        keywords come from the server's ``Provider``."""
-        raw_limits = str(getattr(settings, "quota_model_limits", "") or "")
+        """Build from ``Settings``; the keywords come from the server's ``Provider``."""
         try:
-            overrides = parse_overrides(raw_limits)
+            overrides = parse_overrides(settings.quota_model_limits)
         except ValueError as exc:
             raise ConfigError(f"QUOTA_MODEL_LIMITS is invalid: {exc}.") from None
         return cls(
-            enabled=bool(getattr(settings, "quota_enabled", True)),
-            user_share=float(getattr(settings, "quota_user_share", 0.25)),
-            user_rpm=getattr(settings, "quota_user_rpm", None),
-            user_rpd=getattr(settings, "quota_user_rpd", None),
-            user_tpm=getattr(settings, "quota_user_tpm", None),
-            user_tpd=getattr(settings, "quota_user_tpd", None),
-            user_max_in_flight=int(getattr(settings, "quota_user_max_in_flight", 2)),
-            max_queue_wait_s=float(getattr(settings, "quota_max_wait_s", 60.0)),
-            flush_interval_s=float(getattr(settings, "quota_flush_interval_s", 30.0)),
+            user_share=settings.quota_user_share,
+            user_rpm=settings.quota_user_rpm,
+            user_rpd=settings.quota_user_rpd,
+            user_tpm=settings.quota_user_tpm,
+            user_tpd=settings.quota_user_tpd,
+            user_max_in_flight=settings.quota_user_max_in_flight,
+            max_queue_wait_s=settings.quota_max_wait_s,
+            flush_interval_s=settings.quota_flush_interval_s,
             model_limits=overrides,
-            admin_ids=frozenset(getattr(settings, "admin_ids", ()) or ()),
-            default_model=str(getattr(settings, "default_model", "") or ""),
+            admin_ids=frozenset(settings.admin_ids),
+            default_model=settings.default_model,
             builtin_table=builtin_table,
             requests_header_dimension=requests_header_dimension,
         )

@@ -1,9 +1,10 @@
 """The limiter's meters: pure arithmetic with an injected ``now`` (no I/O, no clock
 object, no awaits).
 
-* ``TrailingLog`` — at most ``limit`` in any trailing window, each use counted from when
-  it is *committed* (its response is over, so the server has surely counted it) until
-  one window later, reserved use counting in full until then. The account mirror's
+* ``TrailingLog`` — at most ``limit`` in any trailing window (``bot.ratelimit``'s
+  ``TrailingWindow`` plus reservations), each use counted from when it is *committed*
+  (its response is over, so the server has surely counted it) until one window later,
+  reserved use counting in full until then. The account mirror's
   minute windows (RPM, TPM) use it: it never admits more than Groq's continuous refill
   would over any stretch of time, and — unlike a refill bucket — it also never trips a
   server that meters a trailing window (FakeGroq does), nor loses the race between our
@@ -23,8 +24,8 @@ object, no awaits).
 from __future__ import annotations
 
 import math
-from collections import deque
 
+from bot.ratelimit import TrailingWindow
 from bot.types import QuotaCounter
 
 __all__ = ["FixedWindow", "Meter", "RefillBucket", "TrailingLog", "meter_for"]
@@ -124,53 +125,38 @@ class RefillBucket:
 class TrailingLog:
     """At most ``limit`` in any trailing ``window_s``; see the module docstring.
 
-    ``take`` reserves (counted in full, undated); ``commit`` dates the use at its end.
+    ``take`` reserves (counted in full, undated); ``commit`` dates the use at its end in
+    a ``TrailingWindow`` held ``_HOLD`` times the window.
     """
 
-    __slots__ = ("_entries", "_hold_s", "_sum", "limit", "pending", "window_s")
+    __slots__ = ("_log", "pending", "window_s")
 
     def __init__(self, limit: float, window_s: float) -> None:
-        if limit <= 0 or window_s <= 0:
-            raise ValueError("limit and window_s must be positive")
-        self.limit = float(limit)
+        self._log = TrailingWindow(limit, window_s * _HOLD)  # checks both are positive
         self.window_s = float(window_s)
-        self._hold_s = window_s * _HOLD
         self.pending = 0.0
-        self._entries: deque[tuple[float, float]] = deque()  # (committed at, amount)
-        self._sum = 0.0
 
-    def _expire(self, now: float) -> None:
-        entries = self._entries
-        while entries and entries[0][0] + self._hold_s <= now + _EPS * self._hold_s:
-            self._sum -= entries.popleft()[1]
-        if not entries:
-            self._sum = 0.0  # no float drift survives an empty log
+    @property
+    def limit(self) -> float:
+        return self._log.limit
 
     def used(self, now: float) -> float:
-        self._expire(now)
-        return self._sum + self.pending
+        return self._log.used(now) + self.pending
 
     def clears_in(self, now: float) -> float:
         """Seconds until nothing counts any more (a window, while use is still pending)."""
-        self._expire(now)
-        last = self._entries[-1][0] + self._hold_s - now if self._entries else 0.0
-        return max(last, self._hold_s if self.pending else 0.0)
+        return max(self._log.clears_in(now), self._log.window_s if self.pending else 0.0)
 
     def time_to_fit(self, amount: float, now: float, pending_share: float = 1.0) -> float:
         """Seconds until ``amount`` more fits. For estimates, ``pending_share`` is the part
         of pending reservations expected to stay in use, and past what is logged (a whole
         queue) pending use is taken to end now, then ``limit`` fits per window."""
         pending = self.pending * pending_share
-        excess = self.used(now) - self.pending + pending + amount - self.limit
-        tolerance = _EPS * self.limit
-        if excess <= tolerance:
-            return 0.0
-        for at, used in self._entries:
-            excess -= used
-            if excess <= tolerance:
-                return at + self._hold_s - now
-        base = self._hold_s if pending else self.clears_in(now)
-        return base + max(0.0, excess - pending) / self.limit * self.window_s
+        wait = self._log.wait(amount, now, held=pending)
+        if wait < math.inf:
+            return wait
+        base = self._log.window_s if pending else self.clears_in(now)
+        return base + max(0.0, amount - self.limit) / self.limit * self.window_s
 
     def wait_for(self, amount: float, now: float, pending_share: float = 1.0) -> float:
         """Seconds until ``amount`` more fits: 0 now, ``inf`` if it never can."""
@@ -184,20 +170,18 @@ class TrailingLog:
     def commit(self, reserved: float, final: float, now: float) -> None:
         """Date a reserved use at ``now`` as what it really used (``final``)."""
         self.pending = max(0.0, self.pending - reserved)
-        self._entries.append((now, final))
-        self._sum += final
+        self._log.add(final, now)
 
     def raise_to(self, used: float, now: float) -> bool:
         """Lift use to ``used`` (dated now) if it is lower; return whether it changed."""
         current = self.used(now)
         if used <= current:
             return False
-        self._entries.append((now, used - current))
-        self._sum += used - current
+        self._log.add(used - current, now)
         return True
 
     def set_limit(self, limit: float, now: float) -> None:
-        self.limit = float(limit)
+        self._log.limit = float(limit)
 
     def to_row(self, subject: str, dim: str, now: float) -> QuotaCounter | None:
         """Current use, keyed on the current window's start."""

@@ -46,11 +46,11 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.errors import QuotaExceeded, StoreError
+from bot.limits.account import ModelAccount
 from bot.limits.config import QuotaConfig
-from bot.limits.lane import ModelLane, QueueEntry
 from bot.limits.report import (
     AccountStatus,
     ModelUsage,
@@ -67,6 +67,7 @@ from bot.limits.report import (
 from bot.limits.table import DIMENSIONS, LimitTable
 from bot.limits.users import UserCounters
 from bot.ports import Clock, Store
+from bot.ratelimit import Waiter
 from bot.types import QuotaCounter, RateLimitSnapshot, Usage, UserRef
 
 __all__ = ["Admission", "QuotaManager"]
@@ -89,8 +90,10 @@ class _UserState:
 
 @dataclass(slots=True, eq=False)
 class Admission:
-    """What ``admit`` reserved; hand it to ``settle`` once (again is a no-op)."""
+    """What ``admit`` reserved: the ``Reservation`` the engine settles once (again is a
+    no-op); its methods are ``QuotaManager.settle`` and ``note_retry`` on itself."""
 
+    manager: QuotaManager = field(repr=False)
     user_key: str
     model: str
     tokens: int
@@ -101,16 +104,11 @@ class Admission:
     waited_s: float = 0.0
     settled: bool = False
 
+    async def settle(self, usage: Usage | None) -> None:
+        await self.manager.settle(self, usage)
 
-class _Lane(ModelLane):
-    """A ``ModelLane`` plus the per-user limits derived from its account limits."""
-
-    __slots__ = ("user_limits",)
-
-    def __init__(self, model: str, table: LimitTable, config: QuotaConfig) -> None:
-        limits, fixed = table.lookup(model)
-        super().__init__(model, limits, fixed, minute_s=config.minute_s, day_s=config.day_s)
-        self.user_limits = config.user_limits(limits)
+    def note_retry(self) -> None:
+        self.manager.note_retry(self)
 
 
 class QuotaManager:
@@ -128,7 +126,7 @@ class QuotaManager:
         self._clock = clock
         self._store = store
         self._table = table or config.table()
-        self._lanes: dict[str, _Lane] = {}
+        self._accounts: dict[str, ModelAccount] = {}
         self._users: dict[str, _UserState] = {}
         self._dirty: set[tuple[str, str]] = set()  # (user key, model) changed since flush
         self._last_flush = clock.time()
@@ -152,70 +150,66 @@ class QuotaManager:
         """
         now = self._clock.time()
         tokens = max(0, int(estimated_tokens))
-        lane = self._lane(model)
-        tpm = lane.budget.buckets.get("tpm")
+        account = self._account(model)
+        tpm = account.budget.buckets.get("tpm")
         if tpm is not None and tokens > tpm.limit:
             raise QuotaExceeded(
                 too_large_text(model, tokens, int(tpm.limit)),
                 scope="account",
                 detail=f"{tokens} > tpm {tpm.limit:.0f} on {model}",
             )
-        admission = self._reserve_user(user, lane, tokens, now)
-        if lane.can_pass(tokens, now):
-            lane.budget.take(tokens, now)
+        admission = self._reserve_user(user, account, tokens, now)
+        if account.can_pass(tokens, now):
+            account.budget.take(tokens, now)
             return admission
         try:
-            admission.waited_s = await self._queue(lane, tokens, now, on_wait)
+            admission.waited_s = await self._queue(account, tokens, now, on_wait)
         except BaseException:
             self._release_user(admission)
             raise
         return admission
 
-    async def settle(self, admission: object, usage: Usage | None) -> None:
+    async def settle(self, admission: Admission, usage: Usage | None) -> None:
         """Reconcile a reservation with the real usage (None: count what was reserved)."""
-        if not isinstance(admission, Admission):
-            raise TypeError(f"not an Admission from this manager: {admission!r}")
         if admission.settled:
             return
         admission.settled = True
         now = self._clock.time()
         admission.state.in_flight -= 1
         admission.state.flight_noticed = False
-        lane = self._lane(admission.model)
+        account = self._account(admission.model)
         final = admission.tokens if usage is None else usage.total_tokens
-        lane.budget.commit(admission.tokens, final, now)
+        account.budget.commit(admission.tokens, final, now)
         if usage is not None:
-            lane.note_usage(admission.tokens, final)
+            account.note_usage(admission.tokens, final)
         if final != admission.tokens:
             delta = final - admission.tokens
             admission.counters.tpm.adjust(delta, admission.minute_start)
             admission.counters.tpd.adjust(delta, admission.day_start)
             self._dirty.add((admission.user_key, admission.model))
-        lane.wake_head()  # the head's wait is now computable (or shorter)
+        account.waiters.wake_head()  # the head's wait is now computable (or shorter)
         await self._maybe_flush(now)
 
-    def note_retry(self, admission: object) -> None:
+    def note_retry(self, admission: Admission) -> None:
         """The client sent the admitted request again: Groq counts every attempt
         against the account's request limits, so the mirror does too."""
-        if not isinstance(admission, Admission):
-            raise TypeError(f"not an Admission from this manager: {admission!r}")
         if not admission.settled:
-            self._lane(admission.model).budget.take_request(self._clock.time())
+            self._account(admission.model).budget.take_request(self._clock.time())
 
     def observe(self, snapshot: RateLimitSnapshot) -> None:
         """Take in one response's rate-limit headers (or a 429's retry-after)."""
-        lane = self._lane(snapshot.model)
+        account = self._account(snapshot.model)
         now = self._clock.time()
         requests_dim = self._config.requests_header_dimension
-        if lane.sync(
+        if account.sync(
             requests_dim, snapshot.limit_requests, snapshot.remaining_requests, now
-        ) | lane.sync("tpm", snapshot.limit_tokens, snapshot.remaining_tokens, now):
-            lane.user_limits = self._config.user_limits(lane.limits)
+        ) | account.sync("tpm", snapshot.limit_tokens, snapshot.remaining_tokens, now):
+            account.user_limits = self._config.user_limits(account.limits)
         if snapshot.retry_after_s is not None and snapshot.retry_after_s > 0:
-            lane.paused_until = max(lane.paused_until, now + snapshot.retry_after_s)
-            log.warning("%s: 429, pausing its queue %.1f s", lane.model, snapshot.retry_after_s)
-        lane.reported = snapshot
-        lane.wake_head()
+            account.paused_until = max(account.paused_until, now + snapshot.retry_after_s)
+            log.warning("%s: 429, pausing its queue %.1f s", account.model, snapshot.retry_after_s)
+        account.reported = snapshot
+        account.waiters.wake_head()
 
     # ----- persistence -----
 
@@ -228,7 +222,7 @@ class QuotaManager:
             if row.dimension not in DIMENSIONS:
                 continue
             if row.subject.startswith("account:"):
-                bucket = self._lane(row.subject[8:]).budget.buckets.get(row.dimension)
+                bucket = self._account(row.subject[8:]).budget.buckets.get(row.dimension)
                 if bucket is not None:
                     bucket.restore(row.used, row.window_start, now)
             elif row.subject.startswith("user:"):
@@ -243,8 +237,8 @@ class QuotaManager:
             return
         now = self._clock.time()
         rows: list[QuotaCounter] = []
-        for lane in self._lanes.values():
-            rows += lane.budget.to_rows(f"account:{lane.model}", now)
+        for account in self._accounts.values():
+            rows += account.budget.to_rows(f"account:{account.model}", now)
         dirty, self._dirty = self._dirty, set()
         for sid, model in dirty:
             rows += self._users[sid].models[model].to_rows(f"user:{sid}@{model}", now)
@@ -278,7 +272,7 @@ class QuotaManager:
         if default and default not in models:
             models[default] = UserCounters(minute_s=self._config.minute_s, day_s=self._config.day_s)
         usage = tuple(
-            ModelUsage(m, user_dimensions(c, None if admin else self._lane(m).user_limits, now))
+            ModelUsage(m, user_dimensions(c, None if admin else self._account(m).user_limits, now))
             for m, c in sorted(models.items())
         )
         return UserUsage(user, admin, state.in_flight, self._config.user_max_in_flight, usage)
@@ -289,17 +283,17 @@ class QuotaManager:
         return [
             AccountStatus(
                 model,
-                local_usage(lane.budget, now),
-                lane.reported,
-                max(0.0, lane.paused_until - now),
-                lane.queued,
+                local_usage(account.budget, now),
+                account.reported,
+                max(0.0, account.paused_until - now),
+                len(account.waiters),
                 self._config.requests_header_dimension,
             )
-            for model, lane in sorted(self._lanes.items())
+            for model, account in sorted(self._accounts.items())
         ]
 
     async def report(self, user: UserRef, *, admin: bool, current_model: str | None = None) -> str:
-        """The ``/usage`` text (``Engine.usage`` calls this when present)."""
+        """The ``/usage`` text."""
         return format_usage(
             self.snapshot_for(user, current_model), self.account_status() if admin else None
         )
@@ -309,11 +303,19 @@ class QuotaManager:
     def _day_start(self, now: float) -> float:
         return math.floor(now / self._config.day_s) * self._config.day_s
 
-    def _lane(self, model: str) -> _Lane:
-        lane = self._lanes.get(model)
-        if lane is None:
-            lane = self._lanes[model] = _Lane(model, self._table, self._config)
-        return lane
+    def _account(self, model: str) -> ModelAccount:
+        account = self._accounts.get(model)
+        if account is None:
+            limits, fixed = self._table.lookup(model)
+            account = self._accounts[model] = ModelAccount(
+                model,
+                limits,
+                fixed,
+                user_limits=self._config.user_limits(limits),
+                minute_s=self._config.minute_s,
+                day_s=self._config.day_s,
+            )
+        return account
 
     def _user(self, sid: str) -> _UserState:
         state = self._users.get(sid)
@@ -324,15 +326,17 @@ class QuotaManager:
     def _counters(self, state: _UserState, model: str) -> UserCounters:
         counters = state.models.get(model)
         if counters is None:
-            self._lane(model)
+            self._account(model)
             counters = UserCounters(minute_s=self._config.minute_s, day_s=self._config.day_s)
             state.models[model] = counters
         return counters
 
-    def _reserve_user(self, user: UserRef, lane: _Lane, tokens: int, now: float) -> Admission:
+    def _reserve_user(
+        self, user: UserRef, account: ModelAccount, tokens: int, now: float
+    ) -> Admission:
         sid = user.storage_id()
         state = self._user(sid)
-        counters = self._counters(state, lane.model)
+        counters = self._counters(state, account.model)
         if not self._config.is_admin(user.platform.value, user.user_id):
             if state.in_flight >= self._config.user_max_in_flight:
                 notify, state.flight_noticed = not state.flight_noticed, True
@@ -342,22 +346,22 @@ class QuotaManager:
                     notify=notify,
                     detail=f"{sid} in flight {state.in_flight}",
                 )
-            blocked = counters.blocking(lane.user_limits, tokens, now)
+            blocked = counters.blocking(account.user_limits, tokens, now)
             if blocked is not None:
                 dim, wait = blocked
-                limit = lane.user_limits.get(dim) or 0
+                limit = account.user_limits.get(dim) or 0
                 used = counters.window(dim).used(now)
                 raise QuotaExceeded(
-                    user_limit_text(dim, limit, used, tokens, wait, lane.model),
+                    user_limit_text(dim, limit, used, tokens, wait, account.model),
                     scope="user",
                     retry_in_s=wait,
                     notify=counters.first_notice(dim, now),
-                    detail=f"{sid} {dim} {used:.0f}/{limit} on {lane.model}",
+                    detail=f"{sid} {dim} {used:.0f}/{limit} on {account.model}",
                 )
         minute, day = counters.add(tokens, now)
         state.in_flight += 1
-        self._dirty.add((sid, lane.model))
-        return Admission(sid, lane.model, tokens, state, counters, minute, day)
+        self._dirty.add((sid, account.model))
+        return Admission(self, sid, account.model, tokens, state, counters, minute, day)
 
     def _release_user(self, admission: Admission) -> None:
         """Undo a reservation whose request never ran (timed out or cancelled)."""
@@ -366,22 +370,24 @@ class QuotaManager:
         admission.counters.release(admission.tokens, admission.minute_start, admission.day_start)
         self._dirty.add((admission.user_key, admission.model))
 
-    async def _queue(self, lane: _Lane, tokens: int, now: float, on_wait: OnWait | None) -> float:
+    async def _queue(
+        self, account: ModelAccount, tokens: int, now: float, on_wait: OnWait | None
+    ) -> float:
         """Wait in the model's FIFO queue, then reserve; return the seconds waited."""
-        wait, dim = lane.estimate(tokens, now)
+        wait, dim = account.estimate(tokens, now)
         max_wait = self._config.max_queue_wait_s
         # A TPM-bound wait is tried, never refused at the door: reservations (prompt +
         # max output) overstate what queued requests will really use.
         if wait > max_wait and dim != "tpm":
             raise QuotaExceeded(
-                busy_text(lane.model, wait, dim),
+                busy_text(account.model, wait, dim),
                 scope="account",
                 retry_in_s=wait,
                 detail=f"{dim} wait {wait:.1f}s",
             )
         wake = asyncio.Event()
-        waiter = QueueEntry(tokens, wake.set)
-        lane.enqueue(waiter)
+        waiter = Waiter(wake.set, tokens)
+        account.waiters.join(waiter)
         wait = min(wait, max_wait)
         start, deadline, eta = now, now + max_wait, now + wait
         try:
@@ -390,25 +396,25 @@ class QuotaManager:
             while True:
                 now = self._clock.time()
                 delay = deadline - now
-                if lane.head() is waiter:
-                    need = lane.need(tokens, now)
+                if account.waiters.head() is waiter:
+                    need = account.need(tokens, now)
                     if need <= 0:
-                        lane.budget.take(tokens, now)
+                        account.budget.take(tokens, now)
                         return now - start
                     # Give up early only if even the soonest case is too late: requests in
                     # flight may finish any moment having used little (settle wakes us).
-                    soonest = lane.need(tokens, now, pending_share=0.0)
+                    soonest = account.need(tokens, now, pending_share=0.0)
                     if delay <= 0 or soonest > delay:
-                        raise _timed_out(lane.model, now - start, max(soonest, need))
+                        raise _timed_out(account.model, now - start, max(soonest, need))
                     if on_wait is not None and now + need > eta + _REANNOUNCE_S:
                         eta = now + need
                         await on_wait(need)
                     delay = min(need, delay)
                 elif delay <= 0:
-                    raise _timed_out(lane.model, now - start, max_wait)
+                    raise _timed_out(account.model, now - start, max_wait)
                 await self._sleep_or_wake(wake, delay)
         finally:
-            lane.leave(waiter)
+            account.waiters.leave(waiter)
 
     async def _sleep_or_wake(self, wake: asyncio.Event, seconds: float) -> None:
         """Sleep on the injected clock for ``seconds`` or until ``wake`` is set."""

@@ -383,7 +383,7 @@ class CompletionsClient:
             raise UpstreamServerError(detail="the API answered with invalid JSON") from None
 
     def _observe(self, response: httpx.Response, model: str) -> None:
-        snapshot = snapshot_from_headers(response.headers, model=model, at=self._clock.now())
+        snapshot = snapshot_from_headers(response.headers, model=model, at=self._clock.time())
         if snapshot is None:
             return
         for listener in list(self._listeners):

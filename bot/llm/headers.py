@@ -76,8 +76,8 @@ def snapshot_from_headers(
 ) -> RateLimitSnapshot | None:
     """The snapshot the headers describe, or None when they carry no rate-limit header.
 
-    ``headers`` may be any mapping (names are matched case-insensitively); ``at`` is the
-    clock time the response arrived.
+    ``headers`` may be any mapping (names are matched case-insensitively); ``at`` is when
+    the response arrived, in epoch seconds (``Clock.time()``).
     """
     lowered = {k.lower(): v for k, v in headers.items()}
     if not any(name in lowered for name in RATE_LIMIT_HEADERS):

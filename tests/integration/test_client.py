@@ -418,7 +418,8 @@ async def test_rate_limit_listeners_get_snapshots(
     await collect(client, ask())
     assert first == second and len(first) == 4  # ok, ok, 429, ok
     a, b, limited, _ = first
-    assert (a.model, b.model, a.at, b.at) == (LLAMA, OSS, 1000.0, 1005.0)
+    # Stamped in epoch time (clock.time()), the quota's time base, not monotonic time.
+    assert (a.model, b.model, a.at, b.at) == (LLAMA, OSS, 1_700_001_000.0, 1_700_001_005.0)
     assert (a.limit_requests, a.remaining_requests, a.limit_tokens) == (1000, 999, 6000)
     assert a.remaining_tokens is not None and a.remaining_tokens < 6000
     assert a.reset_tokens_s is not None and 0 < a.reset_tokens_s <= 60

@@ -1,4 +1,4 @@
-"""Pure limiter arithmetic: continuous refill, fixed windows, lanes, limit table."""
+"""Pure limiter arithmetic: continuous refill, fixed windows, model accounts, limit table."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from bot.limits.account import ModelAccount
 from bot.limits.budget import AccountBudget
-from bot.limits.lane import ModelLane, QueueEntry
 from bot.limits.meters import FixedWindow, RefillBucket, TrailingLog
 from bot.limits.table import (
     DEFAULT_LIMITS,
@@ -17,6 +17,7 @@ from bot.limits.table import (
     parse_overrides,
 )
 from bot.limits.users import UserCounters
+from bot.ratelimit import Waiter
 
 T0 = 1_700_000_040.0  # a whole multiple of 60 s: minute windows start here
 DAY0 = math.floor(T0 / 86_400) * 86_400
@@ -244,57 +245,40 @@ def test_user_counters_first_notice_once_per_window() -> None:
     assert c.first_notice("rpm", T0 + 60)
 
 
-# ----- ModelLane -----
+# ----- ModelAccount -----
 
 
-def _lane(limits: ModelLimits, fixed: frozenset[str] = frozenset()) -> ModelLane:
-    return ModelLane("m", limits, fixed, minute_s=60, day_s=86_400)
+def _account(limits: ModelLimits, fixed: frozenset[str] = frozenset()) -> ModelAccount:
+    return ModelAccount("m", limits, fixed, user_limits=limits, minute_s=60, day_s=86_400)
 
 
-def test_lane_fifo_skips_entries_that_left() -> None:
-    lane = _lane(DEFAULT_LIMITS)
-    woken: list[str] = []
-    a = QueueEntry(10, lambda: woken.append("a"))
-    b = QueueEntry(20, lambda: woken.append("b"))
-    c = QueueEntry(30, lambda: woken.append("c"))
-    for e in (a, b, c):
-        lane.enqueue(e)
-    assert (lane.queued, lane.queued_tokens) == (3, 60)
-    lane.leave(b)  # gave up from the middle
-    assert lane.head() is a
-    lane.leave(a)
-    assert lane.head() is c
-    assert woken[-1] == "c"
-    assert (lane.queued, lane.queued_tokens) == (1, 30)
+def test_account_sync_lowers_budget_and_adopts_header_limits() -> None:
+    account = _account(ModelLimits(30, 1_000, 8_000, 200_000))
+    account.budget.take(100, T0)
+    assert account.sync("tpm", 6_000, 1_000, T0)  # limit 8,000 → 6,000; 5,000 used per API
+    assert account.limits.tpm == 6_000
+    assert account.budget.buckets["tpm"].used(T0) == pytest.approx(5_000)
+    assert not account.sync("tpm", 6_000, 5_900, T0)  # says more is left: keep ours
+    assert account.budget.buckets["tpm"].used(T0) == pytest.approx(5_000)
 
 
-def test_lane_sync_lowers_budget_and_adopts_header_limits() -> None:
-    lane = _lane(ModelLimits(30, 1_000, 8_000, 200_000))
-    lane.budget.take(100, T0)
-    assert lane.sync("tpm", 6_000, 1_000, T0)  # limit 8,000 → 6,000; 5,000 used per API
-    assert lane.limits.tpm == 6_000
-    assert lane.budget.buckets["tpm"].used(T0) == pytest.approx(5_000)
-    assert not lane.sync("tpm", 6_000, 5_900, T0)  # says more is left: keep ours
-    assert lane.budget.buckets["tpm"].used(T0) == pytest.approx(5_000)
+def test_account_sync_never_raises_a_limit_fixed_by_settings() -> None:
+    account = _account(ModelLimits(30, 500, 4_000, 100_000), fixed=frozenset({"tpm"}))
+    account.sync("tpm", 6_000, 6_000, T0)
+    assert account.limits.tpm == 4_000
+    account.sync("rpd", 1_000, 1_000, T0)  # not fixed: the API's number wins
+    assert account.limits.rpd == 1_000
 
 
-def test_lane_sync_never_raises_a_limit_fixed_by_settings() -> None:
-    lane = _lane(ModelLimits(30, 500, 4_000, 100_000), fixed=frozenset({"tpm"}))
-    lane.sync("tpm", 6_000, 6_000, T0)
-    assert lane.limits.tpm == 4_000
-    lane.sync("rpd", 1_000, 1_000, T0)  # not fixed: the API's number wins
-    assert lane.limits.rpd == 1_000
-
-
-def test_lane_estimate_counts_everyone_queued_and_the_pause() -> None:
-    lane = _lane(ModelLimits(30, 1_000, 6_000, None))
-    lane.budget.take(6_000, T0)
-    lane.enqueue(QueueEntry(3_000, lambda: None))
-    wait, dim = lane.estimate(3_000, T0)
+def test_account_estimate_counts_everyone_queued_and_the_pause() -> None:
+    account = _account(ModelLimits(30, 1_000, 6_000, None))
+    account.budget.take(6_000, T0)
+    account.waiters.join(Waiter(lambda: None, 3_000))
+    wait, dim = account.estimate(3_000, T0)
     assert (round(wait), dim) == (60, "tpm")
-    lane.paused_until = T0 + 90
-    assert lane.estimate(3_000, T0) == (90, "pause")
-    assert not lane.can_pass(1, T0 + 80)
+    account.paused_until = T0 + 90
+    assert account.estimate(3_000, T0) == (90, "pause")
+    assert not account.can_pass(1, T0 + 80)
 
 
 # ----- table -----

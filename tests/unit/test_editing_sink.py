@@ -232,7 +232,7 @@ async def test_update_never_waits_and_finish_waits_for_budget() -> None:
     clock = FakeClock(start=0.0)
     pacer = EditPacer(clock=clock)
     for _ in range(5):  # someone else spent the channel's burst
-        assert pacer.try_acquire("chan", 1.0, 5)
+        await pacer.acquire("chan", 1.0, 5)
     sink, surface, _ = make(clock=clock, pacer=pacer)
     await sink.start()
     await sink.update("Hi")
@@ -241,7 +241,7 @@ async def test_update_never_waits_and_finish_waits_for_budget() -> None:
     await clock.advance(5.0)
     assert surface.texts() == ["Hi"]
     for _ in range(4):  # the post took one token; the other four go elsewhere
-        assert pacer.try_acquire("chan", 1.0, 5)
+        await pacer.acquire("chan", 1.0, 5)
     await clock.run(sink.finish("Hi, all done", DONE))
     assert surface.texts() == ["Hi, all done"]
     assert surface.calls("edit")[0].t == pytest.approx(10.0)
@@ -412,7 +412,7 @@ async def test_cancelling_finish_stops_the_flusher_and_typing() -> None:
     clock = FakeClock(start=0.0)
     pacer = EditPacer(clock=clock)
     for _ in range(5):
-        pacer.try_acquire("chan", 1.0, 5)
+        await pacer.acquire("chan", 1.0, 5)
     sink, surface, _ = make(clock=clock, pacer=pacer)
     await sink.start()
     await sink.update("Hi")

@@ -37,7 +37,6 @@ async def test_unlimited_budget_never_waits() -> None:
     for _ in range(1_000):
         await pacer.acquire(KEY, 0.0, 1)
     assert clock.slept == [] and pacer.tracked_keys == 0
-    assert pacer.try_acquire(KEY, 0.0, 1) and pacer.delay(KEY, 0.0, 1) == 0.0
 
 
 async def test_burst_goes_at_once_then_one_token_per_interval() -> None:
@@ -85,15 +84,23 @@ async def test_waiters_are_served_first_come_first_served() -> None:
 async def test_a_fast_path_caller_cannot_jump_the_queue() -> None:
     clock = FakeClock(start=0.0)
     pacer = EditPacer(clock=clock)
+    order: list[str] = []
+
+    async def take(name: str) -> None:
+        await pacer.acquire(KEY, 1.0, 5)
+        order.append(name)
+
     for _ in range(5):
-        assert pacer.try_acquire(KEY, 1.0, 5)
-    queued = asyncio.create_task(pacer.acquire(KEY, 1.0, 5))
+        await pacer.acquire(KEY, 1.0, 5)
+    assert clock.now() == 0.0
+    queued = asyncio.create_task(take("queued"))
     await settle()
     clock.t = 5.0  # tokens are back, but the queued task has not been woken yet
-    assert pacer.delay(KEY, 1.0, 5) == 0.0
-    assert not pacer.try_acquire(KEY, 1.0, 5)
+    newcomer = asyncio.create_task(take("newcomer"))
+    await settle()
+    assert order == []  # a token is free, yet the newcomer queued behind
     await clock.advance(0.0)
-    assert queued.done()
+    assert queued.done() and newcomer.done() and order == ["queued", "newcomer"]
 
 
 async def test_a_newcomer_queues_behind_a_waiter_that_has_not_woken_yet() -> None:
@@ -105,7 +112,7 @@ async def test_a_newcomer_queues_behind_a_waiter_that_has_not_woken_yet() -> Non
         await pacer.acquire(KEY, 1.0, 1)
         order.append(name)
 
-    assert pacer.try_acquire(KEY, 1.0, 1)
+    await pacer.acquire(KEY, 1.0, 1)
     head = asyncio.create_task(take("head"))
     await settle()
     clock.t = 1.0  # the token is back before the head's sleep has been woken
@@ -121,27 +128,16 @@ async def test_keys_never_wait_on_each_other() -> None:
     await settle()
     await pacer.acquire("b", 1.0, 1)  # returns without time passing
     assert clock.now() == 0.0
-    assert pacer.delay("a", 1.0, 1) == pytest.approx(20.0)
-    assert pacer.delay("b", 1.0, 1) == pytest.approx(1.0)
+    await clock.run(pacer.acquire("b", 1.0, 1))  # its own next token, not "a"'s twentieth
+    assert clock.now() == pytest.approx(1.0)
     await clock.run(asyncio.gather(*busy))
     assert clock.now() == pytest.approx(19.0)
-
-
-async def test_try_acquire_and_delay_never_wait() -> None:
-    clock = FakeClock(start=0.0)
-    pacer = EditPacer(clock=clock)
-    assert pacer.delay(KEY, 1.0, 2) == 0.0
-    assert pacer.try_acquire(KEY, 1.0, 2) and pacer.try_acquire(KEY, 1.0, 2)
-    assert not pacer.try_acquire(KEY, 1.0, 2)
-    assert pacer.delay(KEY, 1.0, 2) == pytest.approx(2.0)
-    await clock.advance(2.0)
-    assert pacer.try_acquire(KEY, 1.0, 2)
 
 
 async def test_cancelled_waiters_leave_the_queue() -> None:
     clock = FakeClock(start=0.0)
     pacer = EditPacer(clock=clock)
-    assert pacer.try_acquire(KEY, 1.0, 1)
+    await pacer.acquire(KEY, 1.0, 1)
     head = asyncio.create_task(pacer.acquire(KEY, 1.0, 1))
     middle = asyncio.create_task(pacer.acquire(KEY, 1.0, 1))
     last = asyncio.create_task(pacer.acquire(KEY, 1.0, 1))
@@ -167,7 +163,9 @@ async def test_idle_keys_are_forgotten() -> None:
         await pacer.acquire("hot", 1.0, 5)
     for i in range(500):
         await pacer.acquire(f"more-{i}", 1.0, 5)
-    assert not pacer.try_acquire("hot", 1.0, 5)
+    spent_at = clock.now()
+    await clock.run(pacer.acquire("hot", 1.0, 5))
+    assert clock.now() == pytest.approx(spent_at + 5.0)
 
 
 async def test_changed_limits_apply_to_the_next_caller() -> None:
@@ -175,7 +173,8 @@ async def test_changed_limits_apply_to_the_next_caller() -> None:
     pacer = EditPacer(clock=clock)
     times = await grant_times(pacer, clock, 4, burst=2)
     assert times == pytest.approx([0.0, 0.0, 2.0, 2.0])
-    assert pacer.try_acquire(KEY, 1.0, 3)  # a bigger burst frees a token at once
+    await pacer.acquire(KEY, 1.0, 3)  # a bigger burst frees a token at once
+    assert clock.now() == 2.0
 
 
 # ----- the FakeClock itself -----

@@ -7,7 +7,6 @@ import io
 import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
-from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import pytest
@@ -17,6 +16,7 @@ from bot.limits.config import QuotaConfig
 from bot.limits.quota import Admission, QuotaManager
 from bot.limits.report import write_usage_csv
 from bot.limits.table import parse_overrides
+from bot.settings import Settings
 from bot.types import Platform, QuotaCounter, RateLimitSnapshot, Usage, UsageEntry, UserRef
 
 T = TypeVar("T")
@@ -465,14 +465,12 @@ async def test_settle_replaces_reservations_by_real_usage() -> None:
     assert q.account_status()[0].local[3].used == pytest.approx(200, abs=1)
 
 
-async def test_settle_without_usage_keeps_the_reservation_and_rejects_strangers() -> None:
+async def test_settle_without_usage_keeps_the_reservation() -> None:
     q, _ = make()
     admission = await q.admit(ALICE, MODEL, 500)
-    await q.settle(admission, None)
+    await admission.settle(None)  # the engine's way: the reservation settles itself
     dims = {d.dimension: d.used for d in q.snapshot_for(ALICE).models[0].dimensions}
     assert dims["tpm"] == 500 and q.snapshot_for(ALICE).in_flight == 0
-    with pytest.raises(TypeError):
-        await q.settle(object(), None)
 
 
 # ----- persistence -----
@@ -585,24 +583,31 @@ async def test_usage_csv_export() -> None:
 # ----- config -----
 
 
-def test_config_from_settings_with_and_without_quota_fields() -> None:
-    bare = QuotaConfig.from_settings(SimpleNamespace(admin_ids=["1"], default_model=MODEL))
+def test_config_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    bare = QuotaConfig.from_settings(Settings(_env_file=None, admin_ids=["1"], default_model=MODEL))
     assert (bare.user_share, bare.max_queue_wait_s, bare.default_model) == (0.25, 60.0, MODEL)
     assert bare.is_admin("discord", "1")
-    full = QuotaConfig.from_settings(
-        SimpleNamespace(
-            quota_user_share=0.5,
-            quota_user_rpm=4,
-            quota_max_wait_s=10,
-            quota_model_limits=f"{MODEL}=rpm:20",
-            admin_ids=["slack:U1"],
-        )
+    settings = Settings(
+        _env_file=None,
+        quota_user_share=0.5,
+        quota_user_rpm=4,
+        quota_max_wait_s=10,
+        quota_model_limits=f"{MODEL}=rpm:20",
+        admin_ids=["slack:U1"],
     )
+    full = QuotaConfig.from_settings(settings)
     assert full.user_limits(full.table().lookup(MODEL)[0]).rpm == 4
     assert full.user_limits(full.table().lookup(MODEL)[0]).rpd == 500
     assert full.is_admin("slack", "U1") and not full.is_admin("discord", "U1")
+    other = QuotaConfig.from_settings(
+        settings, builtin_table=False, requests_header_dimension="rpm"
+    )
+    assert other.requests_header_dimension == "rpm"
+    assert other.table().lookup(MODEL)[0].rpd is None  # no Groq table on another server
     with pytest.raises(ConfigError, match="QUOTA_MODEL_LIMITS"):
-        QuotaConfig.from_settings(SimpleNamespace(quota_model_limits="oops"))
+        QuotaConfig.from_settings(Settings(_env_file=None, quota_model_limits="oops"))
     with pytest.raises(ConfigError):
         replace(bare, user_share=0)
 
@@ -610,9 +615,9 @@ def test_config_from_settings_with_and_without_quota_fields() -> None:
 async def test_client_retries_count_against_the_accounts_request_limits() -> None:
     q, _ = make(limits=f"{MODEL}=rpm:3,rpd:100", user_share=1.0)
     admission = await q.admit(ALICE, MODEL, 10)
-    q.note_retry(admission)  # the first attempt got a 503; the client sends it again
-    await q.settle(admission, Usage(10, 0))
-    q.note_retry(admission)  # after settling: nothing more was sent
+    admission.note_retry()  # the first attempt got a 503; the client sends it again
+    await admission.settle(Usage(10, 0))
+    admission.note_retry()  # after settling: nothing more was sent
     status = {d.dimension: d for d in q.account_status()[0].local}
     assert status["rpm"].used == pytest.approx(2) and status["rpd"].used == pytest.approx(2)
     await use(q, BOB, tokens=10)  # the third request of the minute fits, a fourth waits
@@ -620,5 +625,3 @@ async def test_client_retries_count_against_the_accounts_request_limits() -> Non
     await _settle()
     assert not task.done() and q.account_status()[0].queued == 1
     task.cancel()
-    with pytest.raises(TypeError):
-        q.note_retry(object())

@@ -1,39 +1,29 @@
-"""``ModelLane``: one model's account budget, FIFO queue, 429 pause and reported limits.
+"""``ModelAccount``: the shared account as seen for one model.
 
-Waking a queued request is a callback (``QueueEntry.wake``) so this module stays free of
-asyncio: ``QuotaManager`` does the awaiting.
+Its budget, the waiters queued for it, a 429 pause, its limits (and each user's share of
+them) and the API's last report. Pure like the meters: waiters are woken by callback
+(``bot.ratelimit.WaitQueue``) and ``QuotaManager`` does the awaiting.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
-from collections.abc import Callable
 from dataclasses import replace
 
 from bot.limits.budget import AccountBudget
 from bot.limits.meters import meter_for
 from bot.limits.table import ModelLimits
+from bot.ratelimit import WaitQueue
 from bot.types import RateLimitSnapshot
 
-__all__ = ["ModelLane", "QueueEntry"]
+__all__ = ["ModelAccount"]
 
 
-class QueueEntry:
-    """One request waiting for account capacity; ``wake`` tells it to look again."""
-
-    __slots__ = ("gone", "tokens", "wake")
-
-    def __init__(self, tokens: int, wake: Callable[[], None]) -> None:
-        self.tokens = tokens
-        self.wake = wake
-        self.gone = False
-
-
-class ModelLane:
-    """One model: account budget, FIFO queue, 429 pause, limits and last reported headers.
+class ModelAccount:
+    """One model: account budget, FIFO of waiters, 429 pause, limits, last report.
 
     ``fixed`` names the dimensions settings pinned: headers may lower those, never raise.
+    ``user_limits`` is each user's share of ``limits``; ``QuotaManager`` keeps it in step.
     """
 
     __slots__ = (
@@ -44,11 +34,10 @@ class ModelLane:
         "minute_s",
         "model",
         "paused_until",
-        "queue",
-        "queued",
-        "queued_tokens",
         "reported",
         "usage_ratio",
+        "user_limits",
+        "waiters",
     )
 
     def __init__(
@@ -57,17 +46,17 @@ class ModelLane:
         limits: ModelLimits,
         fixed: frozenset[str] = frozenset(),
         *,
+        user_limits: ModelLimits,
         minute_s: float,
         day_s: float,
     ) -> None:
         self.model = model
         self.limits = limits
         self.fixed = fixed
+        self.user_limits = user_limits
         self.minute_s, self.day_s = minute_s, day_s
         self.budget = AccountBudget(limits, minute_s=minute_s, day_s=day_s)
-        self.queue: deque[QueueEntry] = deque()
-        self.queued = 0
-        self.queued_tokens = 0
+        self.waiters = WaitQueue()  # each waiter's amount is the tokens it reserves
         self.paused_until = -math.inf
         self.reported: RateLimitSnapshot | None = None
         # Real use ÷ reservation, smoothed: queued requests will hold less than they
@@ -82,31 +71,8 @@ class ModelLane:
     def can_pass(self, tokens: int, now: float) -> bool:
         """Nobody queued, not paused, and the budget fits: admit without queueing."""
         return (
-            not self.queued and now >= self.paused_until and not self.budget.wait_for(tokens, now)
+            not self.waiters and now >= self.paused_until and not self.budget.wait_for(tokens, now)
         )
-
-    def head(self) -> QueueEntry | None:
-        while self.queue and self.queue[0].gone:
-            self.queue.popleft()  # lazily drop entries that left from the middle
-        return self.queue[0] if self.queue else None
-
-    def enqueue(self, entry: QueueEntry) -> None:
-        self.queue.append(entry)
-        self.queued += 1
-        self.queued_tokens += entry.tokens
-
-    def leave(self, entry: QueueEntry) -> None:
-        """Remove ``entry`` (admitted or given up) and wake whoever is now first."""
-        if not entry.gone:
-            entry.gone = True
-            self.queued -= 1
-            self.queued_tokens -= entry.tokens
-        self.wake_head()
-
-    def wake_head(self) -> None:
-        head = self.head()
-        if head is not None:
-            head.wake()
 
     def need(self, tokens: int, now: float, pending_share: float = 1.0) -> float:
         """Seconds until the head's request of ``tokens`` may go (with ``pending_share``
@@ -116,8 +82,8 @@ class ModelLane:
     def estimate(self, tokens: int, now: float) -> tuple[float, str]:
         """Wait for a newcomer behind everyone queued, and its cause (a dimension or
         "pause")."""
-        ahead = round(self.queued_tokens * self.usage_ratio) + tokens
-        wait, dim = self.budget.estimate(self.queued + 1, ahead, now, self.usage_ratio)
+        ahead = round(self.waiters.amount * self.usage_ratio) + tokens
+        wait, dim = self.budget.estimate(len(self.waiters) + 1, ahead, now, self.usage_ratio)
         pause = self.paused_until - now
         return (pause, "pause") if pause >= wait and pause > 0 else (wait, dim)
 
