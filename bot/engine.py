@@ -50,7 +50,6 @@ from bot.types import (
     PlatformHelp,
     ReasoningDelta,
     TextDelta,
-    TurnOutcome,
     TurnStatus,
     Usage,
     UsageEntry,
@@ -136,24 +135,25 @@ class Engine(CommandsMixin):
 
     # ----- turns -----
 
-    async def handle(self, incoming: Incoming, sink: ReplySink) -> TurnOutcome:
+    async def handle(self, incoming: Incoming, sink: ReplySink) -> None:
         """Answer one user message through ``sink``. Never raises for expected failures."""
         with conversation_context(incoming.key.storage_id()):
+            user_text = render_user_text(incoming.text, incoming.attachments)
             try:
-                self._validate(incoming)
+                self._validate(incoming, user_text)
             except InputRejected as exc:
                 log.info("rejected input: %s", exc.user_text)
                 await sink.fail(exc.user_text)
-                return TurnOutcome(TurnStatus.FAILED, "", error_text=exc.user_text)
+                return
             async with self._conversation_lock(incoming.key):
-                return await self._run_turn(incoming, sink)
+                await self._run_turn(incoming, user_text, sink)
 
-    def _validate(self, incoming: Incoming) -> None:
+    def _validate(self, incoming: Incoming, user_text: str) -> None:
         text = incoming.text.strip()
         if not text and not incoming.attachments:
             raise InputRejected("Your message is empty; type something for the bot to answer.")
         limit = self.settings.max_input_chars
-        size = len(render_user_text(incoming.text, incoming.attachments))
+        size = len(user_text)
         if size > limit:
             raise InputRejected(
                 f"Your message is {size:,} characters long; the limit is {limit:,}. "
@@ -175,14 +175,13 @@ class Engine(CommandsMixin):
             else:
                 self._locks[sid] = (lock, users - 1)
 
-    async def _run_turn(self, incoming: Incoming, sink: ReplySink) -> TurnOutcome:
+    async def _run_turn(self, incoming: Incoming, user_text: str, sink: ReplySink) -> None:
         user_msg_id: int | None = None
         answer = _Answer()
         try:
             await sink.start()
             model_id, system_prompt = await self._effective(incoming.author, incoming.key)
             model = await self._model_info(model_id)
-            user_text = render_user_text(incoming.text, incoming.attachments)
             current = self._rich_content(model_id, user_text, incoming)
             user_msg_id = await self.store.add_message(
                 incoming.key,
@@ -195,14 +194,16 @@ class Engine(CommandsMixin):
             answer.model = model.id
             await self._answer(incoming, model, system_prompt, current, sink, answer)
         except StreamInterrupted as exc:
-            return await self._interrupted(incoming, sink, answer, exc)
+            await self._interrupted(incoming, sink, answer, exc)
+            return
         except BotError as exc:
-            return await self._failed(incoming, sink, exc, user_msg_id)
+            await self._failed(user_text, sink, exc, user_msg_id)
+            return
         except Exception:
             log.exception("turn failed unexpectedly")
             await sink.fail(INTERNAL_ERROR_TEXT)
-            return TurnOutcome(TurnStatus.FAILED, answer.text, error_text=INTERNAL_ERROR_TEXT)
-        return await self._completed(incoming, sink, answer)
+            return
+        await self._completed(incoming, sink, answer)
 
     async def _answer(
         self,
@@ -390,7 +391,7 @@ class Engine(CommandsMixin):
         estimate = prompt_tokens + (request.max_tokens or 0)
         return await self.quota.admit(user, request.model, estimate, on_wait=on_wait)
 
-    async def _completed(self, incoming: Incoming, sink: ReplySink, answer: _Answer) -> TurnOutcome:
+    async def _completed(self, incoming: Incoming, sink: ReplySink, answer: _Answer) -> None:
         text = answer.text.strip()
         if not text:
             note = "The model returned an empty answer; try rephrasing your message."
@@ -401,17 +402,16 @@ class Engine(CommandsMixin):
                 )
             await self._store_assistant(incoming, answer, note, TurnStatus.FAILED)
             await sink.fail(note)
-            return TurnOutcome(TurnStatus.FAILED, "", answer.usage, error_text=note)
+            return
         await self._store_assistant(incoming, answer, text, TurnStatus.COMPLETE)
         shown = answer.visible(self.settings.show_reasoning).strip()
         if answer.finish_reason == "length":
             shown = f"{shown}\n\n{LENGTH_NOTE}"
         await sink.finish(shown, TurnStatus.COMPLETE)
-        return TurnOutcome(TurnStatus.COMPLETE, text, answer.usage)
 
     async def _interrupted(
         self, incoming: Incoming, sink: ReplySink, answer: _Answer, exc: StreamInterrupted
-    ) -> TurnOutcome:
+    ) -> None:
         log.warning("stream interrupted after %d chars: %s", len(answer.text), exc.detail)
         text = answer.text.strip()
         try:
@@ -420,11 +420,10 @@ class Engine(CommandsMixin):
             log.error("could not store interrupted reply: %s", store_exc.detail)
         shown = answer.visible(self.settings.show_reasoning).strip()
         await sink.finish(f"{shown}\n\n⚠️ {exc.user_text}", TurnStatus.INTERRUPTED)
-        return TurnOutcome(TurnStatus.INTERRUPTED, text, answer.usage, error_text=exc.user_text)
 
     async def _failed(
-        self, incoming: Incoming, sink: ReplySink, exc: BotError, user_msg_id: int | None
-    ) -> TurnOutcome:
+        self, user_text: str, sink: ReplySink, exc: BotError, user_msg_id: int | None
+    ) -> None:
         if isinstance(exc, QuotaExceeded) and not exc.notify:
             log.info("quota refusal (%s), user already notified this window", exc.scope)
         else:
@@ -433,7 +432,7 @@ class Engine(CommandsMixin):
             if user_msg_id is not None and isinstance(exc, _INPUT_ERRORS):
                 await self.store.update_message(
                     user_msg_id,
-                    content=render_user_text(incoming.text, incoming.attachments),
+                    content=user_text,
                     tokens=0,
                     status=TurnStatus.FAILED,
                 )
@@ -443,7 +442,6 @@ class Engine(CommandsMixin):
             await sink.finish("", TurnStatus.FAILED)
         else:
             await sink.fail(exc.user_text)
-        return TurnOutcome(TurnStatus.FAILED, "", error_text=exc.user_text)
 
     async def _store_assistant(
         self, incoming: Incoming, answer: _Answer, text: str, status: TurnStatus

@@ -16,7 +16,6 @@ from bot.errors import UpstreamError
 from bot.types import (
     ChatEvent,
     ChatRequest,
-    ChatResult,
     ConversationKey,
     ModelInfo,
     Prefs,
@@ -35,6 +34,9 @@ __all__ = [
     "Adapter",
     "Clock",
     "Completions",
+    "ConversationStore",
+    "PreferenceStore",
+    "QuotaCounterStore",
     "QuotaGate",
     "RateLimitListener",
     "ReplySink",
@@ -43,6 +45,7 @@ __all__ = [
     "Store",
     "Surface",
     "SystemClock",
+    "UsageLedger",
 ]
 
 RetryHook = Callable[[UpstreamError, int, float], Awaitable[None]]
@@ -128,19 +131,13 @@ class Completions(Protocol):
         empty_is_overflow: bool = False,
     ) -> AsyncIterator[ChatEvent]: ...
 
-    async def complete(self, request: ChatRequest) -> ChatResult: ...
-
     async def models(self, *, refresh: bool = False) -> Sequence[ModelInfo]: ...
 
     async def aclose(self) -> None: ...
 
 
-class Store(Protocol):
-    """Durable conversations, preferences and the usage ledger. Raises ``StoreError``."""
-
-    async def open(self) -> None: ...
-
-    async def aclose(self) -> None: ...
+class ConversationStore(Protocol):
+    """Conversations and their messages. Raises ``StoreError``."""
 
     async def add_message(
         self,
@@ -173,6 +170,10 @@ class Store(Protocol):
         """Forget the conversation's messages and preferences; return messages removed."""
         ...
 
+
+class PreferenceStore(Protocol):
+    """Per-user and per-conversation model and persona. Raises ``StoreError``."""
+
     async def prefs(self, user: UserRef, key: ConversationKey | None) -> Prefs:
         """Effective prefs: the conversation's override the user's."""
         ...
@@ -183,6 +184,10 @@ class Store(Protocol):
         self, target: UserRef | ConversationKey, prompt: str | None
     ) -> None: ...
 
+
+class UsageLedger(Protocol):
+    """One row per answered request, for /usage and the CSV export. Raises ``StoreError``."""
+
     async def record_usage(self, entry: UsageEntry) -> None: ...
 
     async def usage_since(self, user: UserRef, since: float) -> UsageSummary:
@@ -192,6 +197,10 @@ class Store(Protocol):
     def iter_usage(self) -> AsyncIterator[UsageEntry]:
         """Every ledger row, oldest first (for CSV export)."""
         ...
+
+
+class QuotaCounterStore(Protocol):
+    """Persisted limiter windows, so quotas survive a restart. Raises ``StoreError``."""
 
     async def load_quota_counters(self, since: float) -> list[QuotaCounter]:
         """Counters whose window started at or after epoch ``since``."""
@@ -204,6 +213,14 @@ class Store(Protocol):
     async def prune_quota_counters(self, before: float) -> int:
         """Delete counters whose window started before ``before``; return rows removed."""
         ...
+
+
+class Store(ConversationStore, PreferenceStore, UsageLedger, QuotaCounterStore, Protocol):
+    """The whole database: each part above, opened and closed as one."""
+
+    async def open(self) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 class Reservation(Protocol):

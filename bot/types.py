@@ -14,7 +14,6 @@ __all__ = [
     "ChatEvent",
     "ChatMessage",
     "ChatRequest",
-    "ChatResult",
     "CommandReply",
     "ConversationKey",
     "Finished",
@@ -28,7 +27,6 @@ __all__ = [
     "StoredMessage",
     "SurfaceLimits",
     "TextDelta",
-    "TurnOutcome",
     "TurnStatus",
     "Usage",
     "UsageEntry",
@@ -232,16 +230,6 @@ ChatEvent = TextDelta | ReasoningDelta | Finished
 
 
 @dataclass(frozen=True, slots=True)
-class ChatResult:
-    """A non-streaming completion."""
-
-    text: str
-    reasoning: str = ""
-    usage: Usage | None = None
-    finish_reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class RateLimitSnapshot:
     """What one response's headers said about the account quota for ``model``.
 
@@ -314,16 +302,6 @@ class CommandReply:
 
     text: str
     private: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class TurnOutcome:
-    """How one ``Engine.handle`` call ended."""
-
-    status: TurnStatus
-    text: str
-    usage: Usage | None = None
-    error_text: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -187,25 +187,22 @@ class DiscordBot(discord.Client):
         if not self._allowed(message.author, message.channel, guild_id):
             log.debug("message %s ignored by the allow/deny lists", message.id)
             return
-        plan = await self._route(message)
-        if plan is None or self._looks_blank(message, plan):
+        assert self.user is not None
+        role_id = self._bot_role_id(message)  # once per message: mention checks need it
+        mentioned = mentions_bot(message, self.user.id, role_id)
+        plan = await self._route(message, mentioned)
+        if plan is None or self._looks_blank(message, plan, mentioned):
             return
         if plan.open_thread:
             ticket.pass_on()  # a new thread is a new conversation: nothing to keep order with
-        target = await self._target(message, plan)
+        text = strip_mentions(message.content, self.user.id, role_id)
+        target = await self._target(message, plan, text)
         if target is None:
             return
         channel, reply_to = target
         root = int(plan.key.thread) if plan.key.thread and not plan.key.is_dm else None
         collected = await collect(message.attachments, max_bytes=self.settings.max_attachment_bytes)
-        assert self.user is not None
-        incoming = to_incoming(
-            message,
-            plan.key,
-            bot_id=self.user.id,
-            bot_role_id=self._bot_role_id(message),
-            attachments=collected.attachments,
-        )
+        incoming = to_incoming(message, plan.key, text=text, attachments=collected.attachments)
         surface = DiscordSurface(
             channel,
             settings=self.settings,
@@ -224,10 +221,9 @@ class DiscordBot(discord.Client):
         role = message.guild.self_role if message.guild else None
         return role.id if role else None
 
-    async def _route(self, message: discord.Message) -> Route | None:
+    async def _route(self, message: discord.Message, mentioned: bool) -> Route | None:
         assert self.user is not None
         me = self.user.id
-        mentioned = mentions_bot(message, me, self._bot_role_id(message))
         channel = message.channel
         known_thread = False
         reply_root = None
@@ -268,7 +264,7 @@ class DiscordBot(discord.Client):
             self._threads.add(thread.id)
         return known
 
-    def _looks_blank(self, message: discord.Message, plan: Route) -> bool:
+    def _looks_blank(self, message: discord.Message, plan: Route, mentioned: bool) -> bool:
         """A message we'd answer that arrived without any text: the content intent is off.
 
         Real Discord blanks guild messages that don't mention the bot when the
@@ -277,8 +273,7 @@ class DiscordBot(discord.Client):
         """
         if plan.key.is_dm or message.content or message.attachments or message.stickers:
             return False
-        assert self.user is not None
-        if mentions_bot(message, self.user.id, self._bot_role_id(message)):
+        if mentioned:
             return False
         self._blank_messages += 1
         if self._blank_messages == _EMPTY_WARN_AFTER:
@@ -290,7 +285,7 @@ class DiscordBot(discord.Client):
         return True
 
     async def _target(
-        self, message: discord.Message, plan: Route
+        self, message: discord.Message, plan: Route, text: str
     ) -> tuple[Answerable, discord.Message | None] | None:
         """Where the reply goes: a new thread, a reply to the message, or the channel."""
         channel = message.channel
@@ -298,8 +293,6 @@ class DiscordBot(discord.Client):
             log.info("message %s is in an unsupported channel type; ignored", message.id)
             return None
         if plan.open_thread and isinstance(channel, discord.TextChannel):
-            assert self.user is not None
-            text = strip_mentions(message.content, self.user.id, self._bot_role_id(message))
             name = thread_name(text, message.author.display_name)
             try:
                 thread = await message.create_thread(name=name, auto_archive_duration=1440)

@@ -145,14 +145,15 @@ def to_incoming(
     message: discord.Message,
     key: ConversationKey,
     *,
-    bot_id: int,
-    bot_role_id: int | None = None,
+    text: str,
     attachments: tuple[Attachment, ...] = (),
 ) -> Incoming:
+    """The engine's view of ``message``; ``text`` is its content with the bot's mention
+    stripped (``strip_mentions``), computed once by the caller."""
     return Incoming(
         key=key,
         author=user_ref(message.author),
-        text=strip_mentions(message.content, bot_id, bot_role_id),
+        text=text,
         message_id=str(message.id),
         attachments=attachments,
     )

@@ -66,7 +66,7 @@ from bot.limits.report import (
 )
 from bot.limits.table import DIMENSIONS, LimitTable
 from bot.limits.users import UserCounters
-from bot.ports import Clock, Store
+from bot.ports import Clock, QuotaCounterStore
 from bot.ratelimit import Waiter
 from bot.types import QuotaCounter, RateLimitSnapshot, Usage, UserRef
 
@@ -119,7 +119,7 @@ class QuotaManager:
         *,
         config: QuotaConfig,
         clock: Clock,
-        store: Store | None = None,
+        store: QuotaCounterStore | None = None,
         table: LimitTable | None = None,
     ) -> None:
         self._config = config

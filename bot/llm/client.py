@@ -34,13 +34,12 @@ from bot.llm.errors import base_url_host, error_from_response, map_transport_err
 from bot.llm.headers import snapshot_from_headers
 from bot.llm.provider import Provider, ProviderKind
 from bot.llm.retry import RetryPolicy
-from bot.llm.sse import ChatStreamParser, parse_completion
+from bot.llm.sse import ChatStreamParser
 from bot.ports import Clock, RateLimitListener, RetryHook
 from bot.settings import Settings
 from bot.types import (
     ChatEvent,
     ChatRequest,
-    ChatResult,
     Finished,
     ModelInfo,
     TextDelta,
@@ -258,22 +257,11 @@ class CompletionsClient:
                 attempt += 1
                 await self._backoff(error, attempt, on_retry)
 
-    async def complete(
-        self, request: ChatRequest, *, on_retry: RetryHook | None = None
-    ) -> ChatResult:
-        """One non-streaming completion, with the same error mapping and retries."""
-        body = build_body(request, stream=False, cap_param=self._cap_param())
-        return await self._with_retries(lambda: self._complete_once(request.model, body), on_retry)
-
     # ----- models -----
 
     async def models(self, *, refresh: bool = False) -> Sequence[ModelInfo]:
         """The live model list sorted by id, cached for ``models_ttl_s``."""
         return await self._catalog.get(refresh=refresh)
-
-    async def model_info(self, model_id: str) -> ModelInfo | None:
-        """The cached catalog entry for ``model_id``; None when the API doesn't list it."""
-        return await self._catalog.find(model_id)
 
     # ----- internals -----
 
@@ -292,11 +280,6 @@ class CompletionsClient:
                 ) from exc
 
         return await self._with_retries(once, None)
-
-    async def _complete_once(self, model: str, body: dict[str, object]) -> ChatResult:
-        async with self._send("POST", "chat/completions", model=model, body=body) as response:
-            payload = await self._read_json(response)
-        return parse_completion(payload, model=model, secrets=self._secrets)
 
     async def _stream_once(
         self, model: str, body: dict[str, object]

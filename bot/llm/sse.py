@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 from bot.errors import UpstreamError, UpstreamServerError
 from bot.llm.errors import error_from_payload, scrub
-from bot.types import ChatEvent, ChatResult, Finished, ReasoningDelta, TextDelta, Usage
+from bot.types import ChatEvent, Finished, ReasoningDelta, TextDelta, Usage
 
-__all__ = ["ChatStreamParser", "SSEDecoder", "SSEMessage", "parse_completion", "parse_usage"]
+__all__ = ["ChatStreamParser", "SSEDecoder", "SSEMessage", "parse_usage"]
 
 _EOL = re.compile(rb"\r\n|\r|\n")
 
@@ -210,30 +210,3 @@ class ChatStreamParser:
 
     def _error(self, error: Mapping[str, object]) -> UpstreamError:
         return error_from_payload(error, status=None, model=self._model, secrets=self._secrets)
-
-
-def parse_completion(
-    payload: object, *, model: str | None = None, secrets: Sequence[str] = ()
-) -> ChatResult:
-    """A non-streaming chat-completion response body → ``ChatResult``."""
-    if not isinstance(payload, Mapping):
-        raise UpstreamServerError(detail="completion response is not a JSON object")
-    error = payload.get("error")
-    if error:
-        raise error_from_payload(
-            error if isinstance(error, Mapping) else {"message": str(error)},
-            model=model,
-            secrets=secrets,
-        )
-    choice = _first_choice(payload)
-    message = choice.get("message")
-    if not isinstance(message, Mapping):
-        raise UpstreamServerError(detail="completion response has no choices[0].message")
-    content = message.get("content")
-    reason = choice.get("finish_reason")
-    return ChatResult(
-        text=content if isinstance(content, str) else "",
-        reasoning=_reasoning(message),
-        usage=_chunk_usage(payload),
-        finish_reason=reason if isinstance(reason, str) else None,
-    )

@@ -8,12 +8,10 @@ from typing import Any
 import pytest
 
 from bot.errors import (
-    ContextTooLong,
-    RequestTooLarge,
     UpstreamRateLimited,
     UpstreamServerError,
 )
-from bot.llm.sse import ChatStreamParser, SSEDecoder, SSEMessage, parse_completion
+from bot.llm.sse import ChatStreamParser, SSEDecoder, SSEMessage
 from bot.types import ChatEvent, Finished, ReasoningDelta, TextDelta, Usage
 
 
@@ -176,32 +174,3 @@ def test_error_event_is_scrubbed_of_the_key() -> None:
     with pytest.raises(UpstreamServerError) as caught:
         ChatStreamParser(secrets=[key]).feed(f"data: {json.dumps(error)}\n\n".encode())
     assert key not in str(caught.value) and key not in caught.value.detail
-
-
-def test_parse_completion() -> None:
-    payload = {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "Hi", "reasoning": "why"},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": USAGE,
-    }
-    result = parse_completion(payload)
-    assert (result.text, result.reasoning, result.usage) == ("Hi", "why", Usage(12, 7))
-    assert result.finish_reason == "stop"
-
-
-def test_parse_completion_errors() -> None:
-    with pytest.raises(ContextTooLong):
-        parse_completion({"error": {"message": "x", "code": "context_length_exceeded"}})
-    with pytest.raises(RequestTooLarge):
-        parse_completion({"error": {"message": "Request too large for model", "type": "tokens"}})
-    with pytest.raises(UpstreamServerError):
-        parse_completion({"choices": []})
-    with pytest.raises(UpstreamServerError):
-        parse_completion(["not", "an", "object"])

@@ -137,7 +137,8 @@ def test_to_incoming_carries_author_text_id_and_attachments(state: Any) -> None:
     m = mention(state, "what is this?")
     files = (Attachment("a.txt", "text/plain", 3, data=b"abc"),)
     key = channel_key(GUILD, CHANNEL, m.id)
-    incoming = to_incoming(m, key, bot_id=BOT, attachments=files)
+    text = strip_mentions(m.content, BOT)
+    incoming = to_incoming(m, key, text=text, attachments=files)
     assert (incoming.text, incoming.message_id, incoming.attachments) == (
         "what is this?",
         str(m.id),
