@@ -15,22 +15,13 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from tests.e2e.slack.conftest import http_mode, raw_app, socket_mode, web_client
+from tests.fakes.clock import FakeClock
 from tests.fakes.slack_server import FakeSlack
 from tests.fakes.slack_webapi import RateRule
 
 pytestmark = pytest.mark.e2e
 
 Body = dict[str, Any]
-
-
-class _ManualClock:
-    """Time that moves only when the test says so (the fake only reads ``now``)."""
-
-    def __init__(self) -> None:
-        self.t = 1_000.0
-
-    def now(self) -> float:
-        return self.t
 
 
 async def test_mention_answered_in_thread_and_own_echo_ignored(fake_slack: FakeSlack) -> None:
@@ -233,7 +224,7 @@ async def test_web_api_errors_tokens_and_param_encodings(fake_slack: FakeSlack) 
 
 
 async def test_enforced_budget_answers_429_and_counts(fake_slack: FakeSlack) -> None:
-    clock = _ManualClock()
+    clock = FakeClock()
     fake_slack.clock = clock
     fake_slack.rate_limits["chat.update"] = RateRule(3, 60.0)
     client = AsyncWebClient(token=fake_slack.bot_token, base_url=fake_slack.base_url)
