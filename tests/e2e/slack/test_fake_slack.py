@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from slack_bolt.async_app import AsyncAck, AsyncRespond, AsyncSay
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.error import BoltUnhandledRequestError
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -180,18 +181,40 @@ async def test_disconnect_frame_leads_to_a_new_socket(fake_slack: FakeSlack) -> 
 
 
 async def test_unacked_event_is_redelivered_with_retry_attempt(fake_slack: FakeSlack) -> None:
-    app = raw_app(fake_slack)  # no listener for reaction_added: Bolt answers 404, never acks
+    # No listener for reaction_added: Bolt answers 404 and never acks; asked to, it also
+    # reports each such delivery to its error handler, once it has made that answer.
+    app = raw_app(fake_slack, raise_error_for_unhandled_request=True)
+    unhandled: list[Exception] = []
+    three_unhandled = asyncio.Event()
+
+    @app.error
+    async def on_error(error: Exception) -> None:
+        unhandled.append(error)
+        if len(unhandled) == 3:
+            three_unhandled.set()
+
     fake_slack.redeliver_after_s = 0.1
     fake_slack.max_redeliveries = 2
     async with socket_mode(fake_slack, app):
         sent = await fake_slack.event({"type": "reaction_added", "user": fake_slack.alice.id})
         await fake_slack.wait_for(lambda: len(fake_slack.deliveries_of(sent.event_id)) == 3)
-        await asyncio.sleep(0.3)  # long enough for a (wrong) fourth delivery to show up
+        # Absence proven by two events, not by a pause. No fourth delivery: the fake's
+        # redelivery timer of every delivery has run, the third's declining (only these
+        # timers redeliver, and a fourth delivery would be listed before its parent's
+        # timer counts as run). No ack: Bolt has answered all three deliveries 404,
+        # after which nothing is sent for them.
+        await fake_slack.wait_for(
+            lambda: all(d.redelivery_checked for d in fake_slack.deliveries_of(sent.event_id)),
+            what="every redelivery timer run",
+        )
+        async with asyncio.timeout(5):
+            await three_unhandled.wait()
 
     deliveries = fake_slack.deliveries_of(sent.event_id)
     assert [d.retry_attempt for d in deliveries] == [0, 1, 2]
     assert len({d.envelope_id for d in deliveries}) == 3
     assert all(d.ack is None for d in deliveries)
+    assert all(isinstance(e, BoltUnhandledRequestError) for e in unhandled)
 
 
 async def test_web_api_errors_tokens_and_param_encodings(fake_slack: FakeSlack) -> None:
