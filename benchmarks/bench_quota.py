@@ -22,22 +22,11 @@ from bot.limits.config import QuotaConfig  # noqa: E402
 from bot.limits.quota import QuotaManager  # noqa: E402
 from bot.limits.table import parse_overrides  # noqa: E402
 from bot.types import Platform, Usage, UserRef  # noqa: E402
+from tests.fakes.clock import FakeClock  # noqa: E402
 
 MODEL = "openai/gpt-oss-120b"
 BIG = "rpm:1000000000,rpd:1000000000,tpm:1000000000,tpd:1000000000"
-
-
-class FrozenClock:
-    """Time stands still: every admit takes the same path, whatever the loop count."""
-
-    def now(self) -> float:
-        return 1_700_000_040.0
-
-    def time(self) -> float:
-        return 1_700_000_040.0
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(0)
+T0 = 1_700_000_040.0
 
 
 async def bench_admit(users: int, calls: int) -> tuple[float, float]:
@@ -49,7 +38,9 @@ async def bench_admit(users: int, calls: int) -> tuple[float, float]:
         user_tpm=10**12,
         user_tpd=10**12,
     )
-    quota = QuotaManager(config=config, clock=FrozenClock())
+    # Time stands still (nothing advances it and, the limits being out of reach, nothing
+    # sleeps): every admit takes the same path, whatever the loop count.
+    quota = QuotaManager(config=config, clock=FakeClock(T0, epoch=T0, instant_sleep=True))
     refs = [UserRef(Platform("discord"), str(i)) for i in range(users)]
     usage = Usage(100, 50)
     for ref in refs:  # make every user known

@@ -21,7 +21,7 @@ from bot.types import (
     UsageSummary,
     UserRef,
 )
-from tests.fakes.clock import SteppingClock
+from tests.fakes.clock import FakeClock
 
 T0 = 1_750_000_000.0
 
@@ -40,9 +40,9 @@ SLACK_ALICE = UserRef(Platform("slack"), "1", "alice")
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     impl: Store
     if request.param == "memory":
-        impl = InMemoryStore(clock=SteppingClock(T0))
+        impl = InMemoryStore(clock=FakeClock(T0, epoch=T0))
     else:
-        impl = SqliteStore(tmp_path / "bot.db", clock=SteppingClock(T0))
+        impl = SqliteStore(tmp_path / "bot.db", clock=FakeClock(T0, epoch=T0))
     await impl.open()
     try:
         yield impl

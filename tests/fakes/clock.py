@@ -1,10 +1,17 @@
-"""FakeClock: a ``bot.ports.Clock`` whose time moves only when a test says so.
+"""FakeClock: the one fake ``bot.ports.Clock`` of the tests and benchmarks; its time
+moves only when a test says so.
 
 Sleepers wake in deadline order (ties in the order they started sleeping), and after
 each wake the loop is allowed to settle before the next deadline fires, so a task
 woken at t=3 that sleeps again for 1 s is woken at t=4 within the same ``advance(5)``.
 With ``autoadvance=True`` the clock jumps to the next deadline by itself whenever the
 loop has nothing else to run: whole scenarios of minutes finish in milliseconds.
+With ``instant_sleep=True`` a sleep moves time ahead by its own length and returns at
+once (after one loop turn): for code under test that sleeps alone, like a retry loop.
+Every requested sleep is recorded in ``slept`` whatever the mode.
+
+``time()`` is ``epoch`` at the start and moves with ``now()``; ``epoch=start`` makes the
+two equal (for code mixing them, like the quota and the stores).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import itertools
 from collections.abc import Awaitable
 from typing import TypeVar
 
-__all__ = ["FakeClock", "SteppingClock"]
+__all__ = ["FakeClock", "settle"]
 
 T = TypeVar("T")
 
@@ -28,11 +35,19 @@ class FakeClock:
     """Manual monotonic time (``now``) with a matching wall clock (``time``)."""
 
     def __init__(
-        self, start: float = 1_000.0, *, epoch: float = 1_700_000_000.0, autoadvance: bool = False
+        self,
+        start: float = 1_000.0,
+        *,
+        epoch: float = 1_700_000_000.0,
+        autoadvance: bool = False,
+        instant_sleep: bool = False,
     ) -> None:
+        if autoadvance and instant_sleep:
+            raise ValueError("autoadvance and instant_sleep are two ways to pass a sleep; pick one")
         self.t = start
         self._epoch_offset = epoch - start
         self.autoadvance = autoadvance
+        self.instant_sleep = instant_sleep
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
         self._driving = False
@@ -55,7 +70,9 @@ class FakeClock:
 
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
-        if seconds <= 0:
+        if self.instant_sleep:
+            self.t += max(0.0, seconds)
+        if seconds <= 0 or self.instant_sleep:
             await asyncio.sleep(0)
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -132,20 +149,3 @@ async def settle(rounds: int = _SETTLE_ROUNDS) -> None:
     """Let every ready task run until the loop goes quiet (bounded)."""
     for _ in range(rounds):
         await asyncio.sleep(0)
-
-
-class SteppingClock:
-    """A ``bot.ports.Clock`` standing still unless a test sets ``t``; ``sleep`` jumps
-    ahead at once (for code that only reads the time, like the stores)."""
-
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def now(self) -> float:
-        return self.t
-
-    def time(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += seconds

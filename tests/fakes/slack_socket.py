@@ -43,6 +43,9 @@ class Envelope:
     retry_attempt: int
     sent_at: float  # real monotonic time, for ack latency
     ack: Ack | None = None
+    # Its redelivery timer has run (and sent the redelivery, if one was due): nothing
+    # but that timer ever redelivers it. False too when redelivery is off.
+    redelivery_checked: bool = False
 
     @property
     def event_id(self) -> str | None:
@@ -137,6 +140,8 @@ class SocketMode:
                 retry_attempt=envelope.retry_attempt + 1,
                 retry_reason="timeout",
             )
+        envelope.redelivery_checked = True
+        await self._notify()
 
     def deliveries_of(self, event_id: str) -> list[Envelope]:
         """Every envelope (first delivery and redeliveries) carrying ``event_id``."""

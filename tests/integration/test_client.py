@@ -38,30 +38,12 @@ from bot.types import (
     ReasoningDelta,
     TextDelta,
 )
+from tests.fakes.clock import FakeClock
 from tests.fakes.groq_server import FILLER, FakeGroq
 
 LLAMA = "llama-3.1-8b-instant"
 OSS = "openai/gpt-oss-20b"
 QWEN = "qwen/qwen3-32b"
-
-
-class ManualClock:
-    """``now`` moves only when told (or by sleeping); sleeps are recorded, not waited."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-        self.sleeps: list[float] = []
-
-    def now(self) -> float:
-        return self.t
-
-    def time(self) -> float:
-        return 1_700_000_000.0 + self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += seconds
-        await asyncio.sleep(0)
 
 
 MakeClient = Callable[..., CompletionsClient]
@@ -76,7 +58,7 @@ async def make_client(fake_groq: FakeGroq) -> AsyncIterator[MakeClient]:
         values: dict[str, Any] = {
             "base_url": fake_groq.base_url,
             "api_key": SecretStr(fake_groq.api_key or ""),
-            "clock": ManualClock(),
+            "clock": FakeClock(instant_sleep=True),
             "timeout_s": 5.0,
             "stream_idle_timeout_s": 0.3,
             "max_retries": 3,
@@ -330,7 +312,7 @@ async def test_stream_ending_without_done() -> None:
 
     async with CompletionsClient(
         base_url="http://fake.invalid/v1",
-        clock=ManualClock(),
+        clock=FakeClock(instant_sleep=True),
         transport=httpx.MockTransport(handler),
         retry_base_delay_s=0.0,
     ) as client:
@@ -344,14 +326,14 @@ async def test_stream_ending_without_done() -> None:
 
 
 async def test_429_retry_after_is_honoured(fake_groq: FakeGroq, make_client: MakeClient) -> None:
-    clock = ManualClock()
+    clock = FakeClock(instant_sleep=True)
     hook = RetryLog()
     client = make_client(clock=clock)
     fake_groq.script("429", retry_after=0.05)
     await collect(client, ask(), on_retry=hook)
     fake_groq.script("429", retry_after=0.07, message_only=True)
     await collect(client, ask(), on_retry=hook)
-    assert clock.sleeps == [0.05, 0.07]
+    assert clock.slept == [0.05, 0.07]
     assert hook.calls == [(UpstreamRateLimited, 1, 0.05), (UpstreamRateLimited, 1, 0.07)]
 
 
@@ -385,7 +367,7 @@ async def test_rate_limit_listeners_get_snapshots(
     def broken(snapshot: RateLimitSnapshot) -> None:
         raise RuntimeError("listener bug")
 
-    clock = ManualClock()
+    clock = FakeClock(instant_sleep=True)
     client = make_client(clock=clock, on_rate_limit=first.append)
     client.add_rate_limit_listener(broken)
     client.add_rate_limit_listener(second.append)
@@ -397,7 +379,7 @@ async def test_rate_limit_listeners_get_snapshots(
     assert first == second and len(first) == 4  # ok, ok, 429, ok
     a, b, limited, _ = first
     # Stamped in epoch time (clock.time()), the quota's time base, not monotonic time.
-    assert (a.model, b.model, a.at, b.at) == (LLAMA, OSS, 1_700_001_000.0, 1_700_001_005.0)
+    assert (a.model, b.model, a.at, b.at) == (LLAMA, OSS, 1_700_000_000.0, 1_700_000_005.0)
     assert (a.limit_requests, a.remaining_requests, a.limit_tokens) == (1000, 999, 6000)
     assert a.remaining_tokens is not None and a.remaining_tokens < 6000
     assert a.reset_tokens_s is not None and 0 < a.reset_tokens_s <= 60
@@ -408,7 +390,7 @@ async def test_rate_limit_listeners_get_snapshots(
 async def test_enforced_limits_answer_real_429_and_413(
     fake_groq: FakeGroq, make_client: MakeClient
 ) -> None:
-    clock = ManualClock()
+    clock = FakeClock(instant_sleep=True)
     fake_groq.clock = clock.now  # one timeline: the client's retry sleep moves the fake's minute
     fake_groq.enforce_rpm, fake_groq.limit_rpm = True, 2
     client = make_client(clock=clock, retry_max_delay_s=120)
@@ -416,7 +398,7 @@ async def test_enforced_limits_answer_real_429_and_413(
         await collect(client, ask())
     assert fake_groq.count_429 == 1
     assert len(fake_groq.chat_requests) == 4, "the third request waited and was retried"
-    assert clock.sleeps == [60.0], "waited exactly the retry-after the fake computed"
+    assert clock.slept == [60.0], "waited exactly the retry-after the fake computed"
     fake_groq.enforce_tpm, fake_groq.limit_tpm = True, 100
     with pytest.raises(RequestTooLarge):
         await collect(client, ask(max_tokens=500))
@@ -429,7 +411,7 @@ async def test_enforced_limits_answer_real_429_and_413(
 async def test_models_cached_within_ttl_and_refreshed_after(
     fake_groq: FakeGroq, make_client: MakeClient
 ) -> None:
-    clock = ManualClock()
+    clock = FakeClock(instant_sleep=True)
     client = make_client(clock=clock, models_ttl_s=60)
 
     def gets() -> int:
@@ -455,7 +437,7 @@ async def test_models_cached_within_ttl_and_refreshed_after(
 async def test_stale_models_served_when_refresh_fails(
     fake_groq: FakeGroq, make_client: MakeClient
 ) -> None:
-    clock = ManualClock()
+    clock = FakeClock(instant_sleep=True)
     client = make_client(clock=clock, models_ttl_s=10, max_retries=0)
     before = await client.models()
     clock.t += 11
@@ -484,7 +466,7 @@ async def test_models_without_a_window_get_a_conservative_default() -> None:
 
     async with CompletionsClient(
         base_url="http://fake.invalid/v1",
-        clock=ManualClock(),
+        clock=FakeClock(instant_sleep=True),
         transport=httpx.MockTransport(handler),
     ) as client:
         models = await client.models()
@@ -555,7 +537,7 @@ async def test_the_key_never_leaks(fake_groq: FakeGroq, make_client: MakeClient)
     async with CompletionsClient(
         base_url="http://fake.invalid/v1",
         api_key=SecretStr(key),
-        clock=ManualClock(),
+        clock=FakeClock(instant_sleep=True),
         transport=httpx.MockTransport(echo),
     ) as echoing:
         with pytest.raises(BadRequest) as bad:

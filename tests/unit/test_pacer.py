@@ -206,3 +206,14 @@ async def test_fake_clock_autoadvance_runs_minutes_instantly() -> None:
     assert clock.now() == 120.0
     await settle()
     assert clock.sleepers == 0
+
+
+async def test_fake_clock_instant_sleep_jumps_and_records() -> None:
+    clock = FakeClock(start=10.0, epoch=10.0, instant_sleep=True)
+    await clock.sleep(2.5)
+    await clock.sleep(0)
+    await clock.sleep(60.0)
+    assert clock.now() == clock.time() == 72.5
+    assert clock.slept == [2.5, 0, 60.0] and clock.sleepers == 0
+    with pytest.raises(ValueError):
+        FakeClock(autoadvance=True, instant_sleep=True)

@@ -18,6 +18,7 @@ from bot.limits.report import write_usage_csv
 from bot.limits.table import parse_overrides
 from bot.settings import Settings
 from bot.types import Platform, QuotaCounter, RateLimitSnapshot, Usage, UsageEntry, UserRef
+from tests.fakes.clock import FakeClock, settle
 
 T = TypeVar("T")
 T0 = 1_700_000_040.0  # a multiple of 60: minute windows start here
@@ -30,51 +31,9 @@ CAROL = UserRef(Platform("slack"), "U3", "carol")
 ADMIN = UserRef(Platform("slack"), "UADMIN", "root")
 
 
-class ManualClock:
-    """Time moves only on ``advance``; sleepers wake in deadline order as it passes them."""
-
-    def __init__(self, start: float = T0) -> None:
-        self.t = start
-        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
-
-    def now(self) -> float:
-        return self.t
-
-    def time(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (self.t + max(0.0, seconds), fut)
-        self._sleepers.append(entry)
-        try:
-            await fut
-        finally:
-            self._sleepers.remove(entry)
-
-    async def advance(self, seconds: float) -> None:
-        target = self.t + seconds
-        while True:
-            due = [d for d, f in self._sleepers if d <= target and not f.done()]
-            if not due:
-                break
-            self.t = max(self.t, min(due))
-            for d, f in self._sleepers:
-                if d <= self.t and not f.done():
-                    f.set_result(None)
-            await _settle()
-        self.t = target
-        await _settle()
-
-
 async def done(task: asyncio.Task[T]) -> T:
     """The task's result; a limiter bug that never wakes it fails here, not by hanging."""
     return await asyncio.wait_for(task, 5)
-
-
-async def _settle() -> None:
-    for _ in range(30):
-        await asyncio.sleep(0)
 
 
 class CounterStore:
@@ -100,12 +59,12 @@ class CounterStore:
 
 
 def make(
-    clock: ManualClock | None = None,
+    clock: FakeClock | None = None,
     store: Any = None,
     limits: str = "",
     **config: Any,
-) -> tuple[QuotaManager, ManualClock]:
-    clock = clock or ManualClock()
+) -> tuple[QuotaManager, FakeClock]:
+    clock = clock or FakeClock(T0, epoch=T0)  # time() == now(): the quota reads time()
     config.setdefault("max_queue_wait_s", 90)  # room for a whole minute's wait (and HOLD)
     cfg = QuotaConfig(
         model_limits=parse_overrides(limits), admin_ids=frozenset({"slack:UADMIN"}), **config
@@ -234,7 +193,7 @@ async def test_admins_skip_user_limits_but_not_the_account() -> None:
     for _ in range(3):
         await use(q, ADMIN)  # 3 > the per-user 1: exempt
     task = asyncio.create_task(q.admit(ADMIN, MODEL, 10))
-    await _settle()
+    await settle()
     assert not task.done() and q.account_status()[0].queued == 1  # the account still binds
     await clock.advance(HOLD)
     await done(task)
@@ -261,11 +220,11 @@ async def test_account_queue_is_fifo_across_users_and_reports_the_wait() -> None
         return admission
 
     carol = asyncio.create_task(ask(CAROL))
-    await _settle()
+    await settle()
     alice = asyncio.create_task(ask(ALICE))
-    await _settle()
+    await settle()
     bob = asyncio.create_task(ask(BOB))
-    await _settle()
+    await settle()
     # Two a minute, each counted until a minute after it finished.
     assert waits == {
         "U3": pytest.approx(HOLD),
@@ -313,10 +272,10 @@ async def test_queue_timeout_tells_the_user_and_frees_the_slot() -> None:
     await use(q, ALICE)
     await use(q, ALICE)
     task = asyncio.create_task(q.admit(BOB, MODEL, 10))
-    await _settle()
+    await settle()
     await clock.advance(10)
     q.observe(RateLimitSnapshot(model=MODEL, at=clock.t, retry_after_s=80))  # beyond 70 s
-    await _settle()
+    await settle()
     with pytest.raises(QuotaExceeded) as info:
         await done(task)
     assert info.value.scope == "account"
@@ -329,7 +288,7 @@ async def test_waiting_on_requests_in_flight_ends_at_the_deadline() -> None:
     q, clock = make(limits=f"{MODEL}=tpm:2000", user_share=1.0, max_queue_wait_s=30)
     first = await q.admit(ALICE, MODEL, 1_500)  # in flight: its reservation counts
     task = asyncio.create_task(q.admit(BOB, MODEL, 1_000))
-    await _settle()
+    await settle()
     await clock.advance(29.9)  # it might finish small any moment: keep waiting
     assert not task.done()
     await clock.advance(0.1)
@@ -343,11 +302,11 @@ async def test_a_request_in_flight_finishing_small_lets_the_next_one_go() -> Non
     q, clock = make(limits=f"{MODEL}=tpm:2000", user_share=1.0)
     first = await q.admit(ALICE, MODEL, 1_500)
     task = asyncio.create_task(q.admit(BOB, MODEL, 1_000))
-    await _settle()
+    await settle()
     await clock.advance(3)
     assert not task.done()
     await q.settle(first, Usage(100, 100))  # used 200 of the 1,500 reserved
-    await _settle()
+    await settle()
     assert (await done(task)).waited_s == pytest.approx(3)
 
 
@@ -356,7 +315,7 @@ async def test_cancelled_waiter_leaves_the_queue_and_releases_its_reservation() 
     await use(q, ALICE)
     task = asyncio.create_task(q.admit(BOB, MODEL, 10))
     nxt = asyncio.create_task(q.admit(CAROL, MODEL, 10))
-    await _settle()
+    await settle()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await done(task)
@@ -379,7 +338,7 @@ async def test_headers_lower_the_local_budget() -> None:
         waits.append(s)
 
     task = asyncio.create_task(q.admit(BOB, MODEL, 1_000, on_wait=on_wait))
-    await _settle()
+    await settle()
     assert not task.done()
     assert waits == [pytest.approx(HOLD)]  # what the API reported counts for a minute
     await clock.advance(HOLD - 0.1)
@@ -416,7 +375,7 @@ async def test_retry_after_pauses_only_that_models_queue() -> None:
 
     task = asyncio.create_task(q.admit(ALICE, MODEL, 10, on_wait=on_wait))
     other = await q.admit(BOB, "llama-3.1-8b-instant", 10)  # not paused
-    await _settle()
+    await settle()
     assert waits == [pytest.approx(7)] and not task.done()
     assert q.account_status()[1].paused_for_s == pytest.approx(7)
     await clock.advance(6.9)
@@ -435,14 +394,14 @@ async def test_growing_wait_is_announced_again() -> None:
         waits.append(s)
 
     task = asyncio.create_task(q.admit(BOB, MODEL, 10, on_wait=on_wait))
-    await _settle()
+    await settle()
     q.observe(RateLimitSnapshot(model=MODEL, at=clock.t, retry_after_s=59))  # no change
     q.observe(RateLimitSnapshot(model=MODEL, at=clock.t, retry_after_s=58))
-    await _settle()
+    await settle()
     assert waits == [pytest.approx(HOLD)]
     await clock.advance(10)
     q.observe(RateLimitSnapshot(model=MODEL, at=clock.t, retry_after_s=58))  # until 68
-    await _settle()
+    await settle()
     assert waits == [pytest.approx(HOLD), pytest.approx(58)]
     await clock.advance(58)
     await done(task)
@@ -622,6 +581,6 @@ async def test_client_retries_count_against_the_accounts_request_limits() -> Non
     assert status["rpm"].used == pytest.approx(2) and status["rpd"].used == pytest.approx(2)
     await use(q, BOB, tokens=10)  # the third request of the minute fits, a fourth waits
     task = asyncio.create_task(q.admit(CAROL, MODEL, 10))
-    await _settle()
+    await settle()
     assert not task.done() and q.account_status()[0].queued == 1
     task.cancel()

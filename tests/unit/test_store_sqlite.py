@@ -27,7 +27,7 @@ from bot.types import (
     UsageSummary,
     UserRef,
 )
-from tests.fakes.clock import SteppingClock
+from tests.fakes.clock import FakeClock
 
 T0 = 1_750_000_000.0
 KEY = ConversationKey(Platform("discord"), space="g", channel="c")
@@ -42,7 +42,7 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def store(db_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(db_path, clock=SteppingClock(T0))
+    s = SqliteStore(db_path, clock=FakeClock(T0, epoch=T0))
     await s.open()
     try:
         yield s
@@ -71,7 +71,7 @@ def assert_no_leaked_connection() -> None:
 
 
 async def test_data_survives_close_and_reopen(db_path: Path) -> None:
-    first = SqliteStore(db_path, clock=SteppingClock(T0))
+    first = SqliteStore(db_path, clock=FakeClock(T0, epoch=T0))
     await first.open()
     await first.add_message(KEY, role="user", content="remember me", tokens=3)
     await first.set_model(ALICE, "m-user")
@@ -92,7 +92,7 @@ async def test_data_survives_close_and_reopen(db_path: Path) -> None:
 
 
 async def test_open_creates_the_parent_directory_and_uses_the_clock(db_path: Path) -> None:
-    s = SqliteStore(db_path, clock=SteppingClock(T0 + 42))
+    s = SqliteStore(db_path, clock=FakeClock(T0 + 42, epoch=T0 + 42))
     await s.open()
     await s.add_message(KEY, role="user", content="x")
     await s.aclose()

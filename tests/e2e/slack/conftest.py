@@ -50,9 +50,15 @@ def web_client(fake: FakeSlack, *, rate_limit_retries: int = 2) -> AsyncWebClien
     )
 
 
-def raw_app(fake: FakeSlack, *, signing_secret: str = "") -> AsyncApp:
+def raw_app(
+    fake: FakeSlack, *, signing_secret: str = "", raise_error_for_unhandled_request: bool = False
+) -> AsyncApp:
     """A plain Bolt app (not our adapter) whose Web API client is pointed at the fake."""
-    return AsyncApp(client=web_client(fake), signing_secret=signing_secret)
+    return AsyncApp(
+        client=web_client(fake),
+        signing_secret=signing_secret,
+        raise_error_for_unhandled_request=raise_error_for_unhandled_request,
+    )
 
 
 @contextlib.asynccontextmanager

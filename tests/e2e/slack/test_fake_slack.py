@@ -10,27 +10,19 @@ from typing import Any
 import pytest
 from slack_bolt.async_app import AsyncAck, AsyncRespond, AsyncSay
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.error import BoltUnhandledRequestError
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from tests.e2e.slack.conftest import http_mode, raw_app, socket_mode, web_client
+from tests.fakes.clock import FakeClock
 from tests.fakes.slack_server import FakeSlack
 from tests.fakes.slack_webapi import RateRule
 
 pytestmark = pytest.mark.e2e
 
 Body = dict[str, Any]
-
-
-class _ManualClock:
-    """Time that moves only when the test says so (the fake only reads ``now``)."""
-
-    def __init__(self) -> None:
-        self.t = 1_000.0
-
-    def now(self) -> float:
-        return self.t
 
 
 async def test_mention_answered_in_thread_and_own_echo_ignored(fake_slack: FakeSlack) -> None:
@@ -189,18 +181,40 @@ async def test_disconnect_frame_leads_to_a_new_socket(fake_slack: FakeSlack) -> 
 
 
 async def test_unacked_event_is_redelivered_with_retry_attempt(fake_slack: FakeSlack) -> None:
-    app = raw_app(fake_slack)  # no listener for reaction_added: Bolt answers 404, never acks
+    # No listener for reaction_added: Bolt answers 404 and never acks; asked to, it also
+    # reports each such delivery to its error handler, once it has made that answer.
+    app = raw_app(fake_slack, raise_error_for_unhandled_request=True)
+    unhandled: list[Exception] = []
+    three_unhandled = asyncio.Event()
+
+    @app.error
+    async def on_error(error: Exception) -> None:
+        unhandled.append(error)
+        if len(unhandled) == 3:
+            three_unhandled.set()
+
     fake_slack.redeliver_after_s = 0.1
     fake_slack.max_redeliveries = 2
     async with socket_mode(fake_slack, app):
         sent = await fake_slack.event({"type": "reaction_added", "user": fake_slack.alice.id})
         await fake_slack.wait_for(lambda: len(fake_slack.deliveries_of(sent.event_id)) == 3)
-        await asyncio.sleep(0.3)  # long enough for a (wrong) fourth delivery to show up
+        # Absence proven by two events, not by a pause. No fourth delivery: the fake's
+        # redelivery timer of every delivery has run, the third's declining (only these
+        # timers redeliver, and a fourth delivery would be listed before its parent's
+        # timer counts as run). No ack: Bolt has answered all three deliveries 404,
+        # after which nothing is sent for them.
+        await fake_slack.wait_for(
+            lambda: all(d.redelivery_checked for d in fake_slack.deliveries_of(sent.event_id)),
+            what="every redelivery timer run",
+        )
+        async with asyncio.timeout(5):
+            await three_unhandled.wait()
 
     deliveries = fake_slack.deliveries_of(sent.event_id)
     assert [d.retry_attempt for d in deliveries] == [0, 1, 2]
     assert len({d.envelope_id for d in deliveries}) == 3
     assert all(d.ack is None for d in deliveries)
+    assert all(isinstance(e, BoltUnhandledRequestError) for e in unhandled)
 
 
 async def test_web_api_errors_tokens_and_param_encodings(fake_slack: FakeSlack) -> None:
@@ -233,7 +247,7 @@ async def test_web_api_errors_tokens_and_param_encodings(fake_slack: FakeSlack) 
 
 
 async def test_enforced_budget_answers_429_and_counts(fake_slack: FakeSlack) -> None:
-    clock = _ManualClock()
+    clock = FakeClock()
     fake_slack.clock = clock
     fake_slack.rate_limits["chat.update"] = RateRule(3, 60.0)
     client = AsyncWebClient(token=fake_slack.bot_token, base_url=fake_slack.base_url)

@@ -4,7 +4,6 @@ what it received: ``turns=<user messages> last=<last user text> model=<model>``.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable
 
@@ -39,6 +38,24 @@ async def final_reply(fake: FakeSlack, sent: Delivery, text: str, n: int = 1) ->
         return replies[n - 1] if replies[n - 1].streaming != "in_progress" else None
 
     return await fake.wait_for(done, 10.0, f"reply {n} = {text!r}")
+
+
+async def every_event_taken(fake: FakeSlack) -> None:
+    """Wait until the app has acked every envelope the fake sent it so far.
+
+    The barrier before an absence check ("no wrong answer"), together with leaving
+    ``running_adapter``. Bolt sends an envelope's ack only after it has scheduled the
+    listener (events: ``ack()``, then the listener as a task, then the ack goes out;
+    commands: the listener acks, and the ack goes out once Bolt sees that), so the
+    listener runs before the fake can read the ack; our listeners route the event and
+    spawn its answer task without suspending first. Once every envelope is acked,
+    every answer the bot will ever give to them is a task of the bot, and leaving
+    ``running_adapter`` waits for those tasks (``SlackAdapter.aclose`` drains them), so
+    asserts after the block see every answer, a wrong one included.
+    """
+    await fake.wait_for(
+        lambda: all(e.ack for e in fake.envelopes.values()), what="every envelope acked"
+    )
 
 
 @pytest.mark.parametrize("native", MODES)
@@ -83,8 +100,9 @@ async def test_thread_follow_up_without_mention_carries_history(
         await fake_slack.edit(first, f"<@{fake_slack.bot_user_id}> first question, edited")
         follow = await fake_slack.say(fake_slack.bob, "second question", thread_ts=first.ts)
         await final_reply(fake_slack, first, answer(settings, "second question", turns=2), n=2)
-        await fake_slack.wait_for(lambda: all(e.ack for e in fake_slack.envelopes.values()))
-        await asyncio.sleep(0.2)  # room for a wrong extra answer to show up
+        # Every event above acked, then the bot drained on leaving the block: a wrong
+        # extra answer to any of them would be in the fakes' logs by the asserts.
+        await every_event_taken(fake_slack)
 
     assert [m.text for m in fake_slack.thread(other.channel, other.ts)][1:] == ["reply there"]
     assert len(fake_slack.bot_replies(first.channel, first.ts)) == 2
@@ -234,7 +252,10 @@ async def test_http_mode_signatures_and_retries(
         )
         command = await http.post(url, form, content_type=ctype)
         await fake_slack.wait_for(lambda: fake_slack.responses, what="the command's answer")
-        await asyncio.sleep(0.2)  # room for a duplicate answer to show up
+        # No Socket Mode acks here: each HTTP response above is the ack, and each was
+        # awaited, so (as in every_event_taken) every answer the bot gives to these
+        # deliveries, a duplicate included, is one of its tasks by now; leaving the
+        # block drains them before the asserts.
 
     assert (forged.status, stale.status) == (401, 401)
     assert good.status == 200 and good.elapsed_s < 1.0
@@ -266,7 +287,9 @@ async def test_access_lists_dms_and_admins(
             lambda: [m for m in fake_slack.top_level(dm) if m.text == expected]
         )
         await fake_slack.wait_for(lambda: fake_slack.responses, what="the refusal")
-        await asyncio.sleep(0.2)
+        # Every event above acked, then the bot drained on leaving the block: an answer
+        # to a refused message would be in the fake Groq's log by the asserts.
+        await every_event_taken(fake_slack)
 
     assert len(fake_groq.chat_requests) == 1
     assert "can't use this bot" in fake_slack.responses[0]["text"]
