@@ -15,10 +15,10 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bot.access import AccessPolicy
+from bot.access import AccessPolicy, AllowDeny
 from bot.types import PlatformHelp
 
-__all__ = ["AdapterSettings", "EnvSettings", "IdList", "Secret", "Settings"]
+__all__ = ["AdapterSettings", "ChatAccessSettings", "EnvSettings", "IdList", "Secret", "Settings"]
 
 GROQ_BASE_URL = "https://api.groq.com/openai/v1"
 
@@ -106,6 +106,26 @@ class AdapterSettings(EnvSettings):
     def help(self) -> PlatformHelp:
         """How users reach the bot on this platform, for /help."""
         return PlatformHelp("Send me a message and I answer.")
+
+
+class ChatAccessSettings(AdapterSettings):
+    """The lists most chat platforms share: who (``<PREFIX>ALLOWED_USER_IDS``…), where
+    (``…ALLOWED_CHANNEL_IDS``…) and whether direct messages are answered. A platform
+    with more kinds of ids (roles, servers) adds its own lists."""
+
+    allow_dms: bool = True
+    allowed_user_ids: IdList = Field(default_factory=list)
+    blocked_user_ids: IdList = Field(default_factory=list)
+    allowed_channel_ids: IdList = Field(default_factory=list)
+    blocked_channel_ids: IdList = Field(default_factory=list)
+
+    def access_policy(self) -> AccessPolicy:
+        """People by user id; places by channel; DMs by ``allow_dms``."""
+        return AccessPolicy(
+            allow_dms=self.allow_dms,
+            users=AllowDeny.of(self.allowed_user_ids, self.blocked_user_ids),
+            places=(AllowDeny.of(self.allowed_channel_ids, self.blocked_channel_ids),),
+        )
 
 
 class Settings(EnvSettings):

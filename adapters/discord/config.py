@@ -9,7 +9,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from bot.access import AccessPolicy, AllowDeny
-from bot.settings import AdapterSettings, IdList, Secret
+from bot.settings import ChatAccessSettings, IdList, Secret
 from bot.types import Platform, PlatformHelp
 
 __all__ = ["PLATFORM", "DiscordSettings"]
@@ -17,7 +17,7 @@ __all__ = ["PLATFORM", "DiscordSettings"]
 PLATFORM = Platform("discord")
 
 
-class DiscordSettings(AdapterSettings):
+class DiscordSettings(ChatAccessSettings):
     """``DISCORD_BOT_TOKEN``, ``DISCORD_REPLY_MODE``, …: ``.env.example`` documents each."""
 
     model_config = SettingsConfigDict(env_prefix="DISCORD_")
@@ -28,13 +28,8 @@ class DiscordSettings(AdapterSettings):
     client_id: str | None = None
     guild_ids: IdList = Field(default_factory=list)
     reply_mode: Literal["thread", "reply"] = "thread"
-    allow_dms: bool = True
-    allowed_user_ids: IdList = Field(default_factory=list)
-    blocked_user_ids: IdList = Field(default_factory=list)
     allowed_role_ids: IdList = Field(default_factory=list)
     blocked_role_ids: IdList = Field(default_factory=list)
-    allowed_channel_ids: IdList = Field(default_factory=list)
-    blocked_channel_ids: IdList = Field(default_factory=list)
     allowed_guild_ids: IdList = Field(default_factory=list)
     blocked_guild_ids: IdList = Field(default_factory=list)
     edit_interval_s: float = Field(default=1.0, ge=0.2)

@@ -8,8 +8,7 @@ from typing import ClassVar
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from bot.access import AccessPolicy, AllowDeny
-from bot.settings import AdapterSettings, IdList, Secret
+from bot.settings import ChatAccessSettings, Secret
 from bot.types import Platform, PlatformHelp
 
 __all__ = ["PLATFORM", "SlackSettings"]
@@ -17,8 +16,9 @@ __all__ = ["PLATFORM", "SlackSettings"]
 PLATFORM = Platform("slack")
 
 
-class SlackSettings(AdapterSettings):
-    """``SLACK_BOT_TOKEN``, ``SLACK_APP_TOKEN``, …: ``.env.example`` documents each."""
+class SlackSettings(ChatAccessSettings):
+    """``SLACK_BOT_TOKEN``, ``SLACK_APP_TOKEN``, …: ``.env.example`` documents each. Access:
+    users by id, places by channel (the shared lists)."""
 
     model_config = SettingsConfigDict(env_prefix="SLACK_")
     requirement: ClassVar[str] = (
@@ -34,11 +34,6 @@ class SlackSettings(AdapterSettings):
     http_port: int = Field(default=3000, ge=0, le=65535)
     command_prefix: str = "groq"
     native_streaming: bool = True
-    allow_dms: bool = True
-    allowed_user_ids: IdList = Field(default_factory=list)
-    blocked_user_ids: IdList = Field(default_factory=list)
-    allowed_channel_ids: IdList = Field(default_factory=list)
-    blocked_channel_ids: IdList = Field(default_factory=list)
     updates_per_minute: int = Field(default=45, ge=1)
     edit_interval_s: float = Field(default=1.5, ge=0.2)
     api_base_url: str | None = None
@@ -47,14 +42,6 @@ class SlackSettings(AdapterSettings):
         """A bot token plus an app token (Socket Mode) or a signing secret (HTTP mode)."""
         return self.bot_token is not None and (
             self.app_token is not None or self.signing_secret is not None
-        )
-
-    def access_policy(self) -> AccessPolicy:
-        """People by user id; places by channel (DMs by SLACK_ALLOW_DMS)."""
-        return AccessPolicy(
-            allow_dms=self.allow_dms,
-            users=AllowDeny.of(self.allowed_user_ids, self.blocked_user_ids),
-            places=(AllowDeny.of(self.allowed_channel_ids, self.blocked_channel_ids),),
         )
 
     def help(self) -> PlatformHelp:
