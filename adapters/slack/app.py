@@ -26,8 +26,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.commands import SlashCommands
-from adapters.slack.sink import make_sink
-from adapters.slack.surface import ReplyNotDelivered, ReplyTarget, slack_call
+from adapters.slack.surface import ReplyNotDelivered, ReplyTarget, SlackSurface, slack_call
 from adapters.slack.translate import (
     Route,
     is_allowed,
@@ -39,6 +38,7 @@ from adapters.slack.translate import (
 )
 from bot.engine import Engine
 from bot.errors import BotError
+from bot.streaming import EditingSink
 
 __all__ = ["SUGGESTED_PROMPTS", "Identity", "SlackBot"]
 
@@ -182,10 +182,10 @@ class SlackBot:
                 self.identity.team_id, route.channel, route.thread_ts, user, route.assistant
             )
             engine = self.engine
-            sink = make_sink(
-                self.client, target, settings=self.settings, pacer=engine.pacer, clock=engine.clock
+            surface = SlackSurface(self.client, target, settings=self.settings, pacer=engine.pacer)
+            await engine.handle(
+                incoming, EditingSink(surface, pacer=engine.pacer, clock=engine.clock)
             )
-            await engine.handle(incoming, sink)
         except Exception:  # top of a task: log it, keep the app running
             log.exception("answering Slack message %s failed", event.get("ts"))
 

@@ -1,5 +1,6 @@
-"""SlackStreamSink driven directly against the fake Slack (real slack-sdk client):
-append-only deltas, mention hold-back, message cuts, and every fallback path."""
+"""Slack's reply sink (``EditingSink`` over a streaming ``SlackSurface``) driven directly
+against the fake Slack (real slack-sdk client): append-only deltas, mention hold-back,
+message cuts, and every fallback path."""
 
 from __future__ import annotations
 
@@ -7,10 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
-from adapters.slack import sink as sink_module
+from adapters.slack import surface as surface_module
 from adapters.slack.format import neutralise_markdown, to_mrkdwn
-from adapters.slack.sink import SlackStreamSink
-from adapters.slack.surface import ReplyTarget
+from adapters.slack.surface import ReplyTarget, SlackSurface
 from bot.ports import SystemClock
 from bot.settings import Settings
 from bot.streaming import EditingSink, EditPacer
@@ -24,19 +24,19 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def make_sink(
     fake_slack: FakeSlack, settings_factory: Callable[..., Settings]
-) -> Callable[..., tuple[SlackStreamSink, str]]:
+) -> Callable[..., tuple[EditingSink, str]]:
     """A sink replying in a fresh thread of #general (or an assistant DM thread)."""
     settings = settings_factory(slack_edit_interval_s=0.2)
     clock = SystemClock()
     pacer = EditPacer(clock=clock)
 
-    def build(*, assistant: bool = False) -> tuple[SlackStreamSink, str]:
+    def build(*, assistant: bool = False) -> tuple[EditingSink, str]:
         user = fake_slack.alice
         channel = fake_slack.dm_channel(user) if assistant else fake_slack.general
         root = fake_slack.store(FakeMessage(channel, fake_slack.ts(), user.id, "question"))
         target = ReplyTarget(fake_slack.team_id, channel, root.ts, user.id, assistant)
-        client = web_client(fake_slack)
-        return SlackStreamSink(client, target, settings=settings, pacer=pacer, clock=clock), root.ts
+        surface = SlackSurface(web_client(fake_slack), target, settings=settings, pacer=pacer)
+        return EditingSink(surface, pacer=pacer, clock=clock), root.ts
 
     return build
 
@@ -46,7 +46,7 @@ def replies(fake: FakeSlack, channel: str, thread_ts: str) -> list[FakeMessage]:
 
 
 async def test_deltas_hold_back_unfinished_mentions(
-    fake_slack: FakeSlack, make_sink: Callable[..., tuple[SlackStreamSink, str]]
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[EditingSink, str]]
 ) -> None:
     sink, thread = make_sink()
 
@@ -70,10 +70,10 @@ async def test_deltas_hold_back_unfinished_mentions(
 
 async def test_long_reply_is_cut_into_messages_with_fences_reopened(
     fake_slack: FakeSlack,
-    make_sink: Callable[..., tuple[SlackStreamSink, str]],
+    make_sink: Callable[..., tuple[EditingSink, str]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(sink_module, "STREAM_MAX_CHARS", 200)
+    monkeypatch.setattr(surface_module, "STREAM_MAX_CHARS", 200)
     sink, thread = make_sink()
     prose = " ".join(f"word{i}" for i in range(30))
     code = "\n".join(f"print({i})" for i in range(30))
@@ -94,7 +94,7 @@ async def test_long_reply_is_cut_into_messages_with_fences_reopened(
 
 
 async def test_failed_start_falls_back_to_post_and_update(
-    fake_slack: FakeSlack, make_sink: Callable[..., tuple[SlackStreamSink, str]]
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[EditingSink, str]]
 ) -> None:
     fake_slack.fail("chat.startStream", "not_allowed")
     sink, thread = make_sink()
@@ -105,11 +105,11 @@ async def test_failed_start_falls_back_to_post_and_update(
 
     [message] = replies(fake_slack, fake_slack.general, thread)
     assert message.text == to_mrkdwn("**Partial** and done") == "*Partial* and done"
-    assert isinstance(sink.fallback, EditingSink) and message.streaming is None
+    assert message.streaming is None and fake_slack.calls_to("chat.update")
 
 
 async def test_broken_stream_is_taken_over_by_editing(
-    fake_slack: FakeSlack, make_sink: Callable[..., tuple[SlackStreamSink, str]]
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[EditingSink, str]]
 ) -> None:
     sink, thread = make_sink()
     await sink.start()
@@ -128,7 +128,7 @@ async def test_broken_stream_is_taken_over_by_editing(
 
 
 async def test_rewritten_text_switches_to_editing_the_same_message(
-    fake_slack: FakeSlack, make_sink: Callable[..., tuple[SlackStreamSink, str]]
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[EditingSink, str]]
 ) -> None:
     sink, thread = make_sink()
     await sink.update("draft answer")
@@ -140,7 +140,7 @@ async def test_rewritten_text_switches_to_editing_the_same_message(
 
 
 async def test_status_before_text_uses_editing_outside_assistant_threads(
-    fake_slack: FakeSlack, make_sink: Callable[..., tuple[SlackStreamSink, str]]
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[EditingSink, str]]
 ) -> None:
     sink, thread = make_sink()
     await sink.start()
@@ -155,7 +155,7 @@ async def test_status_before_text_uses_editing_outside_assistant_threads(
 
 
 async def test_assistant_thread_status_then_stream_then_failure_note(
-    fake_slack: FakeSlack, make_sink: Callable[..., tuple[SlackStreamSink, str]]
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[EditingSink, str]]
 ) -> None:
     sink, thread = make_sink(assistant=True)
     channel = fake_slack.dm_channel(fake_slack.alice)
@@ -173,7 +173,7 @@ async def test_assistant_thread_status_then_stream_then_failure_note(
 
 
 async def test_nothing_to_say_sends_nothing(
-    fake_slack: FakeSlack, make_sink: Callable[..., tuple[SlackStreamSink, str]]
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[EditingSink, str]]
 ) -> None:
     sink, _ = make_sink()
     await sink.start()
@@ -188,8 +188,8 @@ async def test_stop_has_its_own_budget_so_it_never_queues_behind_appends(
 ) -> None:
     # Slack limits each method separately: with every appendStream token taken by
     # other replies (the next in 10 s), a finished reply still stops at once.
-    monkeypatch.setattr(sink_module, "APPEND_PER_MINUTE", 6)
-    monkeypatch.setattr(sink_module, "APPEND_BURST", 1)
+    monkeypatch.setattr(surface_module, "APPEND_PER_MINUTE", 6)
+    monkeypatch.setattr(surface_module, "APPEND_BURST", 1)
     clock = SystemClock()
     pacer = EditPacer(clock=clock)
     await pacer.acquire(f"slack:{fake_slack.team_id}:chat.appendStream", 0.1, 1)
@@ -198,9 +198,8 @@ async def test_stop_has_its_own_budget_so_it_never_queues_behind_appends(
     )
     target = ReplyTarget(fake_slack.team_id, fake_slack.general, root.ts, fake_slack.alice.id)
     settings = settings_factory(slack_edit_interval_s=0.2)
-    sink = SlackStreamSink(
-        web_client(fake_slack), target, settings=settings, pacer=pacer, clock=clock
-    )
+    surface = SlackSurface(web_client(fake_slack), target, settings=settings, pacer=pacer)
+    sink = EditingSink(surface, pacer=pacer, clock=clock)
     await sink.start()
     await sink.update("Hello")
     await fake_slack.wait_for(lambda: replies(fake_slack, fake_slack.general, root.ts))
