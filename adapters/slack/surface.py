@@ -71,7 +71,9 @@ log = logging.getLogger(__name__)
 # Slack truncates long text; 4,000 characters is the size it renders well. Markdown
 # grows when converted (escapes, link syntax), so pieces leave room for that.
 MAX_CHARS = 3500
-STREAM_MAX_CHARS = 11_000  # per streamed message; markdown_text takes 12,000 per call
+# Per streamed message, before mentions are defused (a zero-width space each):
+# markdown_text takes 12,000 per call.
+STREAM_MAX_CHARS = 11_000
 APPEND_PER_MINUTE = 80  # chat.appendStream / stopStream are Tier 4 (100+/min)
 APPEND_BURST = 4
 POST_BURST = 4

@@ -234,58 +234,58 @@ class EditingSink:
         if self._dead:
             return None
         stream = self._stream
-        # A streamed message can't take a status line back: show it in an edited one.
-        if stream is not None and (
-            stream.append_limits is None or (self._status is not None and not self._messages)
-        ):
-            self._stop_appending()
+        if stream is not None and stream.append_limits is None:
+            self._stop_appending("the surface stopped appending")
+        elif stream is not None and self._status is not None and not self._messages:
+            # A streamed message can't take a status line back; an edited one can.
+            self._stop_appending("a status line before any text")
         call = self._plan()
-        if call is not None and call.op in ("post", "edit") and self._stream is not None:
-            self._stop_appending()
+        if call is not None and call.op == "edit" and self._stream is not None:
+            self._stop_appending("streamed text must change")
             call = self._plan()
         return call
 
     def _plan(self) -> _Call | None:
         contents, final = self._desired()
+        stream = self._stream
         for index, content in enumerate(contents):
             if index == len(self._messages):
-                if self._stream is None:
+                if stream is None:
                     return _Call("post", index, content)
-                text = content if index < final else self._settled(content)
+                text = content if index < final else self._settled(stream, content)
                 return _Call("open", index, text) if text else None
             message = self._messages[index]
             if message.dead:
                 continue
-            if self._stream is None or not message.open or not content.startswith(message.shown):
+            if stream is None or not message.open or not content.startswith(message.shown):
                 if message.open or message.shown != content:  # an edit ends a stream
                     return _Call("edit", index, content)
             elif index < final:
                 return _Call("close", index, content)
-            elif len(text := self._settled(content)) > len(message.shown):
+            elif len(text := self._settled(stream, content)) > len(message.shown):
                 return _Call("append", index, text)
         return None
 
-    def _settled(self, content: str) -> str:
+    def _settled(self, stream: AppendableSurface, content: str) -> str:
         """What of an open message's content can be appended for good: not trailing
         whitespace (a cut or the final text may drop it), nor what the surface hasn't
         settled, and leaving room to close a code fence there ("" if nothing)."""
-        assert self._stream is not None
         text = content
         while True:
-            text = text[: min(self._stream.settled(text), len(text.rstrip()))]
+            text = text[: min(stream.settled(text), len(text.rstrip()))]
             excess = len(text) + len(fence_closer(text)) - self._limits.max_chars
             if excess <= 0:
                 return text if text.strip() else ""
             text = text[:-excess]
 
-    def _stop_appending(self) -> None:
+    def _stop_appending(self, why: str) -> None:
         """Post and edit from now on: the text from the first open message on is split
         anew for the surface's ``limits``; closed messages stay as they are."""
         self._stream = None
         self._limits = self._surface.limits
         kept = next((i for i, m in enumerate(self._messages) if m.open), len(self._messages))
         self._splitter.restart(self._limits.max_chars, after=kept)
-        log.info("reply goes on by posting and editing, after %d streamed message(s)", kept)
+        log.info("reply goes on by posting and editing after %d message(s): %s", kept, why)
 
     async def _pace(self, call: _Call) -> None:
         """The one place a call waits: the reply's interval, then the shared budget."""
@@ -372,11 +372,12 @@ class EditingSink:
 
     def _stream_failed(self, call: _Call, exc: Exception) -> bool:
         """A failed open, append or close ends appending (it may have left anything
-        behind); the next call posts or edits instead, uncounted."""
+        behind): the next call posts or edits instead, at once, and this one isn't
+        counted against the message."""
         if call.op in ("post", "edit"):
             return False
-        log.warning("streaming the reply failed, editing instead: %s", _describe(exc))
-        self._stop_appending()
+        self._stop_appending(f"{call.op} failed: {_describe(exc)}")
+        self._last_call = None
         return True
 
     async def _enter_typing(self) -> None:

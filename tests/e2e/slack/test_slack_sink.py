@@ -4,14 +4,16 @@ message cuts, and every fallback path."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from collections.abc import Callable
 
 import pytest
 
 from adapters.slack import surface as surface_module
-from adapters.slack.format import neutralise_markdown, to_mrkdwn
+from adapters.slack.format import ZWSP, neutralise_markdown, to_mrkdwn
 from adapters.slack.surface import ReplyTarget, SlackSurface
-from bot.ports import SystemClock
+from bot.ports import AppendableSurface, SystemClock
 from bot.settings import Settings
 from bot.streaming import EditingSink, EditPacer
 from bot.types import TurnStatus
@@ -91,6 +93,44 @@ async def test_long_reply_is_cut_into_messages_with_fences_reopened(
     assert any(t.startswith("```python\n") for t in inside[1:])  # and the next reopens it
     shown = " ".join(m.text for m in messages)
     assert all(f"word{i}" in shown and f"print({i})" in shown for i in range(30))
+
+
+async def test_cuts_while_streaming_keep_what_each_message_streamed(
+    fake_slack: FakeSlack,
+    make_sink: Callable[..., tuple[EditingSink, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(surface_module, "STREAM_MAX_CHARS", 200)
+    sink, thread = make_sink()
+    final = " ".join(f"word{i} <@U0ALICE000>" if i % 9 == 0 else f"word{i}" for i in range(60))
+    await sink.start()
+    for end in range(10, len(final), 10):
+        await sink.update(final[:end])
+        await asyncio.sleep(0.04)  # ~2 s of streaming: a few appends per message
+    await sink.finish(final, TurnStatus.COMPLETE)
+
+    messages = replies(fake_slack, fake_slack.general, thread)
+    assert len(messages) >= 3 and all(m.streaming == "completed" for m in messages)
+    assert fake_slack.calls_to("chat.appendStream")
+    assert not fake_slack.calls_to("chat.update") and not fake_slack.calls_to("chat.postMessage")
+    for message in messages:  # the limit is the model's text; defusing adds a ZWSP each
+        assert len(message.text.replace(ZWSP, "")) <= 200 and "<@" not in message.text
+        assert all(b.startswith(a) for a, b in itertools.pairwise(message.history))
+    assert " ".join(m.text for m in messages).replace(ZWSP, "").split() == final.split()
+
+
+def test_slack_surface_appends_only_in_threads_with_native_streaming(
+    fake_slack: FakeSlack, settings_factory: Callable[..., Settings]
+) -> None:
+    pacer = EditPacer(clock=SystemClock())
+    client = web_client(fake_slack)
+    in_thread = ReplyTarget(fake_slack.team_id, fake_slack.general, "1.000100", "U1")
+    top_level = ReplyTarget(fake_slack.team_id, fake_slack.general, None, "U1")
+    on, off = settings_factory(), settings_factory(slack_native_streaming=False)
+    surface = SlackSurface(client, in_thread, settings=on, pacer=pacer)
+    assert isinstance(surface, AppendableSurface) and surface.append_limits is not None
+    for target, settings in [(top_level, on), (in_thread, off)]:
+        assert SlackSurface(client, target, settings=settings, pacer=pacer).append_limits is None
 
 
 async def test_failed_start_falls_back_to_post_and_update(
