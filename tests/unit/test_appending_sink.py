@@ -3,9 +3,7 @@ to and closed; cuts that keep what was sent; every switch to posting and editing
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -15,6 +13,8 @@ from bot.streaming.split import fence_closer
 from bot.types import SurfaceLimits, TurnStatus
 from tests.fakes.clock import FakeClock, settle
 from tests.fakes.surface import AppendingSurface, RecordingSurface
+
+pytestmark = pytest.mark.usefixtures("no_leaked_flushers")
 
 # Edited messages hold 100 characters, streamed ones 300 (Slack: 3,500 and 11,000).
 EDITED = SurfaceLimits(100, 1.0, budget_key="update", budget_per_s=1.0, budget_burst=5)
@@ -53,13 +53,6 @@ def kinds(surface: AppendingSurface) -> list[str]:
     return [f"{op.op}:{op.message_id}" for op in surface.ops if op.op not in ("typing_exit",)]
 
 
-@pytest.fixture(autouse=True)
-async def no_leaked_flushers() -> AsyncIterator[None]:
-    yield
-    await settle()
-    assert [t for t in asyncio.all_tasks() if t.get_name() == "EditingSink"] == []
-
-
 async def test_only_appendable_surfaces_are_streamed_to() -> None:
     clock = FakeClock()
     assert isinstance(
@@ -91,12 +84,9 @@ async def test_a_reply_is_opened_at_once_appended_at_the_interval_and_closed() -
 
 async def test_trailing_whitespace_and_unsettled_text_wait_for_what_follows() -> None:
     sink, surface, clock = make()
-    await sink.update("Hello ")
-    await settle()
-    await sink.update("Hello <")
-    await clock.advance(1.0)
-    await sink.update("Hello <b>  ")
-    await clock.advance(1.0)
+    for text in ("Hello ", "Hello <", "Hello <b>  "):  # one a second: each may go at once
+        await sink.update(text)
+        await clock.advance(1.0)
     await clock.run(sink.finish("Hello <b>!", DONE))
     assert [(op.op, op.text) for op in surface.ops] == [
         ("open", "Hello"),
@@ -210,11 +200,10 @@ async def test_a_status_before_any_text_is_posted_and_edited_away() -> None:
     await sink.start()
     await sink.status("retrying in 2 s…")
     await settle()
-    await sink.update("answer")
+    assert surface.texts() == ["⏳ retrying in 2 s…"] and surface.open_ids == set()
     await clock.run(sink.finish("answer", DONE))
     assert surface.texts() == ["answer"]
     assert [op.op for op in surface.ops if op.op in ("post", "edit", "open")] == ["post", "edit"]
-    assert surface.calls("post")[0].text == "⏳ retrying in 2 s…"
 
 
 async def test_a_status_after_streamed_text_is_not_shown_in_it() -> None:

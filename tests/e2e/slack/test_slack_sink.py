@@ -43,6 +43,13 @@ def make_sink(
     return build
 
 
+@pytest.fixture
+def short_streams(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Streamed messages of 200 characters, so a short reply is cut into several."""
+    monkeypatch.setattr(surface_module, "STREAM_MAX_CHARS", 200)
+    return 200
+
+
 def replies(fake: FakeSlack, channel: str, thread_ts: str) -> list[FakeMessage]:
     return fake.bot_replies(channel, thread_ts)
 
@@ -71,11 +78,8 @@ async def test_deltas_hold_back_unfinished_mentions(
 
 
 async def test_long_reply_is_cut_into_messages_with_fences_reopened(
-    fake_slack: FakeSlack,
-    make_sink: Callable[..., tuple[EditingSink, str]],
-    monkeypatch: pytest.MonkeyPatch,
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[EditingSink, str]], short_streams: int
 ) -> None:
-    monkeypatch.setattr(surface_module, "STREAM_MAX_CHARS", 200)
     sink, thread = make_sink()
     prose = " ".join(f"word{i}" for i in range(30))
     code = "\n".join(f"print({i})" for i in range(30))
@@ -87,7 +91,7 @@ async def test_long_reply_is_cut_into_messages_with_fences_reopened(
 
     messages = replies(fake_slack, fake_slack.general, thread)
     assert len(messages) >= 3 and all(m.streaming == "completed" for m in messages)
-    assert all(len(m.text) <= 200 for m in messages)
+    assert all(len(m.text) <= short_streams for m in messages)
     inside = [m.text for m in messages if "print(" in m.text]
     assert all(t.count("```") % 2 == 0 for t in inside)  # every part closes its fence
     assert any(t.startswith("```python\n") for t in inside[1:])  # and the next reopens it
@@ -96,11 +100,8 @@ async def test_long_reply_is_cut_into_messages_with_fences_reopened(
 
 
 async def test_cuts_while_streaming_keep_what_each_message_streamed(
-    fake_slack: FakeSlack,
-    make_sink: Callable[..., tuple[EditingSink, str]],
-    monkeypatch: pytest.MonkeyPatch,
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[EditingSink, str]], short_streams: int
 ) -> None:
-    monkeypatch.setattr(surface_module, "STREAM_MAX_CHARS", 200)
     sink, thread = make_sink()
     final = " ".join(f"word{i} <@U0ALICE000>" if i % 9 == 0 else f"word{i}" for i in range(60))
     await sink.start()
@@ -114,7 +115,7 @@ async def test_cuts_while_streaming_keep_what_each_message_streamed(
     assert fake_slack.calls_to("chat.appendStream")
     assert not fake_slack.calls_to("chat.update") and not fake_slack.calls_to("chat.postMessage")
     for message in messages:  # the limit is the model's text; defusing adds a ZWSP each
-        assert len(message.text.replace(ZWSP, "")) <= 200 and "<@" not in message.text
+        assert len(message.text.replace(ZWSP, "")) <= short_streams and "<@" not in message.text
         assert all(b.startswith(a) for a, b in itertools.pairwise(message.history))
     assert " ".join(m.text for m in messages).replace(ZWSP, "").split() == final.split()
 
