@@ -1,6 +1,7 @@
 """The seams between the engine and everything around it, as Protocols.
 
-Adapters implement ``ReplySink`` (or just ``Surface`` and reuse ``EditingSink``);
+Adapters implement ``ReplySink`` (or just ``Surface``, or ``AppendableSurface``, and
+reuse ``EditingSink``);
 ``bot.app`` supplies concrete ``Store``, ``Completions``, ``QuotaGate`` and ``Clock``.
 """
 
@@ -32,6 +33,7 @@ from bot.types import (
 
 __all__ = [
     "Adapter",
+    "AppendableSurface",
     "Clock",
     "Completions",
     "ConversationStore",
@@ -113,6 +115,51 @@ class Surface(Protocol):
         ...
 
     async def edit(self, message_id: str, text: str) -> None: ...
+
+
+@runtime_checkable
+class AppendableSurface(Surface, Protocol):
+    """A ``Surface`` whose messages can also grow by appending (Slack's streams).
+
+    While ``append_limits`` is not None, ``EditingSink`` ``open``s each message,
+    ``append``s what its text gains and ``close``s it with the rest once it is final.
+    Appended text is never taken back: a message that must change otherwise is
+    ``edit``ed, which ends its stream first, and the reply goes on by ``post`` and
+    ``edit`` within ``limits``, as it does once ``append_limits`` turns None (the
+    surface's switch, e.g. after a failed stream call; it never turns back). ``close``
+    spends none of the sink's budget: the surface paces it, if it needs to.
+    """
+
+    @property
+    def append_limits(self) -> SurfaceLimits | None:
+        """Limits while messages are appended to; None when they can't be (any more)."""
+        ...
+
+    @property
+    def shows_status(self) -> bool:
+        """Whether ``show_status`` shows statuses beside the messages, instead of in them."""
+        ...
+
+    def settled(self, text: str) -> int:
+        """How much of a message's ``text`` may be appended now: a trailing piece may
+        still change how it renders once more text follows (``len(text)`` if none)."""
+        ...
+
+    async def show_status(self, text: str) -> None:
+        """Show ``text`` beside the reply until the next text appears."""
+        ...
+
+    async def open(self, text: str) -> str:
+        """Post a message that can grow by appending; return its platform id."""
+        ...
+
+    async def append(self, message_id: str, text: str) -> None:
+        """Add ``text`` at the end of an open message."""
+        ...
+
+    async def close(self, message_id: str, text: str) -> None:
+        """Add ``text`` (may be "") at the end of an open message and end it."""
+        ...
 
 
 class Completions(Protocol):

@@ -27,8 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.commands import SlashCommands
 from adapters.slack.config import SlackSettings
-from adapters.slack.sink import make_sink
-from adapters.slack.surface import ReplyNotDelivered, ReplyTarget, slack_call
+from adapters.slack.surface import ReplyNotDelivered, ReplyTarget, SlackSurface, slack_call
 from adapters.slack.translate import (
     Route,
     is_dm_channel,
@@ -40,6 +39,7 @@ from adapters.slack.translate import (
 from bot.access import Requester
 from bot.adapter import AdapterContext
 from bot.errors import BotError
+from bot.streaming import EditingSink
 
 __all__ = ["SUGGESTED_PROMPTS", "Identity", "SlackBot"]
 
@@ -190,14 +190,10 @@ class SlackBot:
                 self.identity.team_id, route.channel, route.thread_ts, user, route.assistant
             )
             context = self.context
-            sink = make_sink(
-                self.client,
-                target,
-                settings=self.settings,
-                pacer=context.pacer,
-                clock=context.clock,
+            surface = SlackSurface(self.client, target, settings=self.settings, pacer=context.pacer)
+            await self.engine.handle(
+                incoming, EditingSink(surface, pacer=context.pacer, clock=context.clock)
             )
-            await self.engine.handle(incoming, sink)
         except Exception:  # top of a task: log it, keep the app running
             log.exception("answering Slack message %s failed", event.get("ts"))
 

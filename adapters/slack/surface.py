@@ -1,4 +1,10 @@
-"""SlackSurface: ``chat.postMessage`` / ``chat.update`` primitives for ``EditingSink``.
+"""SlackSurface: one reply's messages, for ``EditingSink`` (an ``AppendableSurface``).
+
+In a thread, with SLACK_NATIVE_STREAMING on, messages are streamed
+(``chat.startStream`` / ``appendStream`` / ``stopStream``) until a stream call fails:
+from then on the surface no longer appends, and the sink goes on with
+``chat.postMessage`` / ``chat.update`` (an update of a streamed message stops its stream
+first, so what was shown stays where it is). Elsewhere, post and update throughout.
 
 Budgets (all on the engine's shared ``EditPacer``, so every reply in the process
 counts against the same ones):
@@ -7,15 +13,23 @@ counts against the same ones):
   workspace takes a token from ``slack:<team>:chat.update``, sized by
   ``SLACK_UPDATES_PER_MINUTE`` (45 by default, under the 50). Posts do not: under
   load a reply's first text must not queue behind other replies' edits.
+- ``chat.appendStream`` and ``chat.stopStream`` are Tier 4 (100+/min): ``APPEND_PER_MINUTE``
+  each, per workspace. Slack limits each method on its own, so a reply's final
+  ``stopStream`` (paced here) never queues behind other replies' appends (paced by the
+  sink, like updates).
 - Posting (``chat.postMessage``, and ``chat.startStream``, which posts too) is about
   one message per second per channel with short bursts: ``POST_BURST`` per
   ``POST_WINDOW_S`` per channel.
 
-Text is Markdown from the model; it goes out as escaped mrkdwn (``format.to_mrkdwn``),
-so nothing in it can ping anyone. A refused or failed call is logged and re-raised as
-``ReplyNotDelivered`` for the sink, which retries once and otherwise keeps going. 429s
-are retried by the client's ``AsyncRateLimitErrorRetryHandler`` (it sleeps
-``Retry-After``) before anything reaches here.
+Text is Markdown from the model. Posts and updates send it as escaped mrkdwn
+(``format.to_mrkdwn``); streams send Markdown with every mention sequence defused
+(``format.neutralise_markdown``), and ``settled`` holds back a trailing piece that
+could still become one (a lone ``<`` or ``@he``), so what was streamed is always a
+prefix of what comes next. Nothing in a reply can ping anyone. A refused or failed
+call is logged and re-raised as ``ReplyNotDelivered`` for the sink, which retries
+once and otherwise keeps going. 429s are retried by the client's
+``AsyncRateLimitErrorRetryHandler`` (it sleeps ``Retry-After``) before anything
+reaches here.
 """
 
 from __future__ import annotations
@@ -24,7 +38,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -32,16 +46,18 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.config import SlackSettings
-from adapters.slack.format import to_mrkdwn
+from adapters.slack.format import neutralise_markdown, pending_tail, to_mrkdwn
 from bot.errors import BotError
 from bot.streaming import EditPacer
 from bot.types import SurfaceLimits
 
 __all__ = [
+    "APPEND_BURST",
+    "APPEND_PER_MINUTE",
     "MAX_CHARS",
     "POST_BURST",
     "POST_WINDOW_S",
-    "AdoptedSurface",
+    "STREAM_MAX_CHARS",
     "ReplyNotDelivered",
     "ReplyTarget",
     "SlackSurface",
@@ -55,6 +71,11 @@ log = logging.getLogger(__name__)
 # Slack truncates long text; 4,000 characters is the size it renders well. Markdown
 # grows when converted (escapes, link syntax), so pieces leave room for that.
 MAX_CHARS = 3500
+# Per streamed message, before mentions are defused (a zero-width space each):
+# markdown_text takes 12,000 per call.
+STREAM_MAX_CHARS = 11_000
+APPEND_PER_MINUTE = 80  # chat.appendStream / stopStream are Tier 4 (100+/min)
+APPEND_BURST = 4
 POST_BURST = 4
 POST_WINDOW_S = 5.0
 UPDATE_BURST = 4
@@ -119,8 +140,15 @@ async def set_status(
         )
 
 
+@dataclass(slots=True)
+class _Stream:
+    raw: str  # the Markdown streamed so far
+    sent: str  # as Slack got it: mentions defused
+
+
 class SlackSurface:
-    """One reply's messages in one channel or thread (implements ``bot.ports.Surface``)."""
+    """One reply's messages in one channel or thread (implements
+    ``bot.ports.AppendableSurface``)."""
 
     def __init__(
         self,
@@ -141,10 +169,30 @@ class SlackSurface:
             budget_burst=UPDATE_BURST,
             posts_use_budget=False,  # post() spends the channel's posting budget instead
         )
+        self._append_limits = SurfaceLimits(
+            max_chars=STREAM_MAX_CHARS,
+            min_edit_interval_s=settings.edit_interval_s,
+            budget_key=f"slack:{target.team_id}:chat.appendStream",
+            budget_per_s=APPEND_PER_MINUTE / 60.0,
+            budget_burst=APPEND_BURST,
+            posts_use_budget=False,  # open() spends the channel's posting budget instead
+        )
+        # Slack streams only into threads.
+        self._streaming = settings.native_streaming and target.thread_ts is not None
+        self._streams: dict[str, _Stream] = {}  # open streamed messages by ts
 
     @property
     def limits(self) -> SurfaceLimits:
         return self._limits
+
+    @property
+    def append_limits(self) -> SurfaceLimits | None:
+        return self._append_limits if self._streaming else None
+
+    @property
+    def shows_status(self) -> bool:
+        """Assistant threads show a status under the thread (``setStatus``)."""
+        return self._target.assistant
 
     def typing(self) -> AbstractAsyncContextManager[None]:
         """Slack has no typing indicator for bots; assistant threads get a status."""
@@ -155,9 +203,15 @@ class SlackSurface:
         await set_status(self._client, self._target, self._pacer, THINKING)
         yield  # the status clears by itself when the reply is posted
 
+    async def show_status(self, text: str) -> None:
+        await set_status(self._client, self._target, self._pacer, text)
+
+    def settled(self, text: str) -> int:
+        return pending_tail(text)
+
     async def post(self, text: str) -> str:
         target = self._target
-        await self._pacer.acquire(target.post_key, POST_BURST / POST_WINDOW_S, POST_BURST)
+        await self._pace_post()
         response = await slack_call(
             self._client.chat_postMessage(
                 channel=target.channel,
@@ -171,6 +225,13 @@ class SlackSurface:
         return str(response["ts"])
 
     async def edit(self, message_id: str, text: str) -> None:
+        if self._streams.pop(message_id, None) is not None:
+            # chat.update can't change a message that is still streaming.
+            with contextlib.suppress(ReplyNotDelivered):
+                await slack_call(
+                    self._client.chat_stopStream(channel=self._target.channel, ts=message_id),
+                    "chat.stopStream",
+                )
         await slack_call(
             self._client.chat_update(
                 channel=self._target.channel, ts=message_id, text=to_mrkdwn(text)
@@ -178,31 +239,56 @@ class SlackSurface:
             "chat.update",
         )
 
-
-class AdoptedSurface:
-    """A ``SlackSurface`` whose first "post" takes over an existing message by editing
-    it: a streamed message that broke off continues as an edited one, not a copy."""
-
-    def __init__(self, inner: SlackSurface, message_ts: str) -> None:
-        self._inner = inner
-        self._adopt: str | None = message_ts
-        # Its first "post" is a chat.update, so posts spend the update budget here.
-        self._limits = replace(inner.limits, posts_use_budget=True)
-
-    @property
-    def limits(self) -> SurfaceLimits:
-        return self._limits
-
-    @asynccontextmanager
-    async def typing(self) -> AsyncIterator[None]:
-        yield
-
-    async def post(self, text: str) -> str:
-        if self._adopt is None:
-            return await self._inner.post(text)
-        await self._inner.edit(self._adopt, text)
-        ts, self._adopt = self._adopt, None
+    async def open(self, text: str) -> str:
+        target = self._target
+        await self._pace_post()
+        sent = neutralise_markdown(text)
+        response = await self._stream_call(
+            self._client.chat_startStream(
+                channel=target.channel,
+                thread_ts=str(target.thread_ts),
+                recipient_team_id=target.team_id,
+                recipient_user_id=target.user_id,
+                markdown_text=sent,
+            ),
+            "chat.startStream",
+        )
+        ts = str(response["ts"])
+        self._streams[ts] = _Stream(text, sent)
         return ts
 
-    async def edit(self, message_id: str, text: str) -> None:
-        await self._inner.edit(message_id, text)
+    async def append(self, message_id: str, text: str) -> None:
+        stream = self._streams[message_id]
+        # Defusing the whole text keeps a mention split across appends defused.
+        raw = stream.raw + text
+        sent = neutralise_markdown(raw)
+        await self._stream_call(
+            self._client.chat_appendStream(
+                channel=self._target.channel, ts=message_id, markdown_text=sent[len(stream.sent) :]
+            ),
+            "chat.appendStream",
+        )
+        stream.raw, stream.sent = raw, sent
+
+    async def close(self, message_id: str, text: str) -> None:
+        key = f"slack:{self._target.team_id}:chat.stopStream"
+        await self._pacer.acquire(key, APPEND_PER_MINUTE / 60.0, APPEND_BURST)
+        stream = self._streams.pop(message_id)  # tried once, even if it fails
+        rest = neutralise_markdown(stream.raw + text)[len(stream.sent) :]
+        await self._stream_call(
+            self._client.chat_stopStream(
+                channel=self._target.channel, ts=message_id, markdown_text=rest or None
+            ),
+            "chat.stopStream",
+        )
+
+    async def _pace_post(self) -> None:
+        per_s = POST_BURST / POST_WINDOW_S
+        await self._pacer.acquire(self._target.post_key, per_s, POST_BURST)
+
+    async def _stream_call(self, call: Awaitable[Any], what: str) -> Any:
+        try:
+            return await slack_call(call, what)
+        except ReplyNotDelivered:
+            self._streaming = False  # the surface's switch: post and update from now on
+            raise

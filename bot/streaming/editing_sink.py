@@ -1,4 +1,5 @@
-"""EditingSink: a ``ReplySink`` over any ``Surface``, by posting and editing messages.
+"""EditingSink: a ``ReplySink`` over any ``Surface``, by posting and editing messages
+(or by appending to them, on an ``AppendableSurface``).
 
 The engine's calls only record state and wake one background flusher per reply, so
 the model stream is never slowed by the platform. The flusher compares what should be
@@ -8,6 +9,16 @@ sent, and makes one call at a time: the first post at once, then at most one cal
 ``posts_use_budget`` is off) after a token from the shared ``EditPacer`` budget.
 Edits coalesce: a call always carries the newest text, and nothing is sent when
 nothing changed.
+
+While an ``AppendableSurface`` appends, the same loop opens, appends to and closes
+messages instead, within its ``append_limits`` (appends are budgeted like edits;
+closes wait for neither). What is appended can't be taken back, so an open message
+gets only what will stay: no trailing whitespace, nothing the surface hasn't
+``settled``, room left to close a code fence; and its cut keeps what it was sent.
+Anything else (a rewrite, a status line before any text, a failed stream call, or
+the surface's own switch) ends appending for the reply: from the first open message
+on, the text is split anew for ``limits`` and posted and edited, so what was shown
+stays where it is.
 """
 
 from __future__ import annotations
@@ -16,8 +27,9 @@ import asyncio
 import logging
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Literal
 
-from bot.ports import Clock, Surface
+from bot.ports import AppendableSurface, Clock, Surface
 from bot.streaming.pacer import EditPacer
 from bot.streaming.split import StreamSplitter, fence_closer
 from bot.types import TurnStatus
@@ -37,8 +49,16 @@ _PLACEHOLDER = "…"
 class _Message:
     id: str
     shown: str  # last content sent, or given up on after a retry
+    open: bool = False  # opened on an AppendableSurface, not closed or edited since
     failures: int = 0  # consecutive failed edits
     dead: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    op: Literal["post", "edit", "open", "append", "close"]
+    index: int  # of the message
+    content: str  # the message's whole content once the call is done
 
 
 class EditingSink:
@@ -49,7 +69,8 @@ class EditingSink:
     every message holds its final content (or the platform refused twice) and the
     background task has ended. Platform errors are logged, never raised: a failed call
     is retried once; a reply whose post fails twice stops quietly. ``message_ids``,
-    ``posts`` and ``edits`` (calls made, failed ones included) are for benchmarks.
+    ``posts`` and ``edits`` (calls made, failed ones included; opens count as posts,
+    appends and closes as edits) are for benchmarks.
     """
 
     def __init__(
@@ -62,7 +83,12 @@ class EditingSink:
         error_prefix: str = "⚠️ ",
     ) -> None:
         self._surface = surface
-        self._limits = surface.limits
+        # The surface while the reply appends to messages (None once it posts and edits).
+        self._stream = surface if isinstance(surface, AppendableSurface) else None
+        limits = self._stream.append_limits if self._stream is not None else None
+        if limits is None:
+            self._stream, limits = None, surface.limits
+        self._limits = limits
         self._pacer = pacer
         self._clock = clock
         self._status_prefix = status_prefix
@@ -70,9 +96,11 @@ class EditingSink:
         self._splitter = StreamSplitter(self._limits.max_chars)
         self._text = ""
         self._status: str | None = None
+        self._aside: str | None = None  # a status to show beside the reply
         self._closing = False
         self._dead = False
         self._messages: list[_Message] = []
+        self._closed = 0  # closed pieces in the last split: the open message's index
         self._post_failures = 0
         self._last_call: float | None = None
         self._wake = asyncio.Event()
@@ -98,7 +126,10 @@ class EditingSink:
         """Show ``text`` as a transient line until the next ``update``."""
         if self._closing:
             return
-        self._status = text
+        if self._stream is not None and self._stream.shows_status:
+            self._aside = text  # the platform clears it when text appears
+        else:
+            self._status = text
         self._poke()
 
     async def update(self, text_so_far: str) -> None:
@@ -149,9 +180,13 @@ class EditingSink:
 
     async def _run(self) -> None:
         try:
-            if self._want_typing:
+            # Beside the reply, "typing…" and a status share one place: the newest wins.
+            if self._want_typing and self._aside is None:
                 await self._enter_typing()
             while not self._dead:
+                if self._aside is not None:
+                    await self._show_aside()
+                    continue
                 pending = self._next_call()
                 if pending is None:
                     if self._closing:
@@ -159,22 +194,27 @@ class EditingSink:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                await self._pace(posting=pending[0] == len(self._messages))
+                await self._pace(pending)
                 call = self._next_call()  # the newest text, after the wait
-                if call is not None:
-                    await self._apply(*call)
+                if call is not None and call.op == pending.op:  # else pace it anew
+                    await self._apply(call)
         except Exception:  # top of the task: a bug here must not reach the engine
             log.exception("reply streaming stopped unexpectedly")
         finally:
             await self._exit_typing()
 
-    def _desired(self) -> list[str]:
-        """Every message's content as it should be now."""
-        split = self._splitter.feed(self._text)
+    def _desired(self) -> tuple[list[str], int]:
+        """Every message's content as it should be now, and how many are final."""
+        keep = 0
+        if self._stream is not None and self._closed < len(self._messages):
+            keep = len(self._messages[self._closed].shown)  # sent: the cut keeps it
+        split = self._splitter.feed(self._text, keep=keep)
+        self._closed = len(split.closed)
         contents = list(split.closed)
         if split.tail.strip():
             contents.append(split.tail)
-        if self._status is not None:
+        final = len(contents) if self._closing else len(split.closed)
+        if self._status is not None and self._stream is None:
             line = f"{self._status_prefix}{self._status}"
             if contents:
                 contents[-1] = self._with_status(contents[-1], line)
@@ -182,46 +222,108 @@ class EditingSink:
                 contents.append(line[: self._limits.max_chars])
         # Messages cannot be deleted: ones the text no longer reaches keep a placeholder.
         contents.extend([_PLACEHOLDER] * (len(self._messages) - len(contents)))
-        return contents
+        return contents, final
 
     def _with_status(self, content: str, line: str) -> str:
         base = content.rstrip()
         shown = f"{base}{fence_closer(base)}\n\n{line}"
         return shown if len(shown) <= self._limits.max_chars else content
 
-    def _next_call(self) -> tuple[int, str] | None:
-        """(message index, content) of the first message that is out of date."""
+    def _next_call(self) -> _Call | None:
+        """The first call that brings a message up to date."""
         if self._dead:
             return None
-        for index, content in enumerate(self._desired()):
+        stream = self._stream
+        if stream is not None and stream.append_limits is None:
+            self._stop_appending("the surface stopped appending")
+        elif stream is not None and self._status is not None and not self._messages:
+            # A streamed message can't take a status line back; an edited one can.
+            self._stop_appending("a status line before any text")
+        call = self._plan()
+        if call is not None and call.op == "edit" and self._stream is not None:
+            self._stop_appending("streamed text must change")
+            call = self._plan()
+        return call
+
+    def _plan(self) -> _Call | None:
+        contents, final = self._desired()
+        stream = self._stream
+        for index, content in enumerate(contents):
             if index == len(self._messages):
-                return index, content
+                if stream is None:
+                    return _Call("post", index, content)
+                text = content if index < final else self._settled(stream, content)
+                return _Call("open", index, text) if text else None
             message = self._messages[index]
-            if not message.dead and message.shown != content:
-                return index, content
+            if message.dead:
+                continue
+            if stream is None or not message.open or not content.startswith(message.shown):
+                if message.open or message.shown != content:  # an edit ends a stream
+                    return _Call("edit", index, content)
+            elif index < final:
+                return _Call("close", index, content)
+            elif len(text := self._settled(stream, content)) > len(message.shown):
+                return _Call("append", index, text)
         return None
 
-    async def _pace(self, *, posting: bool) -> None:
+    def _settled(self, stream: AppendableSurface, content: str) -> str:
+        """What of an open message's content can be appended for good: not trailing
+        whitespace (a cut or the final text may drop it), nor what the surface hasn't
+        settled, and leaving room to close a code fence there ("" if nothing)."""
+        text = content
+        while True:
+            text = text[: min(stream.settled(text), len(text.rstrip()))]
+            excess = len(text) + len(fence_closer(text)) - self._limits.max_chars
+            if excess <= 0:
+                return text if text.strip() else ""
+            text = text[:-excess]
+
+    def _stop_appending(self, why: str) -> None:
+        """Post and edit from now on: the text from the first open message on is split
+        anew for the surface's ``limits``; closed messages stay as they are."""
+        self._stream = None
+        self._limits = self._surface.limits
+        kept = next((i for i, m in enumerate(self._messages) if m.open), len(self._messages))
+        self._splitter.restart(self._limits.max_chars, after=kept)
+        log.info("reply goes on by posting and editing after %d message(s): %s", kept, why)
+
+    async def _pace(self, call: _Call) -> None:
+        """The one place a call waits: the reply's interval, then the shared budget."""
+        if call.op == "close":
+            return  # once per message, on the surface's own budget: never held back
         limits = self._limits
         if self._last_call is not None:
             wait = self._last_call + limits.min_edit_interval_s - self._clock.now()
             if wait > 0:
                 await self._clock.sleep(wait)
-        if limits.posts_use_budget or not posting:
+        if limits.posts_use_budget or call.op in ("edit", "append"):
             await self._pacer.acquire(limits.budget_key, limits.budget_per_s, limits.budget_burst)
 
-    async def _apply(self, index: int, content: str) -> None:
+    async def _apply(self, call: _Call) -> None:
         self._last_call = self._clock.now()
-        if index == len(self._messages):
-            await self._post(content)
+        if call.index == len(self._messages):
+            await self._post(call)
         else:
-            await self._edit(self._messages[index], content)
+            await self._edit(self._messages[call.index], call)
 
-    async def _post(self, content: str) -> None:
+    async def _show_aside(self) -> None:
+        text, self._aside = self._aside, None
+        assert isinstance(self._surface, AppendableSurface) and text is not None
+        try:
+            await self._surface.show_status(text)
+        except Exception as exc:  # a nicety: the reply goes on without it
+            log.warning("showing a status failed: %s", _describe(exc))
+
+    async def _post(self, call: _Call) -> None:
         self.posts += 1
         try:
-            message_id = await self._surface.post(content)
+            if call.op == "open" and self._stream is not None:
+                message_id = await self._stream.open(call.content)
+            else:
+                message_id = await self._surface.post(call.content)
         except Exception as exc:  # platform errors stay here, whatever the adapter raises
+            if self._stream_failed(call, exc):
+                return
             self._post_failures += 1
             if self._post_failures >= 2:
                 self._dead = True
@@ -234,15 +336,23 @@ class EditingSink:
                 log.warning("posting reply message failed, retrying once: %s", _describe(exc))
             return
         self._post_failures = 0
-        self._messages.append(_Message(message_id, content))
+        self._messages.append(_Message(message_id, call.content, open=call.op == "open"))
         if len(self._messages) == 1:
             await self._exit_typing()
 
-    async def _edit(self, message: _Message, content: str) -> None:
+    async def _edit(self, message: _Message, call: _Call) -> None:
         self.edits += 1
+        stream, added = self._stream, call.content[len(message.shown) :]
         try:
-            await self._surface.edit(message.id, content)
+            if stream is not None and call.op == "append":
+                await stream.append(message.id, added)
+            elif stream is not None and call.op == "close":
+                await stream.close(message.id, added)
+            else:
+                await self._surface.edit(message.id, call.content)
         except Exception as exc:  # platform errors stay here, whatever the adapter raises
+            if self._stream_failed(call, exc):
+                return
             message.failures += 1
             if message.failures >= _DEAD_AFTER:
                 message.dead = True
@@ -250,7 +360,7 @@ class EditingSink:
                     "editing message %s keeps failing, leaving it: %s", message.id, _describe(exc)
                 )
             elif message.failures % 2 == 0:
-                message.shown = content  # retried once already: wait for newer text
+                message.shown, message.open = call.content, False  # wait for newer text
                 log.error("editing message %s failed twice: %s", message.id, _describe(exc))
             else:
                 log.warning(
@@ -258,7 +368,17 @@ class EditingSink:
                 )
             return
         message.failures = 0
-        message.shown = content
+        message.shown, message.open = call.content, call.op == "append"
+
+    def _stream_failed(self, call: _Call, exc: Exception) -> bool:
+        """A failed open, append or close ends appending (it may have left anything
+        behind): the next call posts or edits instead, at once, and this one isn't
+        counted against the message."""
+        if call.op in ("post", "edit"):
+            return False
+        self._stop_appending(f"{call.op} failed: {_describe(exc)}")
+        self._last_call = None
+        return True
 
     async def _enter_typing(self) -> None:
         try:

@@ -11,7 +11,9 @@ split "\\r\\n", a surrogate pair, or a character from the combining marks after 
 Each cut depends only on the first ``max_chars + 1`` characters of what is left (after
 the newlines a previous cut left at its start), so a piece, once the text has grown
 past it, never changes as more text streams in. That is
-what lets ``EditingSink`` freeze messages it already sent (``StreamSplitter``).
+what lets ``EditingSink`` freeze messages it already sent (``StreamSplitter``). A
+message that grows by appending can't take text back, so its cut may be told to
+``keep`` what was sent: it then goes at the best boundary after it, else right there.
 
 Fences are recognised per line (up to three spaces, then three or more backticks), as
 models write them; ``~~~`` fences and inline triple backticks are not tracked.
@@ -137,11 +139,14 @@ def fence_closer(text: str) -> str:
 class _Cutter:
     """Chooses the cut for one piece; looks at ``limit + 1`` characters from ``start``."""
 
-    def __init__(self, rest: str, start: int, max_chars: int, fence: _Fence | None) -> None:
+    def __init__(
+        self, rest: str, start: int, max_chars: int, fence: _Fence | None, keep: int
+    ) -> None:
         self.max_chars = max_chars
         self.reopen = fence.reopen if fence is not None else ""
         self.limit = max_chars - len(self.reopen)
         self.text = rest[start : start + self.limit + 1]
+        self.floor = max(0, keep - len(self.reopen))  # no cut before it (already sent)
         self.lines = _scan(self.text, fence)
         self._starts = [line.start for line in self.lines]
 
@@ -183,11 +188,14 @@ class _Cutter:
                 return self.piece(*top)
             if best is None or top[0] > best[0]:
                 best = top
+        if best is None and self.floor:
+            spaces = _SPACES.match(self.text, self.floor)
+            best = self._check(self.floor, spaces.end() if spaces else self.floor)
         return self.piece(*best) if best is not None else self._hard_cut()
 
     def _check(self, cut: int, resume: int) -> tuple[int, int, _Fence | None] | None:
         end = len(self.text[:cut].rstrip())
-        if end == 0:
+        if end == 0 or end < self.floor:
             return None
         legal, fence = self.fence_at(end)
         if not legal or not self.fits(end, fence):
@@ -282,19 +290,20 @@ def _usable(fence: _Fence | None, max_chars: int) -> _Fence | None:
     return fence
 
 
-def take_piece(rest: str, max_chars: int, reopen: str = "") -> Piece | None:
+def take_piece(rest: str, max_chars: int, reopen: str = "", keep: int = 0) -> Piece | None:
     """Cut the next message off ``rest`` (which continues after ``reopen``).
 
     Returns None when ``reopen + rest`` still fits in one message: the open last piece,
     not final yet. Leading newlines are dropped; after them, the cut depends only on the
-    next ``max_chars + 1`` characters.
+    next ``max_chars + 1`` characters, and on ``keep``: the first ``keep`` characters of
+    the message (``reopen`` included) stay in it when they can.
     """
     if max_chars < 1:
         raise ValueError("max_chars must be at least 1")
     fence = _usable(_opener(reopen.rstrip("\r\n")) if reopen else None, max_chars)
     # Newlines left over from the previous cut would start the message with blank lines.
     skip = _NEWLINES.match(rest).end()  # type: ignore[union-attr]
-    cutter = _Cutter(rest, skip, max_chars, fence)
+    cutter = _Cutter(rest, skip, max_chars, fence, keep)
     if len(cutter.reopen) + len(rest) - skip <= max_chars:
         return None
     if not cutter.text.strip():
@@ -317,24 +326,40 @@ class StreamSplitter:
         self.max_chars = max_chars
         self._source = ""  # the part of the last text that closed pieces cover
         self._closed: list[str] = []
+        self._ends: list[tuple[int, str]] = []  # each closed piece's end in the text, reopen
         self._reopen = ""
 
-    def feed(self, text: str) -> Split:
-        """The split of ``text``; ``closed`` extends the previous call's when it can."""
+    def feed(self, text: str, *, keep: int = 0) -> Split:
+        """The split of ``text``; ``closed`` extends the previous call's when it can.
+
+        ``keep``: characters of the open last message already sent for good (it grows by
+        appending); if it is cut now, the cut keeps them (``take_piece``).
+        """
         if not text.startswith(self._source):
-            self._source, self._closed, self._reopen = "", [], ""
+            self._source, self._closed, self._ends, self._reopen = "", [], [], ""
         offset = len(self._source)
         rest = text[offset:]
-        while (piece := take_piece(rest, self.max_chars, self._reopen)) is not None:
+        while (piece := take_piece(rest, self.max_chars, self._reopen, keep)) is not None:
+            keep = 0  # only the open message was sent
+            offset += piece.consumed
             if piece.text:
                 self._closed.append(piece.text)
-            offset += piece.consumed
+                self._ends.append((offset, piece.reopen))
             rest = rest[piece.consumed :]
             self._reopen = piece.reopen
         self._source = text[:offset]
         rest = rest[_NEWLINES.match(rest).end() :]  # type: ignore[union-attr]
         tail = "" if self._closed and not rest.strip() else self._reopen + rest
         return Split(tuple(self._closed), tail)
+
+    def restart(self, max_chars: int, *, after: int) -> None:
+        """Split what follows the first ``after`` closed pieces anew, into messages of
+        ``max_chars`` (those pieces stay as they were)."""
+        after = min(after, len(self._closed))
+        end, self._reopen = self._ends[after - 1] if after else (0, "")
+        self.max_chars = max_chars
+        self._source = self._source[:end]
+        del self._closed[after:], self._ends[after:]
 
 
 def split_for_limit(text: str, max_chars: int) -> list[str]:

@@ -1,10 +1,13 @@
-"""RecordingSurface: an in-memory ``bot.ports.Surface`` that logs every platform call.
+"""RecordingSurface: an in-memory ``bot.ports.Surface`` that logs every platform call,
+and AppendingSurface: the same for ``bot.ports.AppendableSurface``.
 
 Each call is recorded as ``SurfaceOp(t, op, message_id, text, ok)`` with ``t`` from the
-injected clock. Several surfaces may share one ``journal`` list, so a test can check a
-shared budget across many replies. Rules a real platform enforces (length, blank text,
-unknown ids) are not raised, because the sink would swallow the error; they are
-collected in ``violations`` for the test to assert empty.
+injected clock (``text``: the whole content for posts and edits, what was added for
+appends and closes). Several surfaces may share one ``journal`` list, so a test can
+check a shared budget across many replies. Rules a real platform enforces (length,
+blank text, unknown ids, appending to a closed message) are not raised, because the
+sink would swallow the error; they are collected in ``violations`` for the test to
+assert empty.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from typing import Literal
 from bot.ports import Clock
 from bot.types import SurfaceLimits
 
-__all__ = ["RecordingSurface", "SurfaceOp"]
+__all__ = ["AppendingSurface", "RecordingSurface", "SurfaceOp"]
 
-Op = Literal["post", "edit", "typing_enter", "typing_exit"]
+Op = Literal["post", "edit", "open", "append", "close", "status", "typing_enter", "typing_exit"]
+Failing = Literal["post", "edit", "typing", "open", "append", "close"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +59,7 @@ class RecordingSurface:
         self.violations: list[str] = []
         self.typing_active = False
         self._failures: dict[str, deque[BaseException]] = {
-            "post": deque(),
-            "edit": deque(),
-            "typing": deque(),
+            op: deque() for op in ("post", "edit", "typing", "open", "append", "close")
         }
 
     @property
@@ -77,9 +79,7 @@ class RecordingSurface:
         """Current content of every message, in posting order."""
         return list(self.messages.values())
 
-    def fail_next(
-        self, op: Literal["post", "edit", "typing"], exc: BaseException, times: int = 1
-    ) -> None:
+    def fail_next(self, op: Failing, exc: BaseException, times: int = 1) -> None:
         """Make the next ``times`` calls of ``op`` raise ``exc`` (typing: on entering)."""
         self._failures[op].extend([exc] * times)
 
@@ -98,6 +98,7 @@ class RecordingSurface:
 
     async def post(self, text: str) -> str:
         message_id = f"{self.name}-{len(self.messages) + 1}"
+        self._check("post", message_id, text, self.limits_.max_chars)
         await self._call("post", message_id, text)
         self.messages[message_id] = text
         return message_id
@@ -105,14 +106,17 @@ class RecordingSurface:
     async def edit(self, message_id: str, text: str) -> None:
         if message_id not in self.messages:
             self.violations.append(f"edit of unknown message {message_id}")
+        self._check("edit", message_id, text, self.limits_.max_chars)
         await self._call("edit", message_id, text)
         self.messages[message_id] = text
 
-    async def _call(self, op: Literal["post", "edit"], message_id: str, text: str) -> None:
-        if len(text) > self.limits_.max_chars:
-            self.violations.append(f"{op} {message_id}: {len(text)} > {self.limits_.max_chars}")
-        if not text.strip():
+    def _check(self, op: Op, message_id: str, content: str, max_chars: int) -> None:
+        if len(content) > max_chars:
+            self.violations.append(f"{op} {message_id}: {len(content)} > {max_chars}")
+        if not content.strip():
             self.violations.append(f"{op} {message_id}: blank text")
+
+    async def _call(self, op: Failing, message_id: str, text: str) -> None:
         started = self.clock.now()  # platforms count a call when it arrives
         if self.latency_s > 0:
             await self.clock.sleep(self.latency_s)
@@ -126,3 +130,84 @@ class RecordingSurface:
     ) -> None:
         at = self.clock.now() if t is None else t
         self.journal.append(SurfaceOp(at, op, message_id, text, ok))
+
+
+class AppendingSurface(RecordingSurface):
+    """A RecordingSurface whose messages can also be streamed (``AppendableSurface``).
+
+    ``open_ids`` are the messages still taking appends; an edit closes one. ``settled``
+    holds back a trailing "<" (as Slack holds back a half-typed mention), ``statuses``
+    lists what ``show_status`` showed, and with ``switch_on_failure`` a failed stream
+    call turns ``append_limits`` to None, as ``SlackSurface`` does.
+    """
+
+    def __init__(
+        self,
+        limits: SurfaceLimits,
+        *,
+        append_limits: SurfaceLimits,
+        clock: Clock,
+        shows_status: bool = False,
+        switch_on_failure: bool = True,
+        journal: list[SurfaceOp] | None = None,
+        name: str = "m",
+    ) -> None:
+        super().__init__(limits, clock=clock, journal=journal, name=name)
+        self.append_limits_: SurfaceLimits | None = append_limits
+        self.max_append_chars = append_limits.max_chars
+        self.shows_status_ = shows_status
+        self.switch_on_failure = switch_on_failure
+        self.open_ids: set[str] = set()
+        self.statuses: list[str] = []
+
+    @property
+    def append_limits(self) -> SurfaceLimits | None:
+        return self.append_limits_
+
+    @property
+    def shows_status(self) -> bool:
+        return self.shows_status_
+
+    def settled(self, text: str) -> int:
+        return len(text) - 1 if text.endswith("<") else len(text)
+
+    async def show_status(self, text: str) -> None:
+        self.statuses.append(text)
+        self._record("status", f"{self.name}-status", text)
+
+    async def open(self, text: str) -> str:
+        message_id = f"{self.name}-{len(self.messages) + 1}"
+        self._check("open", message_id, text, self.max_append_chars)
+        await self._stream_call("open", message_id, text)
+        self.messages[message_id] = text
+        self.open_ids.add(message_id)
+        return message_id
+
+    async def append(self, message_id: str, text: str) -> None:
+        await self._add("append", message_id, text)
+
+    async def close(self, message_id: str, text: str) -> None:
+        await self._add("close", message_id, text)
+        self.open_ids.discard(message_id)
+
+    async def edit(self, message_id: str, text: str) -> None:
+        self.open_ids.discard(message_id)
+        await super().edit(message_id, text)
+
+    async def _add(self, op: Literal["append", "close"], message_id: str, text: str) -> None:
+        if message_id not in self.open_ids:
+            self.violations.append(f"{op} to {message_id}, which is not open")
+        if op == "append" and not text:
+            self.violations.append(f"append of nothing to {message_id}")
+        content = self.messages.get(message_id, "") + text
+        self._check(op, message_id, content, self.max_append_chars)
+        await self._stream_call(op, message_id, text)
+        self.messages[message_id] = content
+
+    async def _stream_call(self, op: Failing, message_id: str, text: str) -> None:
+        try:
+            await self._call(op, message_id, text)
+        except BaseException:
+            if self.switch_on_failure:
+                self.append_limits_ = None
+            raise

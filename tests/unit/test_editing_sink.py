@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -14,6 +13,8 @@ from bot.streaming import EditingSink, EditPacer, split_for_limit
 from bot.types import SurfaceLimits, TurnStatus
 from tests.fakes.clock import FakeClock, settle
 from tests.fakes.surface import RecordingSurface, SurfaceOp
+
+pytestmark = pytest.mark.usefixtures("no_leaked_flushers")
 
 DISCORD = SurfaceLimits(
     max_chars=2000, min_edit_interval_s=1.0, budget_key="chan", budget_per_s=1.0, budget_burst=5
@@ -51,13 +52,6 @@ async def stream(sink: EditingSink, clock: FakeClock, text: str, *, chunk: int =
 
 def op_times(surface: RecordingSurface) -> list[float]:
     return [op.t for op in surface.ops if op.op in ("post", "edit")]
-
-
-@pytest.fixture(autouse=True)
-async def no_leaked_flushers() -> AsyncIterator[None]:
-    yield
-    await settle()
-    assert [t for t in asyncio.all_tasks() if t.get_name() == "EditingSink"] == []
 
 
 async def test_is_a_reply_sink() -> None:

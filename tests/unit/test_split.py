@@ -277,3 +277,49 @@ def test_stream_splitter_restarts_when_the_text_is_rewritten() -> None:
     rewritten = "Z" + text[1:]
     assert splitter.feed(rewritten).pieces() == split_for_limit(rewritten, 50)
     assert first.closed[0][0] == "a"
+
+
+# ----- appended messages: keep, restart -----
+
+
+def test_a_cut_keeps_what_was_sent() -> None:
+    rest = "The first paragraph is right here.\n\nThen a second one goes on with many more words."
+    plain = take_piece(rest, 60)
+    assert plain is not None and plain.text == "The first paragraph is right here."
+    kept = take_piece(rest, 60, keep=45)  # sent up to "Then a se": the cut can't go back
+    assert kept is not None and kept.text.startswith(rest[:45]) and len(kept.text) <= 60
+    assert kept.text == rest[:58] and rest[kept.consumed :] == "on with many more words."
+
+
+def test_a_cut_keeps_what_was_sent_even_with_no_boundary_after_it() -> None:
+    rest = "intro " + "x" * 100
+    piece = take_piece(rest, 60, keep=20)
+    assert piece is not None and piece.text == rest[:20] and piece.consumed == 20
+
+
+def test_a_kept_cut_inside_code_still_closes_and_reopens_the_fence() -> None:
+    rest = "```python\n" + "".join(f"value_{i} = {i}\n" for i in range(20))
+    piece = take_piece(rest, 80, keep=50)
+    assert piece is not None and piece.text.startswith(rest[:50])
+    assert piece.text.endswith("\n```") and piece.reopen == "```python\n"
+
+
+def test_stream_splitter_keeps_the_open_pieces_sent_text() -> None:
+    text = " ".join(WORDS * 6)
+    splitter = StreamSplitter(60)
+    tail = splitter.feed(text[:58]).tail
+    sent = tail[: len(tail) - 3]
+    split = splitter.feed(text, keep=len(sent))
+    assert split.closed[0].startswith(sent)
+    assert splitter.feed(text + " more").closed == split.closed  # frozen as before
+
+
+def test_stream_splitter_restart_resplits_after_the_kept_pieces() -> None:
+    text = " ".join(WORDS * 8)
+    splitter = StreamSplitter(100)
+    first = splitter.feed(text).closed[0]
+    splitter.restart(30, after=1)
+    split = splitter.feed(text)
+    assert split.closed[0] == first
+    rest = text[len(first) :].lstrip()
+    assert split.pieces()[1:] == split_for_limit(rest, 30)

@@ -1,18 +1,20 @@
-"""SlackStreamSink driven directly against the fake Slack (real slack-sdk client):
-append-only deltas, mention hold-back, message cuts, and every fallback path."""
+"""Slack's reply sink (``EditingSink`` over a streaming ``SlackSurface``) driven directly
+against the fake Slack (real slack-sdk client): append-only deltas, mention hold-back,
+message cuts, and every fallback path."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from collections.abc import Callable
 
 import pytest
 
-from adapters.slack import sink as sink_module
+from adapters.slack import surface as surface_module
 from adapters.slack.config import SlackSettings
-from adapters.slack.format import neutralise_markdown, to_mrkdwn
-from adapters.slack.sink import SlackStreamSink
-from adapters.slack.surface import ReplyTarget
-from bot.ports import SystemClock
+from adapters.slack.format import ZWSP, neutralise_markdown, to_mrkdwn
+from adapters.slack.surface import ReplyTarget, SlackSurface
+from bot.ports import AppendableSurface, SystemClock
 from bot.streaming import EditingSink, EditPacer
 from bot.types import TurnStatus
 from tests.e2e.slack.conftest import web_client
@@ -24,21 +26,28 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def make_sink(
     fake_slack: FakeSlack,
-) -> Callable[..., tuple[SlackStreamSink, str]]:
+) -> Callable[..., tuple[EditingSink, str]]:
     """A sink replying in a fresh thread of #general (or an assistant DM thread)."""
     settings = SlackSettings(_env_file=None, edit_interval_s=0.2)  # type: ignore[call-arg]
     clock = SystemClock()
     pacer = EditPacer(clock=clock)
 
-    def build(*, assistant: bool = False) -> tuple[SlackStreamSink, str]:
+    def build(*, assistant: bool = False) -> tuple[EditingSink, str]:
         user = fake_slack.alice
         channel = fake_slack.dm_channel(user) if assistant else fake_slack.general
         root = fake_slack.store(FakeMessage(channel, fake_slack.ts(), user.id, "question"))
         target = ReplyTarget(fake_slack.team_id, channel, root.ts, user.id, assistant)
-        client = web_client(fake_slack)
-        return SlackStreamSink(client, target, settings=settings, pacer=pacer, clock=clock), root.ts
+        surface = SlackSurface(web_client(fake_slack), target, settings=settings, pacer=pacer)
+        return EditingSink(surface, pacer=pacer, clock=clock), root.ts
 
     return build
+
+
+@pytest.fixture
+def short_streams(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Streamed messages of 200 characters, so a short reply is cut into several."""
+    monkeypatch.setattr(surface_module, "STREAM_MAX_CHARS", 200)
+    return 200
 
 
 def replies(fake: FakeSlack, channel: str, thread_ts: str) -> list[FakeMessage]:
@@ -46,7 +55,7 @@ def replies(fake: FakeSlack, channel: str, thread_ts: str) -> list[FakeMessage]:
 
 
 async def test_deltas_hold_back_unfinished_mentions(
-    fake_slack: FakeSlack, make_sink: Callable[..., tuple[SlackStreamSink, str]]
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[EditingSink, str]]
 ) -> None:
     sink, thread = make_sink()
 
@@ -69,11 +78,8 @@ async def test_deltas_hold_back_unfinished_mentions(
 
 
 async def test_long_reply_is_cut_into_messages_with_fences_reopened(
-    fake_slack: FakeSlack,
-    make_sink: Callable[..., tuple[SlackStreamSink, str]],
-    monkeypatch: pytest.MonkeyPatch,
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[EditingSink, str]], short_streams: int
 ) -> None:
-    monkeypatch.setattr(sink_module, "STREAM_MAX_CHARS", 200)
     sink, thread = make_sink()
     prose = " ".join(f"word{i}" for i in range(30))
     code = "\n".join(f"print({i})" for i in range(30))
@@ -85,7 +91,7 @@ async def test_long_reply_is_cut_into_messages_with_fences_reopened(
 
     messages = replies(fake_slack, fake_slack.general, thread)
     assert len(messages) >= 3 and all(m.streaming == "completed" for m in messages)
-    assert all(len(m.text) <= 200 for m in messages)
+    assert all(len(m.text) <= short_streams for m in messages)
     inside = [m.text for m in messages if "print(" in m.text]
     assert all(t.count("```") % 2 == 0 for t in inside)  # every part closes its fence
     assert any(t.startswith("```python\n") for t in inside[1:])  # and the next reopens it
@@ -93,8 +99,44 @@ async def test_long_reply_is_cut_into_messages_with_fences_reopened(
     assert all(f"word{i}" in shown and f"print({i})" in shown for i in range(30))
 
 
+async def test_cuts_while_streaming_keep_what_each_message_streamed(
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[EditingSink, str]], short_streams: int
+) -> None:
+    sink, thread = make_sink()
+    final = " ".join(f"word{i} <@U0ALICE000>" if i % 9 == 0 else f"word{i}" for i in range(60))
+    await sink.start()
+    for end in range(10, len(final), 10):
+        await sink.update(final[:end])
+        await asyncio.sleep(0.04)  # ~2 s of streaming: a few appends per message
+    await sink.finish(final, TurnStatus.COMPLETE)
+
+    messages = replies(fake_slack, fake_slack.general, thread)
+    assert len(messages) >= 3 and all(m.streaming == "completed" for m in messages)
+    assert fake_slack.calls_to("chat.appendStream")
+    assert not fake_slack.calls_to("chat.update") and not fake_slack.calls_to("chat.postMessage")
+    for message in messages:  # the limit is the model's text; defusing adds a ZWSP each
+        assert len(message.text.replace(ZWSP, "")) <= short_streams and "<@" not in message.text
+        assert all(b.startswith(a) for a, b in itertools.pairwise(message.history))
+    assert " ".join(m.text for m in messages).replace(ZWSP, "").split() == final.split()
+
+
+def test_slack_surface_appends_only_in_threads_with_native_streaming(
+    fake_slack: FakeSlack,
+) -> None:
+    pacer = EditPacer(clock=SystemClock())
+    client = web_client(fake_slack)
+    in_thread = ReplyTarget(fake_slack.team_id, fake_slack.general, "1.000100", "U1")
+    top_level = ReplyTarget(fake_slack.team_id, fake_slack.general, None, "U1")
+    on = SlackSettings(_env_file=None)  # type: ignore[call-arg]
+    off = SlackSettings(_env_file=None, native_streaming=False)  # type: ignore[call-arg]
+    surface = SlackSurface(client, in_thread, settings=on, pacer=pacer)
+    assert isinstance(surface, AppendableSurface) and surface.append_limits is not None
+    for target, settings in [(top_level, on), (in_thread, off)]:
+        assert SlackSurface(client, target, settings=settings, pacer=pacer).append_limits is None
+
+
 async def test_failed_start_falls_back_to_post_and_update(
-    fake_slack: FakeSlack, make_sink: Callable[..., tuple[SlackStreamSink, str]]
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[EditingSink, str]]
 ) -> None:
     fake_slack.fail("chat.startStream", "not_allowed")
     sink, thread = make_sink()
@@ -105,11 +147,11 @@ async def test_failed_start_falls_back_to_post_and_update(
 
     [message] = replies(fake_slack, fake_slack.general, thread)
     assert message.text == to_mrkdwn("**Partial** and done") == "*Partial* and done"
-    assert isinstance(sink.fallback, EditingSink) and message.streaming is None
+    assert message.streaming is None and fake_slack.calls_to("chat.update")
 
 
 async def test_broken_stream_is_taken_over_by_editing(
-    fake_slack: FakeSlack, make_sink: Callable[..., tuple[SlackStreamSink, str]]
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[EditingSink, str]]
 ) -> None:
     sink, thread = make_sink()
     await sink.start()
@@ -128,7 +170,7 @@ async def test_broken_stream_is_taken_over_by_editing(
 
 
 async def test_rewritten_text_switches_to_editing_the_same_message(
-    fake_slack: FakeSlack, make_sink: Callable[..., tuple[SlackStreamSink, str]]
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[EditingSink, str]]
 ) -> None:
     sink, thread = make_sink()
     await sink.update("draft answer")
@@ -140,7 +182,7 @@ async def test_rewritten_text_switches_to_editing_the_same_message(
 
 
 async def test_status_before_text_uses_editing_outside_assistant_threads(
-    fake_slack: FakeSlack, make_sink: Callable[..., tuple[SlackStreamSink, str]]
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[EditingSink, str]]
 ) -> None:
     sink, thread = make_sink()
     await sink.start()
@@ -155,7 +197,7 @@ async def test_status_before_text_uses_editing_outside_assistant_threads(
 
 
 async def test_assistant_thread_status_then_stream_then_failure_note(
-    fake_slack: FakeSlack, make_sink: Callable[..., tuple[SlackStreamSink, str]]
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[EditingSink, str]]
 ) -> None:
     sink, thread = make_sink(assistant=True)
     channel = fake_slack.dm_channel(fake_slack.alice)
@@ -173,7 +215,7 @@ async def test_assistant_thread_status_then_stream_then_failure_note(
 
 
 async def test_nothing_to_say_sends_nothing(
-    fake_slack: FakeSlack, make_sink: Callable[..., tuple[SlackStreamSink, str]]
+    fake_slack: FakeSlack, make_sink: Callable[..., tuple[EditingSink, str]]
 ) -> None:
     sink, _ = make_sink()
     await sink.start()
@@ -187,8 +229,8 @@ async def test_stop_has_its_own_budget_so_it_never_queues_behind_appends(
 ) -> None:
     # Slack limits each method separately: with every appendStream token taken by
     # other replies (the next in 10 s), a finished reply still stops at once.
-    monkeypatch.setattr(sink_module, "APPEND_PER_MINUTE", 6)
-    monkeypatch.setattr(sink_module, "APPEND_BURST", 1)
+    monkeypatch.setattr(surface_module, "APPEND_PER_MINUTE", 6)
+    monkeypatch.setattr(surface_module, "APPEND_BURST", 1)
     clock = SystemClock()
     pacer = EditPacer(clock=clock)
     await pacer.acquire(f"slack:{fake_slack.team_id}:chat.appendStream", 0.1, 1)
@@ -197,9 +239,8 @@ async def test_stop_has_its_own_budget_so_it_never_queues_behind_appends(
     )
     target = ReplyTarget(fake_slack.team_id, fake_slack.general, root.ts, fake_slack.alice.id)
     settings = SlackSettings(_env_file=None, edit_interval_s=0.2)  # type: ignore[call-arg]
-    sink = SlackStreamSink(
-        web_client(fake_slack), target, settings=settings, pacer=pacer, clock=clock
-    )
+    surface = SlackSurface(web_client(fake_slack), target, settings=settings, pacer=pacer)
+    sink = EditingSink(surface, pacer=pacer, clock=clock)
     await sink.start()
     await sink.update("Hello")
     await fake_slack.wait_for(lambda: replies(fake_slack, fake_slack.general, root.ts))
