@@ -190,7 +190,13 @@ class SlackBot:
                 self.identity.team_id, route.channel, route.thread_ts, user, route.assistant
             )
             context = self.context
-            surface = SlackSurface(self.client, target, settings=self.settings, pacer=context.pacer)
+            surface = SlackSurface(
+                self.client,
+                target,
+                settings=self.settings,
+                pacer=context.pacer,
+                clock=context.clock,
+            )
             await self.engine.handle(
                 incoming, EditingSink(surface, pacer=context.pacer, clock=context.clock)
             )

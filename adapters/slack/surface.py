@@ -25,18 +25,31 @@ Text is Markdown from the model. Posts and updates send it as escaped mrkdwn
 (``format.to_mrkdwn``); streams send Markdown with every mention sequence defused
 (``format.neutralise_markdown``), and ``settled`` holds back a trailing piece that
 could still become one (a lone ``<`` or ``@he``), so what was streamed is always a
-prefix of what comes next. Nothing in a reply can ping anyone. A refused or failed
-call is logged and re-raised as ``ReplyNotDelivered`` for the sink, which retries
-once and otherwise keeps going. 429s are retried by the client's
-``AsyncRateLimitErrorRetryHandler`` (it sleeps ``Retry-After``) before anything
-reaches here.
+prefix of what comes next. Nothing in a reply can ping anyone.
+
+Failures: a refused or failed call is logged and re-raised as ``ReplyNotDelivered``
+for the sink, which retries once and otherwise keeps going (a failed stream call
+switches the reply to posting and updating). 429s are first retried by the client's
+``AsyncRateLimitErrorRetryHandler`` (it sleeps ``Retry-After``). Posts and updates
+are also retried here through transient failures (``Failure.transient``: a 5xx
+whatever its body, a 429 the client gave up on, Slack's own "try again" errors, a
+dropped connection), with backoff (and never before ``Retry-After``), until the
+reply's posts and updates have failed for ``RETRY_DEADLINE_S`` in a row; then they
+are logged once with the channel and thread and given up. Stream calls are not
+retried: they append, and their fallback is the surface switch.
+
+slack-sdk raises ``SlackApiError`` for a non-JSON body in two shapes
+(``web/async_internal_utils.py``): a ``text/plain`` body becomes a ``str``
+response body, and ``application/json`` that does not parse carries the raw
+``aiohttp.ClientResponse``; ``failure()`` reads both without calling ``.get`` on them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +61,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack.config import SlackSettings
 from adapters.slack.format import neutralise_markdown, pending_tail, to_mrkdwn
 from bot.errors import BotError
+from bot.ports import Clock, SystemClock
 from bot.streaming import EditPacer
 from bot.types import SurfaceLimits
 
@@ -57,11 +71,14 @@ __all__ = [
     "MAX_CHARS",
     "POST_BURST",
     "POST_WINDOW_S",
+    "RETRY_DEADLINE_S",
     "STREAM_MAX_CHARS",
+    "Failure",
     "ReplyNotDelivered",
     "ReplyTarget",
     "SlackSurface",
     "describe",
+    "failure",
     "set_status",
     "slack_call",
 ]
@@ -81,6 +98,19 @@ POST_WINDOW_S = 5.0
 UPDATE_BURST = 4
 STATUS_PER_S = 40 / 60  # assistant.threads.setStatus, Tier 3 with a margin
 THINKING = "is thinking…"
+# Posts and updates are retried through transient failures with exponential backoff
+# (plus up to a quarter of jitter, so replies hit by one outage spread out), until
+# they have failed this long in a row.
+RETRY_DEADLINE_S = 30.0
+RETRY_BASE_DELAY_S = 0.25
+RETRY_MAX_DELAY_S = 8.0
+# Slack's ok:false codes for a failure on its side that may pass ("It's possible some
+# aspect of the operation succeeded", says its method docs).
+TRANSIENT_ERRORS = frozenset(
+    {"internal_error", "fatal_error", "service_unavailable", "request_timeout", "ratelimited"}
+)
+# What a Web API call raises: Slack's answers, the SDK's own errors, the connection.
+CALL_ERRORS = (SlackClientError, aiohttp.ClientError, TimeoutError)
 
 
 class ReplyNotDelivered(BotError):
@@ -107,19 +137,80 @@ class ReplyTarget:
         return f"slack:{self.team_id}:{self.channel}:post"
 
 
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What a failed Web API call tells: the HTTP status (None: no answer), Slack's
+    error code (or what the body was instead), and ``Retry-After`` in seconds."""
+
+    status: int | None
+    error: str
+    retry_after: float | None = None
+    connection: bool = False  # no answer at all: refused, dropped, timed out
+
+    @property
+    def transient(self) -> bool:
+        """Worth trying again: Slack or the way to it failed, not the request."""
+        if self.connection or self.error in TRANSIENT_ERRORS:
+            return True
+        return self.status is not None and (self.status == 429 or self.status >= 500)
+
+    def __str__(self) -> str:
+        return self.error if self.status is None else f"{self.status} {self.error}"
+
+
+def failure(exc: BaseException) -> Failure:
+    """Read a failed call's exception; never raises, whatever body Slack sent."""
+    if not isinstance(exc, SlackApiError):
+        return Failure(
+            None, f"{type(exc).__name__}: {exc}", connection=not isinstance(exc, SlackClientError)
+        )
+    response = exc.response
+    status = getattr(response, "status_code", getattr(response, "status", None))
+    status = status if isinstance(status, int) else None
+    headers = getattr(response, "headers", None)
+    data = getattr(response, "data", None)
+    if isinstance(data, Mapping) and data.get("error"):
+        error = str(data["error"])
+    elif isinstance(data, str) and data.strip():
+        error = f"non-JSON body: {_short(data)}"
+    elif isinstance(response, aiohttp.ClientResponse):  # JSON that did not parse
+        # The SDK's message ends "…in a non-JSON format: <the body's start>".
+        error = f"malformed JSON body: {_short(str(exc).splitlines()[0].rpartition(': ')[2])}"
+    elif not data:  # a body of another type (an HTML error page) is read as {}
+        error = "no JSON body"
+    else:
+        error = "no error code"
+    return Failure(status, error, _retry_after(headers))
+
+
+def _short(text: str, limit: int = 100) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit] + "…"
+
+
+def _retry_after(headers: object) -> float | None:
+    if not isinstance(headers, Mapping):
+        return None
+    value = next((v for k, v in headers.items() if str(k).lower() == "retry-after"), None)
+    if isinstance(value, list):  # some SDK paths keep header values as lists
+        value = value[0] if value else None
+    try:
+        seconds = float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None
+
+
 def describe(exc: BaseException) -> str:
     """One log line for a failed Slack call (the error code, never a token)."""
-    if isinstance(exc, SlackApiError):
-        status = getattr(exc.response, "status_code", "?")
-        return f"{status} {exc.response.get('error', 'error')}"
-    return f"{type(exc).__name__}: {exc}"
+    return str(failure(exc))
 
 
 async def slack_call(call: Awaitable[Any], what: str) -> Any:
     """Await one Web API call; failures become ``ReplyNotDelivered`` (logged once)."""
     try:
         return await call
-    except (SlackApiError, SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+    except CALL_ERRORS as exc:
         log.warning("Slack %s failed: %s", what, describe(exc))
         raise ReplyNotDelivered(detail=f"{what}: {describe(exc)}") from None
 
@@ -157,10 +248,15 @@ class SlackSurface:
         *,
         settings: SlackSettings,
         pacer: EditPacer,
+        clock: Clock | None = None,
     ) -> None:
         self._client = client
         self._target = target
         self._pacer = pacer
+        self._clock = clock or SystemClock()
+        self._failing_since: float | None = None  # posts and updates failing since then
+        self._failures = 0
+        self._gave_up = False
         self._limits = SurfaceLimits(
             max_chars=MAX_CHARS,
             min_edit_interval_s=settings.edit_interval_s,
@@ -212,8 +308,8 @@ class SlackSurface:
     async def post(self, text: str) -> str:
         target = self._target
         await self._pace_post()
-        response = await slack_call(
-            self._client.chat_postMessage(
+        response = await self._delivered(
+            lambda: self._client.chat_postMessage(
                 channel=target.channel,
                 thread_ts=target.thread_ts,
                 text=to_mrkdwn(text),
@@ -232,8 +328,8 @@ class SlackSurface:
                     self._client.chat_stopStream(channel=self._target.channel, ts=message_id),
                     "chat.stopStream",
                 )
-        await slack_call(
-            self._client.chat_update(
+        await self._delivered(
+            lambda: self._client.chat_update(
                 channel=self._target.channel, ts=message_id, text=to_mrkdwn(text)
             ),
             "chat.update",
@@ -281,6 +377,51 @@ class SlackSurface:
             ),
             "chat.stopStream",
         )
+
+    async def _delivered(self, call: Callable[[], Awaitable[Any]], what: str) -> Any:
+        """Make a post or update, retried through transient failures (see the module
+        docstring) until this reply's calls have failed ``RETRY_DEADLINE_S`` in a row."""
+        while True:
+            try:
+                response = await call()
+            except CALL_ERRORS as exc:
+                await self._retry_or_raise(what, failure(exc))
+                continue
+            self._failing_since, self._failures, self._gave_up = None, 0, False
+            return response
+
+    async def _retry_or_raise(self, what: str, failed: Failure) -> None:
+        """Sleep before the next try, or log and raise ``ReplyNotDelivered``."""
+        if not failed.transient:
+            log.warning("Slack %s failed: %s", what, failed)
+            raise ReplyNotDelivered(detail=f"{what}: {failed}")
+        now = self._clock.now()
+        if self._failing_since is None:
+            self._failing_since = now
+        backoff = min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2**self._failures)
+        delay = max(backoff * (1 + random.random() / 4), failed.retry_after or 0.0)
+        self._failures += 1
+        failing_for = now - self._failing_since
+        if failing_for + delay <= RETRY_DEADLINE_S:
+            log.warning("Slack %s failed (%s), retrying in %.1f s", what, failed, delay)
+            await self._clock.sleep(delay)
+            return
+        target = self._target
+        where = f"channel {target.channel} (thread {target.thread_ts or 'none'}, "
+        where += f"team {target.team_id})"
+        if self._gave_up:  # said once per outage; later calls fail at once
+            log.warning("Slack %s to %s failed again: %s", what, where, failed)
+        else:
+            self._gave_up = True
+            log.error(
+                "Slack %s to %s still failing after %.0f s and %d tries, giving up: %s",
+                what,
+                where,
+                failing_for,
+                self._failures,
+                failed,
+            )
+        raise ReplyNotDelivered(detail=f"{what}: {failed}")
 
     async def _pace_post(self) -> None:
         per_s = POST_BURST / POST_WINDOW_S

@@ -54,28 +54,30 @@ class HttpDriver:
     async def post(
         self,
         url: str,
-        body: str,
+        body: str | bytes,
         *,
         content_type: str = "application/json",
         timestamp: int | None = None,
         signature: str | None = None,
+        unsigned: bool = False,
         retry_num: int | None = None,
         retry_reason: str = "http_timeout",
         timeout_s: float = 10.0,
     ) -> HttpResult:
-        """POST ``body`` signed with the secret (or the given forged ``signature``)."""
+        """POST ``body`` signed with the secret (or the given forged ``signature``;
+        ``unsigned``: without Slack's signature headers, as anyone else could)."""
+        raw = body.encode() if isinstance(body, str) else body
         ts = str(int(time.time()) if timestamp is None else timestamp)
-        headers = {
-            "Content-Type": content_type,
-            "X-Slack-Request-Timestamp": ts,
-            "X-Slack-Signature": signature or p.sign(self.secret, ts, body),
-        }
+        headers = {"Content-Type": content_type}
+        if not unsigned:
+            headers["X-Slack-Request-Timestamp"] = ts
+            headers["X-Slack-Signature"] = signature or p.sign(self.secret, ts, raw)
         if retry_num is not None:
             headers["X-Slack-Retry-Num"] = str(retry_num)
             headers["X-Slack-Retry-Reason"] = retry_reason
         started = time.monotonic()
         async with self._session.post(
-            url, data=body.encode(), headers=headers, timeout=aiohttp.ClientTimeout(timeout_s)
+            url, data=raw, headers=headers, timeout=aiohttp.ClientTimeout(timeout_s)
         ) as response:
             text = await response.text()
             result = HttpResult(

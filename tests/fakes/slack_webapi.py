@@ -12,6 +12,17 @@ its budget is always counted in ``count_429`` (and listed in ``over_budget``); w
 ``enforce_rate_limits`` it is also refused.
 Scripted faults (``inject_429``, ``fail``) are counted in ``injected_429`` instead,
 so ``count_429`` means "limits the bot itself overran".
+
+``inject_5xx`` answers a server error whose body is not Slack's JSON, as Slack's edge
+does when a backend is down: a ``text/plain`` proxy line, an HTML page, or JSON cut
+short. slack-sdk reads such bodies three ways (``web/async_internal_utils.py``
+``_request_with_session``): ``text/plain`` becomes a ``str`` response body (so
+``SlackApiError.response.get`` raises ``AttributeError``), ``application/json`` that
+does not parse raises ``SlackApiError`` whose ``response`` is the raw
+``aiohttp.ClientResponse``, and any other type (HTML) becomes an empty body. Reports
+of each: python-slack-sdk#1454 ("non-JSON format" on ``chat.update``), #1100
+(``'NoneType' object has no attribute 'get'``), slack-ruby-client#307 (nginx 500/502
+HTML pages).
 """
 
 from __future__ import annotations
@@ -29,7 +40,15 @@ from aiohttp import web
 from tests.fakes.slack_methods import Handler, SlackApiError
 from tests.fakes.slack_payloads import Json
 
-__all__ = ["ApiCall", "RateRule", "WebApi", "default_rate_limits"]
+__all__ = [
+    "HTML_5XX",
+    "PLAIN_5XX",
+    "TRUNCATED_JSON",
+    "ApiCall",
+    "RateRule",
+    "WebApi",
+    "default_rate_limits",
+]
 
 APP_TOKEN_METHODS = {"apps.connections.open"}
 JSON_FIELDS = {"blocks", "chunks", "metadata", "prompts", "attachments", "view"}
@@ -99,6 +118,15 @@ class _Fault:
     times: int | None  # None: forever
     error: str = ""
     retry_after: int = 0
+    status: int = 0  # a 5xx with ``body`` of ``content_type``, not Slack's JSON
+    body: str = ""
+    content_type: str = ""
+
+
+# Bodies Slack's edge sends with a 5xx (see the module docstring).
+PLAIN_5XX = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+HTML_5XX = "<html><head><title>503 Service Unavailable</title></head><body>Slack</body></html>"
+TRUNCATED_JSON = '{"ok":false,"error":"internal_er'
 
 
 class WebApi:
@@ -137,6 +165,21 @@ class WebApi:
         """Answer ``{"ok": false, "error": error}`` to the next ``times`` calls (None: all)."""
         self._faults.setdefault(method, deque()).append(_Fault(times, error=error))
 
+    def inject_5xx(
+        self,
+        method: str,
+        *,
+        status: int = 500,
+        body: str = PLAIN_5XX,
+        content_type: str = "text/plain",
+        times: int | None = 1,
+    ) -> None:
+        """Answer the next ``times`` calls of ``method`` with ``status`` and a raw
+        ``body`` (by default Envoy's ``text/plain`` line; ``TRUNCATED_JSON`` with
+        ``application/json`` for JSON cut short). Nothing is done."""
+        fault = _Fault(times, status=status, body=body, content_type=content_type)
+        self._faults.setdefault(method, deque()).append(fault)
+
     def calls_to(self, method: str) -> list[ApiCall]:
         return [c for c in self.calls if c.method == method]
 
@@ -149,12 +192,20 @@ class WebApi:
         params.pop("token", None)
         call = ApiCall(method, params, token, self.clock.now(), request.method)
         self.calls.append(call)
-        status, body, headers = self._answer(call)
+        answer = self._answer(call)
+        if isinstance(answer, _Fault):  # a raw server error
+            call.status = answer.status
+            call.response = {"ok": False, "error": f"http_{answer.status}", "body": answer.body}
+            await self._notify()
+            return web.Response(
+                status=answer.status, text=answer.body, content_type=answer.content_type
+            )
+        status, body, headers = answer
         call.status, call.response = status, body
         await self._notify()
         return web.json_response(body, status=status, headers=headers)
 
-    def _answer(self, call: ApiCall) -> tuple[int, Json, dict[str, str]]:
+    def _answer(self, call: ApiCall) -> tuple[int, Json, dict[str, str]] | _Fault:
         handler = self._handlers().get(call.method)
         if handler is None:
             return 200, {"ok": False, "error": "unknown_method"}, {}
@@ -162,6 +213,8 @@ class WebApi:
         if auth_error is not None:
             return 200, {"ok": False, "error": auth_error}, {}
         fault = self._take_fault(call.method)
+        if fault is not None and fault.status:
+            return fault
         if fault is not None and fault.retry_after:
             self.injected_429 += 1
             return _ratelimited(fault.retry_after)
