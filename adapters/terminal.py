@@ -2,7 +2,9 @@
 
 Uses only the engine's public interface and the shared ``EditingSink``, exactly as
 the chat platforms do; its surface prints the part of each edit not yet shown, and
-prints a reply anew on a fresh line when an edit takes back visible text.
+prints a reply anew on a fresh line when an edit takes back visible text. Stdin is read
+as bytes and decoded with U+FFFD for what is not valid text, so a stray byte neither
+ends the chat nor reaches the store.
 """
 
 from __future__ import annotations
@@ -155,7 +157,7 @@ class TerminalAdapter:
         self._user = UserRef(PLATFORM, user_id, user_id)
         self._key = ConversationKey(PLATFORM, dm_user=user_id)
         context.engine.describe_platform(PLATFORM, context.settings.help())
-        self._read_line = read_line or sys.stdin.readline
+        self._read_line = read_line or _read_stdin_line
         self._out = out or sys.stdout
 
     async def run(self) -> None:
@@ -193,6 +195,18 @@ class TerminalAdapter:
     def _print(self, text: str) -> None:
         self._out.write(text + "\n")
         self._out.flush()
+
+
+def _read_stdin_line() -> str:
+    """One line of stdin ("" at EOF). Bytes that are not valid in its encoding are
+    read as U+FFFD: ``sys.stdin.readline`` would raise ``UnicodeDecodeError`` (and
+    end the chat) under a UTF-8 locale, or make lone surrogates under a C locale."""
+    stdin = sys.stdin
+    buffer = getattr(stdin, "buffer", None)
+    if buffer is None:  # replaced by a text-only stream
+        return stdin.readline()
+    line: bytes = buffer.readline()
+    return line.decode(stdin.encoding or "utf-8", errors="replace")
 
 
 def _read_in_daemon_thread(read: Callable[[], str]) -> asyncio.Future[str]:

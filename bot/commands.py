@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from bot.errors import BotError, UpstreamError
 from bot.ports import Clock, Completions, QuotaGate, Store
 from bot.settings import Settings
+from bot.text import clean_text
 from bot.types import (
     CommandReply,
     ConversationKey,
@@ -132,7 +133,7 @@ class CommandsMixin:
         self, user: UserRef, prompt: str | None, *, key: ConversationKey | None = None
     ) -> CommandReply:
         """Set (or clear, with None or an empty string) the persona / system prompt."""
-        prompt = (prompt or "").strip() or None
+        prompt = clean_text(prompt or "").strip() or None  # stored: valid Unicode only
         if prompt is not None and len(prompt) > MAX_SYSTEM_PROMPT_CHARS:
             return CommandReply(
                 f"That persona is {len(prompt):,} characters; the limit is "

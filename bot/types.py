@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from bot.text import clean_text
+
 __all__ = [
     "Attachment",
     "ChatEvent",
@@ -109,16 +111,23 @@ class Attachment:
     data: bytes | None = None
     url: str | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "filename", clean_text(self.filename))  # see bot.text
+
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
-    """One user message, translated from a platform event."""
+    """One user message, translated from a platform event. ``text`` is made valid
+    Unicode here (``bot.text.clean_text``), whichever adapter built it."""
 
     key: ConversationKey
     author: UserRef
     text: str
     message_id: str = ""
     attachments: tuple[Attachment, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", clean_text(self.text))
 
 
 @dataclass(frozen=True, slots=True)

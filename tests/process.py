@@ -25,9 +25,15 @@ def bot_env(**extra: str) -> dict[str, str]:
 
 
 async def run_bot(
-    args: list[str], env: dict[str, str], *, cwd: Path = ROOT, stdin: str = "", within: float = 30
+    args: list[str],
+    env: dict[str, str],
+    *,
+    cwd: Path = ROOT,
+    stdin: str | bytes = "",
+    within: float = 30,
 ) -> tuple[int, str, str]:
-    """Run ``python -m bot ARGS`` to completion; its exit code, stdout and stderr."""
+    """Run ``python -m bot ARGS`` to completion; its exit code, stdout and stderr
+    (``stdin``: text, sent as UTF-8, or raw bytes)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -39,6 +45,7 @@ async def run_bot(
         env=env,
         cwd=cwd,
     )
-    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), within)
+    raw = stdin.encode() if isinstance(stdin, str) else stdin
+    out, err = await asyncio.wait_for(proc.communicate(raw), within)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()

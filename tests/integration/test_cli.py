@@ -44,6 +44,25 @@ async def test_terminal_chat_streams_and_remembers_across_runs(
     assert "turns=1 last=again" in out
 
 
+@pytest.mark.parametrize(
+    "stdin_errors",
+    [
+        pytest.param("utf-8:strict", id="utf8-locale"),  # as under LANG=en_US.UTF-8
+        pytest.param("utf-8:surrogateescape", id="c-locale"),  # as under LANG=C
+    ],
+)
+async def test_terminal_chat_reads_invalid_utf8_as_replacement_characters(
+    fake_groq: FakeGroq, tmp_path: Path, stdin_errors: str
+) -> None:
+    env = _env(fake_groq, tmp_path, PYTHONIOENCODING=stdin_errors)
+    stdin = b"caf\xe9 au \xff\xfelait\nsecond\n"  # Latin-1 and stray bytes, not UTF-8
+    code, out, err = await run_bot(["chat"], env, stdin=stdin)
+    assert code == 0, err
+    assert "Traceback" not in err and "went wrong" not in out
+    assert "turns=1 last=caf\ufffd au \ufffd\ufffdlait" in out
+    assert "turns=2 last=second" in out  # the first message was stored
+
+
 async def test_no_platform_configured_names_the_variables(tmp_path: Path) -> None:
     code, _, err = await _bot([], _env(None, tmp_path), cwd=tmp_path)
     assert code == 2

@@ -1,6 +1,7 @@
-"""Slack failing under the bot (issue 11), end to end through the fake Slack: server
-errors whose body is not Slack's JSON, posts and updates failing for a while, and
-HTTP-mode requests whose body can't be read."""
+"""Slack failing under the bot, and bad input from it (issue 11), end to end through
+the fake Slack: server errors whose body is not Slack's JSON, posts and updates
+failing for a while, HTTP-mode requests whose body can't be read, and events whose
+text holds lone UTF-16 surrogates."""
 
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ async def test_non_json_5xx_on_a_reply_call_is_handled_like_any_failure(
     async with running_adapter(settings):
         sent = await fake_slack.mention(fake_slack.alice, "a question")
         await final_reply(fake_slack, sent, answer(settings, "a question"))
+        await every_event_taken(fake_slack)  # no ack left to send while closing
 
     assert fake_slack.calls_to(method)[0].status == 500  # the fault was served
     assert len(fake_slack.bot_replies(sent.channel, sent.ts)) == 1
@@ -77,6 +79,7 @@ async def test_post_failing_twice_with_500_is_retried_until_it_is_delivered(
     async with running_adapter(settings):
         sent = await fake_slack.mention(fake_slack.alice, "still there?")
         await final_reply(fake_slack, sent, answer(settings, "still there?"))
+        await every_event_taken(fake_slack)
 
     assert [c.status for c in fake_slack.calls_to("chat.postMessage")] == [500, 503, 200]
     assert len(fake_slack.bot_replies(sent.channel, sent.ts)) == 1
@@ -186,3 +189,32 @@ async def test_http_mode_unreadable_body_is_a_4xx_with_one_log_line(
     assert [r.levelname for r in signed_logs] == ["WARNING"] and not signed_logs[0].exc_info
     assert "body can't be read" in signed_logs[0].getMessage()
     assert good.status == 200
+
+
+# ----- bad text -----
+
+
+async def test_lone_surrogates_in_an_event_or_a_persona_are_replaced_and_stored(
+    fake_slack: FakeSlack,
+    fake_groq: FakeGroq,
+    slack_settings: SettingsFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # JSON may carry "\\ud83d" on its own (half an emoji): the SDK's json.loads makes
+    # it a lone surrogate, which SQLite can't store and httpx can't send.
+    settings = slack_settings()
+    async with running_adapter(settings):
+        await fake_slack.command(fake_slack.alice, "/groq-system", "talk like a \udce9 pirate")
+        await fake_slack.wait_for(lambda: fake_slack.responses, what="the command's answer")
+        sent = await fake_slack.mention(fake_slack.alice, "half \ud83d and \ude00 end")
+        await final_reply(fake_slack, sent, answer(settings, "half \ufffd and \ufffd end"))
+        await fake_slack.say(fake_slack.alice, "and now?", thread_ts=sent.ts)
+        await final_reply(fake_slack, sent, answer(settings, "and now?", turns=2), n=2)
+        await every_event_taken(fake_slack)  # no ack left to send while closing
+
+    assert "Persona set" in fake_slack.responses[0]["text"]
+    system, *turns = fake_groq.chat_requests[-1]["body"]["messages"]
+    assert system == {"role": "system", "content": "talk like a \ufffd pirate"}
+    user_turns = [m["content"] for m in turns if m["role"] == "user"]
+    assert user_turns == ["half \ufffd and \ufffd end", "and now?"]  # the first was stored
+    assert bugs(caplog) == []
