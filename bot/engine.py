@@ -39,6 +39,7 @@ from bot.log import conversation_context
 from bot.ports import Clock, Completions, QuotaGate, ReplySink, Reservation, Store
 from bot.reasoning import ThinkSplitter, reasoning_params
 from bot.settings import Settings
+from bot.text import clean_text
 from bot.types import (
     ChatMessage,
     ChatRequest,
@@ -448,8 +449,9 @@ class Engine(CommandsMixin):
     ) -> None:
         usage, model = answer.usage, answer.model
         tokens = usage.completion_tokens if usage else estimate_tokens(text)
+        # The model's text is JSON too: a lone surrogate escape must not fail the write.
         await self.store.add_message(
-            incoming.key, role="assistant", content=text, tokens=tokens, status=status
+            incoming.key, role="assistant", content=clean_text(text), tokens=tokens, status=status
         )
         if usage is not None and usage.total_tokens > 0:
             await self.store.record_usage(

@@ -254,3 +254,15 @@ async def test_help_comes_from_each_platforms_settings(
     assert "answer in a thread" in threads and "reply to my answer" not in threads
     assert "reply to my answer to continue" in replies and "thread" not in replies
     assert "answer in a thread" in slack_help and "`/groq-model <id>`" in slack_help
+
+
+async def test_a_lone_surrogate_in_the_models_answer_is_stored_replaced(
+    fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
+) -> None:
+    # JSON may carry "\ud83d" alone; SQLite cannot store it as text.
+    fake_groq.reply_text = "half an emoji: \ud83d, then more"
+    async with runtime(settings_factory()) as rt:
+        first = await ask(rt, "send me something odd")
+        again = await ask(rt, "and again")
+    assert first.status_ is again.status_ is TurnStatus.COMPLETE
+    assert sent_messages(fake_groq)[-2]["content"] == "half an emoji: \ufffd, then more"
