@@ -42,17 +42,34 @@ Command = app_commands.Command[Any, Any, Any]
 
 
 def fit(text: str, limit: int = MAX_CHARS) -> str:
-    """Cut a long answer at a line boundary, saying how many lines were left out."""
+    """Cut a long answer to ``limit``: whole lines while they fit, saying how many lines
+    were left out. A first line longer than ``limit`` is itself cut in the middle
+    (its start and end kept), never dropped."""
     if len(text) <= limit:
         return text
     lines = text.splitlines()
     kept: list[str] = []
     for i, line in enumerate(lines):
-        more = f"\n… and {len(lines) - i} more line(s)"
-        if len("\n".join([*kept, line])) + len(more) > limit:
-            return ("\n".join(kept) + more)[:limit]
-        kept.append(line)
-    return text[:limit]
+        if len("\n".join([*kept, line])) + len(_more(len(lines) - i - 1)) <= limit:
+            kept.append(line)
+            continue
+        if kept:
+            return "\n".join(kept) + _more(len(lines) - i)
+        more = _more(len(lines) - i - 1)
+        return _cut_middle(line, limit - len(more)) + more
+    return text[:limit]  # unreachable: the text fits or some line does not
+
+
+def _more(count: int) -> str:
+    return f"\n… and {count} more line(s)" if count else ""
+
+
+def _cut_middle(line: str, limit: int) -> str:
+    """``line`` shortened to ``limit`` by an ellipsis in the middle; the end of a line
+    often says what it is about (``… is not an available model``)."""
+    tail = min(len(line) // 3, limit // 4, 200)
+    head = limit - tail - 1
+    return f"{line[:head]}…{line[len(line) - tail :] if tail else ''}"
 
 
 def model_choices(ids: list[str], current: str) -> list[app_commands.Choice[str]]:

@@ -175,6 +175,19 @@ async def test_model_autocomplete_and_choice_change_the_next_request(
     assert fake_groq.chat_requests[-1]["body"]["model"] == "qwen/qwen3-32b"
 
 
+async def test_model_with_a_very_long_name_gets_a_cut_answer_not_an_empty_one(
+    fake_discord: FakeDiscord, build: Build
+) -> None:
+    name = "x" * 3000
+    async with running_bot(build()):
+        chosen = await fake_discord.send_command("model", {"name": name})
+        await fake_discord.wait_for(lambda: chosen.response_text is not None)
+    text = chosen.response_text or ""
+    assert len(text) <= 2000 and text.startswith("`xxxxxxxx")
+    assert "is not an available model" in text and "more line" not in text
+    assert chosen.ephemeral
+
+
 async def test_reset_help_and_scoped_commands(fake_discord: FakeDiscord, build: Build) -> None:
     async with running_bot(build()):
         question = await fake_discord.send_message("remember me", mention=True)
