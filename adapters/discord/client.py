@@ -206,6 +206,8 @@ class DiscordBot(discord.Client):
         surface = DiscordSurface(
             channel,
             settings=self.settings,
+            clock=self.context.clock,
+            conversation=plan.key.storage_id(),
             reply_to=reply_to,
             on_post=(lambda mid: self._remember(mid, root)) if reply_to and root else None,
         )

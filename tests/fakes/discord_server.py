@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -45,6 +46,7 @@ from tests.fakes.discord_http import (
     content_error,
     error_response,
     json_response,
+    rate_limited,
 )
 from tests.fakes.discord_interactions import FakeInteraction, InteractionRoutes
 from tests.fakes.discord_payloads import FakeUser, Json
@@ -52,6 +54,43 @@ from tests.fakes.discord_payloads import FakeUser, Json
 __all__ = ["FakeDiscord", "FakeInteraction", "FakeMessage", "FakeUser", "RestCall"]
 
 Files = list[tuple[str, str, bytes]]  # (filename, content type, data)
+
+
+@dataclass(slots=True)
+class ThreadLimit:
+    """Discord's limit on opening threads in one channel: after ``burst`` threads it
+    answers 429 with scope ``shared`` and a ``retry_after`` of minutes.
+
+    Observed on the real platform: discord/discord-api-docs#7816 (``POST
+    /channels/{id}/threads``, retry_after 219 s, "The rate limit scope was shared",
+    lifted after ~145 s) and bots opening a thread per mention seeing 260–280 s after
+    a few threads in a row. ``retry_after`` is what the 429s report; ``lasts_s``, how
+    long the refusal really lasts (default: as reported), so a test never waits minutes.
+    """
+
+    burst: int = 3
+    retry_after: float = 272.0
+    lasts_s: float | None = None
+    opened: dict[str, int] = field(default_factory=dict)  # channel -> threads this round
+    until: dict[str, tuple[float, float]] = field(default_factory=dict)  # (lifts, reported)
+    refused: int = 0
+
+    def refuse(self, channel_id: str) -> float | None:
+        """The retry_after to answer with, or None when the thread may be opened."""
+        now = time.monotonic()
+        lifts, reported = self.until.get(channel_id, (0.0, 0.0))
+        if now >= lifts and channel_id in self.until:
+            del self.until[channel_id]
+            self.opened[channel_id] = 0
+        if channel_id not in self.until and self.opened.get(channel_id, 0) >= self.burst:
+            lasts = self.retry_after if self.lasts_s is None else self.lasts_s
+            lifts, reported = now + lasts, now + self.retry_after
+            self.until[channel_id] = (lifts, reported)
+        if channel_id in self.until:
+            self.refused += 1
+            return round(max(0.001, reported - now), 3)
+        self.opened[channel_id] = self.opened.get(channel_id, 0) + 1
+        return None
 
 
 @dataclass(slots=True)
@@ -112,6 +151,8 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
         self.messages: dict[str, FakeMessage] = {}
         self.cdn: dict[str, tuple[str, bytes]] = {}
         self.cdn_delay_s = 0.0
+        self.thread_limit: ThreadLimit | None = None  # see ``limit_threads``
+        self._nonces: dict[tuple[str, str], str] = {}  # (channel, nonce) -> message id
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.gateway = FakeGateway(
@@ -209,6 +250,13 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
     async def drop_gateway(self, code: int = 4000) -> None:
         """Close the bot's gateway socket; it should RESUME (``gateway.resumes``)."""
         await self.gateway.drop(code)
+
+    def limit_threads(
+        self, burst: int = 3, *, retry_after: float = 272.0, lasts_s: float | None = None
+    ) -> ThreadLimit:
+        """Refuse thread creation in a channel after ``burst`` threads (``ThreadLimit``)."""
+        self.thread_limit = ThreadLimit(burst, retry_after, lasts_s)
+        return self.thread_limit
 
     def channel_messages(self, channel_id: str) -> list[FakeMessage]:
         return [m for m in self.messages.values() if m.channel_id == channel_id]
@@ -351,6 +399,11 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
             return error_response(404, 10003, "Unknown Channel")
         if (error := content_error(body)) is not None:
             return error
+        # enforce_nonce: "If another message was created by the same author with the same
+        # nonce, that message will be returned and no new message will be created."
+        nonce = str(body.get("nonce")) if body.get("enforce_nonce") and body.get("nonce") else None
+        if nonce is not None and (channel_id, nonce) in self._nonces:
+            return json_response(self.messages[self._nonces[channel_id, nonce]].payload)
         ref_id = (body.get("message_reference") or {}).get("message_id")
         ref = self.messages.get(str(ref_id)) if ref_id else None
         content = body.get("content") or ""
@@ -358,6 +411,8 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
             channel_id, str(guild_id) if guild_id else None, self.bot, content, [], ref
         )
         msg.bodies.append(body)
+        if nonce is not None:
+            self._nonces[channel_id, nonce] = msg.id
         if self.echo_own_messages:
             await self._dispatch_message("MESSAGE_CREATE", msg)
         return json_response(msg.payload)
@@ -395,6 +450,9 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
             return error_response(404, 10008, "Unknown Message")
         if message_id in self.threads:
             return error_response(400, 160004, "A thread has already been created for this message")
+        limit = self.thread_limit
+        if limit is not None and (retry_after := limit.refuse(channel_id)) is not None:
+            return rate_limited(retry_after, {}, scope="shared")
         body: Json = request[BODY] or {}
         # A thread started from a message has the message's id, as on real Discord.
         data = p.thread(

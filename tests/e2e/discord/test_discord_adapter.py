@@ -408,3 +408,38 @@ async def test_messages_are_answered_in_the_order_sent_even_when_one_is_slow_to_
         await final_answer(fake_discord, question.id, expected(3, "four"))
     lasts = [r["body"]["messages"][-1]["content"] for r in fake_groq.chat_requests]
     assert [t.split("\n")[0] for t in lasts] == ["one", "two", "start", "three", "four"]
+
+
+async def test_first_post_survives_503s_and_429s_without_via(
+    fake_discord: FakeDiscord, build: Build
+) -> None:
+    """discord.py raises at once for both; the surface retries (429: after Retry-After)."""
+    creates = r"^/channels/\d+/messages$"
+    async with running_bot(build()):
+        fake_discord.inject("POST", creates, status=503, times=2)
+        first = await fake_discord.send_message("one", mention=True)
+        await final_answer(fake_discord, first.id, expected(1, "one"))
+        fake_discord.inject("POST", creates, status=429, retry_after=0.2, via=False, times=2)
+        fake_discord.inject("PATCH", r"^/channels/\d+/messages/\d+$", status=503)
+        second = await fake_discord.send_message("two", mention=True)
+        await final_answer(fake_discord, second.id, expected(1, "two"))
+    statuses = [c.status for c in fake_discord.calls_to("POST", creates)]
+    assert statuses == [503, 503, 200, 429, 429, 200]
+    assert len(fake_discord.bot_messages()) == 2  # one message per answer, no duplicates
+
+
+async def test_a_reply_gives_up_after_the_deadline_and_says_where(
+    fake_discord: FakeDiscord, build: Build, caplog: pytest.LogCaptureFixture
+) -> None:
+    creates = r"^/channels/\d+/messages$"
+    async with running_bot(build(discord_retry_deadline_s=1.0)):
+        fake_discord.inject("POST", creates, status=503, times=3)
+        lost = await fake_discord.send_message("lost", mention=True)
+        await fake_discord.wait_for(lambda: len(fake_discord.calls_to("POST", creates)) == 3)
+        kept = await fake_discord.send_message("kept", mention=True)
+        await final_answer(fake_discord, kept.id, expected(1, "kept"))
+    surface = [r for r in caplog.records if r.name == "adapters.discord.surface"]
+    gave_up = [r.getMessage() for r in surface if r.levelno == logging.ERROR]
+    assert len(gave_up) == 1 and "giving up" in gave_up[0] and "503" in gave_up[0]
+    assert f":{lost.id}]" in gave_up[0]  # the conversation: the thread it was for
+    assert fake_discord.bot_messages(lost.id) == []
