@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 
 from adapters.discord import DiscordAdapter, DiscordSettings
+from adapters.discord.client import THREADS_PAUSED
 from bot.app import Runtime, open_runtime
 from bot.errors import ConfigError
+from bot.ports import Clock, SystemClock
 from bot.settings import Settings
 from tests.configured import Configured, configure
 from tests.fakes.discord_server import FakeDiscord, FakeMessage
@@ -51,9 +53,9 @@ def build(settings_factory: Callable[..., Settings], fake_discord: FakeDiscord) 
 
 @asynccontextmanager
 async def running_bot(
-    settings: Configured[DiscordSettings],
+    settings: Configured[DiscordSettings], *, clock: Clock | None = None
 ) -> AsyncIterator[tuple[DiscordAdapter, Runtime]]:
-    async with open_runtime(settings.core) as runtime:
+    async with open_runtime(settings.core, clock=clock) as runtime:
         adapter = DiscordAdapter(
             runtime.context(settings.platform), guild_ready_timeout=0.05, shutdown_grace_s=2.0
         )
@@ -312,6 +314,75 @@ async def test_image_for_a_text_only_model_gets_a_clear_note(
             lambda: "can't read images" in fake_discord.bot_messages(question.id)[0].content
         )
     assert fake_groq.chat_requests == []  # refused before any API call
+
+
+class SkewedClock(SystemClock):
+    """The real clock, moved ahead on demand (to pass a cooldown of minutes at once)."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def now(self) -> float:
+        return super().now() + self.ahead
+
+
+async def test_thread_cooldown_answers_in_the_channel_at_once_until_it_ends(
+    fake_discord: FakeDiscord, build: Build
+) -> None:
+    """Six mentions in 1.5 s; Discord refuses the 4th thread for 272 s (scope shared).
+    Users 4-6 are answered in the channel at once, with a note; no thread is tried
+    again until the cooldown is over, then threads are back."""
+    fd, clock = fake_discord, SkewedClock()
+    fd.limit_threads(3, retry_after=272.0, lasts_s=1.0)
+    channel = fd.channel_id
+    async with running_bot(build(**GENEROUS_USER_QUOTA), clock=clock):
+        questions = []
+        for i in range(6):
+            questions.append(await fd.send_message(f"q{i}", mention=True))
+            await asyncio.sleep(0.25)
+        sent_at = time.monotonic()
+        answers = [
+            await final_answer(fd, channel, f"-# {THREADS_PAUSED}\n{expected(1, f'q{i}')}")
+            for i in (3, 4, 5)
+        ]
+        waited = time.monotonic() - sent_at
+        for i in range(3):
+            await final_answer(fd, questions[i].id, expected(1, f"q{i}"))
+        await fd.send_message("go on", reply_to=answers[0].id)  # no mention: a reply chain
+        await final_answer(fd, channel, expected(2, "go on"))
+        clock.ahead = 300.0  # past the reported 272 s (the fake lifted it after 1 s)
+        await asyncio.sleep(1.0)
+        later = await fd.send_message("later", mention=True)
+        await final_answer(fd, later.id, expected(1, "later"))
+    assert waited < 3.0, "users 4-6 must not wait on the cooldown"
+    for question, answer in zip(questions[3:], answers, strict=True):
+        assert str(answer.bodies[0]["message_reference"]["message_id"]) == question.id
+    threads = [c.status for c in fd.calls_to("POST", r"/threads$")]
+    assert threads == [201, 201, 201, 429, 201], "no thread tried during the cooldown"
+    assert set(fd.threads) == {q.id for q in questions[:3]} | {later.id}
+    typing = fd.calls_to("POST", rf"^/channels/{channel}/typing$")
+    assert len(typing) >= 3  # the channel answers showed "typing…" like any other
+
+
+async def test_a_thread_discord_py_would_sleep_for_is_not_waited_on(
+    fake_discord: FakeDiscord, build: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 20 s thread cooldown is under discord.py's 30 s minimum for raising, so it
+    sleeps inside create_thread: the bot shows typing, gives up after THREAD_WAIT_S and
+    answers in the channel."""
+    monkeypatch.setattr("adapters.discord.client.THREAD_WAIT_S", 1.2)
+    fake_discord.limit_threads(0, retry_after=20.0)
+    channel = fake_discord.channel_id
+    async with running_bot(build()):
+        question = await fake_discord.send_message("slow threads", mention=True)
+        asked = time.monotonic()
+        text = f"-# {THREADS_PAUSED}\n{expected(1, 'slow threads')}"
+        answer = await final_answer(fake_discord, channel, text)
+        answered = time.monotonic() - asked
+    typing = fake_discord.calls_to("POST", rf"^/channels/{channel}/typing$")
+    assert typing and typing[0].t - asked < 1.0, "typing shown while the thread hung"
+    assert answered < 3.0 and not fake_discord.threads
+    assert str(answer.bodies[0]["message_reference"]["message_id"]) == question.id
 
 
 async def test_thread_refused_falls_back_to_a_reply_chain_in_the_channel(
