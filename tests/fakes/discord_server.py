@@ -51,9 +51,45 @@ from tests.fakes.discord_http import (
 from tests.fakes.discord_interactions import FakeInteraction, InteractionRoutes
 from tests.fakes.discord_payloads import FakeUser, Json
 
-__all__ = ["FakeDiscord", "FakeInteraction", "FakeMessage", "FakeUser", "RestCall"]
+__all__ = [
+    "DEAFENING",
+    "MALFORMED",
+    "FakeDiscord",
+    "FakeInteraction",
+    "FakeMessage",
+    "FakeUser",
+    "RestCall",
+    "ThreadLimit",
+]
 
 Files = list[tuple[str, str, bytes]]  # (filename, content type, data)
+
+
+def _without(key: str) -> Callable[[Json], Json]:
+    return lambda payload: {k: v for k, v in payload.items() if k != key}
+
+
+def _with(key: str, value: object) -> Callable[[Json], Json]:
+    return lambda payload: {**payload, key: value}
+
+
+_MESSAGE_FAULTS: dict[str, Callable[[Json], Json]] = {
+    "missing_author": _without("author"),
+    "mentions_as_string": lambda d: {**d, "mentions": d["content"]},
+    "non_numeric_id": _with("id", "not-a-snowflake"),
+    "missing_channel_id": _without("channel_id"),
+    "member_without_flags": lambda d: {**d, "member": {"roles": []}},  # swallowed by discord.py
+}
+MALFORMED = (
+    *_MESSAGE_FAULTS,
+    "null_d",
+    "interaction_without_data",
+    "non_json",
+    "json_array",
+)
+# The ones discord.py 2.7.1 raises out of ``Client.connect()`` on, ending the session
+# for good (it swallows the other two); checked in test_fake_discord.
+DEAFENING = frozenset(MALFORMED) - {"member_without_flags", "interaction_without_data"}
 
 
 @dataclass(slots=True)
@@ -250,6 +286,36 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
     async def drop_gateway(self, code: int = 4000) -> None:
         """Close the bot's gateway socket; it should RESUME (``gateway.resumes``)."""
         await self.gateway.drop(code)
+
+    async def send_malformed(self, kind: str) -> None:
+        """A gateway frame discord.py cannot parse (one of ``MALFORMED``), as a broken
+        proxy, a Discord incident or an API change can deliver; discord.py raises out of
+        ``Client.connect()`` on most of them and stays disconnected."""
+        payload = p.message(
+            message_id=self.snowflake(),
+            channel_id=self.channel_id,
+            author=self.alice,
+            content=f"{self.bot.mention} broken",
+            guild_id=self.guild_id,
+            mentions=[self.bot],
+        )
+        payload["member"] = self.alice.member(with_user=False)
+        if kind == "non_json":
+            await self.gateway.send_raw('{"op": 0, "t": "MESSAGE_CREATE", "d": {')
+        elif kind == "json_array":
+            await self.gateway.send_raw("[0, 1, 2]")
+        elif kind == "null_d":
+            await self.gateway.dispatch("MESSAGE_CREATE", None)
+        elif kind == "interaction_without_data":
+            interaction = await self.send_command("help")
+            self.interactions.pop(interaction.id)  # only the broken copy below counts
+            broken = dict(interaction.payload, id=self.snowflake())
+            del broken["data"]
+            await self.gateway.dispatch("INTERACTION_CREATE", broken)
+        elif kind in _MESSAGE_FAULTS:
+            await self.gateway.dispatch("MESSAGE_CREATE", _MESSAGE_FAULTS[kind](payload))
+        else:
+            raise ValueError(f"unknown malformed payload {kind!r}; one of {MALFORMED}")
 
     def limit_threads(
         self, burst: int = 3, *, retry_after: float = 272.0, lasts_s: float | None = None

@@ -17,12 +17,13 @@ import pytest
 
 from adapters.discord import DiscordAdapter, DiscordSettings
 from adapters.discord.client import THREADS_PAUSED
+from bot.adapter import FatalHandler
 from bot.app import Runtime, open_runtime
 from bot.errors import ConfigError
 from bot.ports import Clock, SystemClock
 from bot.settings import Settings
 from tests.configured import Configured, configure
-from tests.fakes.discord_server import FakeDiscord, FakeMessage
+from tests.fakes.discord_server import DEAFENING, MALFORMED, FakeDiscord, FakeMessage
 from tests.fakes.groq_server import FILLER, FakeGroq
 
 pytestmark = pytest.mark.e2e
@@ -53,11 +54,19 @@ def build(settings_factory: Callable[..., Settings], fake_discord: FakeDiscord) 
 
 @asynccontextmanager
 async def running_bot(
-    settings: Configured[DiscordSettings], *, clock: Clock | None = None
+    settings: Configured[DiscordSettings],
+    *,
+    clock: Clock | None = None,
+    on_fatal: FatalHandler | None = None,
+    **options: Any,
 ) -> AsyncIterator[tuple[DiscordAdapter, Runtime]]:
+    """The adapter on its own runtime; ``options`` go to ``DiscordAdapter``."""
     async with open_runtime(settings.core, clock=clock) as runtime:
         adapter = DiscordAdapter(
-            runtime.context(settings.platform), guild_ready_timeout=0.05, shutdown_grace_s=2.0
+            runtime.context(settings.platform, on_fatal=on_fatal),
+            guild_ready_timeout=0.05,
+            shutdown_grace_s=2.0,
+            **options,
         )
         await adapter.start()
         try:
@@ -514,3 +523,66 @@ async def test_a_reply_gives_up_after_the_deadline_and_says_where(
     assert len(gave_up) == 1 and "giving up" in gave_up[0] and "503" in gave_up[0]
     assert f":{lost.id}]" in gave_up[0]  # the conversation: the thread it was for
     assert fake_discord.bot_messages(lost.id) == []
+
+
+QUICK_RECONNECT = {"reconnect_delays_s": (0.05, 0.05)}
+
+
+class FatalReports:
+    """An ``on_fatal`` that keeps the reasons; ``await first()`` waits for one."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+        self._event = asyncio.Event()
+
+    def __call__(self, reason: str) -> None:
+        self.reasons.append(reason)
+        self._event.set()
+
+    async def first(self, within: float = 5.0) -> str:
+        await asyncio.wait_for(self._event.wait(), within)
+        return self.reasons[0]
+
+
+@pytest.mark.parametrize("kind", MALFORMED)
+async def test_a_malformed_gateway_event_never_deafens_the_bot(
+    fake_discord: FakeDiscord, build: Build, kind: str
+) -> None:
+    """discord.py gives up its session on most of these; the adapter starts a fresh one."""
+    lost = FatalReports()
+    async with running_bot(build(), on_fatal=lost, **QUICK_RECONNECT) as (adapter, _):
+        await fake_discord.send_malformed(kind)
+        if kind in DEAFENING:  # events sent before the new session would go to the old one
+            await fake_discord.wait_for(lambda: fake_discord.gateway.identifies == 2)
+        await fake_discord.wait_for(lambda: adapter.connected and fake_discord.gateway.connected)
+        question = await fake_discord.send_message("still there?", mention=True)
+        await final_answer(fake_discord, question.id, expected(1, "still there?"))
+        assert adapter.fresh_sessions == (1 if kind in DEAFENING else 0)
+    assert lost.reasons == []
+
+
+async def test_fresh_sessions_that_keep_failing_end_in_a_fatal_report(
+    fake_discord: FakeDiscord, build: Build
+) -> None:
+    lost = FatalReports()
+    async with running_bot(build(), on_fatal=lost, **QUICK_RECONNECT):
+        fake_discord.gateway.after_identify = ["not json"]  # every new session dies at once
+        await fake_discord.send_malformed("non_json")
+        assert "3 times in a row" in await lost.first()
+    assert fake_discord.gateway.identifies == 3  # the first session, then two fresh ones
+    assert len(lost.reasons) == 1
+
+
+async def test_a_gateway_that_stays_unreachable_ends_in_a_fatal_report(
+    fake_discord: FakeDiscord, build: Build
+) -> None:
+    """discord.py retries an unreachable gateway forever; the adapter gives up after
+    ``lost_after_s`` so that the process exits and its supervisor restarts it."""
+    lost = FatalReports()
+    async with running_bot(build(), on_fatal=lost, lost_after_s=0.5) as (adapter, _):
+        fake_discord.gateway.refuse_connections = True
+        await fake_discord.drop_gateway()
+        assert "down for" in await lost.first()
+        assert not adapter.connected
+    assert len(lost.reasons) == 1
+    assert any(p.startswith("refused") for p in fake_discord.gateway.connect_paths)

@@ -16,7 +16,7 @@ import pytest
 from discord import app_commands
 
 from tests.e2e.discord.conftest import running
-from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.discord_server import DEAFENING, MALFORMED, FakeDiscord
 
 pytestmark = pytest.mark.e2e
 
@@ -282,3 +282,29 @@ async def test_thread_burst_is_refused_with_a_long_shared_429(fake_discord: Fake
     assert len(made) == 2 and 271 < info.value.retry_after <= 272 and later.id == third.id
     refused = fake_discord.calls_to("POST", r"/threads$")[2]
     assert refused.status == 429 and limit.refused == 1
+
+
+@pytest.mark.parametrize("kind", MALFORMED)
+async def test_malformed_gateway_events_and_what_discord_py_does_with_them(
+    fake_discord: FakeDiscord, kind: str
+) -> None:
+    """discord.py raises the parse error out of ``connect()`` for the ``DEAFENING``
+    ones: the session is over and nothing reconnects it. The others it survives."""
+    client = Probe()
+    await client.login(fake_discord.token)
+    gateway = asyncio.create_task(client.connect(reconnect=True))
+    try:
+        await asyncio.wait_for(client.wait_until_ready(), 5)
+        await fake_discord.send_malformed(kind)
+        if kind in DEAFENING:
+            await asyncio.wait({gateway}, timeout=5)
+            assert gateway.done() and gateway.exception() is not None
+        else:
+            await fake_discord.send_message("after", mention=True)
+            while not (await client.next_message()).content.endswith("after"):
+                pass  # the broken message itself, delivered all the same
+    finally:
+        await client.close()
+        await asyncio.wait({gateway}, timeout=5)
+        if gateway.done() and not gateway.cancelled():
+            gateway.exception()  # retrieved: asserted above where it matters
