@@ -35,6 +35,7 @@ NOT_HERE = (
     "(in a channel, mention me to start one)."
 )
 DENIED = "You can't use this bot here."
+UNREADABLE = "Discord sent this command without its details; please try it again."
 FAILED = "Something went wrong on our side; the error was logged. Please try again."
 
 Interaction = discord.Interaction[Any]
@@ -104,9 +105,18 @@ class CommandTree(app_commands.CommandTree[Any]):
         self._allowed = allowed
 
     async def interaction_check(self, interaction: Interaction, /) -> bool:
+        command = interaction.type is discord.InteractionType.application_command
+        if interaction.data is None:
+            # A malformed event: discord.py would fail on it in a task nobody awaits.
+            log.warning(
+                "interaction %s arrived without data; answered with an apology", interaction.id
+            )
+            if command:
+                await interaction.response.send_message(UNREADABLE, ephemeral=True)
+            return False
         if self._allowed(interaction):
             return True
-        if interaction.type is discord.InteractionType.application_command:
+        if command:
             await interaction.response.send_message(DENIED, ephemeral=True)
         return False
 

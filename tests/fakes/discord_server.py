@@ -307,11 +307,7 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
         elif kind == "null_d":
             await self.gateway.dispatch("MESSAGE_CREATE", None)
         elif kind == "interaction_without_data":
-            interaction = await self.send_command("help")
-            self.interactions.pop(interaction.id)  # only the broken copy below counts
-            broken = dict(interaction.payload, id=self.snowflake())
-            del broken["data"]
-            await self.gateway.dispatch("INTERACTION_CREATE", broken)
+            await self.send_interaction_without_data()
         elif kind in _MESSAGE_FAULTS:
             await self.gateway.dispatch("MESSAGE_CREATE", _MESSAGE_FAULTS[kind](payload))
         else:

@@ -17,6 +17,7 @@ import pytest
 
 from adapters.discord import DiscordAdapter, DiscordSettings
 from adapters.discord.client import THREADS_PAUSED
+from adapters.discord.commands import UNREADABLE
 from bot.adapter import FatalHandler
 from bot.app import Runtime, open_runtime
 from bot.errors import ConfigError
@@ -558,7 +559,10 @@ async def test_a_malformed_gateway_event_never_deafens_the_bot(
         question = await fake_discord.send_message("still there?", mention=True)
         await final_answer(fake_discord, question.id, expected(1, "still there?"))
         assert adapter.fresh_sessions == (1 if kind in DEAFENING else 0)
+        broken = list(fake_discord.interactions.values())  # the one without data, if sent
+        await fake_discord.wait_for(lambda: all(i.answered for i in broken))
     assert lost.reasons == []
+    assert all(i.response_text == UNREADABLE and i.ephemeral for i in broken)
 
 
 async def test_fresh_sessions_that_keep_failing_end_in_a_fatal_report(
