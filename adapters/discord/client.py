@@ -26,7 +26,7 @@ from typing import Any
 
 import discord
 
-from adapters.discord.attachments import NotedSink, collect
+from adapters.discord.attachments import CdnPolicy, Downloader, NotedSink, collect
 from adapters.discord.commands import CommandTree, Interaction, build_commands
 from adapters.discord.config import DiscordSettings
 from adapters.discord.ordering import Ticket, Turnstile
@@ -130,6 +130,7 @@ class DiscordBot(discord.Client):
         self._roots: OrderedDict[int, int] = OrderedDict()  # message id -> chain root id
         self._threads: set[int] = set()  # threads known to be conversations
         self._threads_paused: dict[int, float] = {}  # channel id -> clock time it ends
+        self._downloads = Downloader(CdnPolicy.for_api_base(context.settings.api_base))
         self._blank_messages = 0
         self._announced = False
 
@@ -171,6 +172,10 @@ class DiscordBot(discord.Client):
         )
         if not self.guilds:
             log.warning("Discord: the bot is in no server yet; open the invite URL above.")
+
+    async def close(self) -> None:
+        await super().close()
+        await self._downloads.aclose()
 
     async def drain(self, grace_s: float) -> None:
         """Stop taking messages; give in-flight turns ``grace_s`` to end, then cancel them."""
@@ -242,7 +247,9 @@ class DiscordBot(discord.Client):
         root = int(plan.key.thread) if plan.key.thread and not plan.key.is_dm else None
         async with self._typing_if_slow(target.channel):
             collected = await collect(
-                message.attachments, max_bytes=self.settings.max_attachment_bytes
+                message.attachments,
+                max_bytes=self.settings.max_attachment_bytes,
+                downloader=self._downloads,
             )
         incoming = to_incoming(message, plan.key, text=text, attachments=collected.attachments)
         reply_to = target.reply_to

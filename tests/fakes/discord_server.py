@@ -26,6 +26,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 import discord
 import yarl
@@ -55,6 +56,7 @@ __all__ = [
     "DEAFENING",
     "MALFORMED",
     "FakeDiscord",
+    "FakeFile",
     "FakeInteraction",
     "FakeMessage",
     "FakeUser",
@@ -62,7 +64,29 @@ __all__ = [
     "ThreadLimit",
 ]
 
-Files = list[tuple[str, str, bytes]]  # (filename, content type, data)
+CdnFault = Literal["drop", "stall"]
+
+
+@dataclass(slots=True)
+class FakeFile:
+    """An attachment and how the fake CDN serves it.
+
+    ``declared_size``: the ``size`` the message says (default: the real one); the CDN
+    streams ``data`` in chunks without a Content-Length, so only counting the bytes
+    received catches a lie. ``fault``: "drop" closes the connection before answering,
+    "stall" never sends a byte. ``url``: served from elsewhere (not fetched by the fake).
+    """
+
+    filename: str
+    content_type: str
+    data: bytes
+    declared_size: int | None = None
+    fault: CdnFault | None = None
+    url: str | None = None
+
+
+Files = list[tuple[str, str, bytes] | FakeFile]  # (filename, content type, data)
+_CDN_CHUNK = 64 * 1024
 
 
 def _without(key: str) -> Callable[[Json], Json]:
@@ -185,7 +209,8 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
         self.threads: dict[str, Json] = {}
         self.dm_channels: dict[str, str] = {}  # user id -> DM channel id
         self.messages: dict[str, FakeMessage] = {}
-        self.cdn: dict[str, tuple[str, bytes]] = {}
+        self.cdn: dict[str, FakeFile] = {}
+        self.cdn_served: dict[str, int] = {}  # attachment id -> bytes written before the end
         self.cdn_delay_s = 0.0
         self.thread_limit: ThreadLimit | None = None  # see ``limit_threads``
         self._nonces: dict[tuple[str, str], str] = {}  # (channel, nonce) -> message id
@@ -355,7 +380,7 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
         if ref is not None and ref.author.id != author.id and ref.author not in mentions:
             mentions.append(ref.author)  # Discord pings the replied-to author by default
         channel_id = channel_id or self.channel_id
-        files = [self._attachment(*a) for a in attachments or []]
+        files = [self._attachment(a) for a in attachments or []]
         msg = self._store(channel_id, self.guild_id, author, content, mentions, ref, files)
         await self._dispatch_message("MESSAGE_CREATE", msg)
         return msg
@@ -365,16 +390,18 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
     ) -> FakeMessage:
         """A DM MESSAGE_CREATE (no guild_id, no member)."""
         author = author or self.alice
-        files = [self._attachment(*a) for a in attachments or []]
+        files = [self._attachment(a) for a in attachments or []]
         msg = self._store(self.dm_channel_id(author), None, author, content, [], None, files)
         await self._dispatch_message("MESSAGE_CREATE", msg)
         return msg
 
-    def _attachment(self, filename: str, content_type: str, data: bytes) -> Json:
+    def _attachment(self, file: tuple[str, str, bytes] | FakeFile) -> Json:
+        f = file if isinstance(file, FakeFile) else FakeFile(*file)
         att_id = self.snowflake()
-        self.cdn[att_id] = (content_type, data)
-        url = f"{self.http_base}/cdn/{att_id}/{filename}"
-        return p.attachment(att_id, filename, content_type, len(data), url)
+        self.cdn[att_id] = f
+        url = f.url or f"{self.http_base}/cdn/{att_id}/{f.filename}"
+        size = len(f.data) if f.declared_size is None else f.declared_size
+        return p.attachment(att_id, f.filename, f.content_type, size, url)
 
     def _store(
         self,
@@ -429,12 +456,31 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
     async def _typing(self, _: web.Request) -> web.Response:
         return web.Response(status=204)
 
-    async def _cdn(self, request: web.Request) -> web.Response:
-        found = self.cdn.get(request.match_info["att_id"])
+    async def _cdn(self, request: web.Request) -> web.StreamResponse:
+        att_id = request.match_info["att_id"]
+        found = self.cdn.get(att_id)
         if found is None:
             return web.Response(status=404)
         await asyncio.sleep(self.cdn_delay_s)  # a slow download, to test ordering
-        return web.Response(body=found[1], content_type=found[0])
+        if found.fault == "stall":
+            await asyncio.sleep(3600)
+        if found.fault == "drop":
+            if request.transport is not None:
+                request.transport.close()
+            raise ConnectionResetError("dropped by the fake CDN")
+        response = web.StreamResponse(headers={"Content-Type": found.content_type})
+        response.enable_chunked_encoding()  # no Content-Length: the size is only in the bytes
+        await response.prepare(request)
+        self.cdn_served[att_id] = 0
+        for start in range(0, len(found.data), _CDN_CHUNK):
+            chunk = found.data[start : start + _CDN_CHUNK]
+            try:
+                await response.write(chunk)
+            except ConnectionError:
+                return response  # the client stopped reading
+            self.cdn_served[att_id] += len(chunk)
+        await response.write_eof()
+        return response
 
     def _guild_of(self, channel_id: str) -> str | bool | None:
         """The channel's guild id, None for a DM channel, False when unknown."""

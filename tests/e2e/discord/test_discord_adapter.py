@@ -24,7 +24,14 @@ from bot.errors import ConfigError
 from bot.ports import Clock, SystemClock
 from bot.settings import Settings
 from tests.configured import Configured, configure
-from tests.fakes.discord_server import DEAFENING, MALFORMED, FakeDiscord, FakeMessage
+from tests.fakes.discord_server import (
+    DEAFENING,
+    MALFORMED,
+    FakeDiscord,
+    FakeFile,
+    FakeMessage,
+    Files,
+)
 from tests.fakes.groq_server import FILLER, FakeGroq
 
 pytestmark = pytest.mark.e2e
@@ -311,6 +318,50 @@ async def test_text_attachment_is_read_and_oversized_one_noted(
         (answer,) = fake_discord.bot_messages(question.id)
     assert answer.content.startswith("-# `big.log` was skipped: it is 600 bytes")
     assert "the secret is 42" in answer.content and "turns=1 last=read this" in answer.content
+
+
+async def test_attachments_that_lie_break_or_live_elsewhere_are_noted_and_answered(
+    fake_discord: FakeDiscord, build: Build
+) -> None:
+    """Only Discord's CDN (here: the configured stand-in) is fetched, the limit holds on
+    the bytes received, and no failed download costs the user the answer."""
+    huge = 20 * 1024 * 1024
+    files: Files = [
+        FakeFile("liar.txt", "text/plain", b"x" * huge, declared_size=100),
+        FakeFile("gone.txt", "text/plain", b"never served", fault="drop"),
+        FakeFile("far.txt", "text/plain", b"elsewhere", url="https://files.example.com/far.txt"),
+        FakeFile("cat.png", "image/png", b"\x89PNG", url="http://127.0.0.1:9/cat.png"),
+        ("notes.txt", "text/plain", b"the secret is 42"),
+    ]
+    async with running_bot(build(discord_max_attachment_bytes=200_000)):
+        question = await fake_discord.send_message("read these", mention=True, attachments=files)
+        await fake_discord.wait_for(
+            lambda: any("model=" in m.content for m in fake_discord.bot_messages(question.id))
+        )
+        (answer,) = fake_discord.bot_messages(question.id)
+    notes = [line for line in answer.content.splitlines() if line.startswith("-# ")]
+    assert notes == [
+        "-# `liar.txt` was skipped: it is larger than the limit of 195 KB.",
+        "-# `gone.txt` was skipped: the download broke off.",
+        "-# `far.txt` was skipped: it is not on Discord's CDN.",
+        "-# `cat.png` was skipped: it is not on Discord's CDN.",
+    ]
+    assert "the secret is 42" in answer.content and "turns=1 last=read these" in answer.content
+    liar = next(i for i, f in fake_discord.cdn.items() if f.filename == "liar.txt")
+    assert fake_discord.cdn_served[liar] < huge // 2  # stopped reading, not read whole
+
+
+async def test_a_download_that_hangs_is_given_up_and_the_message_answered(
+    fake_discord: FakeDiscord, build: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("adapters.discord.attachments.DOWNLOAD_TIMEOUT_S", 0.5)
+    files: Files = [FakeFile("slow.txt", "text/plain", b"late", fault="stall")]
+    async with running_bot(build()):
+        question = await fake_discord.send_message("and this?", mention=True, attachments=files)
+        text = (
+            f"-# `slow.txt` was skipped: the download took over 0.5 s.\n{expected(1, 'and this?')}"
+        )
+        await final_answer(fake_discord, question.id, text)
 
 
 async def test_image_for_a_text_only_model_gets_a_clear_note(
