@@ -162,8 +162,8 @@ class DiscordAdapter:
                     exc_info=exc,
                 )
                 await _drop_session(client)
-            await self._clock.sleep(delay)
-            self.fresh_sessions += 1
+                await self._clock.sleep(delay)
+                self.fresh_sessions += 1
 
     async def _watch(self) -> None:
         """Report the platform lost when the gateway stays down for ``lost_after_s``

@@ -387,14 +387,15 @@ class DiscordBot(discord.Client):
             pause, why = exc.retry_after, describe_error(exc)
         except TimeoutError:
             pause, why = MAX_RATELIMIT_WAIT_S, f"no thread after {THREAD_WAIT_S:.0f} s"
-        except discord.HTTPException as exc:
-            if exc.status != 429:  # e.g. 403: no Create Public Threads permission here
+        except PLATFORM_ERRORS as exc:
+            if not (isinstance(exc, discord.HTTPException) and exc.status == 429):
+                # e.g. 403 (no Create Public Threads permission here), a broken connection
                 log.warning(
                     "could not open a thread (%s); replying in the channel instead",
-                    describe_http_error(exc),
+                    describe_error(exc),
                 )
                 return ""
-            pause, why = retry_delay(exc, 1) or MAX_RATELIMIT_WAIT_S, describe_http_error(exc)
+            pause, why = retry_delay(exc, 1) or MAX_RATELIMIT_WAIT_S, describe_error(exc)
         now = clock.now()
         self._threads_paused = {c: t for c, t in self._threads_paused.items() if t > now}
         self._threads_paused[channel.id] = now + pause
