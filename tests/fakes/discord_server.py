@@ -466,8 +466,8 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
             await asyncio.sleep(3600)
         if found.fault == "drop":
             if request.transport is not None:
-                request.transport.close()
-            raise ConnectionResetError("dropped by the fake CDN")
+                request.transport.close()  # the client sees the connection end, no answer
+            return web.Response(status=500)
         response = web.StreamResponse(headers={"Content-Type": found.content_type})
         response.enable_chunked_encoding()  # no Content-Length: the size is only in the bytes
         await response.prepare(request)
