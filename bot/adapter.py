@@ -9,6 +9,8 @@ A platform is one package under ``adapters/`` plus one ``AdapterSpec`` line in t
 from __future__ import annotations
 
 import importlib
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -17,20 +19,37 @@ from bot.ports import Adapter, Clock
 from bot.settings import AdapterSettings
 from bot.streaming import EditPacer
 
-__all__ = ["AdapterContext", "AdapterSpec"]
+__all__ = ["AdapterContext", "AdapterSpec", "FatalHandler"]
+
+log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=AdapterSettings)
+
+FatalHandler = Callable[[str], None]
+"""Told, once, that an adapter's platform connection is gone and the adapter cannot
+restore it (the argument says what failed, in one sentence)."""
+
+
+def _unsupervised(reason: str) -> None:
+    log.critical("%s; nothing will restart the adapter", reason)
 
 
 @dataclass(frozen=True, slots=True)
 class AdapterContext(Generic[S]):
     """Everything an adapter may use: the engine's operations, the shared edit pacer
-    and clock, and its own settings group."""
+    and clock, and its own settings group.
+
+    ``on_fatal`` is how an adapter reports that it can no longer hear its platform and
+    has given up repairing that itself (reconnecting): instead of running on deaf, the
+    process then exits non-zero so that a supervisor restarts it (``bot.app.serve``).
+    It may be called from any task on the bot's loop; it returns at once.
+    """
 
     engine: Engine
     pacer: EditPacer
     clock: Clock
     settings: S
+    on_fatal: FatalHandler = _unsupervised
 
 
 def _attribute(path: str) -> object:

@@ -7,13 +7,13 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from bot.adapter import AdapterContext, AdapterSpec
+from bot.adapter import AdapterContext, AdapterSpec, FatalHandler
 from bot.commands import window_text
 from bot.context import history_budget
 from bot.engine import Engine
-from bot.errors import AuthenticationFailed, ConfigError, UpstreamError
+from bot.errors import AuthenticationFailed, ConfigError, PlatformLost, UpstreamError
 from bot.limits.config import QuotaConfig
 from bot.limits.quota import QuotaManager
 from bot.llm.client import CompletionsClient
@@ -46,9 +46,12 @@ class Runtime:
     engine: Engine
     pacer: EditPacer
 
-    def context(self, settings: S) -> AdapterContext[S]:
-        """What an adapter with ``settings`` is built from."""
-        return AdapterContext(self.engine, self.pacer, self.clock, settings)
+    def context(self, settings: S, *, on_fatal: FatalHandler | None = None) -> AdapterContext[S]:
+        """What an adapter with ``settings`` is built from (``on_fatal``: see
+        ``AdapterContext``; by default a fatal report is only logged)."""
+        if on_fatal is None:
+            return AdapterContext(self.engine, self.pacer, self.clock, settings)
+        return AdapterContext(self.engine, self.pacer, self.clock, settings, on_fatal)
 
 
 @asynccontextmanager
@@ -106,7 +109,24 @@ async def serve(
     stop: asyncio.Event,
 ) -> None:
     """Run the bot on ``platforms`` until ``stop`` is set: open the runtime, check the
-    server, start each adapter, and on the way out close them in reverse order."""
+    server, start each adapter, and on the way out close them in reverse order.
+
+    Raises ``PlatformLost`` (after closing everything) when an adapter reports through
+    ``AdapterContext.on_fatal`` that it lost its platform for good: a bot deaf on one
+    platform must exit non-zero, so that its supervisor restarts it.
+    """
+    lost: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def fatal_for(name: str) -> FatalHandler:
+        def report(reason: str) -> None:
+            log.critical(
+                "%s adapter: %s; stopping the bot so that it can be restarted", name, reason
+            )
+            if not lost.done():
+                lost.set_result(f"The {name} adapter lost its platform ({reason})")
+
+        return report
+
     async with open_runtime(settings) as runtime, AsyncExitStack() as stack:
         found = await preflight(runtime)
         for note in found.notes:
@@ -114,11 +134,17 @@ async def serve(
         for problem in found.problems:
             log.warning("%s", problem)
         for spec, config in platforms:
-            adapter = spec.build(runtime.context(config))
+            adapter = spec.build(runtime.context(config, on_fatal=fatal_for(spec.name)))
             await adapter.start()
             stack.push_async_callback(adapter.aclose)
             log.info("%s adapter started", spec.name)
-        await stop.wait()
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait([stopping, lost], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if lost.done():
+            raise PlatformLost(f"{lost.result()}; exiting so that a supervisor restarts the bot.")
         log.info("shutting down")
 
 

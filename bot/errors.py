@@ -4,6 +4,7 @@
 
     BotError                      .user_text: one actionable sentence, never a secret
     ├── ConfigError               missing/invalid settings (start-up)
+    ├── PlatformLost              an adapter lost its platform for good (the process exits)
     ├── UpstreamError             .status, .retryable
     │   ├── AuthenticationFailed  401
     │   ├── UpstreamRateLimited   429, .retry_after_s
@@ -31,6 +32,7 @@ __all__ = [
     "EmptyStream",
     "InputRejected",
     "ModelUnavailable",
+    "PlatformLost",
     "QuotaExceeded",
     "RequestTooLarge",
     "StoreError",
@@ -55,6 +57,16 @@ class BotError(Exception):
 
 class ConfigError(BotError):
     default_text = "The bot is misconfigured."
+
+
+class PlatformLost(BotError):
+    """An adapter reported its platform connection gone and beyond its own repair; the
+    process exits non-zero so that a supervisor starts it afresh."""
+
+    default_text = (
+        "A chat platform connection was lost and could not be restored; exiting so that "
+        "a supervisor (systemd, Docker's restart policy) restarts the bot."
+    )
 
 
 class UpstreamError(BotError):

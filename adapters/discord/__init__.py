@@ -3,6 +3,14 @@
 ``start`` logs in, publishes the slash commands, connects the gateway and returns once
 the bot is ready; configuration problems (a rejected token, the MESSAGE CONTENT
 intent disabled in the developer portal) raise ``ConfigError`` with the fix.
+
+The gateway is kept up here as well as by discord.py. discord.py reconnects after
+network failures, but a payload it cannot parse (a missing field, a wrong type, a frame
+that is not JSON) raises out of ``Client.connect()`` and leaves the bot deaf: such a
+session is closed and a fresh one identified after a bounded backoff. When that keeps
+failing, when Discord closes the session for good (bad token, intents), or when the
+gateway stays down longer than ``lost_after_s`` whatever discord.py tries, the adapter
+reports it through ``AdapterContext.on_fatal`` and the process exits for a restart.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import ClassVar
 
 import discord
@@ -23,6 +32,16 @@ from bot.errors import ConfigError
 __all__ = ["DiscordAdapter", "DiscordSettings"]
 
 log = logging.getLogger(__name__)
+
+# Waits before each fresh session after discord.py gave up on one; one more failure in
+# a row (sessions that did not last STABLE_AFTER_S) and the platform is lost.
+RECONNECT_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+STABLE_AFTER_S = 60.0
+# Longest the gateway may stay disconnected, through discord.py's own reconnects.
+LOST_AFTER_S = 300.0
+# Close codes after which discord.py closes the client: nothing but a restart (after a
+# fix) helps; PrivilegedIntentsRequired is 4014.
+_FATAL = (discord.ConnectionClosed, discord.PrivilegedIntentsRequired)
 
 PRIVILEGED_HELP = (
     "Discord refused the MESSAGE CONTENT intent. Enable it in the Discord developer portal "
@@ -56,21 +75,34 @@ class DiscordAdapter:
         guild_ready_timeout: float = 2.0,
         ready_timeout_s: float = 60.0,
         shutdown_grace_s: float = 10.0,
+        reconnect_delays_s: Sequence[float] = RECONNECT_DELAYS_S,
+        stable_after_s: float = STABLE_AFTER_S,
+        lost_after_s: float = LOST_AFTER_S,
     ) -> None:
         self._context = context
         self._settings = context.settings
+        self._clock = context.clock
         self._guild_ready_timeout = guild_ready_timeout
         self._ready_timeout_s = ready_timeout_s
         self._shutdown_grace_s = shutdown_grace_s
+        self._reconnect_delays_s = tuple(reconnect_delays_s)
+        self._stable_after_s = stable_after_s
+        self._lost_after_s = lost_after_s
         self._client: DiscordBot | None = None
         self._gateway: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._closing = False
+        self._lost = False
+        self.fresh_sessions = 0  # sessions started after discord.py gave one up
         context.engine.describe_platform(PLATFORM, context.settings.help())
 
     @property
     def connected(self) -> bool:
-        """Logged in and the gateway is up (discord.py reconnects on its own)."""
+        """Logged in and a gateway session is up."""
         client = self._client
-        return client is not None and client.is_ready() and not client.is_closed()
+        if client is None or not client.is_ready() or client.is_closed():
+            return False
+        return client.ws is not None and client.ws.open
 
     @property
     def client(self) -> DiscordBot | None:
@@ -96,9 +128,76 @@ class DiscordAdapter:
         except (discord.HTTPException, OSError) as exc:
             await self.aclose()
             raise ConfigError(f"Could not reach Discord to log in: {exc}") from None
-        self._gateway = asyncio.create_task(client.connect(reconnect=True), name="discord-gateway")
+        self._gateway = asyncio.create_task(self._keep_connected(client), name="discord-gateway")
         await self._wait_ready(client, self._gateway)
-        self._gateway.add_done_callback(_report_end)
+        self._gateway.add_done_callback(self._gateway_ended)
+        self._watchdog = asyncio.create_task(self._watch(), name="discord-watchdog")
+
+    async def _keep_connected(self, client: DiscordBot) -> None:
+        """``client.connect()``, started again with a fresh session when discord.py gives
+        up on one; raises when that keeps failing or Discord closed the session for good."""
+        failures = 0
+        while True:
+            began = self._clock.now()
+            try:
+                await client.connect(reconnect=True)
+                return  # the client was closed
+            except _FATAL:
+                raise
+            except Exception as exc:
+                if client.is_closed():
+                    return
+                lasted = self._clock.now() - began
+                failures = 1 if lasted >= self._stable_after_s else failures + 1
+                if failures > len(self._reconnect_delays_s):
+                    raise GatewayLost(
+                        f"the gateway failed {failures} times in a row, last on {exc!r}"
+                    ) from exc
+                delay = self._reconnect_delays_s[failures - 1]
+                log.error(
+                    "Discord gateway stopped on an event discord.py could not handle (%r); "
+                    "reconnecting with a fresh session in %.0f s",
+                    exc,
+                    delay,
+                    exc_info=exc,
+                )
+                await _drop_session(client)
+                await self._clock.sleep(delay)
+                self.fresh_sessions += 1
+
+    async def _watch(self) -> None:
+        """Report the platform lost when the gateway stays down for ``lost_after_s``
+        (discord.py retries a gateway it cannot reach forever, deaf all along)."""
+        step = max(0.05, min(5.0, self._lost_after_s / 10))
+        down_since: float | None = None
+        while not self._lost:
+            await self._clock.sleep(step)
+            now = self._clock.now()
+            if self.connected or self._closing:
+                down_since = None
+            elif down_since is None:
+                down_since = now
+            elif now - down_since >= self._lost_after_s:
+                self._report_lost(f"the gateway has been down for {now - down_since:.0f} s")
+
+    def _gateway_ended(self, task: asyncio.Task[None]) -> None:
+        """The gateway task ended while running: the bot no longer receives events."""
+        if task.cancelled() or self._closing:
+            return
+        error = task.exception()
+        if isinstance(error, discord.PrivilegedIntentsRequired):
+            self._report_lost(PRIVILEGED_HELP)
+        elif isinstance(error, discord.ConnectionClosed):
+            self._report_lost(f"Discord closed the gateway for good (code {error.code})")
+        else:
+            self._report_lost(str(error) if error else "the gateway stopped")
+
+    def _report_lost(self, reason: str) -> None:
+        if self._lost or self._closing:
+            return
+        self._lost = True
+        log.critical("Discord disconnected for good: %s", reason)
+        self._context.on_fatal(reason)
 
     async def _wait_ready(self, client: DiscordBot, gateway: asyncio.Task[None]) -> None:
         ready = asyncio.create_task(client.wait_until_ready())
@@ -123,22 +222,29 @@ class DiscordAdapter:
         """Let in-flight answers finish (briefly), then disconnect."""
         client, self._client = self._client, None
         gateway, self._gateway = self._gateway, None
+        watchdog, self._watchdog = self._watchdog, None
         if client is None:
             return
+        self._closing = True
+        if watchdog is not None:
+            watchdog.cancel()
         await client.drain(self._shutdown_grace_s)
         await client.close()
         if gateway is not None:
-            gateway.remove_done_callback(_report_end)
+            gateway.remove_done_callback(self._gateway_ended)
+            gateway.cancel()  # when it sleeps before a fresh session
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await gateway
 
 
-def _report_end(task: asyncio.Task[None]) -> None:
-    """The gateway task ended while running: say why (the bot no longer receives events)."""
-    if task.cancelled():
-        return
-    error = task.exception()
-    if isinstance(error, discord.PrivilegedIntentsRequired):
-        log.error("Discord disconnected: %s", PRIVILEGED_HELP)
-    elif error is not None:
-        log.error("Discord disconnected for good: %s", error)
+class GatewayLost(Exception):
+    """Fresh gateway sessions kept failing: the adapter gives up on Discord."""
+
+
+async def _drop_session(client: DiscordBot) -> None:
+    """Close the socket of a session discord.py gave up on (its heartbeat thread too);
+    ``connect()`` then identifies afresh instead of resuming into the same payload."""
+    ws = client.ws
+    if ws is not None:
+        with contextlib.suppress(Exception):
+            await ws.close(code=1000)

@@ -5,26 +5,39 @@
 (``translate.route``), checks the allow/deny lists, opens a thread when needed, reads
 attachments and, once the messages ahead have gone, hands the turn to ``Engine.handle``
 with an ``EditingSink`` over a ``DiscordSurface``.
+
+Nothing waits silently on Discord: discord.py raises ``RateLimited`` instead of
+sleeping through a rate limit longer than ``MAX_RATELIMIT_WAIT_S``, thread creation
+gets ``THREAD_WAIT_S`` at most, and getting ready to answer shows "typing…" when it
+takes longer than ``TYPING_AFTER_S``. When Discord refuses new threads in a channel
+(a burst of threads earns a 429 of minutes), answers there go in the channel as
+replies, with a note, until the refusal ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import discord
 
-from adapters.discord.attachments import NotedSink, collect
+from adapters.discord.attachments import CdnPolicy, Downloader, NotedSink, collect
 from adapters.discord.commands import CommandTree, Interaction, build_commands
 from adapters.discord.config import DiscordSettings
 from adapters.discord.ordering import Ticket, Turnstile
 from adapters.discord.surface import (
     NO_MENTIONS,
+    PLATFORM_ERRORS,
     Answerable,
     DiscordSurface,
+    describe_error,
     describe_http_error,
+    retry_delay,
 )
 from adapters.discord.translate import (
     Route,
@@ -58,6 +71,29 @@ INVITE_PERMISSIONS = discord.Permissions(
 _MAX_REMEMBERED = 50_000  # reply-chain roots kept in memory (older ones are re-fetched)
 _MAX_CHAIN_HOPS = 25
 _EMPTY_WARN_AFTER = 3
+# discord.py sleeps through a 429 (or an exhausted bucket) up to this long inside the
+# call, and raises RateLimited beyond it; 30 s is the least it accepts.
+MAX_RATELIMIT_WAIT_S = 30.0
+# Longest wait for a new thread before answering in the channel instead; a thread
+# still not open then is given up (discord.py may be sleeping through a rate limit)
+# and new threads in that channel pause for MAX_RATELIMIT_WAIT_S.
+THREAD_WAIT_S = 3.0
+# Preparing an answer (opening its thread, reading attachments) longer than this shows
+# "typing…" once; the reply's own typing indicator takes over when the turn starts.
+TYPING_AFTER_S = 0.5
+THREADS_PAUSED = (
+    "Discord isn't letting me open a thread here right now, so I'm answering in the "
+    "channel; reply to my answer to continue."
+)
+
+
+@dataclass(slots=True)
+class _Target:
+    """Where a reply goes: a channel or thread, as a reply to a message or not."""
+
+    channel: Answerable
+    reply_to: discord.Message | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def invite_url(client_id: int | str) -> str:
@@ -76,7 +112,10 @@ class DiscordBot(discord.Client):
         intents = discord.Intents.default()
         intents.message_content = True  # privileged: must be enabled in the developer portal
         super().__init__(
-            intents=intents, guild_ready_timeout=guild_ready_timeout, allowed_mentions=NO_MENTIONS
+            intents=intents,
+            guild_ready_timeout=guild_ready_timeout,
+            allowed_mentions=NO_MENTIONS,
+            max_ratelimit_timeout=MAX_RATELIMIT_WAIT_S,
         )
         self.context = context
         self.settings = context.settings
@@ -90,6 +129,8 @@ class DiscordBot(discord.Client):
         self._accepting = True
         self._roots: OrderedDict[int, int] = OrderedDict()  # message id -> chain root id
         self._threads: set[int] = set()  # threads known to be conversations
+        self._threads_paused: dict[int, float] = {}  # channel id -> clock time it ends
+        self._downloads = Downloader(CdnPolicy.for_api_base(context.settings.api_base))
         self._blank_messages = 0
         self._announced = False
 
@@ -131,6 +172,10 @@ class DiscordBot(discord.Client):
         )
         if not self.guilds:
             log.warning("Discord: the bot is in no server yet; open the invite URL above.")
+
+    async def close(self) -> None:
+        await super().close()
+        await self._downloads.aclose()
 
     async def drain(self, grace_s: float) -> None:
         """Stop taking messages; give in-flight turns ``grace_s`` to end, then cancel them."""
@@ -199,23 +244,47 @@ class DiscordBot(discord.Client):
         target = await self._target(message, plan, text)
         if target is None:
             return
-        channel, reply_to = target
         root = int(plan.key.thread) if plan.key.thread and not plan.key.is_dm else None
-        collected = await collect(message.attachments, max_bytes=self.settings.max_attachment_bytes)
+        async with self._typing_if_slow(target.channel):
+            collected = await collect(
+                message.attachments,
+                max_bytes=self.settings.max_attachment_bytes,
+                downloader=self._downloads,
+            )
         incoming = to_incoming(message, plan.key, text=text, attachments=collected.attachments)
+        reply_to = target.reply_to
         surface = DiscordSurface(
-            channel,
+            target.channel,
             settings=self.settings,
+            clock=self.context.clock,
+            conversation=plan.key.storage_id(),
             reply_to=reply_to,
             on_post=(lambda mid: self._remember(mid, root)) if reply_to and root else None,
         )
         sink: ReplySink = EditingSink(surface, pacer=self.context.pacer, clock=self.context.clock)
-        if collected.notes:
-            sink = NotedSink(sink, collected.notes)
+        notes = [*target.notes, *collected.notes]
+        if notes:
+            sink = NotedSink(sink, notes)
         if not plan.open_thread:
             await ticket.wait()
         ticket.pass_on()
         await self.engine.handle(incoming, sink)
+
+    @contextlib.asynccontextmanager
+    async def _typing_if_slow(self, channel: Answerable) -> AsyncIterator[None]:
+        """Show "typing…" in ``channel`` once if the block outlasts ``TYPING_AFTER_S``."""
+        timer = asyncio.create_task(self._type_after(channel, TYPING_AFTER_S))
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+    async def _type_after(self, channel: Answerable, delay_s: float) -> None:
+        await self.context.clock.sleep(delay_s)
+        try:
+            await channel.typing()  # one indicator, shown ~10 s or until the bot posts
+        except PLATFORM_ERRORS as exc:
+            log.info("typing indicator in %s failed: %s", channel.id, describe_error(exc))
 
     def _bot_role_id(self, message: discord.Message) -> int | None:
         role = message.guild.self_role if message.guild else None
@@ -284,30 +353,60 @@ class DiscordBot(discord.Client):
             )
         return True
 
-    async def _target(
-        self, message: discord.Message, plan: Route, text: str
-    ) -> tuple[Answerable, discord.Message | None] | None:
+    async def _target(self, message: discord.Message, plan: Route, text: str) -> _Target | None:
         """Where the reply goes: a new thread, a reply to the message, or the channel."""
         channel = message.channel
         if not isinstance(channel, Answerable):
             log.info("message %s is in an unsupported channel type; ignored", message.id)
             return None
         if plan.open_thread and isinstance(channel, discord.TextChannel):
-            name = thread_name(text, message.author.display_name)
-            try:
-                thread = await message.create_thread(name=name, auto_archive_duration=1440)
-            except discord.HTTPException as exc:
-                # Same conversation key either way: the thread id would be the message id.
-                log.warning(
-                    "could not open a thread (%s); replying in the channel instead",
-                    describe_http_error(exc),
-                )
-                return channel, message
-            self._threads.add(thread.id)
-            return thread, None
+            # Same conversation key either way: the thread id would be the message id.
+            async with self._typing_if_slow(channel):
+                opened = await self._open_thread(message, channel, text)
+            if isinstance(opened, discord.Thread):
+                self._threads.add(opened.id)
+                return _Target(opened)
+            return _Target(channel, message, [opened] if opened else [])
         # Where threads can't be opened (voice channel chat) a reply chain is used instead.
         as_reply = plan.reply_to == message.id or plan.open_thread
-        return channel, (message if as_reply else None)
+        return _Target(channel, message if as_reply else None)
+
+    async def _open_thread(
+        self, message: discord.Message, channel: discord.TextChannel, text: str
+    ) -> discord.Thread | str:
+        """A thread on ``message``, or the note to show above an answer given in the
+        channel instead ("" for none). Never waits longer than ``THREAD_WAIT_S``."""
+        clock = self.context.clock
+        if self._threads_paused.get(channel.id, 0.0) > clock.now():
+            return THREADS_PAUSED
+        name = thread_name(text, message.author.display_name)
+        try:
+            async with asyncio.timeout(THREAD_WAIT_S):
+                return await message.create_thread(name=name, auto_archive_duration=1440)
+        except discord.RateLimited as exc:
+            pause, why = exc.retry_after, describe_error(exc)
+        except TimeoutError:
+            pause, why = MAX_RATELIMIT_WAIT_S, f"no thread after {THREAD_WAIT_S:.0f} s"
+        except PLATFORM_ERRORS as exc:
+            if not (isinstance(exc, discord.HTTPException) and exc.status == 429):
+                # e.g. 403 (no Create Public Threads permission here), a broken connection
+                log.warning(
+                    "could not open a thread (%s); replying in the channel instead",
+                    describe_error(exc),
+                )
+                return ""
+            pause, why = retry_delay(exc, 1) or MAX_RATELIMIT_WAIT_S, describe_error(exc)
+        now = clock.now()
+        self._threads_paused = {c: t for c, t in self._threads_paused.items() if t > now}
+        self._threads_paused[channel.id] = now + pause
+        log.warning(
+            "Discord refuses new threads in channel %s (%s): answering there as replies "
+            "for the next %.0f s",
+            channel.id,
+            why,
+            pause,
+        )
+        return THREADS_PAUSED
 
     # ----- reply chains -----
 

@@ -35,6 +35,7 @@ NOT_HERE = (
     "(in a channel, mention me to start one)."
 )
 DENIED = "You can't use this bot here."
+UNREADABLE = "Discord sent this command without its details; please try it again."
 FAILED = "Something went wrong on our side; the error was logged. Please try again."
 
 Interaction = discord.Interaction[Any]
@@ -42,17 +43,34 @@ Command = app_commands.Command[Any, Any, Any]
 
 
 def fit(text: str, limit: int = MAX_CHARS) -> str:
-    """Cut a long answer at a line boundary, saying how many lines were left out."""
+    """Cut a long answer to ``limit``: whole lines while they fit, saying how many lines
+    were left out. A first line longer than ``limit`` is itself cut in the middle
+    (its start and end kept), never dropped."""
     if len(text) <= limit:
         return text
     lines = text.splitlines()
     kept: list[str] = []
     for i, line in enumerate(lines):
-        more = f"\n… and {len(lines) - i} more line(s)"
-        if len("\n".join([*kept, line])) + len(more) > limit:
-            return ("\n".join(kept) + more)[:limit]
-        kept.append(line)
-    return text[:limit]
+        if len("\n".join([*kept, line])) + len(_more(len(lines) - i - 1)) <= limit:
+            kept.append(line)
+            continue
+        if kept:
+            return "\n".join(kept) + _more(len(lines) - i)
+        more = _more(len(lines) - i - 1)
+        return _cut_middle(line, limit - len(more)) + more
+    return text[:limit]  # unreachable: the text fits or some line does not
+
+
+def _more(count: int) -> str:
+    return f"\n… and {count} more line(s)" if count else ""
+
+
+def _cut_middle(line: str, limit: int) -> str:
+    """``line`` shortened to ``limit`` by an ellipsis in the middle; the end of a line
+    often says what it is about (``… is not an available model``)."""
+    tail = min(len(line) // 3, limit // 4, 200)
+    head = limit - tail - 1
+    return f"{line[:head]}…{line[len(line) - tail :] if tail else ''}"
 
 
 def model_choices(ids: list[str], current: str) -> list[app_commands.Choice[str]]:
@@ -87,9 +105,18 @@ class CommandTree(app_commands.CommandTree[Any]):
         self._allowed = allowed
 
     async def interaction_check(self, interaction: Interaction, /) -> bool:
+        command = interaction.type is discord.InteractionType.application_command
+        if interaction.data is None:
+            # A malformed event: discord.py would fail on it in a task nobody awaits.
+            log.warning(
+                "interaction %s arrived without data; answered with an apology", interaction.id
+            )
+            if command:
+                await interaction.response.send_message(UNREADABLE, ephemeral=True)
+            return False
         if self._allowed(interaction):
             return True
-        if interaction.type is discord.InteractionType.application_command:
+        if command:
             await interaction.response.send_message(DENIED, ephemeral=True)
         return False
 

@@ -34,6 +34,7 @@ class DiscordSettings(ChatAccessSettings):
     blocked_guild_ids: IdList = Field(default_factory=list)
     edit_interval_s: float = Field(default=1.0, ge=0.2)
     max_attachment_bytes: int = Field(default=200_000, ge=0)
+    retry_deadline_s: float = Field(default=30.0, ge=0.0)
     api_base: str | None = None
     gateway_url: str | None = None
 

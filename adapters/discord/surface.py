@@ -2,22 +2,33 @@
 
 Every post and edit carries ``AllowedMentions.none()``: the text comes from a model and
 from users, so nothing in it may ping anyone (``@everyone``, roles, users, the replied
-user). Failures are logged here with the channel and re-raised as ``ReplyNotDelivered``
-for the sink, which retries once and otherwise keeps going.
+user).
+
+Transient failures are retried here, because discord.py raises at once for several of
+them: a 503, a 429 without Discord's ``Via`` header (taken for a Cloudflare ban), a
+rate limit longer than ``max_ratelimit_timeout``, a dropped connection. Each retry
+waits the ``retry_after`` Discord asked for, else a bounded backoff, until the reply
+has been failing for ``DISCORD_RETRY_DEADLINE_S``; a post is retried with the same
+``nonce`` (``enforce_nonce``), so a post that reached Discord is not made twice. Then,
+or at once for a refusal (403, 404, 400), the failure is logged with the conversation
+and channel and raised as ``ReplyNotDelivered`` for the sink.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
+import aiohttp
 import discord
 
 from adapters.discord.config import DiscordSettings
 from bot.errors import BotError
+from bot.ports import Clock
 from bot.types import SurfaceLimits
 
 __all__ = [
@@ -26,7 +37,9 @@ __all__ = [
     "Answerable",
     "DiscordSurface",
     "ReplyNotDelivered",
+    "describe_error",
     "describe_http_error",
+    "retry_delay",
 ]
 
 log = logging.getLogger(__name__)
@@ -41,6 +54,14 @@ BUDGET_BURST = 5
 BUDGET_WINDOW_S = 5.5
 BUDGET_PER_S = BUDGET_BURST / BUDGET_WINDOW_S
 NO_MENTIONS = discord.AllowedMentions.none()
+# Backoff between retries when Discord gives no retry_after: 0.5, 1, 2, 4, 5, 5… s.
+_FIRST_DELAY_S = 0.5
+_MAX_DELAY_S = 5.0
+# What a failing request to Discord raises besides a bug: discord.py's errors (HTTP
+# statuses, RateLimited), and the connection's (aiohttp, the socket, a timeout).
+PLATFORM_ERRORS = (discord.DiscordException, aiohttp.ClientError, OSError, TimeoutError)
+
+T = TypeVar("T")
 
 # Channels the bot can answer in (voice channels have a text chat too).
 Answerable = discord.TextChannel | discord.Thread | discord.DMChannel | discord.VoiceChannel
@@ -63,11 +84,42 @@ def describe_http_error(exc: discord.HTTPException) -> str:
     return f"{exc.status} (code {exc.code}): {exc.text or 'no details'}"
 
 
+def describe_error(exc: BaseException) -> str:
+    """``describe_http_error`` for any failure of a request to Discord."""
+    if isinstance(exc, discord.HTTPException):
+        return describe_http_error(exc)
+    if isinstance(exc, discord.RateLimited):
+        return f"rate limited for {exc.retry_after:.0f} s"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def retry_delay(exc: BaseException, attempt: int) -> float | None:
+    """Seconds to wait before retry number ``attempt`` (from 1) after ``exc``, or None
+    when retrying cannot help (a refusal: 400, 403, 404…)."""
+    backoff = min(_MAX_DELAY_S, _FIRST_DELAY_S * 2 ** (attempt - 1))
+    if isinstance(exc, discord.RateLimited):
+        return exc.retry_after
+    if isinstance(exc, discord.HTTPException):
+        if exc.status == 429:
+            return _header_seconds(exc, "Retry-After") or backoff
+        return backoff if exc.status >= 500 else None
+    return backoff if isinstance(exc, PLATFORM_ERRORS) else None
+
+
+def _header_seconds(exc: discord.HTTPException, name: str) -> float | None:
+    try:
+        value = float(exc.response.headers.get(name, ""))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return value if value > 0 else None
+
+
 class DiscordSurface:
     """One reply in one channel or thread (implements ``bot.ports.Surface``).
 
     ``reply_to``: in reply mode, the user's message every part of the reply answers.
     ``on_post`` is told each posted message id (the client remembers reply chains).
+    ``conversation`` names the reply's conversation in log lines.
     """
 
     def __init__(
@@ -75,10 +127,17 @@ class DiscordSurface:
         channel: Answerable,
         *,
         settings: DiscordSettings,
+        clock: Clock,
+        conversation: str = "-",
         reply_to: discord.Message | None = None,
         on_post: Callable[[int], None] | None = None,
     ) -> None:
         self._channel = channel
+        self._clock = clock
+        self._conversation = conversation
+        self._deadline_s = settings.retry_deadline_s
+        self._failing_since: float | None = None  # start of the current run of failures
+        self._gave_up = False  # in the current run
         self._reply_to = reply_to
         self._on_post = on_post
         self._limits = SurfaceLimits(
@@ -104,36 +163,76 @@ class DiscordSurface:
         try:
             await indicator.__aenter__()
             entered = True
-        except discord.HTTPException as exc:
-            log.info("typing indicator in %s failed: %s", self._channel.id, exc.status)
+        except PLATFORM_ERRORS as exc:
+            log.info("typing indicator in %s failed: %s", self._channel.id, describe_error(exc))
         try:
             yield
         finally:
             if entered:
-                with contextlib.suppress(discord.HTTPException):
+                with contextlib.suppress(*PLATFORM_ERRORS):
                     await indicator.__aexit__(None, None, None)
 
     async def post(self, text: str) -> str:
-        kwargs: dict[str, Any] = {"allowed_mentions": NO_MENTIONS}
+        # One nonce for every try: Discord returns the message a lost answer created.
+        kwargs: dict[str, Any] = {
+            "allowed_mentions": NO_MENTIONS,
+            "nonce": str(secrets.randbits(63)),
+        }
         if self._reply_to is not None:
             # A deleted question must not lose the answer: post it without the reference.
             kwargs["reference"] = self._reply_to.to_reference(fail_if_not_exists=False)
             kwargs["mention_author"] = False
-        try:
-            message = await self._channel.send(text, **kwargs)
-        except discord.HTTPException as exc:
-            detail = describe_http_error(exc)
-            log.warning("posting a reply in channel %s failed: %s", self._channel.id, detail)
-            raise ReplyNotDelivered(detail=detail) from None
+        what = f"posting a reply in channel {self._channel.id}"
+        message = await self._deliver(what, lambda: self._channel.send(text, **kwargs))
         if self._on_post is not None:
             self._on_post(message.id)
         return str(message.id)
 
     async def edit(self, message_id: str, text: str) -> None:
         partial = self._channel.get_partial_message(int(message_id))
-        try:
-            await partial.edit(content=text, allowed_mentions=NO_MENTIONS)
-        except discord.HTTPException as exc:
-            detail = describe_http_error(exc)
-            log.warning("editing message %s failed: %s", message_id, detail)
+        what = f"editing message {message_id} in channel {self._channel.id}"
+        await self._deliver(what, lambda: partial.edit(content=text, allowed_mentions=NO_MENTIONS))
+
+    async def _deliver(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, retried while Discord fails transiently and the deadline allows."""
+        attempt = 0
+        while True:
+            try:
+                result = await call()
+            except PLATFORM_ERRORS as exc:
+                attempt += 1
+                await self._wait_to_retry(what, exc, attempt)
+                continue
+            self._failing_since, self._gave_up = None, False
+            return result
+
+    async def _wait_to_retry(self, what: str, exc: BaseException, attempt: int) -> None:
+        """Sleep before the next try, or raise ``ReplyNotDelivered`` (logged)."""
+        detail = describe_error(exc)
+        delay = retry_delay(exc, attempt)
+        now = self._clock.now()
+        if self._failing_since is None:
+            self._failing_since = now
+        left = self._failing_since + self._deadline_s - now
+        if delay is None:
+            log.warning("%s failed [%s]: %s", what, self._conversation, detail)
             raise ReplyNotDelivered(detail=detail) from None
+        if delay > left:
+            failing = now - self._failing_since
+            # Once per run of failures: the sink's own retry would repeat the line.
+            level = logging.WARNING if self._gave_up else logging.ERROR
+            self._gave_up = True
+            log.log(
+                level,
+                "%s failed for %.0f s, giving up [%s]: %s (next try in %.1f s is past "
+                "DISCORD_RETRY_DEADLINE_S=%.0f)",
+                what,
+                failing,
+                self._conversation,
+                detail,
+                delay,
+                self._deadline_s,
+            )
+            raise ReplyNotDelivered(detail=detail) from None
+        log.info("%s failed (%s); try %d in %.1f s", what, detail, attempt + 1, delay)
+        await self._clock.sleep(delay)

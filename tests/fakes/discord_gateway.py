@@ -58,6 +58,10 @@ class FakeGateway:
         # False: IDENTIFY succeeds but message text stays blanked as if the MESSAGE
         # CONTENT intent had not been granted (what a bot sees when it lacks the intent).
         self.message_content_granted = True
+        # True: websocket upgrades are answered 503 (a gateway that cannot be reached).
+        self.refuse_connections = False
+        # Raw frames sent right after READY / GUILD_CREATE of every new session.
+        self.after_identify: list[str] = []
         self.session_id: str | None = None
         self.seq = 0
         self.intents: int | None = None
@@ -77,8 +81,11 @@ class FakeGateway:
             return False
         return self.intents is not None and bool(self.intents & bit)
 
-    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         """aiohttp handler for ``/gateway`` and ``/resume`` (told apart by path)."""
+        if self.refuse_connections:
+            self.connect_paths.append(f"refused {request.path}")
+            return web.Response(status=503, text="upstream connect error")
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self._sockets.add(ws)
@@ -131,6 +138,8 @@ class FakeGateway:
         await self.dispatch("READY", self._ready(self.session_id))
         for guild in self._guilds():
             await self.dispatch("GUILD_CREATE", guild)
+        for text in self.after_identify:
+            await self.send_raw(text)
 
     async def _resume(self, ws: web.WebSocketResponse, data: Json) -> None:
         if data.get("token") != self._token() or data.get("session_id") != self.session_id:
@@ -146,7 +155,7 @@ class FakeGateway:
             self.resumes += 1
         await self.dispatch("RESUMED", {})
 
-    async def dispatch(self, event: str, data: Json) -> int:
+    async def dispatch(self, event: str, data: Any) -> int:
         """Send a dispatch on the live socket (or keep it for the next RESUME); return ``s``."""
         async with self._lock:
             self.seq += 1
@@ -162,6 +171,12 @@ class FakeGateway:
             seq = self.seq
         await self._notify()
         return seq
+
+    async def send_raw(self, text: str) -> None:
+        """Send ``text`` as it is, as one TEXT frame on the live socket (a broken frame)."""
+        async with self._lock:
+            if self._live is not None and not self._live.closed:
+                await self._live.send_str(text)
 
     async def send_op(self, op: int, data: Any = None) -> None:
         """Send a raw non-dispatch frame (7 RECONNECT, 9 INVALID_SESSION…) on the live socket."""

@@ -26,6 +26,7 @@ __all__ = [
     "content_error",
     "error_response",
     "json_response",
+    "rate_limited",
 ]
 
 API = "/api/v10"
@@ -64,6 +65,20 @@ def content_error(body: dict[str, Any]) -> web.Response | None:
     return None
 
 
+def rate_limited(
+    retry_after: float, headers: dict[str, str], *, via: bool = True, scope: str | None = None
+) -> web.Response:
+    """Discord's 429: ``retry_after`` in the body, an integer ``Retry-After`` header, and
+    ``Via`` (without it discord.py takes the 429 for a Cloudflare ban and never retries)."""
+    body = {"message": "You are being rate limited.", "retry_after": retry_after}
+    extra = {"Retry-After": str(max(1, round(retry_after)))}
+    if via:
+        extra["Via"] = "1.1 google"
+    if scope is not None:
+        extra["X-RateLimit-Scope"] = scope
+    return json_response({**body, "global": False}, 429, {**headers, **extra})
+
+
 @dataclass(slots=True)
 class RestCall:
     """One recorded REST request; ``path`` is relative to ``/api/v10``."""
@@ -83,6 +98,7 @@ class _Injection:
     status: int
     retry_after: float
     times: int
+    via: bool
 
 
 @dataclass(slots=True)
@@ -129,10 +145,17 @@ class RestPlumbing:
         status: int = 429,
         retry_after: float = 0.3,
         times: int = 1,
+        via: bool = True,
     ) -> None:
-        """Answer the next ``times`` matching calls with ``status`` (429s carry ``Via``)."""
+        """Answer the next ``times`` matching calls with ``status``.
+
+        429s carry ``Via`` unless ``via=False``: a 429 without it is what Cloudflare
+        sends in front of Discord (an IP-level limit or ban), which discord.py raises at
+        once instead of waiting and retrying.
+        """
         pattern = re.compile(path_regex)
-        self._injections.append(_Injection(method.upper(), pattern, status, retry_after, times))
+        injection = _Injection(method.upper(), pattern, status, retry_after, times, via)
+        self._injections.append(injection)
 
     def calls_to(self, method: str, path_regex: str) -> list[RestCall]:
         pattern = re.compile(path_regex)
@@ -171,7 +194,7 @@ class RestPlumbing:
         if not allowed:
             self.count_429 += 1
             if self.enforce_rate_limits:
-                return self._rate_limited(float(headers["X-RateLimit-Reset-After"]), headers)
+                return rate_limited(float(headers["X-RateLimit-Reset-After"]), headers)
         response = await handler(request)
         response.headers.update(headers)
         return response
@@ -182,16 +205,9 @@ class RestPlumbing:
                 inj.times -= 1
                 if inj.status == 429:
                     self.injected_429 += 1
-                    return self._rate_limited(inj.retry_after, {})
+                    return rate_limited(inj.retry_after, {}, via=inj.via)
                 return error_response(inj.status, 0, f"injected {inj.status}")
         return None
-
-    @staticmethod
-    def _rate_limited(retry_after: float, headers: dict[str, str]) -> web.Response:
-        # Without "Via" discord.py takes a 429 for a Cloudflare ban and never retries.
-        body = {"message": "You are being rate limited.", "retry_after": retry_after}
-        extra = {"Via": "1.1 google", "Retry-After": str(max(1, round(retry_after)))}
-        return json_response({**body, "global": False}, 429, {**headers, **extra})
 
     def _bucket(self, request: web.Request) -> tuple[str, int, float]:
         """(bucket key, limit, window): create and edit share one bucket per channel."""

@@ -170,6 +170,25 @@ class InteractionRoutes:
         await self.gateway.dispatch("INTERACTION_CREATE", payload)
         return record
 
+    async def send_interaction_without_data(self) -> FakeInteraction:
+        """A chat-input INTERACTION_CREATE whose ``data`` is missing (a malformed event)."""
+        token = "itok-" + secrets.token_urlsafe(24)
+        payload = p.interaction(
+            interaction_id=self.snowflake(),
+            application_id=self.app_id,
+            kind=2,
+            token=token,
+            user=self.alice,
+            data={},
+            channel=self._interaction_channel(self.alice, None, False),
+            guild_id=self.guild_id,
+        )
+        del payload["data"]
+        record = FakeInteraction(payload["id"], token, payload)
+        self.interactions[record.id] = self._by_token[token] = record
+        await self.gateway.dispatch("INTERACTION_CREATE", payload)
+        return record
+
     def _find_command(self, name: str, guild_id: str | None) -> Json:
         scoped = self.guild_commands.get(guild_id, []) if guild_id else []
         for cmd in [*scoped, *self.global_commands]:
@@ -245,7 +264,7 @@ class InteractionRoutes:
             "interaction": {
                 "id": record.id,
                 "type": record.payload["type"],
-                "name": record.payload["data"]["name"],
+                "name": (record.payload.get("data") or {}).get("name", ""),
                 "user": record.user,
             },
         }

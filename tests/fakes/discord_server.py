@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 import discord
 import yarl
@@ -45,13 +47,110 @@ from tests.fakes.discord_http import (
     content_error,
     error_response,
     json_response,
+    rate_limited,
 )
 from tests.fakes.discord_interactions import FakeInteraction, InteractionRoutes
 from tests.fakes.discord_payloads import FakeUser, Json
 
-__all__ = ["FakeDiscord", "FakeInteraction", "FakeMessage", "FakeUser", "RestCall"]
+__all__ = [
+    "DEAFENING",
+    "MALFORMED",
+    "FakeDiscord",
+    "FakeFile",
+    "FakeInteraction",
+    "FakeMessage",
+    "FakeUser",
+    "RestCall",
+    "ThreadLimit",
+]
 
-Files = list[tuple[str, str, bytes]]  # (filename, content type, data)
+CdnFault = Literal["drop", "stall"]
+
+
+@dataclass(slots=True)
+class FakeFile:
+    """An attachment and how the fake CDN serves it.
+
+    ``declared_size``: the ``size`` the message says (default: the real one); the CDN
+    streams ``data`` in chunks without a Content-Length, so only counting the bytes
+    received catches a lie. ``fault``: "drop" closes the connection before answering,
+    "stall" never sends a byte. ``url``: served from elsewhere (not fetched by the fake).
+    """
+
+    filename: str
+    content_type: str
+    data: bytes
+    declared_size: int | None = None
+    fault: CdnFault | None = None
+    url: str | None = None
+
+
+Files = list[tuple[str, str, bytes] | FakeFile]  # (filename, content type, data)
+_CDN_CHUNK = 64 * 1024
+
+
+def _without(key: str) -> Callable[[Json], Json]:
+    return lambda payload: {k: v for k, v in payload.items() if k != key}
+
+
+def _with(key: str, value: object) -> Callable[[Json], Json]:
+    return lambda payload: {**payload, key: value}
+
+
+_MESSAGE_FAULTS: dict[str, Callable[[Json], Json]] = {
+    "missing_author": _without("author"),
+    "mentions_as_string": lambda d: {**d, "mentions": d["content"]},
+    "non_numeric_id": _with("id", "not-a-snowflake"),
+    "missing_channel_id": _without("channel_id"),
+    "member_without_flags": lambda d: {**d, "member": {"roles": []}},  # swallowed by discord.py
+}
+MALFORMED = (
+    *_MESSAGE_FAULTS,
+    "null_d",
+    "interaction_without_data",
+    "non_json",
+    "json_array",
+)
+# The ones discord.py 2.7.1 raises out of ``Client.connect()`` on, ending the session
+# for good (it swallows the other two); checked in test_fake_discord.
+DEAFENING = frozenset(MALFORMED) - {"member_without_flags", "interaction_without_data"}
+
+
+@dataclass(slots=True)
+class ThreadLimit:
+    """Discord's limit on opening threads in one channel: after ``burst`` threads it
+    answers 429 with scope ``shared`` and a ``retry_after`` of minutes.
+
+    Observed on the real platform: discord/discord-api-docs#7816 (``POST
+    /channels/{id}/threads``, retry_after 219 s, "The rate limit scope was shared",
+    lifted after ~145 s) and bots opening a thread per mention seeing 260–280 s after
+    a few threads in a row. ``retry_after`` is what the 429s report; ``lasts_s``, how
+    long the refusal really lasts (default: as reported), so a test never waits minutes.
+    """
+
+    burst: int = 3
+    retry_after: float = 272.0
+    lasts_s: float | None = None
+    opened: dict[str, int] = field(default_factory=dict)  # channel -> threads this round
+    until: dict[str, tuple[float, float]] = field(default_factory=dict)  # (lifts, reported)
+    refused: int = 0
+
+    def refuse(self, channel_id: str) -> float | None:
+        """The retry_after to answer with, or None when the thread may be opened."""
+        now = time.monotonic()
+        lifts, reported = self.until.get(channel_id, (0.0, 0.0))
+        if now >= lifts and channel_id in self.until:
+            del self.until[channel_id]
+            self.opened[channel_id] = 0
+        if channel_id not in self.until and self.opened.get(channel_id, 0) >= self.burst:
+            lasts = self.retry_after if self.lasts_s is None else self.lasts_s
+            lifts, reported = now + lasts, now + self.retry_after
+            self.until[channel_id] = (lifts, reported)
+        if channel_id in self.until:
+            self.refused += 1
+            return round(max(0.001, reported - now), 3)
+        self.opened[channel_id] = self.opened.get(channel_id, 0) + 1
+        return None
 
 
 @dataclass(slots=True)
@@ -110,8 +209,11 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
         self.threads: dict[str, Json] = {}
         self.dm_channels: dict[str, str] = {}  # user id -> DM channel id
         self.messages: dict[str, FakeMessage] = {}
-        self.cdn: dict[str, tuple[str, bytes]] = {}
+        self.cdn: dict[str, FakeFile] = {}
+        self.cdn_served: dict[str, int] = {}  # attachment id -> bytes written before the end
         self.cdn_delay_s = 0.0
+        self.thread_limit: ThreadLimit | None = None  # see ``limit_threads``
+        self._nonces: dict[tuple[str, str], str] = {}  # (channel, nonce) -> message id
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.gateway = FakeGateway(
@@ -210,6 +312,39 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
         """Close the bot's gateway socket; it should RESUME (``gateway.resumes``)."""
         await self.gateway.drop(code)
 
+    async def send_malformed(self, kind: str) -> None:
+        """A gateway frame discord.py cannot parse (one of ``MALFORMED``), as a broken
+        proxy, a Discord incident or an API change can deliver; discord.py raises out of
+        ``Client.connect()`` on most of them and stays disconnected."""
+        payload = p.message(
+            message_id=self.snowflake(),
+            channel_id=self.channel_id,
+            author=self.alice,
+            content=f"{self.bot.mention} broken",
+            guild_id=self.guild_id,
+            mentions=[self.bot],
+        )
+        payload["member"] = self.alice.member(with_user=False)
+        if kind == "non_json":
+            await self.gateway.send_raw('{"op": 0, "t": "MESSAGE_CREATE", "d": {')
+        elif kind == "json_array":
+            await self.gateway.send_raw("[0, 1, 2]")
+        elif kind == "null_d":
+            await self.gateway.dispatch("MESSAGE_CREATE", None)
+        elif kind == "interaction_without_data":
+            await self.send_interaction_without_data()
+        elif kind in _MESSAGE_FAULTS:
+            await self.gateway.dispatch("MESSAGE_CREATE", _MESSAGE_FAULTS[kind](payload))
+        else:
+            raise ValueError(f"unknown malformed payload {kind!r}; one of {MALFORMED}")
+
+    def limit_threads(
+        self, burst: int = 3, *, retry_after: float = 272.0, lasts_s: float | None = None
+    ) -> ThreadLimit:
+        """Refuse thread creation in a channel after ``burst`` threads (``ThreadLimit``)."""
+        self.thread_limit = ThreadLimit(burst, retry_after, lasts_s)
+        return self.thread_limit
+
     def channel_messages(self, channel_id: str) -> list[FakeMessage]:
         return [m for m in self.messages.values() if m.channel_id == channel_id]
 
@@ -245,7 +380,7 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
         if ref is not None and ref.author.id != author.id and ref.author not in mentions:
             mentions.append(ref.author)  # Discord pings the replied-to author by default
         channel_id = channel_id or self.channel_id
-        files = [self._attachment(*a) for a in attachments or []]
+        files = [self._attachment(a) for a in attachments or []]
         msg = self._store(channel_id, self.guild_id, author, content, mentions, ref, files)
         await self._dispatch_message("MESSAGE_CREATE", msg)
         return msg
@@ -255,16 +390,18 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
     ) -> FakeMessage:
         """A DM MESSAGE_CREATE (no guild_id, no member)."""
         author = author or self.alice
-        files = [self._attachment(*a) for a in attachments or []]
+        files = [self._attachment(a) for a in attachments or []]
         msg = self._store(self.dm_channel_id(author), None, author, content, [], None, files)
         await self._dispatch_message("MESSAGE_CREATE", msg)
         return msg
 
-    def _attachment(self, filename: str, content_type: str, data: bytes) -> Json:
+    def _attachment(self, file: tuple[str, str, bytes] | FakeFile) -> Json:
+        f = file if isinstance(file, FakeFile) else FakeFile(*file)
         att_id = self.snowflake()
-        self.cdn[att_id] = (content_type, data)
-        url = f"{self.http_base}/cdn/{att_id}/{filename}"
-        return p.attachment(att_id, filename, content_type, len(data), url)
+        self.cdn[att_id] = f
+        url = f.url or f"{self.http_base}/cdn/{att_id}/{f.filename}"
+        size = len(f.data) if f.declared_size is None else f.declared_size
+        return p.attachment(att_id, f.filename, f.content_type, size, url)
 
     def _store(
         self,
@@ -319,12 +456,31 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
     async def _typing(self, _: web.Request) -> web.Response:
         return web.Response(status=204)
 
-    async def _cdn(self, request: web.Request) -> web.Response:
-        found = self.cdn.get(request.match_info["att_id"])
+    async def _cdn(self, request: web.Request) -> web.StreamResponse:
+        att_id = request.match_info["att_id"]
+        found = self.cdn.get(att_id)
         if found is None:
             return web.Response(status=404)
         await asyncio.sleep(self.cdn_delay_s)  # a slow download, to test ordering
-        return web.Response(body=found[1], content_type=found[0])
+        if found.fault == "stall":
+            await asyncio.sleep(3600)
+        if found.fault == "drop":
+            if request.transport is not None:
+                request.transport.close()  # the client sees the connection end, no answer
+            return web.Response(status=500)
+        response = web.StreamResponse(headers={"Content-Type": found.content_type})
+        response.enable_chunked_encoding()  # no Content-Length: the size is only in the bytes
+        await response.prepare(request)
+        self.cdn_served[att_id] = 0
+        for start in range(0, len(found.data), _CDN_CHUNK):
+            chunk = found.data[start : start + _CDN_CHUNK]
+            try:
+                await response.write(chunk)
+            except ConnectionError:
+                return response  # the client stopped reading
+            self.cdn_served[att_id] += len(chunk)
+        await response.write_eof()
+        return response
 
     def _guild_of(self, channel_id: str) -> str | bool | None:
         """The channel's guild id, None for a DM channel, False when unknown."""
@@ -351,6 +507,11 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
             return error_response(404, 10003, "Unknown Channel")
         if (error := content_error(body)) is not None:
             return error
+        # enforce_nonce: "If another message was created by the same author with the same
+        # nonce, that message will be returned and no new message will be created."
+        nonce = str(body.get("nonce")) if body.get("enforce_nonce") and body.get("nonce") else None
+        if nonce is not None and (channel_id, nonce) in self._nonces:
+            return json_response(self.messages[self._nonces[channel_id, nonce]].payload)
         ref_id = (body.get("message_reference") or {}).get("message_id")
         ref = self.messages.get(str(ref_id)) if ref_id else None
         content = body.get("content") or ""
@@ -358,6 +519,8 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
             channel_id, str(guild_id) if guild_id else None, self.bot, content, [], ref
         )
         msg.bodies.append(body)
+        if nonce is not None:
+            self._nonces[channel_id, nonce] = msg.id
         if self.echo_own_messages:
             await self._dispatch_message("MESSAGE_CREATE", msg)
         return json_response(msg.payload)
@@ -395,6 +558,9 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
             return error_response(404, 10008, "Unknown Message")
         if message_id in self.threads:
             return error_response(400, 160004, "A thread has already been created for this message")
+        limit = self.thread_limit
+        if limit is not None and (retry_after := limit.refuse(channel_id)) is not None:
+            return rate_limited(retry_after, {}, scope="shared")
         body: Json = request[BODY] or {}
         # A thread started from a message has the message's id, as on real Discord.
         data = p.thread(

@@ -25,6 +25,7 @@ from pydantic_settings import SettingsConfigDict
 from bot.access import AccessPolicy, AllowDeny, Requester
 from bot.adapter import AdapterContext, AdapterSpec
 from bot.app import serve
+from bot.errors import BotError, PlatformLost
 from bot.log import configure_logging
 from bot.settings import AdapterSettings, IdList, Secret, Settings
 from bot.streaming import EditingSink
@@ -109,11 +110,33 @@ class EchoAdapter:
         self._connected = False
 
 
+class LosingAdapter:
+    """Starts, then finds its platform gone for good and says so (``on_fatal``)."""
+
+    name = "lossy"
+    closed: ClassVar[list[bool]] = []
+
+    def __init__(self, context: AdapterContext[EchoSettings]) -> None:
+        self._context = context
+
+    @property
+    def connected(self) -> bool:
+        return False
+
+    async def start(self) -> None:
+        asyncio.get_running_loop().call_later(0.05, self._context.on_fatal, "the line went dead")
+
+    async def aclose(self) -> None:
+        LosingAdapter.closed.append(True)
+
+
 @pytest.fixture
 def echo_module() -> Iterator[AdapterSpec]:
     module = types.ModuleType(MODULE)
     module.EchoSettings = EchoSettings  # type: ignore[attr-defined]
     module.EchoAdapter = EchoAdapter  # type: ignore[attr-defined]
+    module.LosingAdapter = LosingAdapter  # type: ignore[attr-defined]
+    LosingAdapter.closed.clear()
     sys.modules[MODULE] = module
     EchoAdapter.answers.clear()
     EchoAdapter.helps.clear()
@@ -167,3 +190,16 @@ def test_its_secret_is_redacted_without_being_listed_anywhere(
         logging.getLogger().handlers.clear()
     err = capsys.readouterr().err
     assert "connecting with ***" in err and token not in err
+
+
+async def test_an_adapter_that_loses_its_platform_stops_serve_with_platform_lost(
+    echo_module: AdapterSpec, fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
+) -> None:
+    """Not deaf and alive: ``serve`` closes everything and raises, so ``python -m bot``
+    exits non-zero (every ``BotError`` is exit status 1) and a supervisor restarts it."""
+    lossy = AdapterSpec("lossy", f"{MODULE}:EchoSettings", f"{MODULE}:LosingAdapter")
+    stop = asyncio.Event()  # never set: the adapter's report alone ends the run
+    with pytest.raises(PlatformLost, match="lossy adapter lost its platform") as info:
+        await asyncio.wait_for(serve(settings_factory(), [(lossy, EchoSettings())], stop=stop), 10)
+    assert "the line went dead" in info.value.user_text and isinstance(info.value, BotError)
+    assert LosingAdapter.closed == [True]

@@ -216,6 +216,16 @@ def test_fit_cuts_at_a_line_and_says_how_much_is_missing() -> None:
     assert fit("short") == "short"
 
 
+def test_fit_cuts_a_line_longer_than_the_limit_instead_of_dropping_it() -> None:
+    line = f"`{'x' * 3000}` is not an available model. See /models."
+    alone = fit(line)
+    assert len(alone) == 2000 and alone.startswith("`xxx") and "…" in alone
+    assert alone.endswith("is not an available model. See /models.")
+    followed = fit(f"{line}\nsecond\nthird")
+    assert len(followed) <= 2000 and followed.startswith("`xxx")
+    assert followed.endswith("\n… and 2 more line(s)")
+
+
 def test_model_choices_put_the_current_model_first_and_cap_at_25() -> None:
     ids = [f"model-{i:02}" for i in range(30)]
     choices = model_choices(ids, "model-29")

@@ -16,11 +16,22 @@ from typing import Any
 import pytest
 
 from adapters.discord import DiscordAdapter, DiscordSettings
+from adapters.discord.client import THREADS_PAUSED
+from adapters.discord.commands import UNREADABLE
+from bot.adapter import FatalHandler
 from bot.app import Runtime, open_runtime
 from bot.errors import ConfigError
+from bot.ports import Clock, SystemClock
 from bot.settings import Settings
 from tests.configured import Configured, configure
-from tests.fakes.discord_server import FakeDiscord, FakeMessage
+from tests.fakes.discord_server import (
+    DEAFENING,
+    MALFORMED,
+    FakeDiscord,
+    FakeFile,
+    FakeMessage,
+    Files,
+)
 from tests.fakes.groq_server import FILLER, FakeGroq
 
 pytestmark = pytest.mark.e2e
@@ -52,10 +63,18 @@ def build(settings_factory: Callable[..., Settings], fake_discord: FakeDiscord) 
 @asynccontextmanager
 async def running_bot(
     settings: Configured[DiscordSettings],
+    *,
+    clock: Clock | None = None,
+    on_fatal: FatalHandler | None = None,
+    **options: Any,
 ) -> AsyncIterator[tuple[DiscordAdapter, Runtime]]:
-    async with open_runtime(settings.core) as runtime:
+    """The adapter on its own runtime; ``options`` go to ``DiscordAdapter``."""
+    async with open_runtime(settings.core, clock=clock) as runtime:
         adapter = DiscordAdapter(
-            runtime.context(settings.platform), guild_ready_timeout=0.05, shutdown_grace_s=2.0
+            runtime.context(settings.platform, on_fatal=on_fatal),
+            guild_ready_timeout=0.05,
+            shutdown_grace_s=2.0,
+            **options,
         )
         await adapter.start()
         try:
@@ -175,6 +194,19 @@ async def test_model_autocomplete_and_choice_change_the_next_request(
     assert fake_groq.chat_requests[-1]["body"]["model"] == "qwen/qwen3-32b"
 
 
+async def test_model_with_a_very_long_name_gets_a_cut_answer_not_an_empty_one(
+    fake_discord: FakeDiscord, build: Build
+) -> None:
+    name = "x" * 3000
+    async with running_bot(build()):
+        chosen = await fake_discord.send_command("model", {"name": name})
+        await fake_discord.wait_for(lambda: chosen.response_text is not None)
+    text = chosen.response_text or ""
+    assert len(text) <= 2000 and text.startswith("`xxxxxxxx")
+    assert "is not an available model" in text and "more line" not in text
+    assert chosen.ephemeral
+
+
 async def test_reset_help_and_scoped_commands(fake_discord: FakeDiscord, build: Build) -> None:
     async with running_bot(build()):
         question = await fake_discord.send_message("remember me", mention=True)
@@ -288,6 +320,50 @@ async def test_text_attachment_is_read_and_oversized_one_noted(
     assert "the secret is 42" in answer.content and "turns=1 last=read this" in answer.content
 
 
+async def test_attachments_that_lie_break_or_live_elsewhere_are_noted_and_answered(
+    fake_discord: FakeDiscord, build: Build
+) -> None:
+    """Only Discord's CDN (here: the configured stand-in) is fetched, the limit holds on
+    the bytes received, and no failed download costs the user the answer."""
+    huge = 20 * 1024 * 1024
+    files: Files = [
+        FakeFile("liar.txt", "text/plain", b"x" * huge, declared_size=100),
+        FakeFile("gone.txt", "text/plain", b"never served", fault="drop"),
+        FakeFile("far.txt", "text/plain", b"elsewhere", url="https://files.example.com/far.txt"),
+        FakeFile("cat.png", "image/png", b"\x89PNG", url="http://127.0.0.1:9/cat.png"),
+        ("notes.txt", "text/plain", b"the secret is 42"),
+    ]
+    async with running_bot(build(discord_max_attachment_bytes=200_000)):
+        question = await fake_discord.send_message("read these", mention=True, attachments=files)
+        await fake_discord.wait_for(
+            lambda: any("model=" in m.content for m in fake_discord.bot_messages(question.id))
+        )
+        (answer,) = fake_discord.bot_messages(question.id)
+    notes = [line for line in answer.content.splitlines() if line.startswith("-# ")]
+    assert notes == [
+        "-# `liar.txt` was skipped: it is larger than the limit of 195 KB.",
+        "-# `gone.txt` was skipped: the download broke off.",
+        "-# `far.txt` was skipped: it is not on Discord's CDN.",
+        "-# `cat.png` was skipped: it is not on Discord's CDN.",
+    ]
+    assert "the secret is 42" in answer.content and "turns=1 last=read these" in answer.content
+    liar = next(i for i, f in fake_discord.cdn.items() if f.filename == "liar.txt")
+    assert fake_discord.cdn_served[liar] < huge // 2  # stopped reading, not read whole
+
+
+async def test_a_download_that_hangs_is_given_up_and_the_message_answered(
+    fake_discord: FakeDiscord, build: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("adapters.discord.attachments.DOWNLOAD_TIMEOUT_S", 0.5)
+    files: Files = [FakeFile("slow.txt", "text/plain", b"late", fault="stall")]
+    async with running_bot(build()):
+        question = await fake_discord.send_message("and this?", mention=True, attachments=files)
+        text = (
+            f"-# `slow.txt` was skipped: the download took over 0.5 s.\n{expected(1, 'and this?')}"
+        )
+        await final_answer(fake_discord, question.id, text)
+
+
 async def test_image_for_a_text_only_model_gets_a_clear_note(
     fake_discord: FakeDiscord, fake_groq: FakeGroq, build: Build
 ) -> None:
@@ -299,6 +375,75 @@ async def test_image_for_a_text_only_model_gets_a_clear_note(
             lambda: "can't read images" in fake_discord.bot_messages(question.id)[0].content
         )
     assert fake_groq.chat_requests == []  # refused before any API call
+
+
+class SkewedClock(SystemClock):
+    """The real clock, moved ahead on demand (to pass a cooldown of minutes at once)."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def now(self) -> float:
+        return super().now() + self.ahead
+
+
+async def test_thread_cooldown_answers_in_the_channel_at_once_until_it_ends(
+    fake_discord: FakeDiscord, build: Build
+) -> None:
+    """Six mentions in 1.5 s; Discord refuses the 4th thread for 272 s (scope shared).
+    Users 4-6 are answered in the channel at once, with a note; no thread is tried
+    again until the cooldown is over, then threads are back."""
+    fd, clock = fake_discord, SkewedClock()
+    fd.limit_threads(3, retry_after=272.0, lasts_s=1.0)
+    channel = fd.channel_id
+    async with running_bot(build(**GENEROUS_USER_QUOTA), clock=clock):
+        questions = []
+        for i in range(6):
+            questions.append(await fd.send_message(f"q{i}", mention=True))
+            await asyncio.sleep(0.25)
+        sent_at = time.monotonic()
+        answers = [
+            await final_answer(fd, channel, f"-# {THREADS_PAUSED}\n{expected(1, f'q{i}')}")
+            for i in (3, 4, 5)
+        ]
+        waited = time.monotonic() - sent_at
+        for i in range(3):
+            await final_answer(fd, questions[i].id, expected(1, f"q{i}"))
+        await fd.send_message("go on", reply_to=answers[0].id)  # no mention: a reply chain
+        await final_answer(fd, channel, expected(2, "go on"))
+        clock.ahead = 300.0  # past the reported 272 s (the fake lifted it after 1 s)
+        await asyncio.sleep(1.0)
+        later = await fd.send_message("later", mention=True)
+        await final_answer(fd, later.id, expected(1, "later"))
+    assert waited < 3.0, "users 4-6 must not wait on the cooldown"
+    for question, answer in zip(questions[3:], answers, strict=True):
+        assert str(answer.bodies[0]["message_reference"]["message_id"]) == question.id
+    threads = [c.status for c in fd.calls_to("POST", r"/threads$")]
+    assert threads == [201, 201, 201, 429, 201], "no thread tried during the cooldown"
+    assert set(fd.threads) == {q.id for q in questions[:3]} | {later.id}
+    typing = fd.calls_to("POST", rf"^/channels/{channel}/typing$")
+    assert len(typing) >= 3  # the channel answers showed "typing…" like any other
+
+
+async def test_a_thread_discord_py_would_sleep_for_is_not_waited_on(
+    fake_discord: FakeDiscord, build: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 20 s thread cooldown is under discord.py's 30 s minimum for raising, so it
+    sleeps inside create_thread: the bot shows typing, gives up after THREAD_WAIT_S and
+    answers in the channel."""
+    monkeypatch.setattr("adapters.discord.client.THREAD_WAIT_S", 1.2)
+    fake_discord.limit_threads(0, retry_after=20.0)
+    channel = fake_discord.channel_id
+    async with running_bot(build()):
+        question = await fake_discord.send_message("slow threads", mention=True)
+        asked = time.monotonic()
+        text = f"-# {THREADS_PAUSED}\n{expected(1, 'slow threads')}"
+        answer = await final_answer(fake_discord, channel, text)
+        answered = time.monotonic() - asked
+    typing = fake_discord.calls_to("POST", rf"^/channels/{channel}/typing$")
+    assert typing and typing[0].t - asked < 1.0, "typing shown while the thread hung"
+    assert answered < 3.0 and not fake_discord.threads
+    assert str(answer.bodies[0]["message_reference"]["message_id"]) == question.id
 
 
 async def test_thread_refused_falls_back_to_a_reply_chain_in_the_channel(
@@ -395,3 +540,104 @@ async def test_messages_are_answered_in_the_order_sent_even_when_one_is_slow_to_
         await final_answer(fake_discord, question.id, expected(3, "four"))
     lasts = [r["body"]["messages"][-1]["content"] for r in fake_groq.chat_requests]
     assert [t.split("\n")[0] for t in lasts] == ["one", "two", "start", "three", "four"]
+
+
+async def test_first_post_survives_503s_and_429s_without_via(
+    fake_discord: FakeDiscord, build: Build
+) -> None:
+    """discord.py raises at once for both; the surface retries (429: after Retry-After)."""
+    creates = r"^/channels/\d+/messages$"
+    async with running_bot(build()):
+        fake_discord.inject("POST", creates, status=503, times=2)
+        first = await fake_discord.send_message("one", mention=True)
+        await final_answer(fake_discord, first.id, expected(1, "one"))
+        fake_discord.inject("POST", creates, status=429, retry_after=0.2, via=False, times=2)
+        fake_discord.inject("PATCH", r"^/channels/\d+/messages/\d+$", status=503)
+        second = await fake_discord.send_message("two", mention=True)
+        await final_answer(fake_discord, second.id, expected(1, "two"))
+    statuses = [c.status for c in fake_discord.calls_to("POST", creates)]
+    assert statuses == [503, 503, 200, 429, 429, 200]
+    assert len(fake_discord.bot_messages()) == 2  # one message per answer, no duplicates
+
+
+async def test_a_reply_gives_up_after_the_deadline_and_says_where(
+    fake_discord: FakeDiscord, build: Build, caplog: pytest.LogCaptureFixture
+) -> None:
+    creates = r"^/channels/\d+/messages$"
+    async with running_bot(build(discord_retry_deadline_s=1.0)):
+        fake_discord.inject("POST", creates, status=503, times=3)
+        lost = await fake_discord.send_message("lost", mention=True)
+        await fake_discord.wait_for(lambda: len(fake_discord.calls_to("POST", creates)) == 3)
+        kept = await fake_discord.send_message("kept", mention=True)
+        await final_answer(fake_discord, kept.id, expected(1, "kept"))
+    surface = [r for r in caplog.records if r.name == "adapters.discord.surface"]
+    gave_up = [r.getMessage() for r in surface if r.levelno == logging.ERROR]
+    assert len(gave_up) == 1 and "giving up" in gave_up[0] and "503" in gave_up[0]
+    assert f":{lost.id}]" in gave_up[0]  # the conversation: the thread it was for
+    assert fake_discord.bot_messages(lost.id) == []
+
+
+QUICK_RECONNECT = {"reconnect_delays_s": (0.05, 0.05)}
+
+
+class FatalReports:
+    """An ``on_fatal`` that keeps the reasons; ``await first()`` waits for one."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+        self._event = asyncio.Event()
+
+    def __call__(self, reason: str) -> None:
+        self.reasons.append(reason)
+        self._event.set()
+
+    async def first(self, within: float = 5.0) -> str:
+        await asyncio.wait_for(self._event.wait(), within)
+        return self.reasons[0]
+
+
+@pytest.mark.parametrize("kind", MALFORMED)
+async def test_a_malformed_gateway_event_never_deafens_the_bot(
+    fake_discord: FakeDiscord, build: Build, kind: str
+) -> None:
+    """discord.py gives up its session on most of these; the adapter starts a fresh one."""
+    lost = FatalReports()
+    async with running_bot(build(), on_fatal=lost, **QUICK_RECONNECT) as (adapter, _):
+        await fake_discord.send_malformed(kind)
+        if kind in DEAFENING:  # events sent before the new session would go to the old one
+            await fake_discord.wait_for(lambda: fake_discord.gateway.identifies == 2)
+        await fake_discord.wait_for(lambda: adapter.connected and fake_discord.gateway.connected)
+        question = await fake_discord.send_message("still there?", mention=True)
+        await final_answer(fake_discord, question.id, expected(1, "still there?"))
+        assert adapter.fresh_sessions == (1 if kind in DEAFENING else 0)
+        broken = list(fake_discord.interactions.values())  # the one without data, if sent
+        await fake_discord.wait_for(lambda: all(i.answered for i in broken))
+    assert lost.reasons == []
+    assert all(i.response_text == UNREADABLE and i.ephemeral for i in broken)
+
+
+async def test_fresh_sessions_that_keep_failing_end_in_a_fatal_report(
+    fake_discord: FakeDiscord, build: Build
+) -> None:
+    lost = FatalReports()
+    async with running_bot(build(), on_fatal=lost, **QUICK_RECONNECT):
+        fake_discord.gateway.after_identify = ["not json"]  # every new session dies at once
+        await fake_discord.send_malformed("non_json")
+        assert "3 times in a row" in await lost.first()
+    assert fake_discord.gateway.identifies == 3  # the first session, then two fresh ones
+    assert len(lost.reasons) == 1
+
+
+async def test_a_gateway_that_stays_unreachable_ends_in_a_fatal_report(
+    fake_discord: FakeDiscord, build: Build
+) -> None:
+    """discord.py retries an unreachable gateway forever; the adapter gives up after
+    ``lost_after_s`` so that the process exits and its supervisor restarts it."""
+    lost = FatalReports()
+    async with running_bot(build(), on_fatal=lost, lost_after_s=0.5) as (adapter, _):
+        fake_discord.gateway.refuse_connections = True
+        await fake_discord.drop_gateway()
+        assert "down for" in await lost.first()
+        assert not adapter.connected
+    assert len(lost.reasons) == 1
+    assert any(p.startswith("refused") for p in fake_discord.gateway.connect_paths)

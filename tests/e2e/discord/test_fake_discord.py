@@ -16,7 +16,7 @@ import pytest
 from discord import app_commands
 
 from tests.e2e.discord.conftest import running
-from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.discord_server import DEAFENING, MALFORMED, FakeDiscord
 
 pytestmark = pytest.mark.e2e
 
@@ -246,3 +246,65 @@ async def test_gateway_drop_resumes_and_replays_missed_events(fake_discord: Fake
         assert (await client.next_message()).content.endswith("after resume")
     assert fake_discord.gateway.resumes == 1 and fake_discord.gateway.identifies == 1
     assert fake_discord.gateway.connect_paths == ["/gateway", "/resume"]
+
+
+async def test_503_and_429_without_via_are_raised_at_once_and_a_nonce_dedupes(
+    fake_discord: FakeDiscord,
+) -> None:
+    """The faults the adapter must retry itself: discord.py gives up on the first try."""
+    fake_discord.inject("POST", r"/messages$", status=503)
+    fake_discord.inject("POST", r"/messages$", status=429, retry_after=0.2, via=False)
+    client = Probe()
+    async with running(client, fake_discord.token):
+        channel = _text_channel(client, fake_discord)
+        with pytest.raises(discord.DiscordServerError):
+            await channel.send("one")
+        with pytest.raises(discord.HTTPException) as info:
+            await channel.send("two")
+        first = await channel.send("three", nonce="n-1")
+        again = await channel.send("three", nonce="n-1")  # a retry of a post that arrived
+    assert info.value.status == 429 and "Via" not in info.value.response.headers
+    assert first.id == again.id and len(fake_discord.bot_messages()) == 1
+
+
+async def test_thread_burst_is_refused_with_a_long_shared_429(fake_discord: FakeDiscord) -> None:
+    limit = fake_discord.limit_threads(2, retry_after=272.0, lasts_s=0.3)
+    client = Probe()
+    client.http.max_ratelimit_timeout = 30.0  # what Client(max_ratelimit_timeout=30) sets
+    async with running(client, fake_discord.token):
+        channel = _text_channel(client, fake_discord)
+        made = [await (await channel.send(f"m{i}")).create_thread(name=f"t{i}") for i in (1, 2)]
+        third = await channel.send("m3")
+        with pytest.raises(discord.RateLimited) as info:
+            await third.create_thread(name="t3")
+        await asyncio.sleep(0.35)
+        later = await third.create_thread(name="t3")
+    assert len(made) == 2 and 271 < info.value.retry_after <= 272 and later.id == third.id
+    refused = fake_discord.calls_to("POST", r"/threads$")[2]
+    assert refused.status == 429 and limit.refused == 1
+
+
+@pytest.mark.parametrize("kind", MALFORMED)
+async def test_malformed_gateway_events_and_what_discord_py_does_with_them(
+    fake_discord: FakeDiscord, kind: str
+) -> None:
+    """discord.py raises the parse error out of ``connect()`` for the ``DEAFENING``
+    ones: the session is over and nothing reconnects it. The others it survives."""
+    client = Probe()
+    await client.login(fake_discord.token)
+    gateway = asyncio.create_task(client.connect(reconnect=True))
+    try:
+        await asyncio.wait_for(client.wait_until_ready(), 5)
+        await fake_discord.send_malformed(kind)
+        if kind in DEAFENING:
+            await asyncio.wait({gateway}, timeout=5)
+            assert gateway.done() and gateway.exception() is not None
+        else:
+            await fake_discord.send_message("after", mention=True)
+            while not (await client.next_message()).content.endswith("after"):
+                pass  # the broken message itself, delivered all the same
+    finally:
+        await client.close()
+        await asyncio.wait({gateway}, timeout=5)
+        if gateway.done() and not gateway.cancelled():
+            gateway.exception()  # retrieved: asserted above where it matters
