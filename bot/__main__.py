@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -151,9 +152,18 @@ async def _run(settings: Settings, platforms: list[Platform]) -> int:
         return EXIT_CONFIG
     check_api_key(settings)
     stop = asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():  # a second signal: the operator does not want to wait
+            log.warning("%s again: exiting now, without finishing replies", sig.name)
+            logging.shutdown()
+            os._exit(128 + sig.value)
+        log.info("%s: finishing replies in flight, then exiting (again to exit now)", sig.name)
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     await serve(settings, enabled, stop=stop)
     return 0
 

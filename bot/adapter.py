@@ -50,6 +50,9 @@ class AdapterContext(Generic[S]):
     clock: Clock
     settings: S
     on_fatal: FatalHandler = _unsupervised
+    shutdown_grace_s: float = 6.0
+    """How long ``aclose`` lets replies in flight finish before cancelling them: well
+    inside ``serve``'s shutdown deadline, so a cancelled reply still gets its note."""
 
 
 def _attribute(path: str) -> object:

@@ -18,7 +18,7 @@ from bot.limits.config import QuotaConfig
 from bot.limits.quota import QuotaManager
 from bot.llm.client import CompletionsClient
 from bot.llm.provider import Provider, ProviderKind
-from bot.ports import Clock, Store, SystemClock
+from bot.ports import Adapter, Clock, Store, SystemClock
 from bot.settings import GROQ_BASE_URL, AdapterSettings, Settings
 from bot.store import InMemoryStore, SqliteStore
 from bot.streaming import EditPacer
@@ -127,25 +127,55 @@ async def serve(
 
         return report
 
-    async with open_runtime(settings) as runtime, AsyncExitStack() as stack:
+    async with open_runtime(settings) as runtime:
         found = await preflight(runtime)
         for note in found.notes:
             log.info("%s", note)
         for problem in found.problems:
             log.warning("%s", problem)
-        for spec, config in platforms:
-            adapter = spec.build(runtime.context(config, on_fatal=fatal_for(spec.name)))
-            await adapter.start()
-            stack.push_async_callback(adapter.aclose)
-            log.info("%s adapter started", spec.name)
-        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        started: list[tuple[str, Adapter]] = []
         try:
-            await asyncio.wait([stopping, lost], return_when=asyncio.FIRST_COMPLETED)
+            for spec, config in platforms:
+                adapter = spec.build(runtime.context(config, on_fatal=fatal_for(spec.name)))
+                await adapter.start()
+                started.append((spec.name, adapter))
+                log.info("%s adapter started", spec.name)
+            stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait([stopping, lost], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+            log.info("shutting down")
         finally:
-            stopping.cancel()
+            await close_adapters(started, within_s=ADAPTERS_CLOSE_S)
         if lost.done():
             raise PlatformLost(f"{lost.result()}; exiting so that a supervisor restarts the bot.")
-        log.info("shutting down")
+
+
+ADAPTERS_CLOSE_S = 8.0
+"""The adapters' share of the 10 s a supervisor allows between SIGTERM and SIGKILL; the
+rest is for saving quota counters and closing the database."""
+
+
+async def close_adapters(adapters: Sequence[tuple[str, Adapter]], *, within_s: float) -> None:
+    """Close every adapter at once (each drains its replies in flight), under one deadline;
+    whatever is still closing then is cancelled, and the log says which."""
+    if not adapters:
+        return
+    tasks = {
+        asyncio.create_task(adapter.aclose(), name=f"close-{name}"): name
+        for name, adapter in adapters
+    }
+    done, late = await asyncio.wait(tasks, timeout=within_s)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("closing the %s adapter failed: %s", tasks[task], task.exception())
+    for task in late:
+        task.cancel()
+    if late:
+        names = ", ".join(sorted(tasks[t] for t in late))
+        log.warning("shutdown deadline (%.0f s) passed; cut off closing: %s", within_s, names)
+        await asyncio.wait(late, timeout=1.0)
 
 
 async def _provider(completions: CompletionsClient) -> Provider:

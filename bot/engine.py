@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from typing import Any
 
 from bot.commands import CommandsMixin
 from bot.context import (
@@ -68,6 +69,7 @@ _INPUT_ERRORS = (InputRejected, ContextTooLong, EmptyStream, RequestTooLarge, Qu
 _OVERFLOW = (ContextTooLong, EmptyStream)
 # A learned window never goes below this: under it no trimming can help.
 _MIN_WINDOW = 256
+SHUTDOWN_NOTE = "Cut off: the bot is restarting. Ask again in a moment."
 LENGTH_NOTE = "✂️ Cut off at the answer length limit; ask me to continue."
 
 
@@ -204,7 +206,22 @@ class Engine(CommandsMixin):
             log.exception("turn failed unexpectedly")
             await sink.fail(INTERNAL_ERROR_TEXT)
             return
+        except asyncio.CancelledError:
+            # Shutdown cut this reply: it still ends visibly, and what was said is kept.
+            await _unless_slow(self._cut_short(incoming, sink, answer))
+            raise
         await self._completed(incoming, sink, answer)
+
+    async def _cut_short(self, incoming: Incoming, sink: ReplySink, answer: _Answer) -> None:
+        log.warning("reply cut short by shutdown after %d chars", len(answer.text))
+        text = answer.text.strip()
+        if text:
+            try:
+                await self._store_assistant(incoming, answer, text, TurnStatus.INTERRUPTED)
+            except BotError as exc:
+                log.error("could not store the reply cut short: %s", exc.detail)
+        shown = answer.visible(self.settings.show_reasoning).strip()
+        await sink.finish(f"{shown}\n\n⚠️ {SHUTDOWN_NOTE}".strip(), TurnStatus.INTERRUPTED)
 
     async def _answer(
         self,
@@ -496,6 +513,18 @@ class Engine(CommandsMixin):
             f"The model `{model_id}` is not offered by the API; pick one with /model "
             f"(for example `{models[0].id}`)."
         )
+
+
+async def _unless_slow(work: Coroutine[Any, Any, None], within_s: float = 2.0) -> None:
+    """Run ``work`` to its end even though the caller is being cancelled, for at most
+    ``within_s`` (the shutdown deadline is short); a failure is logged, not raised."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.wait_for(asyncio.shield(task), within_s)
+    except (TimeoutError, asyncio.CancelledError):
+        task.cancel()
+    except Exception:
+        log.exception("finishing a reply cut short failed")
 
 
 def _unlisted(model_id: str) -> ModelInfo:

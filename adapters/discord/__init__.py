@@ -74,7 +74,7 @@ class DiscordAdapter:
         *,
         guild_ready_timeout: float = 2.0,
         ready_timeout_s: float = 60.0,
-        shutdown_grace_s: float = 10.0,
+        shutdown_grace_s: float | None = None,
         reconnect_delays_s: Sequence[float] = RECONNECT_DELAYS_S,
         stable_after_s: float = STABLE_AFTER_S,
         lost_after_s: float = LOST_AFTER_S,
@@ -84,7 +84,9 @@ class DiscordAdapter:
         self._clock = context.clock
         self._guild_ready_timeout = guild_ready_timeout
         self._ready_timeout_s = ready_timeout_s
-        self._shutdown_grace_s = shutdown_grace_s
+        self._shutdown_grace_s = (
+            context.shutdown_grace_s if shutdown_grace_s is None else shutdown_grace_s
+        )
         self._reconnect_delays_s = tuple(reconnect_delays_s)
         self._stable_after_s = stable_after_s
         self._lost_after_s = lost_after_s

@@ -60,12 +60,12 @@ class SlackAdapter:
         self,
         context: AdapterContext[SlackSettings],
         *,
-        shutdown_grace_s: float = 10.0,
+        shutdown_grace_s: float | None = None,
         connect_timeout_s: float = 30.0,
     ) -> None:
         self._context = context
         self._settings = context.settings
-        self._grace_s = shutdown_grace_s
+        self._grace_s = context.shutdown_grace_s if shutdown_grace_s is None else shutdown_grace_s
         self._connect_timeout_s = connect_timeout_s
         self._session: aiohttp.ClientSession | None = None
         self._socket: AsyncSocketModeHandler | None = None
