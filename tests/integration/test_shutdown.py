@@ -90,6 +90,7 @@ async def test_sigterm_under_load_exits_in_time_and_every_reply_ends_visibly(
         for m in discord.bot_messages():
             last[m.channel_id] = m.content
     text = log.read_text()
+    print(f"SIGTERM under load -> exit: {took:.2f} s")
     assert took <= DEADLINE_S, (took, text[-3000:])
     assert proc.returncode == 0, text[-3000:]
     assert len(last) == 10, last
@@ -111,4 +112,5 @@ async def test_sigterm_with_discord_unreachable_exits_in_time(
         finally:
             if proc.returncode is None:
                 proc.kill()
+    print(f"SIGTERM with Discord unreachable -> exit: {took:.2f} s")
     assert took <= DEADLINE_S, (took, log.read_text()[-3000:])
