@@ -18,7 +18,15 @@ from typing import TextIO
 from bot.adapter import AdapterContext
 from bot.settings import AdapterSettings
 from bot.streaming import EditingSink
-from bot.types import ConversationKey, Incoming, Platform, PlatformHelp, SurfaceLimits, UserRef
+from bot.types import (
+    ConversationKey,
+    Incoming,
+    Platform,
+    PlatformHelp,
+    ReplyRef,
+    SurfaceLimits,
+    UserRef,
+)
 
 __all__ = ["PLATFORM", "TerminalAdapter", "TerminalSettings", "TerminalSurface"]
 
@@ -61,6 +69,11 @@ class TerminalSurface:
     @property
     def limits(self) -> SurfaceLimits:
         return _LIMITS
+
+    @property
+    def place(self) -> str:
+        """Nothing to find again: printed output can't be changed afterwards."""
+        return ""
 
     @asynccontextmanager
     async def typing(self) -> AsyncIterator[None]:
@@ -137,7 +150,10 @@ class TerminalSettings(AdapterSettings):
 
 
 class TerminalAdapter:
-    """Interactive chat for one local user, remembered in the store like any DM."""
+    """Interactive chat for one local user, remembered in the store like any DM.
+
+    An answer a previous run left streaming is stored as interrupted at start-up like
+    any platform's (``bot.durable``); ``finalize_reply`` has nothing to edit."""
 
     name = "terminal"
 
@@ -157,6 +173,9 @@ class TerminalAdapter:
         context.engine.describe_platform(PLATFORM, context.settings.help())
         self._read_line = read_line or sys.stdin.readline
         self._out = out or sys.stdout
+
+    async def finalize_reply(self, reply: ReplyRef, text: str) -> None:
+        """Printed output stays as it was (``bot.ports.ReplyFinalizer``)."""
 
     async def run(self) -> None:
         """Read lines until EOF or /quit, answering each."""

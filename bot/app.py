@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -12,8 +13,9 @@ from typing import TypeVar
 from bot.adapter import AdapterContext, AdapterSpec
 from bot.commands import window_text
 from bot.context import history_budget
+from bot.durable import finalize_unfinished
 from bot.engine import Engine
-from bot.errors import AuthenticationFailed, ConfigError, UpstreamError
+from bot.errors import AuthenticationFailed, BotError, ConfigError, UpstreamError
 from bot.limits.config import QuotaConfig
 from bot.limits.quota import QuotaManager
 from bot.llm.client import CompletionsClient
@@ -22,7 +24,7 @@ from bot.ports import Clock, Store, SystemClock
 from bot.settings import GROQ_BASE_URL, AdapterSettings, Settings
 from bot.store import InMemoryStore, SqliteStore
 from bot.streaming import EditPacer
-from bot.types import ModelInfo
+from bot.types import ModelInfo, Platform, UnfinishedReply
 
 __all__ = ["Preflight", "Runtime", "open_runtime", "preflight", "serve"]
 
@@ -106,20 +108,45 @@ async def serve(
     stop: asyncio.Event,
 ) -> None:
     """Run the bot on ``platforms`` until ``stop`` is set: open the runtime, check the
-    server, start each adapter, and on the way out close them in reverse order."""
+    server, start each adapter, and on the way out close them in reverse order.
+
+    Answers a previous process left streaming on these platforms are read before any
+    adapter starts (whatever streams after that is this process's own) and finished
+    in the background once all have started (``bot.durable``)."""
     async with open_runtime(settings) as runtime, AsyncExitStack() as stack:
         found = await preflight(runtime)
         for note in found.notes:
             log.info("%s", note)
         for problem in found.problems:
             log.warning("%s", problem)
-        for spec, config in platforms:
-            adapter = spec.build(runtime.context(config))
+        adapters = [spec.build(runtime.context(config)) for spec, config in platforms]
+        unfinished = await _unfinished(runtime.store, [Platform(a.name) for a in adapters])
+        for adapter in adapters:
             await adapter.start()
             stack.push_async_callback(adapter.aclose)
-            log.info("%s adapter started", spec.name)
+            log.info("%s adapter started", adapter.name)
+        if unfinished:
+            finalizers = {adapter.name: adapter for adapter in adapters}
+            finishing = asyncio.create_task(
+                finalize_unfinished(runtime.store, unfinished, finalizers), name="finalize"
+            )
+            stack.push_async_callback(_cancel, finishing)  # before the adapters close
         await stop.wait()
         log.info("shutting down")
+
+
+async def _unfinished(store: Store, platforms: Sequence[Platform]) -> list[UnfinishedReply]:
+    try:
+        return await store.streaming_replies(platforms)
+    except BotError as exc:  # the bot can still answer: the next start tries again
+        log.error("could not read the answers left streaming: %s", exc.detail or exc)
+        return []
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _provider(completions: CompletionsClient) -> Provider:

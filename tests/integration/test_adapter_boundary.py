@@ -28,7 +28,15 @@ from bot.app import serve
 from bot.log import configure_logging
 from bot.settings import AdapterSettings, IdList, Secret, Settings
 from bot.streaming import EditingSink
-from bot.types import ConversationKey, Incoming, Platform, PlatformHelp, SurfaceLimits, UserRef
+from bot.types import (
+    ConversationKey,
+    Incoming,
+    Platform,
+    PlatformHelp,
+    ReplyRef,
+    SurfaceLimits,
+    UserRef,
+)
 from tests.fakes.groq_server import FakeGroq
 
 ECHO = Platform("echo")
@@ -58,6 +66,7 @@ class EchoSurface:
     """Prints nowhere: keeps the reply's one message."""
 
     limits = SurfaceLimits(max_chars=4000, min_edit_interval_s=0.05)
+    place = "the one chamber"
 
     def __init__(self) -> None:
         self.text = ""
@@ -80,6 +89,7 @@ class EchoAdapter:
     name = "echo"
     answers: ClassVar[dict[str, str]] = {}
     helps: ClassVar[list[str]] = []
+    finalized: ClassVar[list[tuple[ReplyRef, str]]] = []
 
     def __init__(self, context: AdapterContext[EchoSettings]) -> None:
         self._context = context
@@ -108,6 +118,9 @@ class EchoAdapter:
     async def aclose(self) -> None:
         self._connected = False
 
+    async def finalize_reply(self, reply: ReplyRef, text: str) -> None:
+        EchoAdapter.finalized.append((reply, text))
+
 
 @pytest.fixture
 def echo_module() -> Iterator[AdapterSpec]:
@@ -117,6 +130,7 @@ def echo_module() -> Iterator[AdapterSpec]:
     sys.modules[MODULE] = module
     EchoAdapter.answers.clear()
     EchoAdapter.helps.clear()
+    EchoAdapter.finalized.clear()
     try:
         yield AdapterSpec("echo", f"{MODULE}:EchoSettings", f"{MODULE}:EchoAdapter")
     finally:

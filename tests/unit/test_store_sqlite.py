@@ -169,18 +169,20 @@ async def test_a_database_newer_than_the_code_is_refused(db_path: Path) -> None:
 async def test_only_pending_migrations_run_and_a_failing_one_leaves_nothing(
     db_path: Path,
 ) -> None:
-    v2 = Migration(2, ("CREATE TABLE extra (x)",))
-    broken = Migration(3, ("CREATE TABLE more (y)", "THIS IS NOT SQL"))
+    nxt = LATEST_VERSION + 1
+    extra = Migration(nxt, ("CREATE TABLE extra (x)",))
+    broken = Migration(nxt + 1, ("CREATE TABLE more (y)", "THIS IS NOT SQL"))
     db_path.parent.mkdir()
     async with aiosqlite.connect(db_path, isolation_level=None) as conn:
-        assert await migrate(conn, where="t", migrations=[*MIGRATIONS, v2]) == 2
+        assert await migrate(conn, where="t", migrations=[*MIGRATIONS, extra]) == nxt
         # Re-running v1 would fail (its tables exist), so this proves it is skipped.
-        assert await migrate(conn, where="t", migrations=[*MIGRATIONS, v2]) == 2
+        assert await migrate(conn, where="t", migrations=[*MIGRATIONS, extra]) == nxt
         with pytest.raises(sqlite3.OperationalError):
-            await migrate(conn, where="t", migrations=[*MIGRATIONS, v2, broken])
+            await migrate(conn, where="t", migrations=[*MIGRATIONS, extra, broken])
         assert not conn.in_transaction
 
-    assert scalar(db_path, "PRAGMA user_version") == 2
+    assert scalar(db_path, "PRAGMA user_version") == nxt
+    assert scalar(db_path, "SELECT count(*) FROM sqlite_master WHERE name = 'extra'") == 1
     assert scalar(db_path, "SELECT count(*) FROM sqlite_master WHERE name = 'more'") == 0
 
 
