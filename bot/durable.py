@@ -156,6 +156,7 @@ async def finalize_unfinished(
     await asyncio.gather(
         *(_finalize(store, reply, finalizers.get(str(reply.key.platform))) for reply in replies)
     )
+    log.info("finished the %d answer(s) left streaming", len(replies))
 
 
 async def _finalize(
