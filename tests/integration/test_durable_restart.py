@@ -3,7 +3,8 @@ streaming on (fake) Discord, then started again on the same database file.
 
 The killed process leaves every reply stored as ``streaming`` with its last checkpoint
 and its Discord message ids; the new one edits each message to that text plus a note,
-stores the reply as interrupted, and the cut answer stays in the thread's history.
+stores the reply as interrupted, and the cut answer stays in the thread's history. The
+terminal's ``chat`` does the same with what a killed ``chat`` left (nothing to edit).
 """
 
 from __future__ import annotations
@@ -21,13 +22,16 @@ from typing import Any
 import pytest
 
 from bot.durable import RESTART_NOTE
+from bot.store import SqliteStore
+from bot.types import ConversationKey, Platform, TurnStatus
 from tests.fakes.discord_server import FakeDiscord, FakeMessage
 from tests.fakes.groq_server import FakeGroq
-from tests.process import BotRun, bot_env, running_bot
+from tests.process import BotRun, bot_env, run_bot, running_bot
 
 pytestmark = pytest.mark.e2e
 
 REPLIES = 20
+TERMINAL = Platform("terminal")
 Row = tuple[int, str, str, str, list[str]]  # id, status, content, place, message ids
 
 
@@ -138,3 +142,37 @@ async def test_kill_9_with_20_replies_streaming_then_restart_finishes_every_repl
             history = [(m["role"], m["content"]) for m in request["body"]["messages"]]
             question = content.split("last=", 1)[1].split(" model=", 1)[0]  # "question 7"
             assert history[-3:] == [("user", question), ("assistant", content), ("user", "go on")]
+
+
+async def test_a_terminal_chat_killed_mid_answer_keeps_it_at_the_next_chat(
+    fake_groq: FakeGroq, tmp_path: Path
+) -> None:
+    database = tmp_path / "bot.db"
+    store = SqliteStore(database)  # what `chat` left when it was killed mid-answer
+    await store.open()
+    key = ConversationKey(TERMINAL, dm_user="tester")
+    await store.add_message(key, role="user", content="tell me", tokens=2)
+    await store.add_message(
+        key, role="assistant", content="once upon a ", tokens=3, status=TurnStatus.STREAMING
+    )
+    await store.aclose()
+    env = bot_env(
+        GROQ_API_KEY=str(fake_groq.api_key),
+        API_BASE_URL=fake_groq.base_url,
+        DATABASE_PATH=str(database),
+    )
+
+    code, out, err = await run_bot(["chat"], env, cwd=tmp_path, stdin="go on\n")
+
+    assert code == 0, err
+    assert "turns=2 last=go on" in out
+    history = [(m["role"], m["content"]) for m in fake_groq.chat_requests[-1]["body"]["messages"]]
+    assert history[-3:] == [("user", "tell me"), ("assistant", "once upon a"), ("user", "go on")]
+    with closing(sqlite3.connect(database)) as conn:
+        statuses = conn.execute("SELECT role, status FROM messages ORDER BY id").fetchall()
+    assert statuses == [
+        ("user", "complete"),
+        ("assistant", "interrupted"),
+        ("user", "complete"),
+        ("assistant", "complete"),
+    ]
