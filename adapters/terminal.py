@@ -18,15 +18,7 @@ from typing import TextIO
 from bot.adapter import AdapterContext
 from bot.settings import AdapterSettings
 from bot.streaming import EditingSink
-from bot.types import (
-    ConversationKey,
-    Incoming,
-    Platform,
-    PlatformHelp,
-    ReplyRef,
-    SurfaceLimits,
-    UserRef,
-)
+from bot.types import ConversationKey, Incoming, Platform, PlatformHelp, SurfaceLimits, UserRef
 
 __all__ = ["PLATFORM", "TerminalAdapter", "TerminalSettings", "TerminalSurface"]
 
@@ -174,8 +166,8 @@ class TerminalAdapter:
         self._read_line = read_line or sys.stdin.readline
         self._out = out or sys.stdout
 
-    async def finalize_reply(self, reply: ReplyRef, text: str) -> None:
-        """Printed output stays as it was (``bot.ports.ReplyFinalizer``)."""
+    async def finalize_reply(self, reply: object, text: str) -> None:
+        """Printed output stays as it was, whatever the reply (``bot.ports.ReplyFinalizer``)."""
 
     async def run(self) -> None:
         """Read lines until EOF or /quit, answering each."""

@@ -103,9 +103,11 @@ class ReplyRecord:
                 status=status,
                 reply_ref=ref,
             )
+        elif status is TurnStatus.STREAMING:
+            await self._store.checkpoint_reply(self._id, content, tokens, ref)
         else:
             await self._store.update_message(
-                self._id, content=content, tokens=tokens, status=status, reply_ref=ref
+                self._id, content=content, tokens=tokens, status=status
             )
 
     async def wait(self) -> None:
@@ -117,8 +119,8 @@ class ReplyRecord:
     async def save(
         self, content: str, *, tokens: int, status: TurnStatus, ref: ReplyRef | None = None
     ) -> None:
-        """Store the reply's final state (creating the row if no checkpoint did).
-        Raises ``StoreError``; calling it again retries."""
+        """Store the reply's final state (creating the row, with ``ref``, if no
+        checkpoint did). Raises ``StoreError``; calling it again retries."""
         await self.wait()
         ref = self._ref if ref is None else ref
         await self._write(content, tokens, status, ref)

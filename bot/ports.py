@@ -238,16 +238,16 @@ class ConversationStore(Protocol):
         ...
 
     async def update_message(
-        self,
-        message_id: int,
-        *,
-        content: str,
-        tokens: int,
-        status: TurnStatus,
-        reply_ref: ReplyRef | None = None,
+        self, message_id: int, *, content: str, tokens: int, status: TurnStatus
     ) -> None:
-        """Rewrite a message (its ``reply_ref`` too, unless None); a message already
-        forgotten by ``reset`` is ignored."""
+        """Rewrite a message (its ``reply_ref`` stays); one forgotten by ``reset`` is ignored."""
+        ...
+
+    async def checkpoint_reply(
+        self, message_id: int, text: str, tokens: int, ref: ReplyRef
+    ) -> None:
+        """Rewrite a ``STREAMING`` reply's text, tokens and ``reply_ref``; a message no
+        longer streaming (finished, or forgotten by ``reset``) is left as it is."""
         ...
 
     async def streaming_replies(self, platforms: Collection[Platform]) -> list[UnfinishedReply]:

@@ -119,22 +119,21 @@ class InMemoryStore:
             self._streaming.discard(message.id)
 
     async def update_message(
-        self,
-        message_id: int,
-        *,
-        content: str,
-        tokens: int,
-        status: TurnStatus,
-        reply_ref: ReplyRef | None = None,
+        self, message_id: int, *, content: str, tokens: int, status: TurnStatus
     ) -> None:
         """Rewrite a stored message; a message already forgotten by ``reset`` is ignored."""
         message = self._messages.get(message_id)
         if message is not None:
             message.content, message.tokens = content, tokens
             message.status = TurnStatus(status)
-            if reply_ref is not None:
-                message.reply_ref = reply_ref
             self._track(message)
+
+    async def checkpoint_reply(
+        self, message_id: int, text: str, tokens: int, ref: ReplyRef
+    ) -> None:
+        if message_id in self._streaming:
+            message = self._messages[message_id]
+            message.content, message.tokens, message.reply_ref = text, tokens, ref
 
     async def streaming_replies(self, platforms: Collection[Platform]) -> list[UnfinishedReply]:
         wanted = {str(p) for p in platforms}

@@ -228,22 +228,26 @@ class SqliteStore:
         return message_id
 
     async def update_message(
-        self,
-        message_id: int,
-        *,
-        content: str,
-        tokens: int,
-        status: TurnStatus,
-        reply_ref: ReplyRef | None = None,
+        self, message_id: int, *, content: str, tokens: int, status: TurnStatus
     ) -> None:
         """Rewrite a stored message; a message already forgotten by ``reset`` is ignored."""
-        sql = "UPDATE messages SET content = ?, tokens = ?, status = ?"
-        params: tuple[object, ...] = (content, tokens, str(status))
-        if reply_ref is not None:
-            sql += ", reply_place = ?, reply_message_ids = ?"
-            params += _ref_columns(reply_ref)
         async with self._write() as conn:
-            await _execute(conn, f"{sql} WHERE id = ?", (*params, message_id))
+            await _execute(
+                conn,
+                "UPDATE messages SET content = ?, tokens = ?, status = ? WHERE id = ?",
+                (content, tokens, str(status), message_id),
+            )
+
+    async def checkpoint_reply(
+        self, message_id: int, text: str, tokens: int, ref: ReplyRef
+    ) -> None:
+        async with self._write() as conn:
+            await _execute(
+                conn,
+                "UPDATE messages SET content = ?, tokens = ?, reply_place = ?,"
+                " reply_message_ids = ? WHERE id = ? AND status = 'streaming'",
+                (text, tokens, *_ref_columns(ref), message_id),
+            )
 
     async def streaming_replies(self, platforms: Collection[Platform]) -> list[UnfinishedReply]:
         wanted = {str(p) for p in platforms}

@@ -390,21 +390,21 @@ async def test_checkpoints_rewrite_the_text_and_ids_until_the_reply_ends(store: 
     ]
     assert await store.window(DM, token_budget=100) == []  # nothing said yet
 
+    await store.checkpoint_reply(reply_id, "more", 2, ReplyRef("c9", ("m1",)))
     two = ReplyRef("c9", ("m1", "m2"))
-    await store.update_message(
-        reply_id, content="more text", tokens=4, status=TurnStatus.STREAMING, reply_ref=two
-    )
-    # Without a reply_ref, an update keeps the stored one.
-    await store.update_message(
-        reply_id, content="more text still", tokens=5, status=TurnStatus.STREAMING
-    )
+    await store.checkpoint_reply(reply_id, "more text", 4, two)
     assert await store.streaming_replies([Platform("discord")]) == [
-        UnfinishedReply(reply_id, DM, "more text still", 5, two)
+        UnfinishedReply(reply_id, DM, "more text", 4, two)
+    ]
+    assert await store.window(DM, token_budget=100) == [
+        StoredMessage("assistant", "more text", 4, TurnStatus.STREAMING)
     ]
 
+    # The reply ends (its ids stay); a late checkpoint can't make it stream again.
     await store.update_message(
         reply_id, content="more text still", tokens=5, status=TurnStatus.INTERRUPTED
     )
+    await store.checkpoint_reply(reply_id, "late", 1, ReplyRef("c9", ("m3",)))
     assert await store.streaming_replies([Platform("discord")]) == []
     assert await store.window(DM, token_budget=100) == [
         StoredMessage("assistant", "more text still", 5, TurnStatus.INTERRUPTED)
@@ -442,7 +442,6 @@ async def test_reset_forgets_streaming_replies_too(store: Store) -> None:
     assert await store.streaming_replies([Platform("discord")]) == []
 
     # A late checkpoint of the forgotten reply changes nothing.
-    await store.update_message(
-        stale, content="late", tokens=1, status=TurnStatus.STREAMING, reply_ref=ReplyRef("p")
-    )
+    await store.checkpoint_reply(stale, "late", 1, ReplyRef("p"))
     assert await store.streaming_replies([Platform("discord")]) == []
+    assert await store.window(CHANNEL, token_budget=100) == []

@@ -8,7 +8,6 @@ counts (and can fail or hold) the writes of assistant messages.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,25 +15,20 @@ import pytest
 
 from bot.durable import RESTART_NOTE, finalize_unfinished, restart_text
 from bot.engine import NOT_SAVED_NOTE, Engine
-from bot.errors import StoreError, StreamInterrupted
+from bot.errors import StoreError
 from bot.settings import Settings
 from bot.store import InMemoryStore
 from bot.types import (
-    ChatEvent,
-    ChatRequest,
     ConversationKey,
-    Finished,
     Incoming,
-    ModelInfo,
     Platform,
     ReplyRef,
     StoredMessage,
-    TextDelta,
     TurnStatus,
-    Usage,
     UserRef,
 )
 from tests.fakes.clock import FakeClock
+from tests.fakes.completions import ScriptedCompletions
 from tests.fakes.sink import RecordingSink
 
 CHAT = Platform("chat")
@@ -42,43 +36,6 @@ KEY = ConversationKey(CHAT, space="s", channel="c", thread="t")
 ALICE = UserRef(CHAT, "alice")
 INTERVAL_S = 2.0
 PIECE = "word "  # every delta adds 5 characters, unless a test says otherwise
-
-
-class Script:
-    """A ``Completions`` streaming ``pieces`` deltas, the fake clock moving ``step_s``
-    before each; it yields to the loop after each, as a network read does."""
-
-    def __init__(self, clock: FakeClock, pieces: int, *, step_s: float) -> None:
-        self.clock, self.pieces, self.step_s = clock, pieces, step_s
-        self.piece = PIECE
-        self.hold_after: int | None = None  # pause after this many deltas…
-        self.held = asyncio.Event()  # …set when there…
-        self.go_on = asyncio.Event()  # …until this is set
-        self.fail_after: int | None = None
-        self.error: Exception = StreamInterrupted(detail="dropped")
-
-    def stream(
-        self, request: ChatRequest, *, on_retry: Any = None, empty_is_overflow: bool = False
-    ) -> AsyncIterator[ChatEvent]:
-        return self._events()
-
-    async def _events(self) -> AsyncIterator[ChatEvent]:
-        for i in range(self.pieces):
-            if i == self.fail_after:
-                raise self.error
-            if i == self.hold_after:
-                self.held.set()
-                await self.go_on.wait()
-            self.clock.t += self.step_s
-            yield TextDelta(self.piece)
-            await asyncio.sleep(0)
-        yield Finished(Usage(10, self.pieces))
-
-    async def models(self, *, refresh: bool = False) -> Sequence[ModelInfo]:
-        return [ModelInfo("m", context_window=1_000_000)]
-
-    async def aclose(self) -> None:
-        return None
 
 
 class CountingStore(InMemoryStore):
@@ -106,6 +63,12 @@ class CountingStore(InMemoryStore):
         if message_id in self._assistant:
             await self._count(kw["content"], kw["status"])
         await super().update_message(message_id, **kw)
+
+    async def checkpoint_reply(
+        self, message_id: int, text: str, tokens: int, ref: ReplyRef
+    ) -> None:
+        await self._count(text, TurnStatus.STREAMING)
+        await super().checkpoint_reply(message_id, text, tokens, ref)
 
     async def _count(self, content: str, status: TurnStatus) -> None:
         if status is TurnStatus.STREAMING:
@@ -137,7 +100,7 @@ class PostingSink(RecordingSink):
 class Rig:
     clock: FakeClock
     store: CountingStore
-    script: Script
+    script: ScriptedCompletions
     engine: Engine
 
     async def ask(self, sink: RecordingSink, text: str = "tell me") -> None:
@@ -151,7 +114,7 @@ class Rig:
 def rig(pieces: int = 2000, *, seconds: float = 10.0) -> Rig:
     clock = FakeClock(instant_sleep=True)
     store = CountingStore(clock)
-    script = Script(clock, pieces, step_s=seconds / pieces)
+    script = ScriptedCompletions(clock, pieces, step_s=seconds / pieces, piece=PIECE)
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         default_model="m",

@@ -467,24 +467,17 @@ async def test_v3_keeps_every_message_and_never_reuses_an_id(db_path: Path) -> N
 
 
 async def test_streaming_replies_read_only_the_streaming_rows_via_their_index(
-    db_path: Path,
+    store: SqliteStore, db_path: Path
 ) -> None:
-    s = SqliteStore(db_path)
-    await s.open()
-    await s.add_message(KEY, role="user", content="first", tokens=10)
-    await s.aclose()
+    await store.add_message(KEY, role="user", content="first", tokens=10)
     bulk_insert_messages(db_path, KEY, 10_000, tokens=10)
+    cut = await store.add_message(KEY, role="assistant", content="", status=TurnStatus.STREAMING)
 
-    await s.open()
-    try:
-        cut = await s.add_message(KEY, role="assistant", content="cut", status=TurnStatus.STREAMING)
-        statements: list[str] = []
-        assert s._conn is not None
-        await s._conn.set_trace_callback(statements.append)
-        found = await s.streaming_replies([KEY.platform])
-        await s._conn.set_trace_callback(None)
-    finally:
-        await s.aclose()
+    statements: list[str] = []
+    assert store._conn is not None
+    await store._conn.set_trace_callback(statements.append)
+    found = await store.streaming_replies([KEY.platform])
+    await store._conn.set_trace_callback(None)
 
     assert [r.message_id for r in found] == [cut]
     [read] = [sql for sql in statements if "FROM messages" in sql]
