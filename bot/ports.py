@@ -1,7 +1,7 @@
 """The seams between the engine and everything around it, as Protocols.
 
 Adapters implement ``ReplySink`` (or just ``Surface``, or ``AppendableSurface``, and
-reuse ``EditingSink``);
+reuse ``EditingSink``), and ``ReplyFinalizer`` for the replies a dead process left;
 ``bot.app`` supplies concrete ``Store``, ``Completions``, ``QuotaGate`` and ``Clock``.
 """
 
