@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from bot.durable import RESTART_NOTE, finalize_unfinished, restart_text
 from bot.engine import NOT_SAVED_NOTE, Engine
 from bot.errors import StoreError
 from bot.settings import Settings
-from bot.store import InMemoryStore
+from bot.store import InMemoryStore, SqliteStore
 from bot.types import (
     ConversationKey,
     Incoming,
@@ -328,3 +329,35 @@ def test_the_restart_note_ends_the_text_shown() -> None:
     assert restart_text("") == RESTART_NOTE
     assert "interrupted by a restart" in RESTART_NOTE.lower()
     assert "ask again" in RESTART_NOTE
+
+
+async def test_a_full_disk_after_streaming_is_said_on_the_reply(tmp_path: Path) -> None:
+    clock = FakeClock(instant_sleep=True)
+    store = SqliteStore(tmp_path / "bot.db", clock=clock)
+    await store.open()
+    script = ScriptedCompletions(clock, 4000, step_s=0.001)  # 20,000 characters
+    script.hold_after = 10
+    settings = Settings(_env_file=None, default_model="m", quota_enabled=False)  # type: ignore[call-arg]
+    engine = Engine(settings=settings, store=store, completions=script, clock=clock)
+    sink = PostingSink()
+    try:
+        turn = asyncio.create_task(engine.handle(Incoming(KEY, ALICE, "tell me", "q1"), sink))
+        await script.held.wait()
+        for _ in range(100):  # until the reply's row is there
+            if await store.streaming_replies([CHAT]):
+                break
+            await asyncio.sleep(0.01)
+        assert store._conn is not None  # white-box: the disk fills up, SQLITE_FULL from now on
+        async with store._conn.execute("PRAGMA page_count") as cursor:
+            (pages,) = await cursor.fetchone()
+        await store._conn.execute(f"PRAGMA max_page_count = {pages}")
+        script.go_on.set()
+        await turn
+
+        assert sink.status_ is TurnStatus.COMPLETE
+        assert sink.final == f"{full_answer(4000)}\n\n{NOT_SAVED_NOTE}"
+        # What is on disk is the early checkpoint, still streaming: the next start ends it.
+        [left] = await store.streaming_replies([CHAT])
+        assert full_answer(4000).startswith(left.content.strip()) and left.content
+    finally:
+        await store.aclose()
