@@ -9,13 +9,15 @@ A platform is one package under ``adapters/`` plus one ``AdapterSpec`` line in t
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from bot.engine import Engine
-from bot.ports import Adapter, Clock
+from bot.ports import Adapter, Clock, Surface
 from bot.settings import AdapterSettings
-from bot.streaming import EditPacer
+from bot.streaming import EditingSink, EditPacer
+from bot.types import TurnStatus
 
 __all__ = ["AdapterContext", "AdapterSpec"]
 
@@ -31,6 +33,13 @@ class AdapterContext(Generic[S]):
     pacer: EditPacer
     clock: Clock
     settings: S
+
+    async def rewrite_reply(self, surface: Surface, message_ids: Sequence[str], text: str) -> None:
+        """Make the messages an earlier process posted for a reply (``message_ids``, on
+        ``surface``) show ``text``: by edits, paced like every reply, a message posted
+        if the text needs more. For ``Adapter.finalize_reply``; failures are logged."""
+        sink = EditingSink(surface, pacer=self.pacer, clock=self.clock, messages=message_ids)
+        await sink.finish(text, TurnStatus.INTERRUPTED)
 
 
 def _attribute(path: str) -> object:

@@ -20,8 +20,7 @@ from adapters.discord.config import PLATFORM, DiscordSettings
 from adapters.discord.surface import DiscordSurface
 from bot.adapter import AdapterContext
 from bot.errors import ConfigError
-from bot.streaming import EditingSink
-from bot.types import ReplyRef, TurnStatus
+from bot.types import ReplyRef
 
 __all__ = ["DiscordAdapter", "DiscordSettings"]
 
@@ -129,14 +128,9 @@ class DiscordAdapter:
         if client is None or not reply.place.isdigit():
             log.warning("cannot find the interrupted reply %s in Discord", reply)
             return
-        surface = DiscordSurface(
-            client.get_partial_messageable(int(reply.place)), settings=self._settings
-        )
-        context = self._context
-        sink = EditingSink(
-            surface, pacer=context.pacer, clock=context.clock, messages=reply.message_ids
-        )
-        await sink.finish(text, TurnStatus.INTERRUPTED)
+        channel = client.get_partial_messageable(int(reply.place))
+        surface = DiscordSurface(channel, settings=self._settings)
+        await self._context.rewrite_reply(surface, reply.message_ids, text)
 
     async def aclose(self) -> None:
         """Let in-flight answers finish (briefly), then disconnect."""

@@ -31,8 +31,7 @@ from adapters.slack.config import PLATFORM, SlackSettings
 from adapters.slack.surface import ReplyTarget, SlackSurface
 from bot.adapter import AdapterContext
 from bot.errors import ConfigError
-from bot.streaming import EditingSink
-from bot.types import ReplyRef, TurnStatus
+from bot.types import ReplyRef
 
 __all__ = ["EVENTS_PATH", "SlackAdapter", "SlackSettings"]
 
@@ -167,13 +166,10 @@ class SlackAdapter:
         if bot is None or target is None:
             log.warning("cannot find the interrupted reply %s in Slack", reply)
             return
-        context = self._context
-        surface = SlackSurface(bot.client, target, settings=self._settings, pacer=context.pacer)
+        pacer = self._context.pacer
+        surface = SlackSurface(bot.client, target, settings=self._settings, pacer=pacer)
         surface.take_over(reply.message_ids)
-        sink = EditingSink(
-            surface, pacer=context.pacer, clock=context.clock, messages=reply.message_ids
-        )
-        await sink.finish(text, TurnStatus.INTERRUPTED)
+        await self._context.rewrite_reply(surface, reply.message_ids, text)
 
     async def aclose(self) -> None:
         """Stop receiving, let answers in flight finish (briefly), then disconnect."""
