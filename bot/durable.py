@@ -27,6 +27,7 @@ __all__ = ["RESTART_NOTE", "ReplyRecord", "finalize_unfinished", "restart_text"]
 log = logging.getLogger(__name__)
 
 RESTART_NOTE = "⚠️ Interrupted by a restart — ask again."
+_NOT_POSTED = ReplyRef()
 
 
 class ReplyRecord:
@@ -35,11 +36,12 @@ class ReplyRecord:
     ``note`` is called at every token with the text so far and the sink's ``ReplyRef``.
     It costs O(1) unless a write is due, and the write runs in the background, one at
     a time, so the stream never waits for the database and the number of writes does
-    not grow with the number of tokens: the first note creates the row (``STREAMING``);
-    later ones rewrite it when the reply has a new platform message (its id must be on
-    disk before a crash can happen) or, once ``interval_s`` has passed since the last
-    write, when the text changed. A failed checkpoint is logged and the next one tries
-    again. ``writes`` counts the checkpoints written.
+    not grow with the number of tokens. A write is due when the reply has a new
+    platform message (its id must be on disk before a crash can happen: the first one
+    creates the row, ``STREAMING``, with the id), or when ``interval_s`` has passed
+    since the first note or the last write and the text changed (so a reply whose
+    message is slow to post is stored all the same). A failed checkpoint is logged and
+    the next one tries again. ``writes`` counts the checkpoints written.
     """
 
     def __init__(
@@ -66,16 +68,16 @@ class ReplyRecord:
 
     def note(self, text: str, ref: ReplyRef) -> None:
         """The reply so far: written now if a checkpoint is due, else kept for the next."""
-        self._text, self._ref, self._started = text, ref, True
+        self._text, self._ref = text, ref
+        if not self._started:
+            self._started, self._due = True, self._clock.now() + self._interval_s
         if self._writing is not None:
             return  # one write at a time; a later note carries the newest text
         tried = self._tried
-        if (
-            tried is not None
-            and ref == tried[1]  # a new message's id is written at once
-            and (self._clock.now() < self._due or (text, ref) == self._saved)
+        if ref == (tried[1] if tried is not None else _NOT_POSTED) and (
+            self._clock.now() < self._due or (text, ref) == self._saved
         ):
-            return
+            return  # no new message, and the text's next checkpoint is not due
         self._tried = (text, ref)
         self._writing = asyncio.get_running_loop().create_task(
             self._checkpoint(), name="ReplyRecord.checkpoint"

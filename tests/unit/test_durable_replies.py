@@ -153,6 +153,19 @@ async def test_checkpoint_writes_are_bounded_by_time_and_messages_not_deltas(
     assert await r.store.streaming_replies([CHAT]) == []
 
 
+async def test_a_reply_is_stored_once_its_first_message_is_posted_or_an_interval_passed() -> None:
+    r = rig(2000, seconds=10.0)
+    sink = RecordingSink()  # its messages never get posted (a platform refusing them)
+
+    await r.ask(sink)
+
+    # Nothing to find on the platform: the row waits for the interval, then follows it.
+    first, *_ = r.store.checkpoints
+    assert len(first) >= 2.0 / r.script.step_s * len(PIECE) - len(PIECE)
+    assert len(r.store.checkpoints) <= 10.0 / INTERVAL_S
+    assert [m.status for m in await r.assistant()] == [TurnStatus.COMPLETE]
+
+
 async def test_while_it_streams_the_reply_is_stored_with_its_text_and_messages() -> None:
     r = rig(2000)
     r.script.hold_after = 1000  # 5,000 characters in: three messages posted
