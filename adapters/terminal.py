@@ -64,6 +64,11 @@ class TerminalSurface:
     def limits(self) -> SurfaceLimits:
         return _LIMITS
 
+    @property
+    def place(self) -> str:
+        """Nothing to find again: printed output can't be changed afterwards."""
+        return ""
+
     @asynccontextmanager
     async def typing(self) -> AsyncIterator[None]:
         yield
@@ -139,7 +144,10 @@ class TerminalSettings(AdapterSettings):
 
 
 class TerminalAdapter:
-    """Interactive chat for one local user, remembered in the store like any DM."""
+    """Interactive chat for one local user, remembered in the store like any DM.
+
+    An answer a previous run left streaming is stored as interrupted at start-up like
+    any platform's (``bot.durable``); ``finalize_reply`` has nothing to edit."""
 
     name = "terminal"
 
@@ -159,6 +167,9 @@ class TerminalAdapter:
         context.engine.describe_platform(PLATFORM, context.settings.help())
         self._read_line = read_line or _read_stdin_line
         self._out = out or sys.stdout
+
+    async def finalize_reply(self, reply: object, text: str) -> None:
+        """Printed output stays as it was, whatever the reply (``bot.ports.ReplyFinalizer``)."""
 
     async def run(self) -> None:
         """Read lines until EOF or /quit, answering each."""

@@ -36,6 +36,7 @@ from bot.types import (  # noqa: E402
     ConversationKey,
     Incoming,
     Platform,
+    ReplyRef,
     TurnStatus,
     UserRef,
 )
@@ -44,6 +45,8 @@ from tests.fakes.groq_server import FakeGroq  # noqa: E402
 
 class TimingSink:
     """Records when the first update arrived."""
+
+    reply_ref = ReplyRef()  # it posts nothing
 
     def __init__(self) -> None:
         self.first_update: float | None = None

@@ -209,10 +209,10 @@ def model_times(fake: FakeGroq, questions: Iterable[str]) -> dict[str, tuple[flo
             continue
         users = [m for m in request["body"]["messages"] if m.get("role") == "user"]
         content = str(users[-1].get("content", "")) if users else ""
-        for question in wanted.difference(found):
-            if question in content:
-                found[question] = (request["at"], request["first_token_at"])
-                break
+        # The longest: "bench r0 11" is in "bench r0 113" too.
+        matches = [question for question in wanted.difference(found) if question in content]
+        if matches:
+            found[max(matches, key=len)] = (request["at"], request["first_token_at"])
     return found
 
 

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from bot.adapter import AdapterSpec
 from bot.app import Preflight, Runtime, check_api_key, open_runtime, preflight, serve
+from bot.durable import finalize_unfinished
 from bot.errors import BotError, ConfigError
 from bot.log import configure_logging
 from bot.settings import AdapterSettings, Settings
@@ -115,9 +116,13 @@ async def _dispatch(
                     f"\tmax_output={m.max_completion_tokens or '-'}{mark}"
                 )
             return 0
-        from adapters.terminal import TerminalAdapter, TerminalSettings
+        from adapters.terminal import PLATFORM, TerminalAdapter, TerminalSettings
 
-        await TerminalAdapter(runtime.context(TerminalSettings()), user=args.user).run()
+        terminal = TerminalAdapter(runtime.context(TerminalSettings()), user=args.user)
+        # Answers an earlier chat left streaming (killed mid-answer) become interrupted.
+        unfinished = await runtime.store.streaming_replies([PLATFORM])
+        await finalize_unfinished(runtime.store, unfinished, {terminal.name: terminal})
+        await terminal.run()
         return 0
 
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from bot.engine import Engine
-from bot.ports import Adapter, Clock
+from bot.ports import Adapter, Clock, Surface
 from bot.settings import AdapterSettings
-from bot.streaming import EditPacer
+from bot.streaming import EditingSink, EditPacer
+from bot.types import TurnStatus
 
 __all__ = ["AdapterContext", "AdapterSpec", "FatalHandler"]
 
@@ -53,6 +54,13 @@ class AdapterContext(Generic[S]):
     shutdown_grace_s: float = 6.0
     """How long ``aclose`` lets replies in flight finish before cancelling them: well
     inside ``serve``'s shutdown deadline, so a cancelled reply still gets its note."""
+
+    async def rewrite_reply(self, surface: Surface, message_ids: Sequence[str], text: str) -> None:
+        """Make the messages an earlier process posted for a reply (``message_ids``, on
+        ``surface``) show ``text``: by edits, paced like every reply, a message posted
+        if the text needs more. For ``Adapter.finalize_reply``; failures are logged."""
+        sink = EditingSink(surface, pacer=self.pacer, clock=self.clock, messages=message_ids)
+        await sink.finish(text, TurnStatus.INTERRUPTED)
 
 
 def _attribute(path: str) -> object:

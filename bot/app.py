@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -12,8 +13,9 @@ from typing import Any, TypeVar
 from bot.adapter import AdapterContext, AdapterSpec, FatalHandler
 from bot.commands import window_text
 from bot.context import history_budget
+from bot.durable import finalize_unfinished
 from bot.engine import Engine
-from bot.errors import AuthenticationFailed, ConfigError, PlatformLost, UpstreamError
+from bot.errors import AuthenticationFailed, BotError, ConfigError, PlatformLost, UpstreamError
 from bot.limits.config import QuotaConfig
 from bot.limits.quota import QuotaManager
 from bot.llm.client import CompletionsClient
@@ -22,7 +24,7 @@ from bot.ports import Adapter, Clock, Store, SystemClock
 from bot.settings import GROQ_BASE_URL, AdapterSettings, Settings
 from bot.store import InMemoryStore, SqliteStore
 from bot.streaming import EditPacer
-from bot.types import ModelInfo
+from bot.types import ModelInfo, Platform, UnfinishedReply
 
 __all__ = ["Preflight", "Runtime", "open_runtime", "preflight", "serve"]
 
@@ -114,6 +116,10 @@ async def serve(
     Raises ``PlatformLost`` (after closing everything) when an adapter reports through
     ``AdapterContext.on_fatal`` that it lost its platform for good: a bot deaf on one
     platform must exit non-zero, so that its supervisor restarts it.
+
+    Answers a previous process left streaming on these platforms are read before any
+    adapter starts (whatever streams after that is this process's own) and finished
+    in the background once all have started (``bot.durable``).
     """
     lost: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
@@ -133,13 +139,23 @@ async def serve(
             log.info("%s", note)
         for problem in found.problems:
             log.warning("%s", problem)
+        built = [
+            (spec.name, spec.build(runtime.context(config, on_fatal=fatal_for(spec.name))))
+            for spec, config in platforms
+        ]
+        unfinished = await _unfinished(runtime.store, [Platform(a.name) for _, a in built])
         started: list[tuple[str, Adapter]] = []
+        finishing: asyncio.Task[None] | None = None
         try:
-            for spec, config in platforms:
-                adapter = spec.build(runtime.context(config, on_fatal=fatal_for(spec.name)))
+            for name, adapter in built:
                 await adapter.start()
-                started.append((spec.name, adapter))
-                log.info("%s adapter started", spec.name)
+                started.append((name, adapter))
+                log.info("%s adapter started", name)
+            if unfinished:
+                finalizers = {adapter.name: adapter for _, adapter in built}
+                finishing = asyncio.create_task(
+                    finalize_unfinished(runtime.store, unfinished, finalizers), name="finalize"
+                )
             stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
             try:
                 await asyncio.wait([stopping, lost], return_when=asyncio.FIRST_COMPLETED)
@@ -147,6 +163,8 @@ async def serve(
                 stopping.cancel()
             log.info("shutting down")
         finally:
+            if finishing is not None:
+                await _cancel(finishing)  # before the adapters close
             await close_adapters(started, within_s=ADAPTERS_CLOSE_S)
         if lost.done():
             raise PlatformLost(f"{lost.result()}; exiting so that a supervisor restarts the bot.")
@@ -176,6 +194,20 @@ async def close_adapters(adapters: Sequence[tuple[str, Adapter]], *, within_s: f
         names = ", ".join(sorted(tasks[t] for t in late))
         log.warning("shutdown deadline (%.0f s) passed; cut off closing: %s", within_s, names)
         await asyncio.wait(late, timeout=1.0)
+
+
+async def _unfinished(store: Store, platforms: Sequence[Platform]) -> list[UnfinishedReply]:
+    try:
+        return await store.streaming_replies(platforms)
+    except BotError as exc:  # the bot can still answer: the next start tries again
+        log.error("could not read the answers left streaming: %s", exc.detail or exc)
+        return []
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _provider(completions: CompletionsClient) -> Provider:

@@ -2,8 +2,11 @@
 
 Turns in one conversation run strictly in order (a FIFO lock per conversation);
 different conversations run concurrently, bounded by ``MAX_CONCURRENT_REQUESTS``.
-The user turn is stored before the API call and the assistant turn after it, with
-partial text kept and marked when the stream breaks.
+The user turn is stored before the API call. The assistant turn is stored from its
+first token on (``bot.durable.ReplyRecord``: ``streaming``, checkpointed every
+``REPLY_CHECKPOINT_S``) and saved once it ends, with partial text kept and marked when
+the stream breaks. A final save that fails is retried once; if it fails again the
+reply says it was not saved.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from bot.context import (
     render_user_text,
     supports_images,
 )
+from bot.durable import ReplyRecord
 from bot.errors import (
     BotError,
     ContextTooLong,
@@ -71,12 +75,19 @@ _OVERFLOW = (ContextTooLong, EmptyStream)
 _MIN_WINDOW = 256
 SHUTDOWN_NOTE = "Cut off: the bot is restarting. Ask again in a moment."
 LENGTH_NOTE = "✂️ Cut off at the answer length limit; ask me to continue."
+NOT_SAVED_NOTE = (
+    "⚠️ This answer could not be saved (the bot's database failed), so it won't be part "
+    "of this conversation's history."
+)
+# Pause before the one retry of a failed final save.
+_SAVE_RETRY_DELAY_S = 0.5
 
 
 @dataclass(slots=True)
 class _Answer:
-    """What the stream produced so far."""
+    """What the stream produced so far, and the record storing it as it streams."""
 
+    record: ReplyRecord
     model: str = ""
     text: str = ""
     reasoning: str = ""
@@ -179,8 +190,18 @@ class Engine(CommandsMixin):
                 self._locks[sid] = (lock, users - 1)
 
     async def _run_turn(self, incoming: Incoming, user_text: str, sink: ReplySink) -> None:
+        interval = self.settings.reply_checkpoint_s
+        record = ReplyRecord(self.store, incoming.key, self.clock, interval_s=interval)
+        try:
+            await self._turn(incoming, user_text, sink, record)
+        finally:
+            await record.wait()  # no checkpoint outlives its turn, even a cancelled one
+
+    async def _turn(
+        self, incoming: Incoming, user_text: str, sink: ReplySink, record: ReplyRecord
+    ) -> None:
         user_msg_id: int | None = None
-        answer = _Answer()
+        answer = _Answer(record=record)
         try:
             await sink.start()
             model_id, system_prompt = await self._effective(incoming.author, incoming.key)
@@ -200,10 +221,12 @@ class Engine(CommandsMixin):
             await self._interrupted(incoming, sink, answer, exc)
             return
         except BotError as exc:
+            await record.fail()
             await self._failed(user_text, sink, exc, user_msg_id)
             return
         except Exception:
             log.exception("turn failed unexpectedly")
+            await record.fail()
             await sink.fail(INTERNAL_ERROR_TEXT)
             return
         except asyncio.CancelledError:
@@ -216,10 +239,7 @@ class Engine(CommandsMixin):
         log.warning("reply cut short by shutdown after %d chars", len(answer.text))
         text = answer.text.strip()
         if text:
-            try:
-                await self._store_assistant(incoming, answer, text, TurnStatus.INTERRUPTED)
-            except BotError as exc:
-                log.error("could not store the reply cut short: %s", exc.detail)
+            await self._save(incoming, sink, answer, text, TurnStatus.INTERRUPTED)
         shown = answer.visible(self.settings.show_reasoning).strip()
         await sink.finish(f"{shown}\n\n⚠️ {SHUTDOWN_NOTE}".strip(), TurnStatus.INTERRUPTED)
 
@@ -376,6 +396,7 @@ class Engine(CommandsMixin):
                         continue
                     if answer.text or (show and answer.reasoning):
                         await sink.update(answer.visible(show))
+                        answer.record.note(answer.text, sink.reply_ref)
                 text, thought = splitter.flush()
                 answer.text += text
                 answer.reasoning += thought
@@ -418,13 +439,15 @@ class Engine(CommandsMixin):
                     "The answer length limit was used up before the answer began (the model "
                     "spent it thinking): ask for less, or raise MAX_OUTPUT_TOKENS."
                 )
-            await self._store_assistant(incoming, answer, note, TurnStatus.FAILED)
+            await self._save(incoming, sink, answer, note, TurnStatus.FAILED)
             await sink.fail(note)
             return
-        await self._store_assistant(incoming, answer, text, TurnStatus.COMPLETE)
+        saved = await self._save(incoming, sink, answer, text, TurnStatus.COMPLETE)
         shown = answer.visible(self.settings.show_reasoning).strip()
         if answer.finish_reason == "length":
             shown = f"{shown}\n\n{LENGTH_NOTE}"
+        if not saved:
+            shown = f"{shown}\n\n{NOT_SAVED_NOTE}"
         await sink.finish(shown, TurnStatus.COMPLETE)
 
     async def _interrupted(
@@ -432,12 +455,12 @@ class Engine(CommandsMixin):
     ) -> None:
         log.warning("stream interrupted after %d chars: %s", len(answer.text), exc.detail)
         text = answer.text.strip()
-        try:
-            await self._store_assistant(incoming, answer, text, TurnStatus.INTERRUPTED)
-        except BotError as store_exc:
-            log.error("could not store interrupted reply: %s", store_exc.detail)
+        saved = await self._save(incoming, sink, answer, text, TurnStatus.INTERRUPTED)
         shown = answer.visible(self.settings.show_reasoning).strip()
-        await sink.finish(f"{shown}\n\n⚠️ {exc.user_text}", TurnStatus.INTERRUPTED)
+        shown = f"{shown}\n\n⚠️ {exc.user_text}"
+        if not saved and text:
+            shown = f"{shown}\n\n{NOT_SAVED_NOTE}"
+        await sink.finish(shown, TurnStatus.INTERRUPTED)
 
     async def _failed(
         self, user_text: str, sink: ReplySink, exc: BotError, user_msg_id: int | None
@@ -461,26 +484,45 @@ class Engine(CommandsMixin):
         else:
             await sink.fail(exc.user_text)
 
-    async def _store_assistant(
-        self, incoming: Incoming, answer: _Answer, text: str, status: TurnStatus
-    ) -> None:
-        usage, model = answer.usage, answer.model
+    async def _save(
+        self, incoming: Incoming, sink: ReplySink, answer: _Answer, text: str, status: TurnStatus
+    ) -> bool:
+        """Store the assistant turn's final state, retrying once; then its usage. False
+        when the turn could not be stored (logged)."""
+        usage = answer.usage
         tokens = usage.completion_tokens if usage else estimate_tokens(text)
-        # The model's text is JSON too: a lone surrogate escape must not fail the write.
-        await self.store.add_message(
-            incoming.key, role="assistant", content=clean_text(text), tokens=tokens, status=status
-        )
-        if usage is not None and usage.total_tokens > 0:
-            await self.store.record_usage(
-                UsageEntry(
-                    user=incoming.author,
-                    model=model,
-                    prompt_tokens=usage.prompt_tokens,
-                    completion_tokens=usage.completion_tokens,
-                    at=self.clock.time(),
-                    estimated=usage.estimated,
-                )
+        saved = True
+        try:
+            await answer.record.save(
+                clean_text(text), tokens=tokens, status=status, ref=sink.reply_ref
             )
+        except BotError as exc:
+            log.warning("storing the reply failed, retrying once: %s", exc.detail or exc)
+            await self.clock.sleep(_SAVE_RETRY_DELAY_S)
+            try:
+                await answer.record.save(
+                    clean_text(text), tokens=tokens, status=status, ref=sink.reply_ref
+                )
+            except BotError as again:
+                log.error("storing the reply failed again: %s", again.detail or again)
+                saved = False
+        if usage is not None and usage.total_tokens > 0:
+            await self._record_usage(incoming.author, answer.model, usage)
+        return saved
+
+    async def _record_usage(self, user: UserRef, model: str, usage: Usage) -> None:
+        entry = UsageEntry(
+            user=user,
+            model=model,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            at=self.clock.time(),
+            estimated=usage.estimated,
+        )
+        try:
+            await self.store.record_usage(entry)
+        except BotError as exc:  # the quota counted it; only /usage and the export miss it
+            log.error("could not record usage: %s", exc.detail or exc)
 
     # ----- models -----
 

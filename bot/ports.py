@@ -1,7 +1,7 @@
 """The seams between the engine and everything around it, as Protocols.
 
 Adapters implement ``ReplySink`` (or just ``Surface``, or ``AppendableSurface``, and
-reuse ``EditingSink``);
+reuse ``EditingSink``), and ``ReplyFinalizer`` for the replies a dead process left;
 ``bot.app`` supplies concrete ``Store``, ``Completions``, ``QuotaGate`` and ``Clock``.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
@@ -19,12 +19,15 @@ from bot.types import (
     ChatRequest,
     ConversationKey,
     ModelInfo,
+    Platform,
     Prefs,
     QuotaCounter,
     RateLimitSnapshot,
+    ReplyRef,
     StoredMessage,
     SurfaceLimits,
     TurnStatus,
+    UnfinishedReply,
     Usage,
     UsageEntry,
     UsageSummary,
@@ -41,6 +44,7 @@ __all__ = [
     "QuotaCounterStore",
     "QuotaGate",
     "RateLimitListener",
+    "ReplyFinalizer",
     "ReplySink",
     "Reservation",
     "RetryHook",
@@ -57,12 +61,27 @@ RateLimitListener = Callable[[RateLimitSnapshot], None]
 
 
 @runtime_checkable
-class Adapter(Protocol):
+class ReplyFinalizer(Protocol):
+    """Edits the messages of a reply that an earlier process left streaming."""
+
+    async def finalize_reply(self, reply: ReplyRef, text: str) -> None:
+        """Make the reply at ``reply`` (a ``ReplyRef`` this platform's sink reported)
+        show ``text`` in full: its stored text and a closing note, split over its
+        messages as the platform needs. Failures are logged, never raised. A platform
+        whose old output can't be changed (a terminal) does nothing."""
+        ...
+
+
+@runtime_checkable
+class Adapter(ReplyFinalizer, Protocol):
     """One chat platform, run on the bot's event loop (built from an ``AdapterContext``).
 
-    ``start`` returns once the platform is connected (or raises ``ConfigError``);
-    ``aclose`` disconnects and waits for replies in progress, bounded. ``connected``
-    says whether it can hear users right now (health checks read it).
+    ``name`` is its platform's name (the ``Platform`` of its conversations). ``start``
+    returns once the platform is connected (or raises ``ConfigError``); ``aclose``
+    disconnects and waits for replies in progress, bounded. ``connected`` says whether
+    it can hear users right now (health checks read it). Once it has started,
+    ``finalize_reply`` is called for each of its replies that a previous process left
+    streaming (killed, or stopped mid-answer).
     """
 
     @property
@@ -84,7 +103,15 @@ class ReplySink(Protocol):
     then exactly one of ``finish`` or ``fail``. ``update`` receives the whole visible
     text so far, not a delta. Implementations handle their own platform errors: a
     failed edit is logged, never raised into the engine.
+
+    ``reply_ref`` says where the reply's messages are so far; the engine stores it with
+    the reply while it streams, so that after a crash the platform's adapter can find
+    those messages again (``ReplyFinalizer``). Reading it must be cheap: the engine
+    reads it at every token.
     """
+
+    @property
+    def reply_ref(self) -> ReplyRef: ...
 
     async def start(self) -> None: ...
 
@@ -105,6 +132,13 @@ class Surface(Protocol):
 
     @property
     def limits(self) -> SurfaceLimits: ...
+
+    @property
+    def place(self) -> str:
+        """Where the reply's messages go, as an opaque string its adapter can find them
+        from again in a later process (e.g. a channel id; "" where there is no need):
+        ``ReplyRef.place``, next to the ids ``post`` returns."""
+        ...
 
     def typing(self) -> AbstractAsyncContextManager[None]:
         """Show "typing…" while the context is entered (may be a no-op)."""
@@ -196,13 +230,32 @@ class ConversationStore(Protocol):
         platform_message_id: str = "",
         tokens: int = 0,
         status: TurnStatus = TurnStatus.COMPLETE,
+        reply_ref: ReplyRef | None = None,
     ) -> int:
-        """Append a message to the conversation (creating it); return the message id."""
+        """Append a message to the conversation (creating it); return the message id.
+
+        ``reply_ref``: where an assistant message's platform messages are."""
         ...
 
     async def update_message(
         self, message_id: int, *, content: str, tokens: int, status: TurnStatus
-    ) -> None: ...
+    ) -> None:
+        """Rewrite a message (its ``reply_ref`` stays); one forgotten by ``reset`` is ignored."""
+        ...
+
+    async def checkpoint_reply(
+        self, message_id: int, text: str, tokens: int, ref: ReplyRef
+    ) -> None:
+        """Rewrite a ``STREAMING`` reply's text, tokens and ``reply_ref``; a message no
+        longer streaming (finished, or forgotten by ``reset``) is left as it is."""
+        ...
+
+    async def streaming_replies(self, platforms: Collection[Platform]) -> list[UnfinishedReply]:
+        """Messages still ``STREAMING`` in conversations on ``platforms``, oldest first.
+
+        Cost depends on how many there are, never on the number of messages stored.
+        """
+        ...
 
     async def window(
         self, key: ConversationKey, *, token_budget: int, max_messages: int = 1000

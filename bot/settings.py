@@ -159,6 +159,7 @@ class Settings(EnvSettings):
     database_path: Path = Path("./data/bot.db")
     max_input_chars: int = Field(default=16_000, ge=1)
     context_token_budget: int | None = Field(default=None, ge=256)
+    reply_checkpoint_s: float = Field(default=2.0, gt=0)
     admin_ids: IdList = Field(default_factory=list)
 
     # --- quotas (per-user limits and the account mirror) ---

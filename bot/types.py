@@ -26,10 +26,12 @@ __all__ = [
     "QuotaCounter",
     "RateLimitSnapshot",
     "ReasoningDelta",
+    "ReplyRef",
     "StoredMessage",
     "SurfaceLimits",
     "TextDelta",
     "TurnStatus",
+    "UnfinishedReply",
     "Usage",
     "UsageEntry",
     "UsageSummary",
@@ -151,11 +153,38 @@ class SurfaceLimits:
 
 
 class TurnStatus(StrEnum):
-    """How an assistant turn ended."""
+    """How an assistant turn ended; ``STREAMING`` while it has not (yet): a stored reply
+    still streaming, or left so by a process that died."""
 
     COMPLETE = "complete"
     INTERRUPTED = "interrupted"
     FAILED = "failed"
+    STREAMING = "streaming"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyRef:
+    """Where a reply's platform messages are, as its adapter's surface named them.
+
+    ``place`` (a channel, a thread…) and ``message_ids`` (in posting order) are opaque
+    strings: the core stores them and hands them back to the same adapter, which alone
+    knows how to read them. Empty until the reply's first message is posted.
+    """
+
+    place: str = ""
+    message_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UnfinishedReply:
+    """An assistant message stored as ``STREAMING``: its text as last checkpointed, and
+    where its platform messages are."""
+
+    message_id: int
+    key: ConversationKey
+    content: str
+    tokens: int
+    ref: ReplyRef = ReplyRef()
 
 
 @dataclass(frozen=True, slots=True)

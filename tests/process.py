@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from bot.settings import Settings
 
-__all__ = ["ROOT", "bot_env", "run_bot"]
+__all__ = ["ROOT", "BotRun", "bot_env", "run_bot", "running_bot"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,3 +53,52 @@ async def run_bot(
     out, err = await asyncio.wait_for(proc.communicate(raw), within)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+class BotRun:
+    """A ``python -m bot run`` started by ``running_bot``; its output goes to ``log``."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, log: Path) -> None:
+        self.proc, self.log = proc, log
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    async def wait_for_log(self, needle: str, within: float = 20.0) -> None:
+        deadline = time.monotonic() + within
+        while needle not in self.text():
+            if self.proc.returncode is not None:
+                raise AssertionError(f"the bot exited ({self.proc.returncode}):\n{self.text()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {needle!r} within {within} s:\n{self.text()}")
+            await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def running_bot(
+    workdir: Path, env: dict[str, str], *, log_name: str = "bot.log"
+) -> AsyncIterator[BotRun]:
+    """``python -m bot run`` in ``workdir``; SIGTERM on exit (SIGKILL after 15 s), unless
+    it already ended (a test may kill it)."""
+    log = workdir / log_name
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            "run",
+            env=env,
+            cwd=workdir,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    try:
+        yield BotRun(proc, log)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 15)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()

@@ -26,8 +26,10 @@ import yarl
 
 from adapters.discord.client import DiscordBot
 from adapters.discord.config import PLATFORM, DiscordSettings
+from adapters.discord.surface import DiscordSurface
 from bot.adapter import AdapterContext
 from bot.errors import ConfigError
+from bot.types import ReplyRef
 
 __all__ = ["DiscordAdapter", "DiscordSettings"]
 
@@ -219,6 +221,17 @@ class DiscordAdapter:
                 "Discord is not ready after %.0f s; still connecting in the background.",
                 self._ready_timeout_s,
             )
+
+    async def finalize_reply(self, reply: ReplyRef, text: str) -> None:
+        """Edit a reply an earlier process left streaming (``bot.ports.ReplyFinalizer``):
+        its place is a channel id, its messages are edited there by id."""
+        client = self._client
+        if client is None or not reply.place.isdigit():
+            log.warning("cannot find the interrupted reply %s in Discord", reply)
+            return
+        channel = client.get_partial_messageable(int(reply.place))
+        surface = DiscordSurface(channel, settings=self._settings, clock=self._context.clock)
+        await self._context.rewrite_reply(surface, reply.message_ids, text)
 
     async def aclose(self) -> None:
         """Let in-flight answers finish (briefly), then disconnect."""

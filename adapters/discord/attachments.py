@@ -27,7 +27,7 @@ import discord
 import yarl
 
 from bot.ports import ReplySink
-from bot.types import Attachment, TurnStatus
+from bot.types import Attachment, ReplyRef, TurnStatus
 
 __all__ = ["CdnPolicy", "Collected", "DownloadFailed", "Downloader", "NotedSink", "collect"]
 
@@ -204,6 +204,10 @@ class NotedSink:
     def _with_notes(self, text: str) -> str:
         # An empty final text means "say nothing" (e.g. a repeated quota refusal).
         return f"{self._lines}\n{text}" if self._lines and text else text
+
+    @property
+    def reply_ref(self) -> ReplyRef:
+        return self._inner.reply_ref
 
     async def start(self) -> None:
         await self._inner.start()

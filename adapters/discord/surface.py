@@ -120,11 +120,13 @@ class DiscordSurface:
     ``reply_to``: in reply mode, the user's message every part of the reply answers.
     ``on_post`` is told each posted message id (the client remembers reply chains).
     ``conversation`` names the reply's conversation in log lines.
+    Its ``place`` is the channel id: a ``PartialMessageable`` of it finds the messages
+    again in a later process.
     """
 
     def __init__(
         self,
-        channel: Answerable,
+        channel: Answerable | discord.PartialMessageable,
         *,
         settings: DiscordSettings,
         clock: Clock,
@@ -151,6 +153,10 @@ class DiscordSurface:
     @property
     def limits(self) -> SurfaceLimits:
         return self._limits
+
+    @property
+    def place(self) -> str:
+        return str(self._channel.id)
 
     def typing(self) -> AbstractAsyncContextManager[None]:
         return self._typing()

@@ -35,8 +35,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.app import Identity, SlackBot
 from adapters.slack.config import PLATFORM, SlackSettings
+from adapters.slack.surface import ReplyTarget, SlackSurface
 from bot.adapter import AdapterContext
 from bot.errors import ConfigError
+from bot.types import ReplyRef
 
 __all__ = ["EVENTS_PATH", "SlackAdapter", "SlackSettings"]
 
@@ -178,6 +180,19 @@ class SlackAdapter:
             self.http_port,
             EVENTS_PATH,
         )
+
+    async def finalize_reply(self, reply: ReplyRef, text: str) -> None:
+        """Edit a reply an earlier process left streaming (``bot.ports.ReplyFinalizer``):
+        ``chat.update`` on its channel and each message's ts."""
+        bot = self.bot
+        target = ReplyTarget.at(bot.identity.team_id, reply.place) if bot else None
+        if bot is None or target is None:
+            log.warning("cannot find the interrupted reply %s in Slack", reply)
+            return
+        pacer = self._context.pacer
+        surface = SlackSurface(bot.client, target, settings=self._settings, pacer=pacer)
+        surface.take_over(reply.message_ids)
+        await self._context.rewrite_reply(surface, reply.message_ids, text)
 
     async def aclose(self) -> None:
         """Stop receiving, let answers in flight finish (briefly), then disconnect."""

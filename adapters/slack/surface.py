@@ -49,7 +49,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -135,6 +135,19 @@ class ReplyTarget:
     @property
     def post_key(self) -> str:
         return f"slack:{self.team_id}:{self.channel}:post"
+
+    @property
+    def place(self) -> str:
+        """``channel/thread_ts`` (``channel/`` at top level): a ``ReplyRef.place``."""
+        return f"{self.channel}/{self.thread_ts or ''}"
+
+    @classmethod
+    def at(cls, team_id: str, place: str) -> ReplyTarget | None:
+        """The target a ``place`` names, for finishing an earlier process's reply."""
+        channel, slash, thread_ts = place.partition("/")
+        if not (channel and slash):
+            return None
+        return cls(team_id, channel, thread_ts or None, user_id="")
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +293,16 @@ class SlackSurface:
     @property
     def limits(self) -> SurfaceLimits:
         return self._limits
+
+    @property
+    def place(self) -> str:
+        return self._target.place
+
+    def take_over(self, message_ids: Sequence[str]) -> None:
+        """Messages an earlier process posted here: where they may have been streamed,
+        any may still be, so editing one stops its stream first."""
+        if self._streaming:
+            self._streams.update((ts, _Stream("", "")) for ts in message_ids)
 
     @property
     def append_limits(self) -> SurfaceLimits | None:

@@ -7,16 +7,19 @@ match ``SqliteStore`` exactly; ``tests/contract/test_store_contract.py`` holds b
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 
 from bot.ports import Clock
 from bot.types import (
     ConversationKey,
+    Platform,
     Prefs,
     QuotaCounter,
+    ReplyRef,
     StoredMessage,
     TurnStatus,
+    UnfinishedReply,
     UsageEntry,
     UsageSummary,
     UserRef,
@@ -35,6 +38,8 @@ class _Message:
     author_id: str
     platform_message_id: str
     created_at: float
+    key: ConversationKey
+    reply_ref: ReplyRef
 
 
 @dataclass(slots=True)
@@ -55,6 +60,7 @@ class InMemoryStore:
         self._clock = clock
         self._conversations: dict[str, _Conversation] = {}
         self._messages: dict[int, _Message] = {}  # by id, for update_message
+        self._streaming: set[int] = set()  # ids of the STREAMING messages
         self._next_id = 1
         self._user_prefs: dict[str, Prefs] = {}
         self._usage: list[UsageEntry] = []
@@ -86,6 +92,7 @@ class InMemoryStore:
         platform_message_id: str = "",
         tokens: int = 0,
         status: TurnStatus = TurnStatus.COMPLETE,
+        reply_ref: ReplyRef | None = None,
     ) -> int:
         message_id, self._next_id = self._next_id, self._next_id + 1
         message = _Message(
@@ -97,10 +104,19 @@ class InMemoryStore:
             author_id,
             platform_message_id,
             self._now(),
+            key,
+            reply_ref or ReplyRef(),
         )
         self._conversation(key).messages.append(message)
         self._messages[message_id] = message
+        self._track(message)
         return message_id
+
+    def _track(self, message: _Message) -> None:
+        if message.status is TurnStatus.STREAMING:
+            self._streaming.add(message.id)
+        else:
+            self._streaming.discard(message.id)
 
     async def update_message(
         self, message_id: int, *, content: str, tokens: int, status: TurnStatus
@@ -110,6 +126,22 @@ class InMemoryStore:
         if message is not None:
             message.content, message.tokens = content, tokens
             message.status = TurnStatus(status)
+            self._track(message)
+
+    async def checkpoint_reply(
+        self, message_id: int, text: str, tokens: int, ref: ReplyRef
+    ) -> None:
+        if message_id in self._streaming:
+            message = self._messages[message_id]
+            message.content, message.tokens, message.reply_ref = text, tokens, ref
+
+    async def streaming_replies(self, platforms: Collection[Platform]) -> list[UnfinishedReply]:
+        wanted = {str(p) for p in platforms}
+        return [
+            UnfinishedReply(m.id, m.key, m.content, m.tokens, m.reply_ref)
+            for m in (self._messages[i] for i in sorted(self._streaming))
+            if str(m.key.platform) in wanted
+        ]
 
     async def window(
         self, key: ConversationKey, *, token_budget: int, max_messages: int = 1000
@@ -146,6 +178,7 @@ class InMemoryStore:
             return 0
         for message in conversation.messages:
             del self._messages[message.id]
+            self._streaming.discard(message.id)
         return len(conversation.messages)
 
     async def prefs(self, user: UserRef, key: ConversationKey | None) -> Prefs:

@@ -90,7 +90,45 @@ _V2 = Migration(
     ("ALTER TABLE usage ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0",),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+_V3 = Migration(
+    3,
+    (
+        # A reply is stored when it starts ('streaming') and checkpointed as it streams,
+        # with where its platform messages are: reply_place and reply_message_ids (a
+        # JSON array), opaque strings of the adapter's. SQLite can't change a CHECK, so
+        # the table is rebuilt (https://sqlite.org/lang_altertable.html#otheralter).
+        """CREATE TABLE messages_v3 (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            role TEXT NOT NULL,
+            author_id TEXT NOT NULL DEFAULT '',
+            content TEXT NOT NULL,
+            platform_message_id TEXT NOT NULL DEFAULT '',
+            tokens INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL DEFAULT 'complete'
+                CHECK (status IN ('complete', 'interrupted', 'failed', 'streaming')),
+            created_at REAL NOT NULL,
+            reply_place TEXT NOT NULL DEFAULT '',
+            reply_message_ids TEXT NOT NULL DEFAULT '[]'
+        )""",
+        """INSERT INTO messages_v3 (id, conversation_id, role, author_id, content,
+            platform_message_id, tokens, status, created_at)
+        SELECT id, conversation_id, role, author_id, content,
+            platform_message_id, tokens, status, created_at FROM messages""",
+        # Ids are never reused: the new table goes on from the old one's high-water mark,
+        # which is above its highest remaining id when the newest messages were reset.
+        "DELETE FROM sqlite_sequence WHERE name = 'messages_v3'",
+        """INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'messages_v3', seq FROM sqlite_sequence WHERE name = 'messages'""",
+        "DROP TABLE messages",
+        "ALTER TABLE messages_v3 RENAME TO messages",
+        "CREATE INDEX messages_by_conversation ON messages (conversation_id, id)",
+        # Start-up looks for replies a dead process left streaming: a few rows at most.
+        "CREATE INDEX messages_streaming ON messages (id) WHERE status = 'streaming'",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

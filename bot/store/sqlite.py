@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,10 @@ from bot.types import (
     Platform,
     Prefs,
     QuotaCounter,
+    ReplyRef,
     StoredMessage,
     TurnStatus,
+    UnfinishedReply,
     UsageEntry,
     UsageSummary,
     UserRef,
@@ -56,8 +59,16 @@ _WINDOW_SQL = (
     " ORDER BY id DESC LIMIT ?"
 )
 _INSERT_MESSAGE_SQL = (
-    "INSERT INTO messages (conversation_id, role, author_id, content,"
-    " platform_message_id, tokens, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO messages (conversation_id, role, author_id, content, platform_message_id,"
+    " tokens, status, created_at, reply_place, reply_message_ids)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# Served by the partial index messages_streaming: reads only the streaming rows.
+_STREAMING_SQL = (
+    "SELECT m.id, c.platform, c.space, c.channel, c.thread, c.dm_user, m.content, m.tokens,"
+    " m.reply_place, m.reply_message_ids FROM messages AS m"
+    " JOIN conversations AS c ON c.id = m.conversation_id"
+    " WHERE m.status = 'streaming' ORDER BY m.id"
 )
 _UPSERT_CONVERSATION_SQL = (
     "INSERT INTO conversations"
@@ -204,12 +215,15 @@ class SqliteStore:
         platform_message_id: str = "",
         tokens: int = 0,
         status: TurnStatus = TurnStatus.COMPLETE,
+        reply_ref: ReplyRef | None = None,
     ) -> int:
         now = self._now()
+        place, ids = _ref_columns(reply_ref or ReplyRef())
         async with self._write() as conn:
             conversation_id = await self._upsert_conversation(conn, key, now)
             row = (conversation_id, role, author_id, content, platform_message_id, tokens)
-            _, message_id = await _execute(conn, _INSERT_MESSAGE_SQL, (*row, str(status), now))
+            params = (*row, str(status), now, place, ids)
+            _, message_id = await _execute(conn, _INSERT_MESSAGE_SQL, params)
         assert message_id is not None  # an INSERT always sets lastrowid
         return message_id
 
@@ -223,6 +237,31 @@ class SqliteStore:
                 "UPDATE messages SET content = ?, tokens = ?, status = ? WHERE id = ?",
                 (content, tokens, str(status), message_id),
             )
+
+    async def checkpoint_reply(
+        self, message_id: int, text: str, tokens: int, ref: ReplyRef
+    ) -> None:
+        async with self._write() as conn:
+            await _execute(
+                conn,
+                "UPDATE messages SET content = ?, tokens = ?, reply_place = ?,"
+                " reply_message_ids = ? WHERE id = ? AND status = 'streaming'",
+                (text, tokens, *_ref_columns(ref), message_id),
+            )
+
+    async def streaming_replies(self, platforms: Collection[Platform]) -> list[UnfinishedReply]:
+        wanted = {str(p) for p in platforms}
+        async with self._read() as conn:
+            rows = await _fetchall(conn, _STREAMING_SQL)
+        found: list[UnfinishedReply] = []
+        for message_id, platform, space, channel, thread, dm_user, *rest in rows:
+            if platform not in wanted:
+                continue
+            content, tokens, place, ids = rest
+            key = ConversationKey(Platform(platform), space, channel, thread, dm_user)
+            ref = ReplyRef(place, _message_ids(ids))
+            found.append(UnfinishedReply(int(message_id), key, content, int(tokens), ref))
+        return found
 
     async def window(
         self, key: ConversationKey, *, token_budget: int, max_messages: int = 1000
@@ -415,6 +454,19 @@ class SqliteStore:
                 conn, "DELETE FROM quota_counters WHERE window_start < ?", (before,)
             )
         return removed
+
+
+def _ref_columns(ref: ReplyRef) -> tuple[str, str]:
+    return ref.place, json.dumps(list(ref.message_ids))
+
+
+def _message_ids(column: str) -> tuple[str, ...]:
+    try:
+        ids = json.loads(column)
+    except ValueError:
+        log.warning("unreadable reply_message_ids %r; ignored", column)
+        return ()
+    return tuple(str(i) for i in ids) if isinstance(ids, list) else ()
 
 
 async def _conversation_id(conn: aiosqlite.Connection, key: ConversationKey) -> int | None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Literal
@@ -32,7 +33,7 @@ from typing import Literal
 from bot.ports import AppendableSurface, Clock, Surface
 from bot.streaming.pacer import EditPacer
 from bot.streaming.split import StreamSplitter, fence_closer
-from bot.types import TurnStatus
+from bot.types import ReplyRef, TurnStatus
 
 __all__ = ["EditingSink"]
 
@@ -68,9 +69,15 @@ class EditingSink:
     message is posted. ``update``/``status`` never wait. ``finish``/``fail`` return once
     every message holds its final content (or the platform refused twice) and the
     background task has ended. Platform errors are logged, never raised: a failed call
-    is retried once; a reply whose post fails twice stops quietly. ``message_ids``,
-    ``posts`` and ``edits`` (calls made, failed ones included; opens count as posts,
-    appends and closes as edits) are for benchmarks.
+    is retried once; a reply whose post fails twice stops quietly. ``reply_ref`` is the
+    surface's ``place`` and the ids of the messages posted so far.
+
+    ``messages``: the ids of a reply an earlier process posted (from a stored
+    ``ReplyRef``) for the sink to take over. What they show is unknown, so each is
+    rewritten by editing (never appended to): ``finish`` makes them show its text.
+
+    ``message_ids``, ``posts`` and ``edits`` (calls made, failed ones included; opens
+    count as posts, appends and closes as edits) are for benchmarks.
     """
 
     def __init__(
@@ -81,10 +88,12 @@ class EditingSink:
         clock: Clock,
         status_prefix: str = "⏳ ",
         error_prefix: str = "⚠️ ",
+        messages: Sequence[str] = (),
     ) -> None:
         self._surface = surface
         # The surface while the reply appends to messages (None once it posts and edits).
-        self._stream = surface if isinstance(surface, AppendableSurface) else None
+        stream = surface if isinstance(surface, AppendableSurface) else None
+        self._stream = None if messages else stream  # messages taken over are edited
         limits = self._stream.append_limits if self._stream is not None else None
         if limits is None:
             self._stream, limits = None, surface.limits
@@ -99,7 +108,8 @@ class EditingSink:
         self._aside: str | None = None  # a status to show beside the reply
         self._closing = False
         self._dead = False
-        self._messages: list[_Message] = []
+        self._messages = [_Message(message_id, shown="") for message_id in messages]
+        self._ref = ReplyRef(surface.place, tuple(messages))
         self._closed = 0  # closed pieces in the last split: the open message's index
         self._post_failures = 0
         self._last_call: float | None = None
@@ -113,7 +123,12 @@ class EditingSink:
     @property
     def message_ids(self) -> tuple[str, ...]:
         """Platform ids of the reply's messages, in order."""
-        return tuple(m.id for m in self._messages)
+        return self._ref.message_ids
+
+    @property
+    def reply_ref(self) -> ReplyRef:
+        """Where the reply's messages are (the surface's ``place``, the ids posted)."""
+        return self._ref
 
     # ----- ReplySink -----
 
@@ -337,6 +352,7 @@ class EditingSink:
             return
         self._post_failures = 0
         self._messages.append(_Message(message_id, call.content, open=call.op == "open"))
+        self._ref = ReplyRef(self._ref.place, (*self._ref.message_ids, message_id))
         if len(self._messages) == 1:
             await self._exit_typing()
 

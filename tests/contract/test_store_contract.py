@@ -15,8 +15,10 @@ from bot.types import (
     Platform,
     Prefs,
     QuotaCounter,
+    ReplyRef,
     StoredMessage,
     TurnStatus,
+    UnfinishedReply,
     UsageEntry,
     UsageSummary,
     UserRef,
@@ -352,3 +354,94 @@ async def test_quota_counter_windows_are_distinct_rows(store: Store) -> None:
     assert await store.load_quota_counters(T0 + 1) == [QuotaCounter("s", "rpm", T0 + 60, 3.0)]
     assert await store.prune_quota_counters(T0 + 3600) == 2
     assert await store.load_quota_counters(0) == []
+
+
+# ----- replies stored while they stream -----
+
+ECHO = ConversationKey(Platform("echo"), dm_user="u")
+
+
+async def test_a_streaming_reply_is_found_with_its_key_text_and_messages(store: Store) -> None:
+    await add(store, THREAD, "question", 2)
+    ref = ReplyRef("t1", ("m1",))
+    reply_id = await store.add_message(
+        THREAD,
+        role="assistant",
+        content="first words",
+        tokens=3,
+        status=TurnStatus.STREAMING,
+        reply_ref=ref,
+    )
+
+    assert await store.streaming_replies([Platform("discord")]) == [
+        UnfinishedReply(reply_id, THREAD, "first words", 3, ref)
+    ]
+    # Its text is history already: a crash must not take it out of the conversation.
+    assert await store.window(THREAD, token_budget=100) == [
+        StoredMessage("user", "question", 2),
+        StoredMessage("assistant", "first words", 3, TurnStatus.STREAMING),
+    ]
+
+
+async def test_checkpoints_rewrite_the_text_and_ids_until_the_reply_ends(store: Store) -> None:
+    reply_id = await add(store, DM, "", 0, role="assistant", status=TurnStatus.STREAMING)
+    assert await store.streaming_replies([Platform("discord")]) == [
+        UnfinishedReply(reply_id, DM, "", 0, ReplyRef())
+    ]
+    assert await store.window(DM, token_budget=100) == []  # nothing said yet
+
+    await store.checkpoint_reply(reply_id, "more", 2, ReplyRef("c9", ("m1",)))
+    two = ReplyRef("c9", ("m1", "m2"))
+    await store.checkpoint_reply(reply_id, "more text", 4, two)
+    assert await store.streaming_replies([Platform("discord")]) == [
+        UnfinishedReply(reply_id, DM, "more text", 4, two)
+    ]
+    assert await store.window(DM, token_budget=100) == [
+        StoredMessage("assistant", "more text", 4, TurnStatus.STREAMING)
+    ]
+
+    # The reply ends (its ids stay); a late checkpoint can't make it stream again.
+    await store.update_message(
+        reply_id, content="more text still", tokens=5, status=TurnStatus.INTERRUPTED
+    )
+    await store.checkpoint_reply(reply_id, "late", 1, ReplyRef("c9", ("m3",)))
+    assert await store.streaming_replies([Platform("discord")]) == []
+    assert await store.window(DM, token_budget=100) == [
+        StoredMessage("assistant", "more text still", 5, TurnStatus.INTERRUPTED)
+    ]
+
+
+async def test_streaming_replies_are_of_the_platforms_asked_oldest_first(store: Store) -> None:
+    keys = [CHANNEL, SLACK, DM, ECHO, SLACK_DM_THREAD, THREAD]
+    ids = {}
+    for key in keys:
+        await add(store, key, "q", 1)
+        ids[key] = await add(store, key, "a", 1, role="assistant", status=TurnStatus.STREAMING)
+    await add(store, CHANNEL, "done", 1, role="assistant")
+
+    found = await store.streaming_replies([Platform("discord"), Platform("slack")])
+
+    wanted = [CHANNEL, SLACK, DM, SLACK_DM_THREAD, THREAD]
+    assert [(r.message_id, r.key) for r in found] == [(ids[k], k) for k in wanted]
+    assert [r.key for r in await store.streaming_replies([Platform("echo")])] == [ECHO]
+    assert await store.streaming_replies([]) == []
+
+
+async def test_reply_refs_are_opaque_strings_kept_exactly(store: Store) -> None:
+    odd = ReplyRef('C1/1700000000.000100 "x"', ("1.2", "", "ü/ß\n,[]", '{"a": 1}'))
+    reply_id = await store.add_message(
+        SLACK_DM_THREAD, role="assistant", content="", status=TurnStatus.STREAMING, reply_ref=odd
+    )
+    [found] = await store.streaming_replies([Platform("slack")])
+    assert found == UnfinishedReply(reply_id, SLACK_DM_THREAD, "", 0, odd)
+
+
+async def test_reset_forgets_streaming_replies_too(store: Store) -> None:
+    stale = await add(store, CHANNEL, "cut", 1, role="assistant", status=TurnStatus.STREAMING)
+    assert await store.reset(CHANNEL) == 1
+    assert await store.streaming_replies([Platform("discord")]) == []
+
+    # A late checkpoint of the forgotten reply changes nothing.
+    await store.checkpoint_reply(stale, "late", 1, ReplyRef("p"))
+    assert await store.streaming_replies([Platform("discord")]) == []
+    assert await store.window(CHANNEL, token_budget=100) == []

@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from bot.types import TurnStatus
+from bot.types import ReplyRef, TurnStatus
 
 
 @dataclass
 class RecordingSink:
-    """Records (op, text) in order; ``done`` is set by finish or fail."""
+    """Records (op, text) in order; ``done`` is set by finish or fail; ``reply_ref`` is
+    what a test says the reply's messages are."""
 
     events: list[tuple[str, str]] = field(default_factory=list)
     final: str | None = None
     status_: TurnStatus | None = None
     failed: str | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    reply_ref: ReplyRef = field(default_factory=ReplyRef)
 
     async def start(self) -> None:
         self.events.append(("start", ""))

@@ -49,8 +49,10 @@ class RecordingSurface:
         journal: list[SurfaceOp] | None = None,
         latency_s: float = 0.0,
         name: str = "m",
+        place: str = "",
     ) -> None:
         self.limits_ = limits
+        self.place = place or f"place-{name}"
         self.clock = clock
         self.journal: list[SurfaceOp] = journal if journal is not None else []
         self.latency_s = latency_s  # fake time each post/edit takes

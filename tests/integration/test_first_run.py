@@ -8,13 +8,8 @@ the file, with its many blank values, is loaded as shipped.
 
 from __future__ import annotations
 
-import asyncio
 import re
-import signal
-import sys
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
@@ -22,7 +17,7 @@ import pytest
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.groq_server import FakeGroq
 from tests.fakes.slack_server import FakeSlack
-from tests.process import ROOT, bot_env, run_bot
+from tests.process import ROOT, BotRun, bot_env, run_bot, running_bot
 
 EXAMPLE = (ROOT / ".env.example").read_text()
 
@@ -88,47 +83,8 @@ async def test_whitespace_only_values_also_mean_unset(fake_groq: FakeGroq, tmp_p
 # ----- one platform configured, the other's line left blank -----
 
 
-class _Running:
-    def __init__(self, proc: asyncio.subprocess.Process, log: Path) -> None:
-        self.proc, self.log = proc, log
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    async def wait_for_log(self, needle: str, within: float = 20.0) -> None:
-        deadline = time.monotonic() + within
-        while needle not in self.text():
-            if self.proc.returncode is not None:
-                raise AssertionError(f"the bot exited ({self.proc.returncode}):\n{self.text()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {needle!r} within {within} s:\n{self.text()}")
-            await asyncio.sleep(0.05)
-
-
-@asynccontextmanager
-async def _running(workdir: Path) -> AsyncIterator[_Running]:
-    log = workdir / "bot.log"
-    with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            "run",
-            env=bot_env(USER="newuser"),
-            cwd=workdir,
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    try:
-        yield _Running(proc, log)
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 15)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+def _running(workdir: Path) -> AbstractAsyncContextManager[BotRun]:
+    return running_bot(workdir, bot_env(USER="newuser"))
 
 
 @pytest.mark.e2e

@@ -169,18 +169,20 @@ async def test_a_database_newer_than_the_code_is_refused(db_path: Path) -> None:
 async def test_only_pending_migrations_run_and_a_failing_one_leaves_nothing(
     db_path: Path,
 ) -> None:
-    v2 = Migration(2, ("CREATE TABLE extra (x)",))
-    broken = Migration(3, ("CREATE TABLE more (y)", "THIS IS NOT SQL"))
+    nxt = LATEST_VERSION + 1
+    extra = Migration(nxt, ("CREATE TABLE extra (x)",))
+    broken = Migration(nxt + 1, ("CREATE TABLE more (y)", "THIS IS NOT SQL"))
     db_path.parent.mkdir()
     async with aiosqlite.connect(db_path, isolation_level=None) as conn:
-        assert await migrate(conn, where="t", migrations=[*MIGRATIONS, v2]) == 2
+        assert await migrate(conn, where="t", migrations=[*MIGRATIONS, extra]) == nxt
         # Re-running v1 would fail (its tables exist), so this proves it is skipped.
-        assert await migrate(conn, where="t", migrations=[*MIGRATIONS, v2]) == 2
+        assert await migrate(conn, where="t", migrations=[*MIGRATIONS, extra]) == nxt
         with pytest.raises(sqlite3.OperationalError):
-            await migrate(conn, where="t", migrations=[*MIGRATIONS, v2, broken])
+            await migrate(conn, where="t", migrations=[*MIGRATIONS, extra, broken])
         assert not conn.in_transaction
 
-    assert scalar(db_path, "PRAGMA user_version") == 2
+    assert scalar(db_path, "PRAGMA user_version") == nxt
+    assert scalar(db_path, "SELECT count(*) FROM sqlite_master WHERE name = 'extra'") == 1
     assert scalar(db_path, "SELECT count(*) FROM sqlite_master WHERE name = 'more'") == 0
 
 
@@ -413,3 +415,73 @@ async def test_entries_from_status_strings_round_trip(store: SqliteStore) -> Non
     await store.update_message(message_id, content="b", tokens=2, status=TurnStatus.INTERRUPTED)
     [message] = await store.window(KEY, token_budget=10)
     assert message.status is TurnStatus.INTERRUPTED
+
+
+# ----- replies stored while they stream (schema v3) -----
+
+
+async def test_v3_keeps_every_message_and_never_reuses_an_id(db_path: Path) -> None:
+    db_path.parent.mkdir()
+    async with aiosqlite.connect(db_path, isolation_level=None) as conn:
+        assert await migrate(conn, where="t", migrations=MIGRATIONS[:2]) == 2
+    with raw(db_path) as conn:  # what a bot of schema 2 wrote, then a /reset
+        conn.execute(
+            "INSERT INTO conversations (id, storage_id, platform, created_at, updated_at)"
+            " VALUES (1, ?, 'discord', 0, 0), (2, ?, 'slack', 0, 0)",
+            (KEY.storage_id(), OTHER.storage_id()),
+        )
+        conn.executemany(
+            "INSERT INTO messages (conversation_id, role, author_id, content, tokens, status,"
+            " created_at) VALUES (?, ?, ?, ?, 1, ?, 0)",
+            [
+                (1, "user", "discord:1", "q", "complete"),
+                (1, "assistant", "", "a!", "interrupted"),
+                (2, "user", "", "bad", "failed"),
+                (2, "user", "", "gone", "complete"),
+            ],
+        )
+        conn.execute("DELETE FROM messages WHERE conversation_id = 2")
+
+    store = SqliteStore(db_path, clock=FakeClock(T0, epoch=T0))
+    await store.open()
+    try:
+        assert scalar(db_path, "PRAGMA user_version") == LATEST_VERSION
+        kept = await store.window(KEY, token_budget=9)
+        assert [(m.content, m.status, m.author_id) for m in kept] == [
+            ("q", TurnStatus.COMPLETE, "discord:1"),
+            ("a!", TurnStatus.INTERRUPTED, ""),
+        ]
+        reply = await store.add_message(
+            OTHER, role="assistant", content="", status=TurnStatus.STREAMING
+        )
+        assert reply == 5  # not 3: the ids of the reset messages are not handed out again
+        assert [r.message_id for r in await store.streaming_replies([OTHER.platform])] == [reply]
+    finally:
+        await store.aclose()
+    with raw(db_path) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert {"messages_by_conversation", "messages_streaming"} <= names
+        assert "messages_v3" not in names
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+async def test_streaming_replies_read_only_the_streaming_rows_via_their_index(
+    store: SqliteStore, db_path: Path
+) -> None:
+    await store.add_message(KEY, role="user", content="first", tokens=10)
+    bulk_insert_messages(db_path, KEY, 10_000, tokens=10)
+    cut = await store.add_message(KEY, role="assistant", content="", status=TurnStatus.STREAMING)
+
+    statements: list[str] = []
+    assert store._conn is not None
+    await store._conn.set_trace_callback(statements.append)
+    found = await store.streaming_replies([KEY.platform])
+    await store._conn.set_trace_callback(None)
+
+    assert [r.message_id for r in found] == [cut]
+    [read] = [sql for sql in statements if "FROM messages" in sql]
+    with raw(db_path) as conn:
+        plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {read}"))
+    assert "USING INDEX messages_streaming" in plan, plan  # the partial index: streaming rows
+    assert "TEMP B-TREE" not in plan, plan
