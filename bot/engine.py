@@ -480,7 +480,8 @@ class Engine(CommandsMixin):
         except BotError as store_exc:
             log.error("could not mark failed turn: %s", store_exc.detail)
         if isinstance(exc, QuotaExceeded) and not exc.notify:
-            await sink.finish("", TurnStatus.FAILED)
+            # Told in full once per window; every later message still gets an answer.
+            await sink.fail(_still_limited(exc))
         else:
             await sink.fail(exc.user_text)
 
@@ -567,6 +568,16 @@ async def _unless_slow(work: Coroutine[Any, Any, None], within_s: float = 2.0) -
         task.cancel()
     except Exception:
         log.exception("finishing a reply cut short failed")
+
+
+def _still_limited(exc: QuotaExceeded) -> str:
+    """The short reply to a message refused again within a window already explained."""
+    whose = "your" if exc.scope == "user" else "the bot's"
+    if exc.retry_in_s <= 0:
+        return f"Still at {whose} limit; please wait for the requests in progress to finish."
+    seconds = max(1, round(exc.retry_in_s))
+    wait = f"{seconds} s" if seconds < 120 else f"{round(seconds / 60)} min"
+    return f"Still at {whose} limit; try again in {wait}."
 
 
 def _unlisted(model_id: str) -> ModelInfo:

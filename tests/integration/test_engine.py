@@ -266,3 +266,17 @@ async def test_a_lone_surrogate_in_the_models_answer_is_stored_replaced(
         again = await ask(rt, "and again")
     assert first.status_ is again.status_ is TurnStatus.COMPLETE
     assert sent_messages(fake_groq)[-2]["content"] == "half an emoji: \ufffd, then more"
+
+
+async def test_a_user_already_told_about_a_limit_still_gets_an_answer(
+    fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
+) -> None:
+    async with runtime(settings_factory(quota_user_rpm=1)) as rt:
+        answered = await ask(rt, "one")
+        told = await ask(rt, "two")
+        again = await ask(rt, "three")
+    assert answered.status_ is TurnStatus.COMPLETE
+    assert told.failed is not None and "try again in" in told.failed  # the full text
+    # Not silence: a short reminder, since the full explanation was given once.
+    assert again.failed is not None and again.failed.startswith("Still at your limit")
+    assert "try again in" in again.failed and again.failed != told.failed
