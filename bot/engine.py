@@ -403,8 +403,9 @@ class Engine(CommandsMixin):
         except StreamInterrupted as exc:
             answer.text = answer.text or exc.partial_text
             raise
-        except _OVERFLOW:
-            # Refused before generating anything: nothing was used.
+        except UpstreamError:
+            # Failed before the first token (a refusal, 5xx, 429, unreachable): no tokens
+            # were used, so the user's token budget is not charged the reservation.
             answer.usage = Usage(0, 0, estimated=True)
             raise
         finally:

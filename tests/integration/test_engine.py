@@ -280,3 +280,16 @@ async def test_a_user_already_told_about_a_limit_still_gets_an_answer(
     # Not silence: a short reminder, since the full explanation was given once.
     assert again.failed is not None and again.failed.startswith("Still at your limit")
     assert "try again in" in again.failed and again.failed != told.failed
+
+
+async def test_a_request_that_failed_before_any_token_costs_the_user_no_tokens(
+    fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
+) -> None:
+    # Each request reserves its prompt plus 1,024 output tokens: two would not fit in
+    # 1,500 tokens a minute, unless the failed one is given back.
+    fake_groq.script("500", times=4)  # the first request and its 3 retries
+    async with runtime(settings_factory(quota_user_tpm=1_500)) as rt:
+        failed = await ask(rt, "one")
+        answered = await ask(rt, "two")
+    assert failed.failed is not None and "trouble" in failed.failed
+    assert answered.status_ is TurnStatus.COMPLETE, answered.failed
