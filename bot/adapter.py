@@ -51,7 +51,7 @@ class AdapterContext(Generic[S]):
     clock: Clock
     settings: S
     on_fatal: FatalHandler = _unsupervised
-    shutdown_grace_s: float = 6.0
+    shutdown_grace_s: float = 5.0
     """How long ``aclose`` lets replies in flight finish before cancelling them: well
     inside ``serve``'s shutdown deadline, so a cancelled reply still gets its note."""
 

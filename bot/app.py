@@ -144,25 +144,36 @@ async def serve(
             for spec, config in platforms
         ]
         unfinished = await _unfinished(runtime.store, [Platform(a.name) for _, a in built])
-        started: list[tuple[str, Adapter]] = []
+        started: list[tuple[str, Adapter]] = []  # closed on the way out, even half-started
         finishing: asyncio.Task[None] | None = None
-        try:
+
+        async def start_all() -> None:
             for name, adapter in built:
-                await adapter.start()
                 started.append((name, adapter))
+                await adapter.start()
                 log.info("%s adapter started", name)
-            if unfinished:
+
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        starting = asyncio.ensure_future(start_all())
+        try:
+            # A signal during start-up (a platform slow to connect) must not wait for it.
+            await asyncio.wait([starting, stopping, lost], return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                starting.cancel()
+                await asyncio.wait([starting])
+                log.info("stopped while starting")
+            elif not starting.cancelled() and starting.exception() is not None:
+                raise starting.exception()  # type: ignore[misc]
+            elif unfinished and not stop.is_set() and not lost.done():
                 finalizers = {adapter.name: adapter for _, adapter in built}
                 finishing = asyncio.create_task(
                     finalize_unfinished(runtime.store, unfinished, finalizers), name="finalize"
                 )
-            stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
-            try:
+            if not stop.is_set() and not lost.done():
                 await asyncio.wait([stopping, lost], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stopping.cancel()
             log.info("shutting down")
         finally:
+            stopping.cancel()
             if finishing is not None:
                 await _cancel(finishing)  # before the adapters close
             await close_adapters(started, within_s=ADAPTERS_CLOSE_S)

@@ -236,10 +236,21 @@ class Engine(CommandsMixin):
         await self._completed(incoming, sink, answer)
 
     async def _cut_short(self, incoming: Incoming, sink: ReplySink, answer: _Answer) -> None:
+        """End a reply shutdown cut: the whole text is checkpointed first and the row left
+        ``STREAMING``, so that if this note never reaches the platform (it is failing, or
+        time runs out) the next start still ends the message with its restart note."""
         log.warning("reply cut short by shutdown after %d chars", len(answer.text))
         text = answer.text.strip()
         if text:
-            await self._save(incoming, sink, answer, text, TurnStatus.INTERRUPTED)
+            try:
+                await answer.record.save(
+                    clean_text(text),
+                    tokens=estimate_tokens(text),
+                    status=TurnStatus.STREAMING,
+                    ref=sink.reply_ref,
+                )
+            except BotError as exc:
+                log.error("could not checkpoint the reply cut short: %s", exc.detail or exc)
         shown = answer.visible(self.settings.show_reasoning).strip()
         await sink.finish(f"{shown}\n\n⚠️ {SHUTDOWN_NOTE}".strip(), TurnStatus.INTERRUPTED)
 

@@ -243,7 +243,9 @@ class DiscordAdapter:
         self._closing = True
         if watchdog is not None:
             watchdog.cancel()
-        await client.drain(self._shutdown_grace_s)
+        # discord.py closes the client itself on a fatal gateway close: then no reply can
+        # be shown any more, so waiting would only burn tokens; the next start notes them.
+        await client.drain(0.0 if client.is_closed() else self._shutdown_grace_s)
         await client.close()
         if gateway is not None:
             gateway.remove_done_callback(self._gateway_ended)

@@ -45,6 +45,9 @@ __all__ = ["SUGGESTED_PROMPTS", "Identity", "SlackBot"]
 
 log = logging.getLogger(__name__)
 
+# A cancelled answer still ends its message with a note; never wait longer than that.
+_CANCELLED_FINISH_S = 2.5
+
 SEEN_EVENTS = 10_000  # event ids remembered for deduplication
 SUGGESTED_PROMPTS = [
     {"title": "Explain a concept", "message": "Explain, simply and briefly, how "},
@@ -123,7 +126,7 @@ class SlackBot:
             task.cancel()
         if pending:
             log.warning("cancelled %d Slack answer(s) still running at shutdown", len(pending))
-            await asyncio.wait(pending)
+            await asyncio.wait(pending, timeout=_CANCELLED_FINISH_S)
 
     # ----- middleware -----
 

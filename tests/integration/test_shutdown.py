@@ -114,3 +114,21 @@ async def test_sigterm_with_discord_unreachable_exits_in_time(
                 proc.kill()
     print(f"SIGTERM with Discord unreachable -> exit: {took:.2f} s")
     assert took <= DEADLINE_S, (took, log.read_text()[-3000:])
+
+
+async def test_sigterm_while_still_connecting_exits_in_time(
+    fake_groq: FakeGroq, tmp_path: Path
+) -> None:
+    async with FakeDiscord() as discord:
+        discord.gateway.refuse_connections = True  # start-up would retry for a minute
+        proc, log = await _start(fake_groq, discord, tmp_path)
+        try:
+            await _wait_for(lambda: "Discord" in log.read_text(), 30, proc)
+            await asyncio.sleep(1.0)
+            took = await _stop(proc)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+    print(f"SIGTERM while connecting -> exit: {took:.2f} s")
+    assert took <= DEADLINE_S, (took, log.read_text()[-3000:])
+    assert "stopped while starting" in log.read_text()
