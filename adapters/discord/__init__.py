@@ -28,7 +28,7 @@ from adapters.discord.client import DiscordBot
 from adapters.discord.config import PLATFORM, DiscordSettings
 from adapters.discord.surface import DiscordSurface
 from bot.adapter import AdapterContext
-from bot.errors import ConfigError
+from bot.errors import ConfigError, PlatformLost
 from bot.types import ReplyRef
 
 __all__ = ["DiscordAdapter", "DiscordSettings"]
@@ -131,7 +131,8 @@ class DiscordAdapter:
             ) from None
         except (discord.HTTPException, OSError) as exc:
             await self.aclose()
-            raise ConfigError(f"Could not reach Discord to log in: {exc}") from None
+            # A network fault, not a setting: exit 1, so a supervisor tries again.
+            raise PlatformLost(f"Could not reach Discord to log in: {exc}") from None
         self._gateway = asyncio.create_task(self._keep_connected(client), name="discord-gateway")
         await self._wait_ready(client, self._gateway)
         self._gateway.add_done_callback(self._gateway_ended)
@@ -214,7 +215,7 @@ class DiscordAdapter:
             await self.aclose()
             if isinstance(error, discord.PrivilegedIntentsRequired):
                 raise ConfigError(PRIVILEGED_HELP)
-            raise ConfigError(f"The Discord gateway connection failed: {error}")
+            raise PlatformLost(f"The Discord gateway connection failed: {error}")
         if not done:
             ready.cancel()
             log.warning(

@@ -37,7 +37,7 @@ from adapters.slack.app import Identity, SlackBot
 from adapters.slack.config import PLATFORM, SlackSettings
 from adapters.slack.surface import ReplyTarget, SlackSurface
 from bot.adapter import AdapterContext
-from bot.errors import ConfigError
+from bot.errors import ConfigError, PlatformLost
 from bot.types import ReplyRef
 
 __all__ = ["EVENTS_PATH", "SlackAdapter", "SlackSettings"]
@@ -140,7 +140,8 @@ class SlackAdapter:
             async with asyncio.timeout(self._connect_timeout_s):
                 await self._socket.connect_async()  # type: ignore[no-untyped-call]
         except TimeoutError:
-            raise ConfigError("Could not open the Slack Socket Mode connection.") from None
+            # A network fault, not a setting: exit 1, so a supervisor tries again.
+            raise PlatformLost("Could not open the Slack Socket Mode connection.") from None
         log.info("Slack connected over Socket Mode as %s", self.bot.identity.bot_user_id)
 
     async def _listen(self) -> None:
@@ -254,7 +255,7 @@ async def _identify(client: AsyncWebClient) -> Identity:
             "OAuth Token (xoxb-…) from the app's OAuth & Permissions page."
         ) from None
     except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
-        raise ConfigError(f"Could not reach Slack to check SLACK_BOT_TOKEN: {exc}") from None
+        raise PlatformLost(f"Could not reach Slack to check SLACK_BOT_TOKEN: {exc}") from None
     return Identity(
         team_id=str(response["team_id"]),
         bot_user_id=str(response["user_id"]),
