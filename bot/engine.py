@@ -40,6 +40,7 @@ from bot.errors import (
     StreamInterrupted,
     UpstreamError,
 )
+from bot.limits.report import format_duration
 from bot.log import conversation_context
 from bot.ports import Clock, Completions, QuotaGate, ReplySink, Reservation, Store
 from bot.reasoning import ThinkSplitter, reasoning_params
@@ -266,18 +267,19 @@ class Engine(CommandsMixin):
         """Stream the answer; when the server says the request overflows its window, lower
         the model's window, trim the history to it and try once more."""
         request = await self._request(incoming.key, model, system_prompt, current)
+        prompt = _request_tokens(request)
         # An empty streamed answer means "too long" only when the request could be.
-        large = _request_tokens(request) + (request.max_tokens or 0) >= model.context_window // 2
+        large = prompt + (request.max_tokens or 0) >= model.context_window // 2
         try:
-            await self._stream(incoming, request, sink, answer, empty_is_overflow=large)
+            await self._stream(incoming, request, prompt, sink, answer, empty_is_overflow=large)
             return
         except _OVERFLOW as exc:
-            smaller = self._smaller_window(model, request, exc)
+            smaller = self._smaller_window(model, request, prompt, exc)
             if smaller is None:
                 raise
             log.warning(
                 "request of ~%d tokens overflowed %s (%s); retrying with a %d-token window",
-                _request_tokens(request),
+                prompt,
                 model.id,
                 type(exc).__name__,
                 smaller.context_window,
@@ -286,16 +288,19 @@ class Engine(CommandsMixin):
                 self._cap_window(model, smaller.context_window)
         await sink.status("the conversation is too long for the model; retrying with less history…")
         request = await self._request(incoming.key, smaller, system_prompt, current)
-        await self._stream(incoming, request, sink, answer)
+        await self._stream(incoming, request, _request_tokens(request), sink, answer)
         # It fitted once trimmed: whatever the server's way of saying so, that was it.
         self._cap_window(model, smaller.context_window)
 
     def _smaller_window(
-        self, model: ModelInfo, request: ChatRequest, error: ContextTooLong | EmptyStream
+        self,
+        model: ModelInfo,
+        request: ChatRequest,
+        prompt: int,
+        error: ContextTooLong | EmptyStream,
     ) -> ModelInfo | None:
-        """The model with a window the failed request would not have fitted (in our own
-        token estimates), or None when that leaves no room to answer in."""
-        prompt = _request_tokens(request)
+        """The model with a window the failed request (``prompt`` estimated tokens) would
+        not have fitted, in our own estimates, or None when that leaves no room to answer."""
         size = prompt + (request.max_tokens or 0)
         window = size * 3 // 4
         if isinstance(error, ContextTooLong) and error.window:
@@ -374,12 +379,12 @@ class Engine(CommandsMixin):
         self,
         incoming: Incoming,
         request: ChatRequest,
+        prompt_tokens: int,
         sink: ReplySink,
         answer: _Answer,
         *,
         empty_is_overflow: bool = False,
     ) -> None:
-        prompt_tokens = _request_tokens(request)
         answer.usage = answer.finish_reason = None  # a retry starts afresh
         reservation = await self._admit(incoming.author, request, prompt_tokens, sink)
         show = self.settings.show_reasoning
@@ -587,9 +592,7 @@ def _still_limited(exc: QuotaExceeded) -> str:
     whose = "your" if exc.scope == "user" else "the bot's"
     if exc.retry_in_s <= 0:
         return f"Still at {whose} limit; please wait for the requests in progress to finish."
-    seconds = max(1, round(exc.retry_in_s))
-    wait = f"{seconds} s" if seconds < 120 else f"{round(seconds / 60)} min"
-    return f"Still at {whose} limit; try again in {wait}."
+    return f"Still at {whose} limit; try again in {format_duration(exc.retry_in_s)}."
 
 
 def _unlisted(model_id: str) -> ModelInfo:
