@@ -61,6 +61,7 @@ from bot.types import (
     Usage,
     UsageEntry,
     UserRef,
+    WaitReason,
 )
 
 __all__ = ["Engine"]
@@ -441,11 +442,13 @@ class Engine(CommandsMixin):
         if self.quota is None:
             return _UNMETERED
 
-        async def on_wait(seconds: float) -> None:
-            await sink.status(f"waiting for capacity, about {max(1, round(seconds))} s")
+        async def on_wait(seconds: float, reason: WaitReason) -> None:
+            await sink.status(_wait_text(seconds, reason))
 
         estimate = prompt_tokens + (request.max_tokens or 0)
-        return await self.quota.admit(user, request.model, estimate, on_wait=on_wait)
+        return await self.quota.admit(
+            user, request.model, estimate, user_tokens=prompt_tokens, on_wait=on_wait
+        )
 
     async def _completed(self, incoming: Incoming, sink: ReplySink, answer: _Answer) -> None:
         text = answer.text.strip()
@@ -585,6 +588,16 @@ async def _unless_slow(work: Coroutine[Any, Any, None], within_s: float = 2.0) -
         task.cancel()
     except Exception:
         log.exception("finishing a reply cut short failed")
+
+
+def _wait_text(seconds: float, reason: WaitReason) -> str:
+    """The status line of a message waiting to be sent."""
+    about = format_duration(max(1.0, seconds))
+    if reason is WaitReason.YOUR_TURN:
+        return "queued behind your other question…"
+    if reason is WaitReason.YOUR_LIMIT:
+        return f"queued: your limit resets in {about}…"
+    return f"waiting for capacity, about {about}…"
 
 
 def _still_limited(exc: QuotaExceeded) -> str:

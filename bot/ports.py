@@ -32,6 +32,7 @@ from bot.types import (
     UsageEntry,
     UsageSummary,
     UserRef,
+    WaitReason,
 )
 
 __all__ = [
@@ -351,9 +352,12 @@ class QuotaGate(Protocol):
         model: str,
         estimated_tokens: int,
         *,
-        on_wait: Callable[[float], Awaitable[None]] | None = None,
+        user_tokens: int | None = None,
+        on_wait: Callable[[float, WaitReason], Awaitable[None]] | None = None,
     ) -> Reservation:
-        """Reserve capacity; may wait (calling ``on_wait(seconds)``); raises ``QuotaExceeded``."""
+        """Reserve ``estimated_tokens`` (prompt + max output) of capacity, of which
+        ``user_tokens`` count against the user's own windows until settled; may wait
+        (calling ``on_wait(seconds, why)``); raises ``QuotaExceeded``."""
         ...
 
     def observe(self, snapshot: RateLimitSnapshot) -> None:

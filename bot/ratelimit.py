@@ -76,29 +76,40 @@ class TrailingWindow:
 
 class Waiter:
     """One place in a ``WaitQueue``: the ``amount`` it waits for and ``wake``, called
-    when it should look again (it may be first now, or capacity may have freed)."""
+    when it should look again (it may be first now, or capacity may have freed).
 
-    __slots__ = ("amount", "gone", "wake")
+    ``rank`` (ranked queues only) is read whenever the head is chosen: lower goes first,
+    so a waiter whose owner holds less is served before one whose owner holds more."""
 
-    def __init__(self, wake: Callable[[], None], amount: float = 1.0) -> None:
+    __slots__ = ("amount", "gone", "rank", "wake")
+
+    def __init__(
+        self,
+        wake: Callable[[], None],
+        amount: float = 1.0,
+        rank: Callable[[], int] | None = None,
+    ) -> None:
         self.wake = wake
         self.amount = amount
+        self.rank = rank
         self.gone = False
 
 
 class WaitQueue:
-    """Waiters served strictly in arrival order; ``len`` and ``amount`` count those left.
+    """Waiters served in arrival order; ``len`` and ``amount`` count those left.
 
     A waiter that gives up leaves from anywhere in O(1): it is marked and dropped once it
-    reaches the front. Callers reach waiters only through ``join``, ``head`` and
-    ``leave``, so a different order (a priority class served first, keeping arrival
-    order within a class) can replace the single deque without changing them.
+    reaches the front. With ``ranked=True`` the head is the waiter of lowest ``rank()``,
+    arrival order breaking ties: the quota ranks by what the waiter's user already has
+    running, so one user's second request never goes before another user's first. That
+    choice scans the waiters (one per waiting user), so unranked queues stay O(1).
     """
 
-    __slots__ = ("_queue", "_size", "amount")
+    __slots__ = ("_queue", "_ranked", "_size", "amount")
 
-    def __init__(self) -> None:
+    def __init__(self, *, ranked: bool = False) -> None:
         self._queue: deque[Waiter] = deque()
+        self._ranked = ranked
         self._size = 0
         self.amount = 0.0
 
@@ -116,7 +127,20 @@ class WaitQueue:
         queue = self._queue
         while queue and queue[0].gone:
             queue.popleft()
-        return queue[0] if queue else None
+        if not queue:
+            return None
+        if not self._ranked:
+            return queue[0]
+        best, best_rank = None, 0
+        for waiter in queue:
+            if waiter.gone:
+                continue
+            rank = waiter.rank() if waiter.rank is not None else 0
+            if best is None or rank < best_rank:
+                best, best_rank = waiter, rank
+                if rank <= 0:
+                    break  # nobody ranks lower than holding nothing
+        return best
 
     def leave(self, waiter: Waiter) -> None:
         """Remove ``waiter`` (served or given up; twice is harmless) and wake the head."""

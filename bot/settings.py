@@ -170,6 +170,7 @@ class Settings(EnvSettings):
     quota_user_tpm: int | None = Field(default=None, ge=1)
     quota_user_tpd: int | None = Field(default=None, ge=1)
     quota_user_max_in_flight: int = Field(default=2, ge=1)
+    quota_user_max_queued: int = Field(default=5, ge=0)
     quota_max_wait_s: float = Field(default=60.0, ge=0)
     quota_flush_interval_s: float = Field(default=30.0, gt=0)
     quota_model_limits: str = ""

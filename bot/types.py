@@ -36,6 +36,7 @@ __all__ = [
     "UsageEntry",
     "UsageSummary",
     "UserRef",
+    "WaitReason",
 ]
 
 
@@ -150,6 +151,14 @@ class SurfaceLimits:
     budget_per_s: float = 0.0
     budget_burst: int = 1
     posts_use_budget: bool = True
+
+
+class WaitReason(StrEnum):
+    """Why a request waits before it is sent (the quota tells the engine, which shows it)."""
+
+    CAPACITY = "capacity"  # the shared account's budget for the model
+    YOUR_TURN = "your_turn"  # behind the same user's earlier questions
+    YOUR_LIMIT = "your_limit"  # the user's own window resets soon
 
 
 class TurnStatus(StrEnum):

@@ -56,7 +56,7 @@ class ModelAccount:
         self.user_limits = user_limits
         self.minute_s, self.day_s = minute_s, day_s
         self.budget = AccountBudget(limits, minute_s=minute_s, day_s=day_s)
-        self.waiters = WaitQueue()  # each waiter's amount is the tokens it reserves
+        self.waiters = WaitQueue(ranked=True)  # each waiter's amount is the tokens it reserves
         self.paused_until = -math.inf
         self.reported: RateLimitSnapshot | None = None
         # Real use ÷ reservation, smoothed: queued requests will hold less than they

@@ -40,6 +40,7 @@ class QuotaConfig:
     user_tpm: int | None = None
     user_tpd: int | None = None
     user_max_in_flight: int = 2
+    user_max_queued: int = 5
     max_queue_wait_s: float = 60.0
     flush_interval_s: float = 30.0
     model_limits: Overrides = field(default_factory=dict)
@@ -57,6 +58,8 @@ class QuotaConfig:
             raise ConfigError(f"QUOTA_USER_SHARE must be in (0, 1], not {self.user_share}.")
         if self.user_max_in_flight < 1:
             raise ConfigError("QUOTA_USER_MAX_IN_FLIGHT must be at least 1.")
+        if self.user_max_queued < 0:
+            raise ConfigError("QUOTA_USER_MAX_QUEUED must be at least 0.")
         if self.max_queue_wait_s < 0 or self.minute_s <= 0 or self.day_s <= 0:
             raise ConfigError("QUOTA_MAX_WAIT_S must be ≥ 0 and windows positive.")
 
@@ -80,6 +83,7 @@ class QuotaConfig:
             user_tpm=settings.quota_user_tpm,
             user_tpd=settings.quota_user_tpd,
             user_max_in_flight=settings.quota_user_max_in_flight,
+            user_max_queued=settings.quota_user_max_queued,
             max_queue_wait_s=settings.quota_max_wait_s,
             flush_interval_s=settings.quota_flush_interval_s,
             model_limits=overrides,

@@ -57,8 +57,8 @@ from bot.limits.report import (
     UserUsage,
     busy_text,
     format_usage,
-    in_flight_text,
     local_usage,
+    queue_full_text,
     timed_out_text,
     too_large_text,
     user_dimensions,
@@ -67,41 +67,51 @@ from bot.limits.report import (
 from bot.limits.table import DIMENSIONS, LimitTable
 from bot.limits.users import UserCounters
 from bot.ports import Clock, QuotaCounterStore
-from bot.ratelimit import Waiter
-from bot.types import QuotaCounter, RateLimitSnapshot, Usage, UserRef
+from bot.ratelimit import Waiter, WaitQueue
+from bot.types import QuotaCounter, RateLimitSnapshot, Usage, UserRef, WaitReason
 
 __all__ = ["Admission", "QuotaManager"]
 
 log = logging.getLogger(__name__)
 
-OnWait = Callable[[float], Awaitable[None]]
+OnWait = Callable[[float, WaitReason], Awaitable[None]]
 # Re-announce the wait when its end moves later by more than this (e.g. a 429 pause).
 _REANNOUNCE_S = 5.0
 
 
 class _UserState:
-    __slots__ = ("flight_noticed", "in_flight", "models")
+    """One user across models: requests admitted and not settled (``in_flight``; those
+    past the account queue are ``running``) and the user's own line of waiting messages."""
+
+    __slots__ = ("full_noticed", "in_flight", "line", "models", "running")
 
     def __init__(self) -> None:
         self.in_flight = 0
-        self.flight_noticed = False
+        self.running = 0
+        self.full_noticed = False
+        self.line = WaitQueue()
         self.models: dict[str, UserCounters] = {}
 
 
 @dataclass(slots=True, eq=False)
 class Admission:
     """What ``admit`` reserved: the ``Reservation`` the engine settles once (again is a
-    no-op); its methods are ``QuotaManager.settle`` and ``note_retry`` on itself."""
+    no-op); its methods are ``QuotaManager.settle`` and ``note_retry`` on itself.
+
+    ``tokens`` is the account reservation (prompt + max output); ``user_tokens`` what the
+    user's token windows were charged at admission (the prompt), set right at settle."""
 
     manager: QuotaManager = field(repr=False)
     user_key: str
     model: str
     tokens: int
+    user_tokens: int
     state: _UserState
     counters: UserCounters
     minute_start: float
     day_start: float
     waited_s: float = 0.0
+    sent: bool = False
     settled: bool = False
 
     async def settle(self, usage: Usage | None) -> None:
@@ -141,15 +151,22 @@ class QuotaManager:
         model: str,
         estimated_tokens: int,
         *,
+        user_tokens: int | None = None,
         on_wait: OnWait | None = None,
     ) -> Admission:
-        """Reserve one request of ``estimated_tokens`` for ``user`` on ``model``.
+        """Reserve one request of ``estimated_tokens`` (prompt + max output) for ``user``
+        on ``model``; ``user_tokens`` (default: all of it) is what counts against the
+        user's own token windows until ``settle`` replaces it by the real usage.
 
-        Raises ``QuotaExceeded``: scope "user" at once, scope "account" when the shared
-        budget would not free up within ``max_queue_wait_s``.
+        Waits, telling ``on_wait``, behind the user's own earlier messages, for a user
+        window that resets within ``max_queue_wait_s``, and for the shared account.
+        Raises ``QuotaExceeded``: scope "user" when the user's limit resets later than
+        that or their line is full, scope "account" when the shared budget would not
+        free up in time.
         """
         now = self._clock.time()
         tokens = max(0, int(estimated_tokens))
+        mine = tokens if user_tokens is None else max(0, min(tokens, int(user_tokens)))
         account = self._account(model)
         tpm = account.budget.buckets.get("tpm")
         if tpm is not None and tokens > tpm.limit:
@@ -158,36 +175,61 @@ class QuotaManager:
                 scope="account",
                 detail=f"{tokens} > tpm {tpm.limit:.0f} on {model}",
             )
-        admission = self._reserve_user(user, account, tokens, now)
+        sid = user.storage_id()
+        state = self._user(sid)
+        counters = self._counters(state, model)
+        admin = self._config.is_admin(user.platform.value, user.user_id)
+        waited = 0.0
+        if not admin and (state.line or self._user_block(state, counters, account, mine, now)):
+            waited = await self._user_turn(sid, state, counters, account, mine, on_wait)
+            now = self._clock.time()
+        minute, day = counters.add(mine, now)
+        state.in_flight += 1
+        self._dirty.add((sid, model))
+        admission = Admission(self, sid, model, tokens, mine, state, counters, minute, day)
+        admission.waited_s = waited
         if account.can_pass(tokens, now):
             account.budget.take(tokens, now)
-            return admission
-        try:
-            admission.waited_s = await self._queue(account, tokens, now, on_wait)
-        except BaseException:
-            self._release_user(admission)
-            raise
+        else:
+            try:
+                admission.waited_s += await self._queue(account, tokens, state, now, on_wait)
+            except BaseException:
+                self._release_user(admission)
+                raise
+        admission.sent = True
+        state.running += 1
         return admission
 
     async def settle(self, admission: Admission, usage: Usage | None) -> None:
-        """Reconcile a reservation with the real usage (None: count what was reserved)."""
+        """Reconcile a reservation with the real usage (None: count what was reserved).
+
+        A request the server charged nothing for (it failed before its first token) is
+        taken back from the user's windows entirely. The user's windows are saved now,
+        so a crash right after an answer cannot hand that request back."""
         if admission.settled:
             return
         admission.settled = True
         now = self._clock.time()
-        admission.state.in_flight -= 1
-        admission.state.flight_noticed = False
+        state = admission.state
+        state.in_flight -= 1
+        state.running -= admission.sent
+        state.full_noticed = False
         account = self._account(admission.model)
         final = admission.tokens if usage is None else usage.total_tokens
         account.budget.commit(admission.tokens, final, now)
         if usage is not None:
             account.note_usage(admission.tokens, final)
-        if final != admission.tokens:
-            delta = final - admission.tokens
-            admission.counters.tpm.adjust(delta, admission.minute_start)
-            admission.counters.tpd.adjust(delta, admission.day_start)
-            self._dirty.add((admission.user_key, admission.model))
+        counters = admission.counters
+        if usage is not None and usage.total_tokens == 0:
+            counters.release(admission.user_tokens, admission.minute_start, admission.day_start)
+        elif usage is not None and usage.total_tokens != admission.user_tokens:
+            delta = usage.total_tokens - admission.user_tokens
+            counters.tpm.adjust(delta, admission.minute_start)
+            counters.tpd.adjust(delta, admission.day_start)
+        self._dirty.add((admission.user_key, admission.model))
+        state.line.wake_head()  # the user's next message may go now
         account.waiters.wake_head()  # the head's wait is now computable (or shorter)
+        await self._save_user(admission.user_key, admission.model, now)
         await self._maybe_flush(now)
 
     def note_retry(self, admission: Admission) -> None:
@@ -331,49 +373,111 @@ class QuotaManager:
             state.models[model] = counters
         return counters
 
-    def _reserve_user(
-        self, user: UserRef, account: ModelAccount, tokens: int, now: float
-    ) -> Admission:
-        sid = user.storage_id()
-        state = self._user(sid)
-        counters = self._counters(state, account.model)
-        if not self._config.is_admin(user.platform.value, user.user_id):
-            if state.in_flight >= self._config.user_max_in_flight:
-                notify, state.flight_noticed = not state.flight_noticed, True
-                raise QuotaExceeded(
-                    in_flight_text(state.in_flight),
-                    scope="user",
-                    notify=notify,
-                    detail=f"{sid} in flight {state.in_flight}",
-                )
-            blocked = counters.blocking(account.user_limits, tokens, now)
-            if blocked is not None:
-                dim, wait = blocked
-                limit = account.user_limits.get(dim) or 0
-                used = counters.window(dim).used(now)
-                raise QuotaExceeded(
-                    user_limit_text(dim, limit, used, tokens, wait, account.model),
-                    scope="user",
-                    retry_in_s=wait,
-                    notify=counters.first_notice(dim, now),
-                    detail=f"{sid} {dim} {used:.0f}/{limit} on {account.model}",
-                )
-        minute, day = counters.add(tokens, now)
-        state.in_flight += 1
-        self._dirty.add((sid, account.model))
-        return Admission(self, sid, account.model, tokens, state, counters, minute, day)
+    def _user_block(
+        self,
+        state: _UserState,
+        counters: UserCounters,
+        account: ModelAccount,
+        tokens: int,
+        now: float,
+    ) -> tuple[WaitReason, float, str] | None:
+        """What keeps the user's next request back: their requests in flight (a wait of
+        ``inf``: it ends when one settles) or the window that blocks longest."""
+        if state.in_flight >= self._config.user_max_in_flight:
+            return WaitReason.YOUR_TURN, math.inf, "in flight"
+        blocked = counters.blocking(account.user_limits, tokens, now)
+        if blocked is None:
+            return None
+        return WaitReason.YOUR_LIMIT, blocked[1], blocked[0]
+
+    async def _user_turn(
+        self,
+        sid: str,
+        state: _UserState,
+        counters: UserCounters,
+        account: ModelAccount,
+        tokens: int,
+        on_wait: OnWait | None,
+    ) -> float:
+        """Wait in the user's own line until this message is first and the user's limits
+        admit it; return the seconds waited. A full line, or a window that resets later
+        than ``max_queue_wait_s``, is refused instead."""
+        if len(state.line) >= self._config.user_max_queued:
+            notify, state.full_noticed = not state.full_noticed, True
+            raise QuotaExceeded(
+                queue_full_text(len(state.line)),
+                scope="user",
+                notify=notify,
+                detail=f"{sid} line full ({len(state.line)} waiting)",
+            )
+        wake = asyncio.Event()
+        ticket = Waiter(wake.set)
+        state.line.join(ticket)
+        start = self._clock.time()
+        told: tuple[WaitReason, float] | None = None
+        try:
+            while True:
+                now = self._clock.time()
+                block: tuple[WaitReason, float, str] | None
+                if state.line.head() is ticket:
+                    block = self._user_block(state, counters, account, tokens, now)
+                    if block is None:
+                        return now - start
+                else:
+                    block = WaitReason.YOUR_TURN, math.inf, "behind"
+                reason, wait, dim = block
+                if reason is WaitReason.YOUR_LIMIT and wait > self._config.max_queue_wait_s:
+                    raise self._user_refusal(sid, counters, account, dim, tokens, wait, now)
+                if on_wait is not None and (
+                    told is None or told[0] is not reason or now + wait > told[1] + _REANNOUNCE_S
+                ):
+                    told = reason, now + wait
+                    await on_wait(wait if wait < math.inf else 0.0, reason)
+                await self._sleep_or_wake(wake, wait)
+        finally:
+            state.line.leave(ticket)
+
+    def _user_refusal(
+        self,
+        sid: str,
+        counters: UserCounters,
+        account: ModelAccount,
+        dim: str,
+        tokens: int,
+        wait: float,
+        now: float,
+    ) -> QuotaExceeded:
+        limit = account.user_limits.get(dim) or 0
+        used = counters.window(dim).used(now)
+        return QuotaExceeded(
+            user_limit_text(dim, limit, used, tokens, wait, account.model),
+            scope="user",
+            retry_in_s=wait,
+            notify=counters.first_notice(dim, now),
+            detail=f"{sid} {dim} {used:.0f}/{limit} on {account.model}",
+        )
 
     def _release_user(self, admission: Admission) -> None:
         """Undo a reservation whose request never ran (timed out or cancelled)."""
         admission.settled = True
         admission.state.in_flight -= 1
-        admission.counters.release(admission.tokens, admission.minute_start, admission.day_start)
+        admission.counters.release(
+            admission.user_tokens, admission.minute_start, admission.day_start
+        )
         self._dirty.add((admission.user_key, admission.model))
+        admission.state.line.wake_head()
 
     async def _queue(
-        self, account: ModelAccount, tokens: int, now: float, on_wait: OnWait | None
+        self,
+        account: ModelAccount,
+        tokens: int,
+        state: _UserState,
+        now: float,
+        on_wait: OnWait | None,
     ) -> float:
-        """Wait in the model's FIFO queue, then reserve; return the seconds waited."""
+        """Wait in the model's queue, then reserve; return the seconds waited. Across
+        users the queue is first come, first served, except that a user with fewer
+        requests running goes first (``WaitQueue(ranked=True)``)."""
         wait, dim = account.estimate(tokens, now)
         max_wait = self._config.max_queue_wait_s
         # A TPM-bound wait is tried, never refused at the door: reservations (prompt +
@@ -386,13 +490,13 @@ class QuotaManager:
                 detail=f"{dim} wait {wait:.1f}s",
             )
         wake = asyncio.Event()
-        waiter = Waiter(wake.set, tokens)
+        waiter = Waiter(wake.set, tokens, rank=lambda: state.running)
         account.waiters.join(waiter)
         wait = min(wait, max_wait)
         start, deadline, eta = now, now + max_wait, now + wait
         try:
             if on_wait is not None:
-                await on_wait(wait)
+                await on_wait(wait, WaitReason.CAPACITY)
             while True:
                 now = self._clock.time()
                 delay = deadline - now
@@ -408,7 +512,7 @@ class QuotaManager:
                         raise _timed_out(account.model, now - start, max(soonest, need))
                     if on_wait is not None and now + need > eta + _REANNOUNCE_S:
                         eta = now + need
-                        await on_wait(need)
+                        await on_wait(need, WaitReason.CAPACITY)
                     delay = min(need, delay)
                 elif delay <= 0:
                     raise _timed_out(account.model, now - start, max_wait)
@@ -417,8 +521,11 @@ class QuotaManager:
             account.waiters.leave(waiter)
 
     async def _sleep_or_wake(self, wake: asyncio.Event, seconds: float) -> None:
-        """Sleep on the injected clock for ``seconds`` or until ``wake`` is set."""
-        if not wake.is_set():
+        """Sleep on the injected clock for ``seconds`` (``inf``: for good) or until
+        ``wake`` is set."""
+        if not wake.is_set() and seconds == math.inf:
+            await wake.wait()
+        elif not wake.is_set():
             sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
             waker = asyncio.ensure_future(wake.wait())
             try:
@@ -428,6 +535,20 @@ class QuotaManager:
                 waker.cancel()
                 await asyncio.gather(sleeper, waker, return_exceptions=True)
         wake.clear()
+
+    async def _save_user(self, sid: str, model: str, now: float) -> None:
+        """Save one user's windows for ``model`` now (a failure leaves them to the next
+        flush: the answer has been given, so it is not failed for this)."""
+        if self._store is None:
+            return
+        rows = self._users[sid].models[model].to_rows(f"user:{sid}@{model}", now)
+        try:
+            if rows:
+                await self._store.save_quota_counters(rows)
+        except StoreError as exc:
+            log.warning("could not save quota counters (will retry): %s", exc.detail or exc)
+            return
+        self._dirty.discard((sid, model))
 
     async def _maybe_flush(self, now: float) -> None:
         if self._store is None or self._flushing:

@@ -26,8 +26,8 @@ __all__ = [
     "busy_text",
     "format_duration",
     "format_usage",
-    "in_flight_text",
     "local_usage",
+    "queue_full_text",
     "timed_out_text",
     "too_large_text",
     "user_dimensions",
@@ -231,9 +231,10 @@ def user_limit_text(dim: str, limit: int, used: float, tokens: int, wait: float,
     return f"{text} (model `{model}`)"
 
 
-def in_flight_text(count: int) -> str:
+def queue_full_text(waiting: int) -> str:
     return (
-        f"You already have {count} requests in progress — wait for one to finish, then try again."
+        f"You already have {waiting} questions waiting for an answer — I'll answer those "
+        "first; send this one again once they are done."
     )
 
 

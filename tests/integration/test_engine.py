@@ -271,7 +271,7 @@ async def test_a_lone_surrogate_in_the_models_answer_is_stored_replaced(
 async def test_a_user_already_told_about_a_limit_still_gets_an_answer(
     fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
 ) -> None:
-    async with runtime(settings_factory(quota_user_rpm=1)) as rt:
+    async with runtime(settings_factory(quota_user_rpm=1, quota_max_wait_s=0)) as rt:
         answered = await ask(rt, "one")
         told = await ask(rt, "two")
         again = await ask(rt, "three")

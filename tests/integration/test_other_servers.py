@@ -167,7 +167,7 @@ async def test_llamacpp_quota_never_refuses_the_second_message(
 async def test_llamacpp_per_user_limits_from_settings_still_apply(
     llamacpp: FakeGroq, settings_for: SettingsFactory
 ) -> None:
-    async with open_runtime(settings_for(llamacpp, quota_user_rpm=2)) as rt:
+    async with open_runtime(settings_for(llamacpp, quota_user_rpm=2, quota_max_wait_s=0)) as rt:
         await preflight(rt)
         sinks = [await _ask(rt, f"quick {i}") for i in range(3)]
     assert [s.status_ for s in sinks[:2]] == [TurnStatus.COMPLETE] * 2

@@ -17,7 +17,15 @@ from bot.limits.quota import Admission, QuotaManager
 from bot.limits.report import write_usage_csv
 from bot.limits.table import parse_overrides
 from bot.settings import Settings
-from bot.types import Platform, QuotaCounter, RateLimitSnapshot, Usage, UsageEntry, UserRef
+from bot.types import (
+    Platform,
+    QuotaCounter,
+    RateLimitSnapshot,
+    Usage,
+    UsageEntry,
+    UserRef,
+    WaitReason,
+)
 from tests.fakes.clock import FakeClock, settle
 
 T = TypeVar("T")
@@ -77,6 +85,15 @@ async def use(q: QuotaManager, user: UserRef, tokens: int = 100, actual: int | N
     await q.settle(admission, Usage(actual if actual is not None else tokens, 0))
 
 
+def recorder(into: list[tuple[float, WaitReason]]) -> Any:
+    """An ``on_wait`` that records what it is told."""
+
+    async def on_wait(seconds: float, reason: WaitReason) -> None:
+        into.append((seconds, reason))
+
+    return on_wait
+
+
 async def refused(q: QuotaManager, user: UserRef, tokens: int = 100) -> QuotaExceeded:
     with pytest.raises(QuotaExceeded) as info:
         await q.admit(user, MODEL, tokens)
@@ -87,7 +104,7 @@ async def refused(q: QuotaManager, user: UserRef, tokens: int = 100) -> QuotaExc
 
 
 async def test_user_rpm_blocks_at_limit_and_releases_on_the_minute() -> None:
-    q, clock = make(user_rpm=3)
+    q, clock = make(user_rpm=3, max_queue_wait_s=10)  # resets further off are refused
     await clock.advance(37)
     for _ in range(3):
         await use(q, ALICE)
@@ -96,10 +113,30 @@ async def test_user_rpm_blocks_at_limit_and_releases_on_the_minute() -> None:
     assert exc.retry_in_s == pytest.approx(23)
     assert exc.user_text.startswith("You've used your 3 requests this minute — try again in 23 s.")
     await clock.advance(22.9)
-    await refused(q, ALICE)
+    waits: list[tuple[float, WaitReason]] = []
+    task = asyncio.create_task(q.admit(ALICE, MODEL, 100, on_wait=recorder(waits)))
+    await settle()
+    assert not task.done()  # the reset is 0.1 s away: queued, not refused
+    assert waits == [(pytest.approx(0.1), WaitReason.YOUR_LIMIT)]
     await clock.advance(0.1)
-    await use(q, ALICE)
+    await q.settle(await done(task), Usage(100, 0))
     await use(q, BOB)  # other users were never affected
+
+
+async def test_a_user_limit_that_resets_within_the_max_wait_queues() -> None:
+    q, clock = make(user_rpm=2, max_queue_wait_s=60)
+    await clock.advance(30)
+    await use(q, ALICE)
+    await use(q, ALICE)
+    waits: list[tuple[float, WaitReason]] = []
+    task = asyncio.create_task(q.admit(ALICE, MODEL, 100, on_wait=recorder(waits)))
+    await settle()
+    assert waits == [(pytest.approx(30), WaitReason.YOUR_LIMIT)]
+    await clock.advance(29.9)
+    assert not task.done()
+    await clock.advance(0.1)
+    admission = await done(task)
+    assert admission.waited_s == pytest.approx(30)
 
 
 async def test_user_rpd_blocks_until_utc_midnight() -> None:
@@ -109,14 +146,12 @@ async def test_user_rpd_blocks_until_utc_midnight() -> None:
     exc = await refused(q, ALICE)
     assert exc.retry_in_s == pytest.approx(DAY0 + 86_400 - T0)
     assert "requests today" in exc.user_text
-    await clock.advance(DAY0 + 86_400 - T0 - 1)
-    await refused(q, ALICE)
-    await clock.advance(1)
+    await clock.advance(DAY0 + 86_400 - T0)
     await use(q, ALICE)
 
 
 async def test_user_tpm_counts_real_usage_and_releases_on_the_minute() -> None:
-    q, clock = make(user_tpm=1_000)
+    q, clock = make(user_tpm=1_000, max_queue_wait_s=10)
     await use(q, ALICE, tokens=900, actual=100)  # settle gives back the unused estimate
     await use(q, ALICE, tokens=800, actual=800)
     exc = await refused(q, ALICE, tokens=500)
@@ -125,10 +160,18 @@ async def test_user_tpm_counts_real_usage_and_releases_on_the_minute() -> None:
         exc.user_text
     )
     await use(q, ALICE, tokens=100)
-    await clock.advance(59.5)
-    await refused(q, ALICE, tokens=500)
-    await clock.advance(0.5)
+    await clock.advance(60)
     await use(q, ALICE, tokens=500)
+
+
+async def test_only_the_prompt_counts_against_the_user_until_settled() -> None:
+    q, _ = make(user_tpm=2_000)  # the free tier's share: 8,000 TPM x 0.25
+    first = await q.admit(ALICE, MODEL, 1_100, user_tokens=76)  # prompt + 1,024 reserved
+    second = await q.admit(ALICE, MODEL, 1_100, user_tokens=76)  # both fit: 2 in flight
+    await q.settle(first, Usage(76, 300))
+    await q.settle(second, Usage(76, 300))
+    minute = {d.dimension: d for d in q.snapshot_for(ALICE).models[0].dimensions}
+    assert minute["tpm"].used == pytest.approx(752)
 
 
 async def test_user_tpd_blocks_until_utc_midnight() -> None:
@@ -143,7 +186,7 @@ async def test_user_tpd_blocks_until_utc_midnight() -> None:
 
 
 async def test_one_request_larger_than_the_user_tpm_still_passes_once_per_window() -> None:
-    q, clock = make(user_tpm=1_000)
+    q, clock = make(user_tpm=1_000, max_queue_wait_s=10)
     await use(q, ALICE, tokens=3_000)
     await refused(q, ALICE, tokens=3_000)
     await clock.advance(60)
@@ -151,18 +194,27 @@ async def test_one_request_larger_than_the_user_tpm_still_passes_once_per_window
 
 
 async def test_default_user_limits_are_a_share_of_the_account() -> None:
-    q, _ = make()  # share 0.25 of 30 RPM → 7
+    q, _ = make(max_queue_wait_s=10)  # share 0.25 of 30 RPM → 7
     for _ in range(7):
         await use(q, ALICE, tokens=10)
     exc = await refused(q, ALICE, tokens=10)
     assert "your 7 requests this minute" in exc.user_text
 
 
+async def test_a_request_that_failed_before_its_first_token_costs_the_user_nothing() -> None:
+    q, _ = make(user_rpd=2)
+    await use(q, ALICE)
+    admission = await q.admit(ALICE, MODEL, 100)
+    await q.settle(admission, Usage(0, 0, estimated=True))  # a 503 before any token
+    await use(q, ALICE)  # the failed one was handed back: this is the second of the day
+    await refused(q, ALICE)
+
+
 # ----- telling users once per window -----
 
 
 async def test_one_notice_per_user_dimension_and_window() -> None:
-    q, clock = make(user_rpm=1, user_tpm=1_000)
+    q, clock = make(user_rpm=1, user_tpm=1_000, max_queue_wait_s=10)
     await use(q, ALICE)
     first, again = await refused(q, ALICE), await refused(q, ALICE)
     assert (first.notify, again.notify) == (True, False)
@@ -176,28 +228,64 @@ async def test_one_notice_per_user_dimension_and_window() -> None:
     assert (await refused(q, ALICE)).notify is False
 
 
-async def test_in_flight_cap_is_told_once_until_one_finishes() -> None:
+# ----- the user's own line -----
+
+
+async def test_messages_over_the_in_flight_cap_wait_in_the_users_line_in_order() -> None:
     q, _ = make(user_max_in_flight=2)
     a = await q.admit(ALICE, MODEL, 10)
-    await q.admit(ALICE, MODEL, 10)
+    b = await q.admit(ALICE, MODEL, 10)
+    order: list[int] = []
+    waits: list[tuple[float, WaitReason]] = []
+
+    async def ask(n: int) -> Admission:
+        admission = await q.admit(ALICE, MODEL, 10, on_wait=recorder(waits))
+        order.append(n)
+        return admission
+
+    third = asyncio.create_task(ask(3))
+    await settle()
+    fourth = asyncio.create_task(ask(4))
+    await settle()
+    assert not third.done() and not fourth.done()
+    assert waits == [(0.0, WaitReason.YOUR_TURN)] * 2
+    await use(q, BOB)  # other users are not held up by Alice's line
+    await q.settle(b, Usage(10, 0))
+    c = await done(third)
+    assert not fourth.done()
+    await q.settle(a, Usage(10, 0))
+    await done(fourth)
+    assert order == [3, 4]
+    await q.settle(c, Usage(10, 0))
+
+
+async def test_a_full_line_is_refused_and_told_once_until_one_finishes() -> None:
+    q, _ = make(user_max_in_flight=1, user_max_queued=1)
+    a = await q.admit(ALICE, MODEL, 10)
+    waiting = asyncio.create_task(q.admit(ALICE, MODEL, 10))
+    await settle()
     first, again = await refused(q, ALICE, 10), await refused(q, ALICE, 10)
-    assert "2 requests in progress" in first.user_text
+    assert "1 questions waiting" in first.user_text
     assert (first.notify, again.notify) == (True, False)
     await q.settle(a, Usage(10, 0))
-    await q.admit(ALICE, MODEL, 10)
-    assert (await refused(q, ALICE, 10)).notify is True
-
-
-async def test_admins_skip_user_limits_but_not_the_account() -> None:
-    q, clock = make(user_rpm=1, limits=f"{MODEL}=rpm:3")
-    for _ in range(3):
-        await use(q, ADMIN)  # 3 > the per-user 1: exempt
-    task = asyncio.create_task(q.admit(ADMIN, MODEL, 10))
+    await done(waiting)
+    waiting2 = asyncio.create_task(q.admit(ALICE, MODEL, 10))
     await settle()
-    assert not task.done() and q.account_status()[0].queued == 1  # the account still binds
-    await clock.advance(HOLD)
-    await done(task)
-    assert q.snapshot_for(ADMIN).admin
+    assert (await refused(q, ALICE, 10)).notify is True
+    waiting2.cancel()
+
+
+async def test_a_cancelled_message_leaves_the_users_line() -> None:
+    q, _ = make(user_max_in_flight=1)
+    a = await q.admit(ALICE, MODEL, 10)
+    gone = asyncio.create_task(q.admit(ALICE, MODEL, 10))
+    await settle()
+    nxt = asyncio.create_task(q.admit(ALICE, MODEL, 10))
+    await settle()
+    gone.cancel()
+    await settle()
+    await q.settle(a, Usage(10, 0))
+    await done(nxt)
 
 
 # ----- the account mirror and its queue -----
@@ -211,7 +299,7 @@ async def test_account_queue_is_fifo_across_users_and_reports_the_wait() -> None
     waits: dict[str, float] = {}
 
     async def ask(user: UserRef) -> Admission:
-        async def on_wait(s: float) -> None:
+        async def on_wait(s: float, _: WaitReason) -> None:
             waits[user.user_id] = s
 
         admission = await q.admit(user, MODEL, 10, on_wait=on_wait)
@@ -334,7 +422,7 @@ async def test_headers_lower_the_local_budget() -> None:
     q.observe(RateLimitSnapshot(model=MODEL, at=clock.t, limit_tokens=8_000, remaining_tokens=500))
     waits: list[float] = []
 
-    async def on_wait(s: float) -> None:
+    async def on_wait(s: float, _: WaitReason) -> None:
         waits.append(s)
 
     task = asyncio.create_task(q.admit(BOB, MODEL, 1_000, on_wait=on_wait))
@@ -370,7 +458,7 @@ async def test_retry_after_pauses_only_that_models_queue() -> None:
     q.observe(RateLimitSnapshot(model=MODEL, at=clock.t, retry_after_s=7))
     waits: list[float] = []
 
-    async def on_wait(s: float) -> None:
+    async def on_wait(s: float, _: WaitReason) -> None:
         waits.append(s)
 
     task = asyncio.create_task(q.admit(ALICE, MODEL, 10, on_wait=on_wait))
@@ -390,7 +478,7 @@ async def test_growing_wait_is_announced_again() -> None:
     await use(q, ALICE)
     waits: list[float] = []
 
-    async def on_wait(s: float) -> None:
+    async def on_wait(s: float, _: WaitReason) -> None:
         waits.append(s)
 
     task = asyncio.create_task(q.admit(BOB, MODEL, 10, on_wait=on_wait))
@@ -463,7 +551,7 @@ async def test_restart_within_a_minute_keeps_the_minute_counts() -> None:
     await use(q, ALICE)
     await q.aclose()
     await clock.advance(5)
-    q2, _ = make(clock=clock, store=store, user_rpm=2)
+    q2, _ = make(clock=clock, store=store, user_rpm=2, max_queue_wait_s=10)
     await q2.load()
     assert (await refused(q2, ALICE)).retry_in_s == pytest.approx(55)
 
@@ -486,14 +574,17 @@ async def test_flush_prunes_earlier_days_and_saves_only_changes() -> None:
     assert store.saves == saves + 1
 
 
-async def test_settle_flushes_on_its_own_after_the_interval() -> None:
+async def test_settle_saves_the_users_windows_and_flushes_the_rest_after_the_interval() -> None:
     store = CounterStore()
     q, clock = make(store=store, flush_interval_s=30)
     await use(q, ALICE)
-    assert store.saves == 0
+    assert store.saves == 1  # the user's windows, at once: a crash must not hand it back
+    assert {r.subject for r in store.rows.values()} == {"user:discord:1@" + MODEL}
+    assert store.rows[("user:discord:1@" + MODEL, "rpd", DAY0)].used == 1
     await clock.advance(30)
     await use(q, ALICE)
-    assert store.saves == 1
+    assert store.saves == 3  # and the account's rows once the interval is up
+    assert "account:" + MODEL in {r.subject for r in store.rows.values()}
 
 
 # ----- reporting -----
