@@ -15,6 +15,13 @@ a fresh bot process and fresh fakes:
   complete.
 
 Run: ``.venv/bin/python benchmarks/bench_discord.py [--levels 1,20,200]``
+
+``--quota-scenario`` runs issue 12's scenario instead (``discord_quota.py``): 20 users
+× 5 mentions at once on the free tier of ``openai/gpt-oss-20b``, enforced by the fake
+model; what each mention got, the spread across users, upstream 429s, and throughput
+against the server's refill. Bounded by ``--quota-seconds`` (180) of real time:
+``.venv/bin/python benchmarks/bench_discord.py --quota-scenario [--quota-seconds 180]
+[--quota-runs 1] [--quota-reply-words 100]``
 """
 
 from __future__ import annotations
@@ -224,5 +231,24 @@ async def main(levels: list[int]) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--levels", default="1,20,200")
+    parser.add_argument(
+        "--quota-scenario", action="store_true", help="issue 12's 20 x 5 free-tier scenario"
+    )
+    parser.add_argument("--quota-seconds", type=float, default=180.0, help="its time bound")
+    parser.add_argument(
+        "--quota-reply-words", type=int, default=100, help="filler words per fake answer"
+    )
+    parser.add_argument("--quota-runs", type=int, default=1, help="repeat the scenario")
     args = parser.parse_args()
-    asyncio.run(main([int(n) for n in args.levels.split(",")]))
+    if args.quota_scenario:
+        from discord_quota import run_quota
+
+        for _ in range(args.quota_runs):  # each on fresh fakes and a fresh bot process
+            with tempfile.TemporaryDirectory() as tmp:
+                asyncio.run(
+                    run_quota(
+                        Path(tmp), seconds=args.quota_seconds, reply_words=args.quota_reply_words
+                    )
+                )
+    else:
+        asyncio.run(main([int(n) for n in args.levels.split(",")]))
