@@ -8,6 +8,16 @@ recorded, Groq's validation errors are reproduced (extra message keys,
 chat response carries ``x-ratelimit-*`` headers, limits can be enforced with real
 429/413 answers, and faults can be scripted per request with ``script()``.
 
+Limits (``groq_limits`` says how each follows Groq): ``limit_rpm`` / ``limit_rpd`` /
+``limit_tpm`` / ``limit_tpd`` are plain numbers (``use_tier`` copies one of ``GROQ_TIERS``),
+checked only where ``enforce_*`` is True but always charged and reported. Buckets refill
+continuously; a request is charged prompt + cap when admitted and refunded the unused
+part when its answer ends, unless ``keep_cap_charged``. ``stats(model)``, ``count_429``
+(every 429 the fake answered over HTTP), ``other_count_429`` and ``allowed(...)`` are for
+assertions; ``burn(...)`` and ``start_other_client(...)`` spend the same key as another
+client would. Time is ``clock`` (monotonic seconds) and ``sleep`` (set both to a
+``FakeClock``'s ``now`` and ``sleep`` to run on virtual time).
+
 The model list and validation are in ``groq_models``, the limits and their headers
 in ``groq_limits``, the answers' text and bodies in ``groq_answers``.
 
@@ -20,17 +30,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from aiohttp import web
 
 from tests.fakes.groq_answers import FILLER, Plan, completion, echo_reply, plan_answer, usage
-from tests.fakes.groq_limits import RateLimits, go_duration
+from tests.fakes.groq_limits import (
+    GROQ_TIERS,
+    Dimension,
+    ModelStats,
+    OtherClient,
+    RateLimits,
+    Reservation,
+    go_duration,
+)
 from tests.fakes.groq_models import (
     DEFAULT_MODELS,
     FakeModel,
@@ -63,6 +82,14 @@ class _Fault:
     params: dict[str, Any]
 
 
+@dataclass
+class _Delivered:
+    """How much of an answer went out: its characters, or all of it."""
+
+    chars: int = 0
+    complete: bool = False
+
+
 class FakeGroq:
     """The fake server; configure attributes freely between requests."""
 
@@ -85,12 +112,19 @@ class FakeGroq:
         self.reply_fn: Callable[[dict[str, Any]], str] | None = None
         self.reasoning_text = "The user wrote to me. I should answer briefly and clearly."
         self.force_raw_think = False
-        # Generous defaults so headers never look exhausted unless a test asks for it.
+        # Generous defaults so headers never look exhausted unless a test asks for it
+        # (the developer tier's; its TPD is unpublished, so a large one).
         self.limit_rpm, self.limit_rpd, self.limit_tpm = 1_000, 500_000, 250_000
-        self.enforce_rpm = self.enforce_rpd = self.enforce_tpm = False
+        self.limit_tpd = 10_000_000
+        self.enforce_rpm = self.enforce_rpd = self.enforce_tpm = self.enforce_tpd = False
+        self.keep_cap_charged = False
+        self.default_completion_cap = 0  # reserved when a request names no cap
         self.minute_s, self.day_s = 60.0, 86_400.0
         self.clock: Callable[[], float] = time.monotonic
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self.count_429 = 0
+        self.other_count_429 = 0
+        self._others: list[OtherClient] = []
         self._faults: deque[_Fault] = deque()
         self._limits = RateLimits(self)  # reads the limit attributes above on each request
         self._runner: web.AppRunner | None = None
@@ -122,7 +156,9 @@ class FakeGroq:
         self.base_url = f"http://127.0.0.1:{port}{path}"
 
     async def aclose(self) -> None:
-        """Wake stalled answers and stop the server."""
+        """Stop the other clients, wake stalled answers and stop the server."""
+        for other in self._others:
+            await other.stop()
         self._closing.set()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -153,6 +189,57 @@ class FakeGroq:
     def peer_ports(self) -> set[int]:
         """Client-side ports seen: one per TCP connection the client opened."""
         return {r["peer_port"] for r in self.requests}
+
+    # ----- limits: counters and a second client -----
+
+    def stats(self, model: str) -> ModelStats:
+        """Server-side counters of ``model``: admitted requests, tokens charged after
+        refunds and 429s per dimension, the bot's (``.bot``) and ``burn``'s (``.other``)."""
+        return self._limits.stats(model)
+
+    def use_tier(self, tier: str, model: str) -> None:
+        """Set the limits to ``GROQ_TIERS[tier][model]`` (a figure not published is left
+        as it is); what is enforced is still up to ``enforce_*``."""
+        for dimension, value in GROQ_TIERS[tier][model].items():
+            if value is not None:
+                setattr(self, f"limit_{dimension}", value)
+
+    def allowed(self, model: str, dimension: Dimension, seconds: float) -> float:
+        """What the refill lets through in ``seconds`` from an empty bucket: the limit
+        (the burst) plus limit / window per second. ``model`` is for symmetry with
+        ``stats``: the limits are the same for every model."""
+        return self._limits.allowed(dimension, seconds)
+
+    def level(self, model: str, dimension: Dimension) -> float:
+        """Use currently charged to one of ``model``'s buckets."""
+        return self._limits.level(model, dimension)
+
+    async def burn(self, model: str, tokens: int, requests: int = 1) -> bool:
+        """Charge ``requests`` and ``tokens`` as another client of the same key would;
+        False, counted in ``other_count_429`` and charging nothing, if they do not fit."""
+        return self._limits.burn(model, tokens, requests)
+
+    def start_other_client(
+        self,
+        model: str,
+        tokens: int = 1_000,
+        every_s: float = 10.0,
+        *,
+        requests: int = 1,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> OtherClient:
+        """``burn`` now and every ``every_s`` seconds until ``await handle.stop()`` (or
+        ``aclose``). Sleeps with ``sleep``, else ``self.sleep``: it must follow ``clock``."""
+        sleeper = sleep or self.sleep
+        if sleeper is asyncio.sleep and self.clock is not time.monotonic:
+            raise ValueError("clock is not time.monotonic: set fake.sleep to its sleep too")
+
+        async def once() -> bool:
+            return await self.burn(model, tokens, requests)
+
+        other = OtherClient(once, every_s, sleeper)
+        self._others.append(other)
+        return other
 
     def _take_fault(self, endpoint: str) -> _Fault | None:
         for fault in self._faults:
@@ -211,20 +298,38 @@ class FakeGroq:
             return invalid
         reply = self._reply(body)
         plan = plan_answer(body, reply, self.reasoning_text, self.force_raw_think)
-        limited = self._limits.admit(model, body, plan.prompt_tokens, plan.completion_tokens)
-        if limited is not None:
-            return limited
-        headers = self._limits.headers(model)
-        if body.get("stream"):
-            return await self._stream(request, body, plan, headers, fault, record)
-        if fault is not None:
-            if fault.kind == "drop" and request.transport is not None:
-                request.transport.abort()
-            elif fault.kind == "stall":
-                await self._pause(float(fault.params.get("seconds", 1.0)))
-            elif fault.kind == "error_event":
-                return error_response(500, "Internal Server Error", "internal_server_error")
-        return web.json_response(completion(body, plan), headers=headers)
+        admitted = self._limits.admit(model, body, plan.prompt_tokens)
+        if isinstance(admitted, web.Response):
+            return admitted
+        record["reserved_tokens"] = admitted.tokens
+        headers = self._limits.headers(model)  # after the charge, as Groq's are
+        delivered = _Delivered()
+        try:
+            if body.get("stream"):
+                return await self._stream(request, body, plan, headers, fault, record, delivered)
+            if fault is not None:
+                if fault.kind == "drop" and request.transport is not None:
+                    request.transport.abort()
+                elif fault.kind == "stall":
+                    await self._pause(float(fault.params.get("seconds", 1.0)))
+                elif fault.kind == "error_event":
+                    return error_response(500, "Internal Server Error", "internal_server_error")
+            delivered.complete = True  # generated whole, whether or not the client stayed
+            return web.json_response(completion(body, plan), headers=headers)
+        finally:
+            self._settle(admitted, plan, delivered, record)
+
+    def _settle(
+        self, admitted: Reservation, plan: Plan, delivered: _Delivered, record: dict[str, Any]
+    ) -> None:
+        """Charge the answer's real use: the prompt and what was generated of the reply."""
+        if delivered.complete:
+            completion_tokens = plan.completion_tokens
+        else:
+            completion_tokens = min(plan.completion_tokens, math.ceil(delivered.chars / 4))
+        record["used_tokens"] = plan.prompt_tokens + completion_tokens
+        record["settled_at"] = self.clock()
+        self._limits.settle(admitted, record["used_tokens"])
 
     # ----- scripted status faults -----
 
@@ -264,10 +369,22 @@ class FakeGroq:
         return echo_reply(body, self.reply_words)
 
     async def _pause(self, seconds: float) -> None:
-        """Sleep, but wake early when the server closes."""
-        if seconds > 0:
+        """Sleep with ``self.sleep`` (so on the tests' clock when they share one), but
+        wake early when the server closes."""
+        if seconds <= 0:
+            return
+        if self.sleep is asyncio.sleep:  # real time: no extra tasks to leave behind
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), seconds)
+            return
+        nap = asyncio.ensure_future(self.sleep(seconds))
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait({nap, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (nap, closing):
+                task.cancel()
+            await asyncio.gather(nap, closing, return_exceptions=True)
 
     async def _stream(
         self,
@@ -277,9 +394,11 @@ class FakeGroq:
         headers: dict[str, str],
         fault: _Fault | None,
         record: dict[str, Any],
+        delivered: _Delivered,
     ) -> web.StreamResponse:
         """Stream ``plan``; ``record["first_token_at"]`` notes when the first piece left,
-        so benchmarks can subtract the fake's own time to first token."""
+        so benchmarks can subtract the fake's own time to first token. ``delivered``
+        counts what went out, for the refund when the answer ends early."""
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -324,8 +443,10 @@ class FakeGroq:
                 if kind == "end":
                     break
                 await send({kind: text})
+                delivered.chars += len(text)
                 record.setdefault("first_token_at", self.clock())
                 await self._pause(self.token_delay_s)
+            delivered.complete = True
             totals = usage(plan)
             await send({}, "stop", x_groq={"id": request_id, "usage": totals})
             if with_usage:  # the extra usage-only chunk of stream_options.include_usage

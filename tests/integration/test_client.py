@@ -398,7 +398,8 @@ async def test_enforced_limits_answer_real_429_and_413(
         await collect(client, ask())
     assert fake_groq.count_429 == 1
     assert len(fake_groq.chat_requests) == 4, "the third request waited and was retried"
-    assert clock.slept == [60.0], "waited exactly the retry-after the fake computed"
+    # Two requests fill the 2 RPM bucket, which refills one request every 30 s.
+    assert clock.slept == [30.0], "waited exactly the retry-after the fake computed"
     fake_groq.enforce_tpm, fake_groq.limit_tpm = True, 100
     with pytest.raises(RequestTooLarge):
         await collect(client, ask(max_tokens=500))
