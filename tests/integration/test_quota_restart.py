@@ -88,19 +88,12 @@ def _asked(fake_groq: FakeGroq, question: str) -> bool:
     return False
 
 
-KILLED = pytest.mark.xfail(
-    reason="issue 12: quota counters are saved only every QUOTA_FLUSH_INTERVAL_S and at a "
-    "clean exit, so kill -9 forgets the 2 counted requests and the 4th is answered",
-    strict=True,
-)
-
-
 @pytest.mark.parametrize(
     "stop",
     [
-        # A clean stop saves the counters today: this case checks the test's own mechanics.
+        # A clean stop: counters saved at exit too (checks the test's own mechanics).
         pytest.param(signal.SIGTERM, id="sigterm"),
-        pytest.param(signal.SIGKILL, id="kill-9", marks=KILLED),
+        pytest.param(signal.SIGKILL, id="kill-9"),
     ],
 )
 async def test_a_restart_keeps_the_requests_counted_against_the_daily_limit(

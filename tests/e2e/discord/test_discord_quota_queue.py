@@ -92,27 +92,14 @@ def shown(fake: FakeDiscord, thread: str) -> list[str]:
     return [text for m in fake.bot_messages(thread) for text in m.history]
 
 
-FREE_TIER = pytest.mark.xfail(
-    reason="issue 12: a user's share of the free tier's 8,000 TPM is 2,000 tokens a minute "
-    "and a request reserves prompt + 1,024, so the 2nd quick message is refused "
-    "(the 3rd too: 'You already have 2 requests in progress')",
-    strict=True,
-)
-IN_FLIGHT = pytest.mark.xfail(
-    reason="issue 12: a user's 3rd message while 2 are in flight is refused "
-    "('You already have 2 requests in progress') instead of queued",
-    strict=True,
-)
-
-
 @pytest.mark.parametrize(
     "tier",
     [
         # The account limits the fake's headers report (generous): only the in-flight cap
         # of 2 stands in the way of the 3rd message.
-        pytest.param("generous", id="generous-account", marks=IN_FLIGHT),
+        pytest.param("generous", id="generous-account"),
         # Groq's free tier of the default model (30 RPM, 1,000 RPD, 8,000 TPM), enforced.
-        pytest.param("free", id="free-tier", marks=FREE_TIER),
+        pytest.param("free", id="free-tier"),
     ],
 )
 async def test_three_quick_messages_are_all_answered_in_order_the_third_queued(
