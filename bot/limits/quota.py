@@ -198,6 +198,8 @@ class QuotaManager:
                 raise
         admission.sent = True
         state.running += 1
+        if state.line:
+            state.line.wake_head()  # the user's next message may queue for the account now
         return admission
 
     async def settle(self, admission: Admission, usage: Usage | None) -> None:
@@ -381,9 +383,15 @@ class QuotaManager:
         tokens: int,
         now: float,
     ) -> tuple[WaitReason, float, str] | None:
-        """What keeps the user's next request back: their requests in flight (a wait of
-        ``inf``: it ends when one settles) or the window that blocks longest."""
-        if state.in_flight >= self._config.user_max_in_flight:
+        """What keeps the user's next request back: their requests in flight, or one of
+        theirs still waiting for the account (a wait of ``inf``: it ends when one is
+        sent or settles), or the window that blocks longest.
+
+        One waiting request per user keeps the account queue at one entry per waiting
+        user: its wait (what ``max_queue_wait_s`` bounds) is then one round of the
+        users, and a user's further messages wait in their own line, visibly, rather
+        than being refused for a queue they themselves made long."""
+        if state.in_flight >= self._config.user_max_in_flight or state.in_flight > state.running:
             return WaitReason.YOUR_TURN, math.inf, "in flight"
         blocked = counters.blocking(account.user_limits, tokens, now)
         if blocked is None:
