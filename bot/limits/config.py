@@ -52,7 +52,7 @@ class QuotaConfig:
     # What x-ratelimit-*-requests count: "rpd" on Groq, "rpm" on OpenAI and the rest.
     requests_header_dimension: str = "rpd"
     # MAX_OUTPUT_TOKENS (0: unknown): the part of a reservation that is the output cap,
-    # for servers that keep it charged.
+    # for refusals that name it and for servers that keep it charged.
     max_output_tokens: int = 0
 
     def __post_init__(self) -> None:

@@ -159,7 +159,7 @@ class QuotaManager:
         tpm = account.budget.buckets.get("tpm")
         if tpm is not None and tokens > tpm.limit:
             raise QuotaExceeded(
-                too_large_text(model, tokens, int(tpm.limit)),
+                too_large_text(model, tokens, int(tpm.limit), self._config.max_output_tokens),
                 scope="account",
                 detail=f"{tokens} > tpm {tpm.limit:.0f} on {model}",
             )

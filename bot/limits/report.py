@@ -280,7 +280,24 @@ def in_flight_text(count: int) -> str:
     )
 
 
-def too_large_text(model: str, tokens: int, tpm: int) -> str:
+def too_large_text(model: str, tokens: int, tpm: int, output_tokens: int = 0) -> str:
+    """Refusal of a request larger than the model's tokens per minute. ``output_tokens``
+    is the part of ``tokens`` reserved for the answer (MAX_OUTPUT_TOKENS; 0: unknown):
+    when the message alone would fit, it is that setting, not the message, to blame."""
+    allows = f"`{model}` allows {tpm:,} tokens per minute"
+    if output_tokens >= tpm:
+        return (
+            f"{allows}, less than the {output_tokens:,} the bot reserves for every answer "
+            "(MAX_OUTPUT_TOKENS), so no message can fit: ask the bot's admin to lower "
+            f"MAX_OUTPUT_TOKENS below {tpm:,}, or pick another model with /model."
+        )
+    if output_tokens > 0 and tokens - output_tokens <= tpm:
+        return (
+            f"This request needs about {tokens:,} tokens: {tokens - output_tokens:,} for the "
+            f"conversation plus {output_tokens:,} reserved for the answer (MAX_OUTPUT_TOKENS), "
+            f"and {allows}; /reset the conversation, pick another model with /model, or ask "
+            "the bot's admin to lower MAX_OUTPUT_TOKENS."
+        )
     return (
         f"This request needs about {tokens:,} tokens, more than `{model}` allows per minute "
         f"({tpm:,}); shorten the message, /reset the conversation, or pick another model "

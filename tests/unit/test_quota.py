@@ -263,6 +263,21 @@ async def test_request_bigger_than_account_tpm_is_refused_as_too_large() -> None
     q, _ = make()
     exc = await refused(q, ALICE, tokens=9_000)
     assert exc.scope == "account" and "more than" in exc.user_text and "8,000" in exc.user_text
+    assert "shorten the message" in exc.user_text  # the conversation alone is too big
+
+
+async def test_too_large_because_of_max_output_tokens_blames_the_setting() -> None:
+    # Issue 12: MAX_OUTPUT_TOKENS alone above the model's TPM refused every message with
+    # "shorten your message".
+    q, _ = make(max_output_tokens=9_000)
+    exc = await refused(q, ALICE, tokens=9_050)
+    assert "MAX_OUTPUT_TOKENS" in exc.user_text and "below 8,000" in exc.user_text
+    assert "shorten" not in exc.user_text
+    # The message fits, but not with the answer's reservation: both are named.
+    q, _ = make(max_output_tokens=4_000)
+    exc = await refused(q, ALICE, tokens=9_000)
+    assert "5,000 for the conversation plus 4,000 reserved for the answer" in exc.user_text
+    assert "lower MAX_OUTPUT_TOKENS" in exc.user_text and "/reset" in exc.user_text
 
 
 async def test_queue_timeout_tells_the_user_and_frees_the_slot() -> None:
