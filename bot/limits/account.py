@@ -70,10 +70,11 @@ _ROUNDING_SAMPLES = 64
 _HEADROOM_SHARE = 0.5
 # Reports in a row above the midpoint before the account counts as keeping the cap.
 _CAP_VOTES = 2
-# Reported limits this many times the free table's mean a paid tier; the figures no
-# header reports are assumed to have risen by this share of the least-risen reported
-# one (tiers do not raise every dimension alike).
-_PAID_TIER = 2.0
+# Reported limits this many times the free table's mean a paid tier (Groq's are ×25 and
+# more; a table a little out of date or a test server's round figures are not); the
+# figures no header reports are assumed to have risen by this share of the least-risen
+# reported one (tiers do not raise every dimension alike).
+_PAID_TIER = 10.0
 _TIER_SPARE = 0.9
 _FROM_TABLE = (LimitSource.TABLE, LimitSource.DEFAULT, LimitSource.SCALED)
 # Statuses of a request the server refused for its limits, without counting it.

@@ -473,6 +473,8 @@ def test_no_paid_tier_unless_every_reported_limit_rose() -> None:
     account = _account(ModelLimits(30, 1_000, 8_000, 200_000))
     _report(account, T0, limit_requests=500_000, limit_tokens=8_000)  # the old FakeGroq's
     assert account.scale == 1 and account.limits.rpm == 30
+    _report(account, T0, limit_requests=500_000, limit_tokens=40_000)  # ×5: not a tier
+    assert account.scale == 1 and account.limits.rpm == 30
     assert account.sources["rpm"] is LimitSource.TABLE
     pinned = _account(ModelLimits(30, 1_000, 8_000, 200_000), fixed=frozenset({"rpm"}))
     _report(pinned, T0, limit_requests=500_000, limit_tokens=250_000)
