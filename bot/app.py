@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from bot.adapter import AdapterContext, AdapterSpec, FatalHandler
 from bot.commands import window_text
-from bot.context import history_budget
+from bot.context import estimate_tokens, history_budget
 from bot.durable import finalize_unfinished
 from bot.engine import Engine
 from bot.errors import AuthenticationFailed, BotError, ConfigError, PlatformLost, UpstreamError
@@ -285,7 +285,8 @@ async def preflight(runtime: Runtime) -> Preflight:
             tuple(notes),
         )
     problems, window_notes = _window_findings(settings, default)
-    return Preflight(problems, (*notes, *window_notes))
+    quota_problems = _quota_findings(settings, default, runtime.quota)
+    return Preflight((*problems, *quota_problems), (*notes, *window_notes))
 
 
 def _picks_default_model(settings: Settings, provider: Provider) -> bool:
@@ -319,3 +320,34 @@ def _window_findings(settings: Settings, model: ModelInfo) -> tuple[tuple[str, .
             "lower MAX_OUTPUT_TOKENS, shorten SYSTEM_PROMPT, or use a larger context."
         )
     return tuple(problems), notes
+
+
+def _quota_findings(
+    settings: Settings, model: ModelInfo, quota: QuotaManager | None
+) -> tuple[str, ...]:
+    """Whether a request's reservation (the whole MAX_OUTPUT_TOKENS plus the conversation)
+    fits the default model's tokens per minute, and a user's share of them."""
+    if quota is None:
+        return ()
+    cap = settings.max_output_tokens
+    if model.max_completion_tokens:
+        cap = min(cap, model.max_completion_tokens)
+    cap = max(1, min(cap, model.context_window // 2))  # as the engine caps it
+    room = _MIN_HISTORY_TOKENS + estimate_tokens(settings.system_prompt)
+    account, user = quota.limits_for(model.id)
+    if account.tpm is not None and cap + room > account.tpm:
+        return (
+            f"MAX_OUTPUT_TOKENS={settings.max_output_tokens} leaves no room in {model.id}'s "
+            f"{account.tpm:,} tokens per minute: every request reserves it whole, plus the "
+            "conversation, so every message would be refused. Set MAX_OUTPUT_TOKENS to at "
+            f"most {max(1, account.tpm - room):,}.",
+        )
+    if user.tpm is not None and cap + room > user.tpm:
+        return (
+            f"MAX_OUTPUT_TOKENS={settings.max_output_tokens} is more than a user's share of "
+            f"{model.id}'s tokens per minute ({user.tpm:,}, from QUOTA_USER_SHARE or "
+            "QUOTA_USER_TPM): every request reserves it whole, plus the conversation, so "
+            f"users would get one message a minute at most. Set MAX_OUTPUT_TOKENS to at "
+            f"most {max(1, user.tpm - room):,}, or raise QUOTA_USER_SHARE or QUOTA_USER_TPM.",
+        )
+    return ()

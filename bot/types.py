@@ -278,12 +278,20 @@ ChatEvent = TextDelta | ReasoningDelta | Finished
 
 @dataclass(frozen=True, slots=True)
 class RateLimitSnapshot:
-    """What one response's headers said about the account quota for ``model``.
+    """What one response's headers (and a 429's message) said about the account quota
+    for ``model``.
 
     Groq semantics: ``*_requests`` describe the requests-per-day window, ``*_tokens``
     the tokens-per-minute window. Resets are in seconds. ``at`` is when the response
-    arrived, in epoch seconds (``Clock.time()``, the quota's time base). Fields are None
-    when the header was absent.
+    arrived, in epoch seconds (``Clock.time()``, the quota's time base). ``status`` is
+    the response's HTTP status (None: not known): an error's own request is not in the
+    counts. Fields are None when the header was absent.
+
+    ``exceeded`` is the dimension ("rpm", "rpd", "tpm", "tpd") a rate-limit error's
+    message names ("… on tokens per minute (TPM): Limit 8000, Used 7421, Requested
+    1102 …"), with its ``exceeded_limit``, ``exceeded_used`` (the server's count without
+    this request) and ``exceeded_requested`` (this request); None when not named.
+    ``retry_after_s`` comes from the header, else from that message.
     """
 
     model: str
@@ -295,6 +303,11 @@ class RateLimitSnapshot:
     remaining_tokens: int | None = None
     reset_tokens_s: float | None = None
     retry_after_s: float | None = None
+    status: int | None = None
+    exceeded: str | None = None
+    exceeded_limit: int | None = None
+    exceeded_used: int | None = None
+    exceeded_requested: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,9 @@ class QuotaConfig:
     builtin_table: bool = True
     # What x-ratelimit-*-requests count: "rpd" on Groq, "rpm" on OpenAI and the rest.
     requests_header_dimension: str = "rpd"
+    # MAX_OUTPUT_TOKENS (0: unknown): the part of a reservation that is the output cap,
+    # for refusals that name it and for servers that keep it charged.
+    max_output_tokens: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.user_share <= 1.0:
@@ -91,6 +94,7 @@ class QuotaConfig:
             default_model=settings.default_model,
             builtin_table=builtin_table,
             requests_header_dimension=requests_header_dimension,
+            max_output_tokens=settings.max_output_tokens,
         )
 
     def table(self) -> LimitTable:

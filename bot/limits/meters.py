@@ -1,86 +1,103 @@
 """The limiter's meters: pure arithmetic with an injected ``now`` (no I/O, no clock
 object, no awaits).
 
-* ``TrailingLog`` — at most ``limit`` in any trailing window (``bot.ratelimit``'s
-  ``TrailingWindow`` plus reservations), each use counted from when it is *committed*
-  (its response is over, so the server has surely counted it) until one window later,
-  reserved use counting in full until then. The account mirror's
-  minute windows (RPM, TPM) use it: it never admits more than Groq's continuous refill
-  would over any stretch of time, and — unlike a refill bucket — it also never trips a
-  server that meters a trailing window (FakeGroq does), nor loses the race between our
-  reservation and the server's own count.
 * ``RefillBucket`` — continuous refill, the way Groq documents its windows (reset =
-  (limit − remaining) × window ÷ limit). The mirror's day windows (RPD, TPD) use it, so a
-  day's allowance comes back gradually rather than all at once.
+  (limit − remaining) × window ÷ limit). The account mirror uses one per dimension,
+  minute and day windows alike, with reservations: ``take`` counts prompt + max output
+  when a request is admitted, ``commit`` replaces that by what it really used once it is
+  over. Why that never runs ahead of the server is argued in ``bot.limits.quota``.
+* ``Headroom`` — units an account keeps free for use it cannot see coming (another
+  client on the same key): the largest such jump seen recently, let go a few minutes
+  after the last one.
 * ``FixedWindow`` — a counter that empties at multiples of ``length_s`` from the epoch (a
   86,400 s window resets at 00:00 UTC). Per-user limits use these: "your 10 requests this
   minute, try again in 23 s" then names one exact reset, and "tell once per window" has
   a window to key on. Their boundary bursts are harmless: the account mirror, not the
   per-user share, is what keeps the shared key under its limits.
-
-``meter_for`` picks the account mirror's meter for a dimension.
 """
 
 from __future__ import annotations
 
 import math
 
-from bot.ratelimit import TrailingWindow
 from bot.types import QuotaCounter
 
-__all__ = ["FixedWindow", "Meter", "RefillBucket", "TrailingLog", "meter_for"]
+__all__ = ["FixedWindow", "Headroom", "RefillBucket"]
 
 # Float slack so that sleeping exactly the computed wait always admits.
 _EPS = 1e-9
 # Refill buckets are saved once per slot of this fraction of their window.
 _SLOTS = 1_440
-# A trailing log holds each use this much longer than its window: float rounding (and a
-# server clock a hair behind ours) must never let us release a use before the server.
-_HOLD = 1.001
 
 
 class RefillBucket:
     """``limit`` units refilling continuously over ``window_s`` seconds.
 
     State is the level (units in use) at time ``at``; the level drains linearly to 0.
+    ``pending`` is the part of it reserved by requests still in flight (``take`` adds to
+    both, ``commit`` settles one): wait estimates may count it in part. Written for the
+    admission path: no builtins where a comparison does.
     """
 
-    __slots__ = ("_at", "_level", "limit", "window_s")
+    __slots__ = ("_at", "_level", "_rate", "limit", "pending", "window_s")
 
     def __init__(self, limit: float, window_s: float) -> None:
         if limit <= 0 or window_s <= 0:
             raise ValueError("limit and window_s must be positive")
         self.limit = float(limit)
         self.window_s = float(window_s)
+        self._rate = self.limit / self.window_s
+        self.pending = 0.0
         self._level = 0.0
         self._at = -math.inf
 
     @property
     def rate(self) -> float:
         """Units refilled per second."""
-        return self.limit / self.window_s
+        return self._rate
 
     def used(self, now: float) -> float:
-        if self._level <= 0.0:
+        level = self._level
+        if level <= 0.0:
             return 0.0
-        # A clock that stepped backwards drains nothing rather than un-draining.
-        drained = max(0.0, now - self._at) * self.rate
-        return max(0.0, self._level - drained)
+        elapsed = now - self._at
+        if elapsed <= 0.0:  # a clock that stepped backwards drains nothing
+            return level
+        level -= elapsed * self._rate
+        return level if level > 0.0 else 0.0
 
     def time_to_fit(self, amount: float, now: float, pending_share: float = 1.0) -> float:
-        """Seconds until ``amount`` more fits, even past the limit (estimates a queue)."""
-        excess = self.used(now) + amount - self.limit
-        return 0.0 if excess <= _EPS * self.limit else excess / self.rate
+        """Seconds until ``amount`` more fits, even past the limit (estimates a queue).
+        ``pending_share`` < 1 counts reservations in flight only in part (they may end
+        having used little)."""
+        used = self.used(now)
+        if pending_share < 1.0 and self.pending:
+            used -= min(self.pending, used) * (1.0 - pending_share)
+        excess = used + amount - self.limit
+        return 0.0 if excess <= _EPS * self.limit else excess / self._rate
 
-    def wait_for(self, amount: float, now: float, pending_share: float = 1.0) -> float:
-        """Seconds until ``amount`` more fits: 0 now, ``inf`` if it never can."""
-        if amount > self.limit * (1.0 + _EPS):
+    def wait_for(
+        self, amount: float, now: float, pending_share: float = 1.0, margin: float = 0.0
+    ) -> float:
+        """Seconds until ``amount`` more fits with ``margin`` to spare: 0 now, ``inf`` if
+        it never can. The margin never exceeds what ``amount`` leaves of the limit, so a
+        request that fits an empty bucket is slowed by it, never refused."""
+        limit = self.limit
+        if amount > limit * (1.0 + _EPS):
             return math.inf
+        if margin > 0.0:
+            amount += margin if margin < limit - amount else limit - amount
         return self.time_to_fit(amount, now, pending_share)
 
     def take(self, amount: float, now: float) -> None:
-        """Add ``amount`` unconditionally (callers check ``wait_for`` first)."""
+        """Reserve ``amount`` unconditionally (callers check ``wait_for`` first)."""
+        self.pending += amount
         self._set(self.used(now) + amount, now)
+
+    def add(self, amount: float, now: float) -> None:
+        """Count ``amount`` more use (less, if negative) that no reservation settles."""
+        level = self.used(now) + amount
+        self._set(level if level > 0.0 else 0.0, now)
 
     def raise_to(self, used: float, now: float) -> bool:
         """Lift the level to ``used`` if it is lower; return whether it changed."""
@@ -89,19 +106,27 @@ class RefillBucket:
         self._set(used, now)
         return True
 
+    def set_level(self, used: float, now: float) -> None:
+        """Replace the level (another account of the same use has proved right)."""
+        self._level, self._at = (used if used > 0.0 else 0.0), now
+
     def set_limit(self, limit: float, now: float) -> None:
         """Change the limit (and so the refill rate), keeping the units in use."""
         level = self.used(now)
         self.limit = float(limit)
+        self._rate = self.limit / self.window_s
         self._set(level, now)
 
     def clears_in(self, now: float) -> float:
         """Seconds until the bucket is whole again."""
-        return self.used(now) / self.rate
+        return self.used(now) / self._rate
 
     def commit(self, reserved: float, final: float, now: float) -> None:
-        """A reserved use is over: count what it really used instead."""
-        self._set(max(0.0, self.used(now) + final - reserved), now)
+        """A reserved use is over: count ``final`` instead (a refund when smaller)."""
+        pending = self.pending - reserved
+        self.pending = pending if pending > 0.0 else 0.0
+        level = self.used(now) + final - reserved
+        self._set(level if level > 0.0 else 0.0, now)
 
     def to_row(self, subject: str, dim: str, now: float) -> QuotaCounter | None:
         """The level now, keyed on the current slot (1/1440 of the window: a minute of a
@@ -115,96 +140,38 @@ class RefillBucket:
         """Merge a row saved in the slot starting at ``at``, keeping the fuller level. It
         drains only from the slot's end (never sooner than it did), at today's rate."""
         slot_end = at + self.window_s / _SLOTS
-        decayed = level - max(0.0, now - slot_end) * self.rate
+        decayed = level - max(0.0, now - slot_end) * self._rate
         self._level, self._at = max(self.used(now), decayed, 0.0), now
 
     def _set(self, level: float, now: float) -> None:
-        self._level, self._at = level, max(now, self._at)
+        self._level = level
+        if now > self._at:
+            self._at = now
 
 
-class TrailingLog:
-    """At most ``limit`` in any trailing ``window_s``; see the module docstring.
+class Headroom:
+    """Units to keep free for use that is not ours: the largest jump ``note``d, held
+    ``hold_s`` after the last one, then let go linearly over another ``hold_s``."""
 
-    ``take`` reserves (counted in full, undated); ``commit`` dates the use at its end in
-    a ``TrailingWindow`` held ``_HOLD`` times the window.
-    """
+    __slots__ = ("_jump", "_seen_at", "hold_s")
 
-    __slots__ = ("_log", "pending", "window_s")
+    def __init__(self, hold_s: float) -> None:
+        self.hold_s = float(hold_s)
+        self._jump = 0.0
+        self._seen_at = -math.inf
 
-    def __init__(self, limit: float, window_s: float) -> None:
-        self._log = TrailingWindow(limit, window_s * _HOLD)  # checks both are positive
-        self.window_s = float(window_s)
-        self.pending = 0.0
+    def value(self, now: float) -> float:
+        if self._jump <= 0.0:
+            return 0.0
+        late = now - self._seen_at - self.hold_s
+        if late <= 0.0:
+            return self._jump
+        return max(0.0, self._jump * (1.0 - late / self.hold_s))
 
-    @property
-    def limit(self) -> float:
-        return self._log.limit
-
-    def used(self, now: float) -> float:
-        return self._log.used(now) + self.pending
-
-    def clears_in(self, now: float) -> float:
-        """Seconds until nothing counts any more (a window, while use is still pending)."""
-        return max(self._log.clears_in(now), self._log.window_s if self.pending else 0.0)
-
-    def time_to_fit(self, amount: float, now: float, pending_share: float = 1.0) -> float:
-        """Seconds until ``amount`` more fits. For estimates, ``pending_share`` is the part
-        of pending reservations expected to stay in use, and past what is logged (a whole
-        queue) pending use is taken to end now, then ``limit`` fits per window."""
-        pending = self.pending * pending_share
-        wait = self._log.wait(amount, now, held=pending)
-        if wait < math.inf:
-            return wait
-        base = self._log.window_s if pending else self.clears_in(now)
-        return base + max(0.0, amount - self.limit) / self.limit * self.window_s
-
-    def wait_for(self, amount: float, now: float, pending_share: float = 1.0) -> float:
-        """Seconds until ``amount`` more fits: 0 now, ``inf`` if it never can."""
-        if amount > self.limit * (1.0 + _EPS):
-            return math.inf
-        return self.time_to_fit(amount, now, pending_share)
-
-    def take(self, amount: float, now: float) -> None:
-        self.pending += amount
-
-    def commit(self, reserved: float, final: float, now: float) -> None:
-        """Date a reserved use at ``now`` as what it really used (``final``)."""
-        self.pending = max(0.0, self.pending - reserved)
-        self._log.add(final, now)
-
-    def raise_to(self, used: float, now: float) -> bool:
-        """Lift use to ``used`` (dated now) if it is lower; return whether it changed."""
-        current = self.used(now)
-        if used <= current:
-            return False
-        self._log.add(used - current, now)
-        return True
-
-    def set_limit(self, limit: float, now: float) -> None:
-        self._log.limit = float(limit)
-
-    def to_row(self, subject: str, dim: str, now: float) -> QuotaCounter | None:
-        """Current use, keyed on the current window's start."""
-        used = self.used(now)
-        if used <= 0:
-            return None
-        return QuotaCounter(subject, dim, math.floor(now / self.window_s) * self.window_s, used)
-
-    def restore(self, used: float, at: float, now: float) -> None:
-        """Merge a persisted row. Its uses end within two windows of ``at``; dating them
-        now keeps them a little longer than needed, never shorter."""
-        if now < at + 2 * self.window_s:
-            self.raise_to(used, now)
-
-
-Meter = RefillBucket | TrailingLog
-
-
-def meter_for(dim: str, limit: float, minute_s: float, day_s: float) -> Meter:
-    """Minute windows get a trailing log, day windows a refill bucket."""
-    if dim.endswith("m"):
-        return TrailingLog(limit, minute_s)
-    return RefillBucket(limit, day_s)
+    def note(self, jump: float, now: float) -> None:
+        """Another jump of ``jump`` units: hold the larger of it and what is held now."""
+        self._jump = max(self.value(now), jump)
+        self._seen_at = now
 
 
 class FixedWindow:

@@ -2,21 +2,28 @@
 
 Window model (the meters live in ``bot.limits.meters``)
 -------------------------------------------------------
-* **Account mirror**, one per model. Groq refills each window continuously (reset =
-  (limit − remaining) × window ÷ limit). Day windows (RPD, TPD) mirror exactly that.
-  Minute windows (RPM, TPM) are held to something stricter: never more than the limit
-  in any trailing minute, each request counted until a minute after its response ended
-  and in full while in flight. Over any stretch that admits no more than continuous
-  refill would, so the mirror cannot cause a 429 whether the server refills
-  continuously (Groq) or meters a trailing window (FakeGroq, other servers), even though
-  our reservation is made before the server counts the request. It costs only the
-  refill Groq would grant right after a burst.
-  Headers keep it honest: ``x-ratelimit-*-requests`` describe the per-*day* request
-  window and ``*-tokens`` the per-*minute* token window, so ``observe`` lifts RPD and
-  TPM to what the API says is used (never lowers them: our reservations for requests
-  still in flight may not be in its count yet) and adopts its limits. RPM and TPD are
-  never reported and are tracked locally. A 429's ``retry-after`` pauses the model's
-  queue for that long.
+* **Account mirror**, one per model (``bot.limits.account``). Groq refills each window
+  continuously (reset = (limit − remaining) × window ÷ limit), and so does the mirror:
+  a ``RefillBucket`` per dimension, minute and day windows alike. A request reserves
+  prompt + max output when admitted, which is what Groq checks it against, and
+  ``settle`` replaces that by the real usage (or keeps it when there is none, or while
+  the server may be keeping the output cap charged: see ``ModelAccount``).
+  Why it does not run ahead of the server: both buckets drain at the same rate, and
+  the mirror sees every change of ours *earlier* in the direction that fills it — our
+  reservation is made before the server counts the request, our refund after the
+  server's (the answer's end reaches us after it left the server). Adding earlier or
+  taking away later never leaves a draining bucket lower, so the mirror stays at or
+  above the server's level for our own use. The exceptions are small and bounded:
+  a reservation drains while it travels, so the server can be ahead by refill rate ×
+  the spread of request latencies (about 10 tokens of a 6,000 TPM limit per 100 ms),
+  and a prompt the server counts larger than our estimate; the headers correct both.
+  Other clients on the key are what the headers are for: every response's
+  ``x-ratelimit-*`` pair (Groq: requests per *day*, tokens per *minute*) and a 429's
+  "Used N" lift the mirror to the server's level (never lower it: our reservations for
+  requests still in flight may not be in its count yet), what is above our own use
+  is counted as theirs and kept as headroom, header limits are adopted (and a paid
+  tier inferred from them), a 429's message names the real limit of the dimension it
+  hit, and its ``retry-after`` pauses the model's queue for that long.
 * **Per-user limits**, one set per user and model, by default ``user_share`` of that
   model's account limits: fixed windows — minutes on the minute, days at 00:00 UTC.
   Chosen over continuous refill so a refusal names one exact reset ("try again in
@@ -29,11 +36,8 @@ Window model (the meters live in ``bot.limits.meters``)
 the account: with nobody queued and room in the budget it reserves without awaiting;
 otherwise the request joins the model's FIFO queue (first come, first served across
 users), ``on_wait`` hears the estimated wait, and past ``max_queue_wait_s`` it fails with
-``QuotaExceeded(scope="account")``. A reservation is prompt + max output, which is what
-Groq checks a request against; ``settle`` dates the use and replaces the reservation by
-the real usage everywhere (or keeps it when there is none). Should the server have
-charged more than that, its next ``remaining-tokens`` header says so and ``observe``
-lifts the mirror to it.
+``QuotaExceeded(scope="account")``. ``settle`` replaces the reservation by the real
+usage everywhere (or keeps it when there is none).
 
 Limiter time is ``clock.time()`` (epoch seconds): counters are persisted with epoch
 window starts and day windows align to UTC midnight. Check-and-reserve is a handful of
@@ -53,6 +57,7 @@ from bot.limits.account import ModelAccount
 from bot.limits.config import QuotaConfig
 from bot.limits.report import (
     AccountStatus,
+    LimitInfo,
     ModelUsage,
     UserUsage,
     busy_text,
@@ -64,7 +69,7 @@ from bot.limits.report import (
     user_dimensions,
     user_limit_text,
 )
-from bot.limits.table import DIMENSIONS, LimitTable
+from bot.limits.table import DIMENSIONS, LimitTable, ModelLimits
 from bot.limits.users import UserCounters
 from bot.ports import Clock, QuotaCounterStore
 from bot.ratelimit import Waiter, WaitQueue
@@ -171,7 +176,7 @@ class QuotaManager:
         tpm = account.budget.buckets.get("tpm")
         if tpm is not None and tokens > tpm.limit:
             raise QuotaExceeded(
-                too_large_text(model, tokens, int(tpm.limit)),
+                too_large_text(model, tokens, int(tpm.limit), self._config.max_output_tokens),
                 scope="account",
                 detail=f"{tokens} > tpm {tpm.limit:.0f} on {model}",
             )
@@ -218,7 +223,7 @@ class QuotaManager:
         state.full_noticed = False
         account = self._account(admission.model)
         final = admission.tokens if usage is None else usage.total_tokens
-        account.budget.commit(admission.tokens, final, now)
+        account.commit(admission.tokens, usage, now)
         if usage is not None:
             account.note_usage(admission.tokens, final)
         counters = admission.counters
@@ -241,19 +246,23 @@ class QuotaManager:
             self._account(admission.model).budget.take_request(self._clock.time())
 
     def observe(self, snapshot: RateLimitSnapshot) -> None:
-        """Take in one response's rate-limit headers (or a 429's retry-after)."""
+        """Take in one response's rate-limit headers and 429 message (see
+        ``ModelAccount.observe``), and a 429's retry-after."""
         account = self._account(snapshot.model)
         now = self._clock.time()
-        requests_dim = self._config.requests_header_dimension
-        if account.sync(
-            requests_dim, snapshot.limit_requests, snapshot.remaining_requests, now
-        ) | account.sync("tpm", snapshot.limit_tokens, snapshot.remaining_tokens, now):
+        if account.observe(snapshot, self._config.requests_header_dimension, now):
             account.user_limits = self._config.user_limits(account.limits)
         if snapshot.retry_after_s is not None and snapshot.retry_after_s > 0:
             account.paused_until = max(account.paused_until, now + snapshot.retry_after_s)
             log.warning("%s: 429, pausing its queue %.1f s", account.model, snapshot.retry_after_s)
-        account.reported = snapshot
+        if snapshot.remaining_requests is not None or snapshot.remaining_tokens is not None:
+            account.reported = snapshot
         account.waiters.wake_head()
+
+    def limits_for(self, model: str) -> tuple[ModelLimits, ModelLimits]:
+        """The account limits the mirror assumes for ``model`` now, and a user's share."""
+        account = self._account(model)
+        return account.limits, account.user_limits
 
     # ----- persistence -----
 
@@ -266,9 +275,8 @@ class QuotaManager:
             if row.dimension not in DIMENSIONS:
                 continue
             if row.subject.startswith("account:"):
-                bucket = self._account(row.subject[8:]).budget.buckets.get(row.dimension)
-                if bucket is not None:
-                    bucket.restore(row.used, row.window_start, now)
+                budget = self._account(row.subject[8:]).budget
+                budget.restore(row.dimension, row.used, row.window_start, now)
             elif row.subject.startswith("user:"):
                 sid, sep, model = row.subject[5:].rpartition("@")
                 if sep and sid and model:
@@ -322,7 +330,8 @@ class QuotaManager:
         return UserUsage(user, admin, state.in_flight, self._config.user_max_in_flight, usage)
 
     def account_status(self) -> list[AccountStatus]:
-        """Each model's local mirror and the API's last report on it."""
+        """Each model's local mirror, the API's last report on it, and which limits the
+        mirror assumes and why."""
         now = self._clock.time()
         return [
             AccountStatus(
@@ -332,6 +341,16 @@ class QuotaManager:
                 max(0.0, account.paused_until - now),
                 len(account.waiters),
                 self._config.requests_header_dimension,
+                limits=tuple(
+                    LimitInfo(dim, account.limits.get(dim) or 0, source, account.scale)
+                    for dim, source in account.limit_sources().items()
+                ),
+                headroom=tuple(
+                    (dim, room.value(now))
+                    for dim, room in account.budget.headroom.items()
+                    if room.value(now) >= 0.5
+                ),
+                charges_cap=account.charges_cap,
             )
             for model, account in sorted(self._accounts.items())
         ]
@@ -358,6 +377,8 @@ class QuotaManager:
                 user_limits=self._config.user_limits(limits),
                 minute_s=self._config.minute_s,
                 day_s=self._config.day_s,
+                origin=self._table.origin(model),
+                output_cap=self._config.max_output_tokens,
             )
         return account
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from bot.limits.budget import AccountBudget
-from bot.limits.table import DIMENSIONS, ModelLimits
+from bot.limits.table import DIMENSIONS, LimitSource, ModelLimits
 from bot.limits.users import UserCounters
 from bot.types import RateLimitSnapshot, UsageEntry, UserRef
 
@@ -21,6 +21,7 @@ __all__ = [
     "CSV_HEADER",
     "AccountStatus",
     "DimensionUsage",
+    "LimitInfo",
     "ModelUsage",
     "UserUsage",
     "busy_text",
@@ -47,6 +48,13 @@ CSV_HEADER = (
     "estimated",
 )
 _UNITS = {"rpm": "requests", "rpd": "requests", "tpm": "tokens", "tpd": "tokens"}
+_SOURCES = {
+    LimitSource.TABLE: "free-tier table",
+    LimitSource.DEFAULT: "default for models not in the table",
+    LimitSource.SETTINGS: "QUOTA_MODEL_LIMITS",
+    LimitSource.HEADERS: "API headers",
+    LimitSource.BODY: "named by a 429",
+}
 _PERIODS = {"rpm": "this minute", "rpd": "today", "tpm": "this minute", "tpd": "today"}
 
 
@@ -78,8 +86,21 @@ class UserUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitInfo:
+    """One account limit the mirror assumes and where it came from (``scale``: the
+    paid-tier factor, for ``LimitSource.SCALED``)."""
+
+    dimension: str
+    limit: int
+    source: LimitSource
+    scale: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class AccountStatus:
-    """One model's account budget: our local mirror and the API's last word on it."""
+    """One model's account budget: our local mirror and the API's last word on it, the
+    limits assumed and why, room kept for other clients of the key (units per
+    dimension), and whether the API keeps the output cap charged (None: not known yet)."""
 
     model: str
     local: tuple[DimensionUsage, ...]
@@ -87,6 +108,9 @@ class AccountStatus:
     paused_for_s: float = 0.0
     queued: int = 0
     requests_dimension: str = "rpd"  # what the API's request headers count
+    limits: tuple[LimitInfo, ...] = ()
+    headroom: tuple[tuple[str, float], ...] = ()
+    charges_cap: bool | None = None
 
 
 def user_dimensions(
@@ -184,7 +208,26 @@ def _account_lines(status: AccountStatus) -> str:
         parts.append(f"paused {format_duration(status.paused_for_s)} after a 429")
     if status.queued:
         parts.append(f"{status.queued} waiting")
-    return "• " + " · ".join(parts)
+    lines = ["• " + " · ".join(parts)]
+    if status.limits:
+        lines.append("  limits assumed: " + ", ".join(_limit_text(i) for i in status.limits))
+    if status.headroom:
+        room = ", ".join(f"{_amount(n)} {dim}" for dim, n in status.headroom)
+        lines.append(f"  another client is using the key: keeping {room} free")
+    if status.charges_cap:
+        lines.append(
+            "  the API keeps each request's whole output cap charged: unused output is "
+            "not counted back"
+        )
+    return "\n".join(lines)
+
+
+def _limit_text(info: LimitInfo) -> str:
+    if info.source is LimitSource.SCALED:
+        why = f"free-tier table ×{info.scale:.3g}: a paid tier, inferred from the headers"
+    else:
+        why = _SOURCES[info.source]
+    return f"{_amount(info.limit)} {info.dimension} ({why})"
 
 
 async def write_usage_csv(rows: AsyncIterable[UsageEntry], out: TextIO) -> int:
@@ -238,7 +281,24 @@ def queue_full_text(waiting: int) -> str:
     )
 
 
-def too_large_text(model: str, tokens: int, tpm: int) -> str:
+def too_large_text(model: str, tokens: int, tpm: int, output_tokens: int = 0) -> str:
+    """Refusal of a request larger than the model's tokens per minute. ``output_tokens``
+    is the part of ``tokens`` reserved for the answer (MAX_OUTPUT_TOKENS; 0: unknown):
+    when the message alone would fit, it is that setting, not the message, to blame."""
+    allows = f"`{model}` allows {tpm:,} tokens per minute"
+    if output_tokens >= tpm:
+        return (
+            f"{allows}, less than the {output_tokens:,} the bot reserves for every answer "
+            "(MAX_OUTPUT_TOKENS), so no message can fit: ask the bot's admin to lower "
+            f"MAX_OUTPUT_TOKENS below {tpm:,}, or pick another model with /model."
+        )
+    if output_tokens > 0 and tokens - output_tokens <= tpm:
+        return (
+            f"This request needs about {tokens:,} tokens: {tokens - output_tokens:,} for the "
+            f"conversation plus {output_tokens:,} reserved for the answer (MAX_OUTPUT_TOKENS), "
+            f"and {allows}; /reset the conversation, pick another model with /model, or ask "
+            "the bot's admin to lower MAX_OUTPUT_TOKENS."
+        )
     return (
         f"This request needs about {tokens:,} tokens, more than `{model}` allows per minute "
         f"({tpm:,}); shorten the message, /reset the conversation, or pick another model "

@@ -10,12 +10,17 @@ Overrides come from one settings string, entries separated by ``;``::
     openai/gpt-oss-120b=rpm:30,tpd:250000; my-local-model=rpm:none; *=tpm:5000
 
 ``*`` overrides the default row; ``none`` removes a limit.
+
+``LimitSource`` names where a figure the account mirror uses came from: this table, its
+default row, settings, or later what the API said (headers, a 429's message) or what a
+paid tier implies (``bot.limits.account``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from types import MappingProxyType
 
 __all__ = [
@@ -23,6 +28,7 @@ __all__ = [
     "DIMENSIONS",
     "GROQ_FREE_TIER",
     "UNLIMITED",
+    "LimitSource",
     "LimitTable",
     "ModelLimits",
     "Overrides",
@@ -34,6 +40,17 @@ DIMENSIONS = ("rpm", "rpd", "tpm", "tpd")
 
 Overrides = Mapping[str, Mapping[str, int | None]]
 """model (or ``*``) -> dimension -> limit (None = unlimited)."""
+
+
+class LimitSource(StrEnum):
+    """Where one limit figure came from."""
+
+    TABLE = "table"  # the built-in free-tier table
+    DEFAULT = "default"  # the table's row for models it does not list
+    SETTINGS = "settings"  # QUOTA_MODEL_LIMITS
+    HEADERS = "headers"  # the API's x-ratelimit-limit-* headers
+    SCALED = "scaled"  # the free table's figure scaled as far as the headers rose
+    BODY = "429"  # the figure a 429's message named
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +131,10 @@ class LimitTable:
             fixed.update(self._overrides.get("*", {}))
         fixed.update(self._overrides.get(model, {}))
         return base.with_overrides(fixed), frozenset(fixed)
+
+    def origin(self, model: str) -> LimitSource:
+        """Where ``lookup``'s figures not fixed by an override come from."""
+        return LimitSource.TABLE if model in self._rows else LimitSource.DEFAULT
 
 
 def parse_overrides(text: str) -> dict[str, dict[str, int | None]]:

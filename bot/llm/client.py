@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager
+from dataclasses import replace
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -30,7 +31,12 @@ from bot.errors import (
 )
 from bot.llm.catalog import ModelCatalog, parse_models
 from bot.llm.discovery import Discovery
-from bot.llm.errors import base_url_host, error_from_response, map_transport_errors
+from bot.llm.errors import (
+    base_url_host,
+    error_from_response,
+    map_transport_errors,
+    rate_limit_from_body,
+)
 from bot.llm.headers import snapshot_from_headers
 from bot.llm.provider import Provider, ProviderKind
 from bot.llm.retry import RetryPolicy
@@ -42,6 +48,7 @@ from bot.types import (
     ChatRequest,
     Finished,
     ModelInfo,
+    RateLimitSnapshot,
     TextDelta,
 )
 
@@ -115,7 +122,8 @@ class CompletionsClient:
     the first delta it retries rate limits, 5xx, connection errors and stalls (calling
     ``on_retry`` first); after it, any break raises ``StreamInterrupted`` with the text
     yielded so far. Every chat response carrying rate-limit headers is reported to the
-    rate-limit listeners. The API key lives only in the pool's default headers.
+    rate-limit listeners (an error response once its body is read, with the limit a
+    429's message names). The API key lives only in the pool's default headers.
     """
 
     def __init__(
@@ -340,11 +348,18 @@ class CompletionsClient:
             request = self._http.build_request(method, path, json=body)
             response = await self._http.send(request, stream=True)
         try:
-            if model is not None:
-                self._observe(response, model)
-            if not response.is_success:
-                with map_transport_errors(self._base_url):
-                    content = await response.aread()
+            if response.is_success:
+                if model is not None:
+                    self._observe(response, model)
+            else:
+                content: bytes | None = None
+                try:
+                    with map_transport_errors(self._base_url):
+                        content = await response.aread()
+                finally:
+                    # After the body: a 429's message names the limit and its use.
+                    if model is not None:
+                        self._observe(response, model, content)
                 raise error_from_response(
                     response.status_code,
                     response.headers,
@@ -365,8 +380,27 @@ class CompletionsClient:
         except ValueError:
             raise UpstreamServerError(detail="the API answered with invalid JSON") from None
 
-    def _observe(self, response: httpx.Response, model: str) -> None:
-        snapshot = snapshot_from_headers(response.headers, model=model, at=self._clock.time())
+    def _observe(self, response: httpx.Response, model: str, body: bytes | None = None) -> None:
+        """Report the response's rate-limit headers to the listeners, with what an error
+        ``body`` adds: the limit a 429's (or 413's) message names, its wait."""
+        at = self._clock.time()
+        status = response.status_code
+        snapshot = snapshot_from_headers(response.headers, model=model, at=at, status=status)
+        if body is not None and status in (413, 429):
+            exceeded, retry_after = rate_limit_from_body(body)
+            if exceeded is not None:
+                snapshot = replace(
+                    snapshot or RateLimitSnapshot(model=model, at=at, status=status),
+                    exceeded=exceeded.dimension,
+                    exceeded_limit=exceeded.limit,
+                    exceeded_used=exceeded.used,
+                    exceeded_requested=exceeded.requested,
+                )
+            if retry_after is not None and (snapshot is None or snapshot.retry_after_s is None):
+                snapshot = replace(
+                    snapshot or RateLimitSnapshot(model=model, at=at, status=status),
+                    retry_after_s=retry_after,
+                )
         if snapshot is None:
             return
         for listener in list(self._listeners):

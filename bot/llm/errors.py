@@ -1,7 +1,8 @@
 """The one place httpx exceptions and API error JSON become ``bot.errors`` classes.
 
 ``error_from_response`` maps an HTTP error response (or, with ``status=None``, an
-error event inside a stream); ``map_transport_errors`` maps httpx exceptions. Every
+error event inside a stream); ``map_transport_errors`` maps httpx exceptions;
+``rate_limit_from_body`` reads what a rate-limit error says about the account. Every
 user text is one actionable sentence; API messages are scrubbed of secrets and of
 anything that looks like an API key before they are shown or logged.
 """
@@ -12,6 +13,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import httpx
 
@@ -29,10 +31,12 @@ from bot.errors import (
 from bot.llm.headers import parse_duration
 
 __all__ = [
+    "ExceededLimit",
     "base_url_host",
     "error_from_payload",
     "error_from_response",
     "map_transport_errors",
+    "rate_limit_from_body",
     "retry_after_from_message",
     "scrub",
 ]
@@ -52,6 +56,15 @@ _WINDOW_IN_MESSAGE = re.compile(
 # tokens" (OpenAI): the prompt as the server counted it.
 _PROMPT_IN_MESSAGE = re.compile(
     r"(?:\(([\d,]+) in the messages|messages resulted in ([\d,]+) tokens)", re.I
+)
+# Groq's "… on tokens per minute (TPM): Limit 8000, Used 7421, Requested 1102. …" (also
+# requests per minute/day, tokens per day; "Requested ~1102" in some; a 413 has no Used).
+_EXCEEDED = re.compile(
+    r"(requests|tokens)\s+per\s+(minute|day)(?:\s*\([A-Z]{3}\))?\s*:\s*"
+    r"Limit\s*:?\s*~?([\d,]+)"
+    r"(?:\s*,?\s*Used\s*:?\s*~?([\d,]+))?"
+    r"(?:\s*,?\s*Requested\s*:?\s*~?([\d,]+))?",
+    re.I,
 )
 _MODEL_IN_MESSAGE = re.compile(r"model\s+[`'\"]([^`'\"]+)[`'\"]", re.I)
 # Shapes of common provider keys (Groq gsk_, OpenAI sk-/sk-proj-, bearer tokens), so a
@@ -82,6 +95,42 @@ def retry_after_from_message(message: str) -> float | None:
     """Seconds from Groq's "Please try again in 2.0325s" / "in 1m2.5s" / "in 585ms"."""
     match = _RETRY_IN.search(message)
     return parse_duration(match.group(1)) if match else None
+
+
+@dataclass(frozen=True, slots=True)
+class ExceededLimit:
+    """The limit a rate-limit error names: ``dimension`` is "rpm", "rpd", "tpm" or "tpd";
+    ``used`` is the server's count without the refused request, ``requested`` that
+    request (None when the message leaves them out)."""
+
+    dimension: str
+    limit: int
+    used: int | None = None
+    requested: int | None = None
+
+
+def exceeded_from_message(message: str) -> ExceededLimit | None:
+    """The limit named in Groq's "Rate limit reached … on tokens per minute (TPM): Limit
+    8000, Used 7421, Requested 1102." (or a 413's "Limit 6000, Requested 7000")."""
+    found = _EXCEEDED.search(message)
+    if found is None:
+        return None
+    unit, period, limit, used, requested = found.groups()
+    dim = f"{unit[0].lower()}p{period[0].lower()}"
+    return ExceededLimit(dim, int(limit.replace(",", "")), _whole(used), _whole(requested))
+
+
+def _whole(text: str | None) -> int | None:
+    return int(text.replace(",", "")) if text else None
+
+
+def rate_limit_from_body(
+    body: bytes | str | Mapping[str, object] | None,
+) -> tuple[ExceededLimit | None, float | None]:
+    """What an error body says about the account: the limit it names and the seconds it
+    says to wait (each None when it doesn't)."""
+    message = _text(_error_dict(body).get("message"))
+    return exceeded_from_message(message), retry_after_from_message(message)
 
 
 def _error_dict(body: bytes | str | Mapping[str, object] | None) -> dict[str, object]:

@@ -72,12 +72,12 @@ def _int(text: str | None) -> int | None:
 
 
 def snapshot_from_headers(
-    headers: Mapping[str, str], *, model: str, at: float
+    headers: Mapping[str, str], *, model: str, at: float, status: int | None = None
 ) -> RateLimitSnapshot | None:
     """The snapshot the headers describe, or None when they carry no rate-limit header.
 
     ``headers`` may be any mapping (names are matched case-insensitively); ``at`` is when
-    the response arrived, in epoch seconds (``Clock.time()``).
+    the response arrived, in epoch seconds (``Clock.time()``); ``status`` its HTTP status.
     """
     lowered = {k.lower(): v for k, v in headers.items()}
     if not any(name in lowered for name in RATE_LIMIT_HEADERS):
@@ -93,4 +93,5 @@ def snapshot_from_headers(
         remaining_tokens=_int(get("x-ratelimit-remaining-tokens")),
         reset_tokens_s=parse_duration(get("x-ratelimit-reset-tokens")),
         retry_after_s=parse_duration(get("retry-after")),
+        status=status,
     )

@@ -109,6 +109,25 @@ async def test_check_fails_on_a_missing_default_model_and_names_the_available_on
     assert "OK" not in out
 
 
+@pytest.mark.parametrize(
+    ("max_output", "needles"),
+    [
+        # More than the default model's 8,000 tokens per minute: every message refused.
+        ("9000", ("leaves no room in openai/gpt-oss-120b's 8,000 tokens per minute",)),
+        # Fits the account, not a user's share (a quarter: 2,000 a minute).
+        ("1900", ("a user's share", "(2,000,", "QUOTA_USER_SHARE")),
+    ],
+)
+async def test_check_flags_a_max_output_the_quota_cannot_fit(
+    fake_groq: FakeGroq, tmp_path: Path, max_output: str, needles: tuple[str, ...]
+) -> None:
+    env = _env(fake_groq, tmp_path, MAX_OUTPUT_TOKENS=max_output)
+    code, _, err = await _bot(["check"], env, cwd=tmp_path)
+    assert code == 2, err
+    assert f"MAX_OUTPUT_TOKENS={max_output}" in err and "Set MAX_OUTPUT_TOKENS to at most" in err
+    assert all(n in err for n in needles), err
+
+
 async def test_check_passes_and_names_the_server_and_window(
     fake_groq: FakeGroq, tmp_path: Path
 ) -> None:

@@ -385,6 +385,14 @@ async def test_rate_limit_listeners_get_snapshots(
     assert a.reset_tokens_s is not None and 0 < a.reset_tokens_s <= 60
     assert limited.retry_after_s == pytest.approx(0.01)
     assert (await client.models()) and len(first) == 4, "/models is not a chat response"
+    # A 429 is reported once its body is read: the limit its message names, and the
+    # wait it gives when no retry-after header does.
+    assert (a.status, limited.status) == (200, 429)
+    assert (limited.exceeded, limited.exceeded_limit) == ("tpm", 6000)
+    assert (limited.exceeded_used, limited.exceeded_requested) == (6000, 100)
+    fake_groq.script("429", retry_after=0.02, message_only=True)
+    await collect(client, ask())
+    assert first[4].retry_after_s == pytest.approx(0.02) and first[4].exceeded == "tpm"
 
 
 async def test_enforced_limits_answer_real_429_and_413(

@@ -21,7 +21,9 @@ from bot.errors import (
 from bot.llm.errors import (
     base_url_host,
     error_from_response,
+    exceeded_from_message,
     map_transport_errors,
+    rate_limit_from_body,
     retry_after_from_message,
 )
 
@@ -190,3 +192,58 @@ def test_base_url_host() -> None:
     assert base_url_host("https://api.groq.com/openai/v1") == "api.groq.com"
     assert base_url_host("http://localhost:11434/v1") == "localhost:11434"
     assert base_url_host("not a url") == "the configured API_BASE_URL"
+
+
+GROQ_429 = (
+    "Rate limit reached for model `llama-3.3-70b-versatile` in organization `org_01abc` "
+    "service tier `on_demand` on {what}: Limit {limit}, Used {used}, Requested {requested}. "
+    "Please try again in 4.2s. Need more tokens? Upgrade to Dev Tier today at "
+    "https://console.groq.com/settings/billing"
+)
+
+
+@pytest.mark.parametrize(
+    ("what", "dim", "figures", "expected"),
+    [
+        ("tokens per minute (TPM)", "tpm", ("8000", "7421", "1102"), (8_000, 7_421, 1_102)),
+        ("requests per minute (RPM)", "rpm", ("1000", "1000", "1"), (1_000, 1_000, 1)),
+        ("requests per day (RPD)", "rpd", ("14400", "14400", "1"), (14_400, 14_400, 1)),
+        (
+            "tokens per day (TPD)",
+            "tpd",
+            ("500,000", "499,100", "~1,050"),
+            (500_000, 499_100, 1_050),
+        ),
+    ],
+)
+def test_a_groq_429_message_names_the_limit_it_hit(
+    what: str, dim: str, figures: tuple[str, str, str], expected: tuple[int, int, int]
+) -> None:
+    limit, used, requested = figures
+    message = GROQ_429.format(what=what, limit=limit, used=used, requested=requested)
+    found = exceeded_from_message(message)
+    assert found is not None
+    assert (found.dimension, found.limit, found.used, found.requested) == (dim, *expected)
+    exceeded, retry = rate_limit_from_body(body(message, "tokens", "rate_limit_exceeded"))
+    assert exceeded == found and retry == pytest.approx(4.2)
+
+
+def test_a_413_names_the_tpm_limit_without_use() -> None:
+    message = (
+        "Request too large for model `m` in organization `org_x` service tier `on_demand` "
+        "on tokens per minute (TPM): Limit 6000, Requested 7000, please reduce your message "
+        "size and try again."
+    )
+    found = exceeded_from_message(message)
+    assert found is not None
+    assert (found.dimension, found.limit, found.used, found.requested) == (
+        "tpm",
+        6_000,
+        None,
+        7_000,
+    )
+
+
+@pytest.mark.parametrize("text", [b"", b"not json", b'{"error": {"message": "Slow down."}}'])
+def test_bodies_without_figures_name_nothing(text: bytes) -> None:
+    assert rate_limit_from_body(text) == (None, None)

@@ -94,3 +94,9 @@ def test_accepts_httpx_headers() -> None:
     snapshot = snapshot_from_headers(headers, model="m", at=0.0)
     assert snapshot is not None
     assert (snapshot.remaining_requests, snapshot.retry_after_s) == (3, 2.0)
+
+
+def test_status_is_kept_for_the_quota() -> None:
+    snapshot = snapshot_from_headers(GROQ_HEADERS, model="m", at=0.0, status=429)
+    assert snapshot is not None and snapshot.status == 429
+    assert snapshot.exceeded is None  # only a 429's message names the limit it hit
