@@ -48,6 +48,10 @@ class QuotaConfig:
     default_model: str = ""
     minute_s: float = 60.0
     day_s: float = 86_400.0
+    # A waiting request goes this long after the mirror says it fits: the server counts
+    # that instant in its own arithmetic, and a request landing exactly at its limit may
+    # round over it. (0 in unit tests that check the arithmetic to the millisecond.)
+    spare_s: float = 0.002
     # Off for servers other than Groq: their limits come only from headers and settings.
     builtin_table: bool = True
     # What x-ratelimit-*-requests count: "rpd" on Groq, "rpm" on OpenAI and the rest.

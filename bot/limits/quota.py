@@ -115,7 +115,8 @@ class Admission:
     counters: UserCounters
     minute_start: float
     day_start: float
-    waited_s: float = 0.0
+    waited_s: float = 0.0  # in all: the user's own line, then the account's queue
+    account_wait_s: float = 0.0  # the account's queue only (``max_queue_wait_s`` bounds it)
     sent: bool = False
     settled: bool = False
 
@@ -197,7 +198,8 @@ class QuotaManager:
             account.budget.take(tokens, now)
         else:
             try:
-                admission.waited_s += await self._queue(account, tokens, state, now, on_wait)
+                admission.account_wait_s = await self._queue(account, tokens, state, now, on_wait)
+                admission.waited_s += admission.account_wait_s
             except BaseException:
                 self._release_user(admission)
                 raise
@@ -542,7 +544,10 @@ class QuotaManager:
                     if on_wait is not None and now + need > eta + _REANNOUNCE_S:
                         eta = now + need
                         await on_wait(need, WaitReason.CAPACITY)
-                    delay = min(need, delay)
+                    # A few ms past the computed moment: the server counts that instant
+                    # in its own arithmetic, and a request landing exactly at its limit
+                    # may round over it.
+                    delay = min(need + self._config.spare_s, delay)
                 elif delay <= 0:
                     raise _timed_out(account.model, now - start, max_wait)
                 await self._sleep_or_wake(wake, delay)

@@ -140,7 +140,7 @@ async def run_scenario(
         assert got.startswith("turns=1"), got
         slot[1] += usage.total_tokens if usage else estimate  # settle charges the real use
         answered[user.user_id] += 1
-        result.waits_s.append(admission.waited_s)
+        result.waits_s.append(admission.account_wait_s)
 
     async def sender(user: UserRef, count: int) -> None:
         for n in range(count):

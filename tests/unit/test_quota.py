@@ -72,7 +72,10 @@ def make(
     **config: Any,
 ) -> tuple[QuotaManager, FakeClock]:
     clock = clock or FakeClock(T0, epoch=T0)  # time() == now(): the quota reads time()
-    config.setdefault("max_queue_wait_s", 90)  # room for a whole minute's wait
+    config.setdefault("max_queue_wait_s", 90)
+    config.setdefault(
+        "spare_s", 0.0
+    )  # exact arithmetic: advance() lands on the wait  # room for a whole minute's wait
     cfg = QuotaConfig(
         model_limits=parse_overrides(limits), admin_ids=frozenset({"slack:UADMIN"}), **config
     )
