@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -102,3 +102,17 @@ async def running_bot(
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+
+
+async def until(
+    check: Callable[[], bool], what: str, bot: BotRun, within: float = 20, step: float = 0.05
+) -> None:
+    """Poll ``check`` until true; fail with the bot's output if it exits or ``within``
+    seconds pass first."""
+    deadline = time.monotonic() + within
+    while not check():
+        if bot.proc.returncode is not None:
+            raise AssertionError(f"the bot exited while waiting for {what}:\n{bot.text()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {within} s:\n{bot.text()[-3000:]}")
+        await asyncio.sleep(step)

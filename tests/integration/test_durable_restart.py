@@ -9,12 +9,9 @@ terminal's ``chat`` does the same with what a killed ``chat`` left (nothing to e
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import sqlite3
-import time
-from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,7 @@ from bot.store import SqliteStore
 from bot.types import ConversationKey, Platform, TurnStatus
 from tests.fakes.discord_server import FakeDiscord, FakeMessage
 from tests.fakes.groq_server import FakeGroq
-from tests.process import BotRun, bot_env, run_bot, running_bot
+from tests.process import bot_env, run_bot, running_bot, until
 
 pytestmark = pytest.mark.e2e
 
@@ -48,16 +45,6 @@ def _replies(database: Path) -> list[Row]:
         except sqlite3.OperationalError:  # not created yet
             return []
     return [(i, status, content, place, json.loads(ids)) for i, status, content, place, ids in rows]
-
-
-async def _until(check: Callable[[], bool], what: str, bot: BotRun, within: float) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if bot.proc.returncode is not None:
-            raise AssertionError(f"the bot exited while waiting for {what}:\n{bot.text()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {within} s:\n{bot.text()[-3000:]}")
-        await asyncio.sleep(0.1)
 
 
 def _env(fake_groq: FakeGroq, discord: FakeDiscord, database: Path) -> dict[str, str]:
@@ -99,7 +86,7 @@ async def test_kill_9_with_20_replies_streaming_then_restart_finishes_every_repl
                     for _, status, content, _, ids in rows
                 )
 
-            await _until(checkpointed, "20 checkpointed replies", first, within=15)
+            await until(checkpointed, "20 checkpointed replies", first, within=15)
             first.proc.send_signal(signal.SIGKILL)
             assert await first.proc.wait() == -signal.SIGKILL
 
@@ -125,7 +112,7 @@ async def test_kill_9_with_20_replies_streaming_then_restart_finishes_every_repl
                     message(row).content.endswith(RESTART_NOTE) for row in rows
                 )
 
-            await _until(finished, "every reply finished", second, within=20)
+            await until(finished, "every reply finished", second, within=20)
 
             for row_id, status, content, place, ids in _replies(database):
                 before = cut[row_id]

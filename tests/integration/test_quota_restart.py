@@ -15,7 +15,6 @@ import functools
 import re
 import signal
 import sqlite3
-import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.groq_server import FakeGroq
-from tests.process import BotRun, bot_env, running_bot
+from tests.process import BotRun, bot_env, running_bot, until
 
 pytestmark = pytest.mark.e2e
 
@@ -47,16 +46,6 @@ def _ledger_rows(database: Path) -> int:
 
 def _ledgered(database: Path, rows: int) -> bool:
     return _ledger_rows(database) == rows
-
-
-async def _until(check: Callable[[], bool], what: str, bot: BotRun, within: float = 20) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if bot.proc.returncode is not None:
-            raise AssertionError(f"the bot exited while waiting for {what}:\n{bot.text()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {within} s:\n{bot.text()[-3000:]}")
-        await asyncio.sleep(0.05)
 
 
 def _env(fake_groq: FakeGroq, discord: FakeDiscord, database: Path) -> dict[str, str]:
@@ -113,19 +102,19 @@ async def test_a_restart_keeps_the_requests_counted_against_the_daily_limit(
                 f"question {n}", author=discord.alice, mention=True
             )
             replies = shown(message.id)
-            await _until(lambda: bool(replies()), f"a reply to question {n}", bot)
+            await until(lambda: bool(replies()), f"a reply to question {n}", bot)
             return replies
 
         async def answered(bot: BotRun, n: int) -> None:
             replies = await ask(bot, n)
-            await _until(lambda: _answer(f"question {n}") in replies(), f"answer {n}", bot)
+            await until(lambda: _answer(f"question {n}") in replies(), f"answer {n}", bot)
 
         async with running_bot(tmp_path, env, log_name="first.log") as first:
             await first.wait_for_log("discord adapter started")
             for n in (1, 2):
                 await answered(first, n)
                 # Answered, and on the usage ledger: as counted as a request can be.
-                await _until(functools.partial(_ledgered, database, n), f"ledger row {n}", first)
+                await until(functools.partial(_ledgered, database, n), f"ledger row {n}", first)
             first.proc.send_signal(stop)
             assert await asyncio.wait_for(first.proc.wait(), 15) == (
                 -signal.SIGKILL if stop == signal.SIGKILL else 0
