@@ -490,7 +490,7 @@ async def test_a_final_write_goes_before_other_replies_interim_updates() -> None
         for other, _, _ in busy:
             await other.update(f"busy {k}")
         await clock.advance(0.25)
-    waiting = len(pacer._budgets["chan"].waiters)  # noqa: SLF001 - the saturation itself
+    waiting = len(pacer._budgets["chan"].waiters)  # the saturation itself
     assert waiting >= 8
     called = clock.now()
     finishing = asyncio.ensure_future(sink.finish("mine, all of it", DONE))
