@@ -140,6 +140,12 @@ class EditPacer:
         finally:
             budget.waiters.leave(waiter)
 
+    def room(self, key: str, per_s: float, burst: int) -> float:
+        """Calls ``key``'s window could take now beyond the slots held (may be < 0)."""
+        now = self._clock.now()
+        budget = self._budget(key, per_s, burst, now)
+        return budget.spent.limit - budget.spent.used(now) - budget.held
+
     def hold(self, key: str) -> None:
         """Keep one slot of ``key`` for a final write (interim calls leave it free)."""
         budget = self._budgets.get(key)
