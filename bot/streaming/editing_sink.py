@@ -237,7 +237,7 @@ class EditingSink:
         if split.tail.strip():
             contents.append(split.tail)
         final = len(contents) if self._closing else len(split.closed)
-        if self._status is not None and self._stream is None:
+        if self._status is not None and self._stream is None and not self._placeholder:
             line = f"{self._status_prefix}{self._status}"
             if contents:
                 contents[-1] = self._with_status(contents[-1], line)
@@ -259,16 +259,17 @@ class EditingSink:
         stream = self._stream
         if stream is not None and stream.append_limits is None:
             self._stop_appending("the surface stopped appending")
-        elif (
-            stream is not None
+        if (
+            isinstance(self._surface, AppendableSurface)
             and self._status is not None
             and not self._messages
             and self._placeholder is None
             and not self._text.strip()
         ):
             # A streamed message can't take a status line back, and editing one would
-            # end streaming: the status goes in a message of its own, which the
-            # answer's first streamed message replaces (later statuses wait for text).
+            # end streaming (and spend the update budget): the status goes in a message
+            # of its own, which the answer's first message replaces (later statuses
+            # wait for text).
             line = f"{self._status_prefix}{self._status}"[: self._limits.max_chars]
             return _Call("placeholder", -1, line)
         call = self._plan()
