@@ -134,7 +134,9 @@ class EditPacer:
                         budget.spent.add(1, now)
                         return
                     if math.isfinite(wait):
-                        await self._clock.sleep(wait)
+                        # Woken early too: an interim update that became the final
+                        # write must not sleep out a minute-long window.
+                        await self._sleep_or(wait, turn)
                         continue  # the head may have changed meanwhile: look again
                 await turn.wait()  # set when the head leaves, a slot is let go, or ranks change
         finally:
@@ -145,6 +147,16 @@ class EditPacer:
         now = self._clock.now()
         budget = self._budget(key, per_s, burst, now)
         return budget.spent.limit - budget.spent.used(now) - budget.held
+
+    async def _sleep_or(self, seconds: float, woken: asyncio.Event) -> None:
+        """Sleep ``seconds``, or less if ``woken`` is set meanwhile."""
+        sleep = asyncio.ensure_future(self._clock.sleep(seconds))
+        wake = asyncio.ensure_future(woken.wait())
+        try:
+            await asyncio.wait((sleep, wake), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleep.cancel()
+            wake.cancel()
 
     def hold(self, key: str) -> None:
         """Keep one slot of ``key`` for a final write (interim calls leave it free)."""
