@@ -1,20 +1,24 @@
-"""Discord path benchmark (issue 4): the bot as an operator runs it, against the fakes.
+"""Discord path benchmark (issues 4 and 13): the bot as an operator runs it, on the fakes.
 
-For 1, 20 and 200 concurrent conversations (each a different user mentioning the bot
-in the same channel, so each answer streams in its own thread), measured per level on
-a fresh bot process and fresh fakes:
+For 1, 20 and (``--big``) 200 concurrent conversations (each a different user
+mentioning the bot, all in one channel, ``20one``, or in a channel each, ``20``; each
+answer streams in its own thread), measured per level on a fresh bot process and
+fresh fakes:
 
-- latency: from the MESSAGE_CREATE dispatch to the fake Discord receiving the first
+- first text: from the MESSAGE_CREATE dispatch to the fake Discord receiving the first
   message (post or edit) carrying answer text, minus the fake model's own time to
-  first token for that request; median and p99;
-- bare: the same figure for the least work any bot must do, by hand with httpx in the
-  same run (start the thread while streaming the completion; post the first token
-  into the thread), and the ratio of the medians;
+  first token for that request; p50 and max;
+- final text: from the fake model's last token to the post or edit that put the final
+  text on Discord; p50 and max, beside what Discord's buckets allow an ideal bot
+  (``platform_bound.py``);
+- ``--bare``: the first-text figure for the least work any bot must do, by hand with
+  httpx in the same run (start the thread while streaming the completion; post the
+  first token into the thread), and the ratio of the medians;
 - edits and posts per reply, Discord 429s the bot received, bot CPU per reply (after a
   warm-up conversation), the bot's peak RSS, and the wall time until every reply is
   complete.
 
-Run: ``.venv/bin/python benchmarks/bench_discord.py [--levels 1,20,200]``
+Run: ``.venv/bin/python benchmarks/bench_discord.py [--levels 1,20one,20] [--big] [--bare]``
 
 ``--quota-scenario`` runs issue 12's scenario instead (``discord_quota.py``): 20 users
 × 5 mentions at once on the free tier of ``openai/gpt-oss-20b``, enforced by the fake
@@ -40,6 +44,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from platform_bound import FixedWindow, Reply, Window, final_delays
 from platform_harness import (
     ANSWER_MARK,
     BotProcess,
@@ -47,6 +52,7 @@ from platform_harness import (
     bare_client,
     bare_first_token,
     bot_environment,
+    last_tokens,
     measuring,
     model_times,
     paced_groq,
@@ -148,80 +154,130 @@ async def warm_up(fake: FakeDiscord, bot: BotProcess) -> None:
     raise RuntimeError(f"the bot never answered the warm-up:\n{bot.log_tail()}")
 
 
+def parse_level(spec: str) -> tuple[int, str]:
+    """``"20"``: 20 conversations in separate channels; ``"20one"``: in one channel."""
+    if spec.endswith("one"):
+        return int(spec[:-3]), "one"
+    return int(spec), "separate"
+
+
+def discord_bound(fake: FakeDiscord, replies: list[Reply]) -> list[float]:
+    """What Discord's buckets (as the fake enforces them: posts and edits share one per
+    channel or thread) allow the final text."""
+    buckets: dict[str, Window] = {}
+
+    def windows(place: str) -> list[Window]:
+        return [buckets.setdefault(place, FixedWindow(fake.message_limit, fake.message_window_s))]
+
+    return final_delays(replies, windows, lambda place: [windows(place)])
+
+
 async def bot_path(
-    fake: FakeDiscord, groq: FakeGroq, users: list[FakeUser], rounds: int, result: LevelResult
+    fake: FakeDiscord,
+    groq: FakeGroq,
+    users: list[FakeUser],
+    rounds: int,
+    channels: list[str],
+    result: LevelResult,
 ) -> None:
     """Each round: every user mentions the bot at once; wait until every answer is done."""
     starts: dict[str, float] = {}
     asked: dict[str, str] = {}
 
-    async def ask(question: str, user: FakeUser) -> None:
+    async def ask(question: str, user: FakeUser, channel: str) -> None:
         starts[question] = time.monotonic()
-        asked[question] = (await fake.send_message(question, author=user, mention=True)).id
+        message = await fake.send_message(question, author=user, mention=True, channel_id=channel)
+        asked[question] = message.id
 
     env = bot_environment(
         groq,
         result.workdir / "bot.db",
         **{k.upper(): v for k, v in fake.settings_overrides().items()},
     )
+    n = len(users)
     async with running(env, result.workdir) as bot:
         await wait_until(lambda: fake.gateway.identifies > 0, within=30, bot=bot, what="IDENTIFY")
         await warm_up(fake, bot)
         mark = len(fake.calls)
         async with measuring(bot, result, lambda: fake.count_429):
             for r in range(rounds):
-                questions = [f"bench r{r} {i}" for i in range(len(users))]
-                await asyncio.gather(*(ask(q, u) for q, u in zip(questions, users, strict=True)))
-                await wait_until(
-                    functools.partial(answers_complete, fake, [asked[q] for q in questions]),
-                    within=120 + len(users),
-                    bot=bot,
-                    what="every answer",
+                questions = [f"bench r{r} {i}" for i in range(n)]
+                await asyncio.gather(
+                    *(ask(q, u, c) for q, u, c in zip(questions, users, channels, strict=True))
                 )
+                threads = [asked[q] for q in questions]
+                try:
+                    await wait_until(
+                        functools.partial(answers_complete, fake, threads),
+                        within=120 + n,
+                        bot=bot,
+                        what="every answer",
+                    )
+                except TimeoutError:
+                    result.unfinished += sum(
+                        not answers_complete(fake, [thread]) for thread in threads
+                    )
     limited = Counter(
         c.method + " " + ID.sub("/{id}", c.path) for c in fake.calls[mark:] if c.status == 429
     )
     if limited:
         print(f"  429s by route: {dict(limited)}", file=sys.stderr)
     times = model_times(groq, starts)
+    ends = last_tokens(groq, starts)
     by_channel = answer_calls(fake.calls[mark:])
+    replies: list[Reply] = []
     for question, qid in asked.items():
-        calls = by_channel[qid]
-        first = next(c for c in calls if ANSWER_MARK in content(c))
+        calls = by_channel.get(qid, [])
+        first = next((c for c in calls if ANSWER_MARK in content(c)), None)
+        if first is None or question not in times or question not in ends:
+            continue
         result.add(starts[question], times[question], first.t)
         result.updates_per_reply.append(sum(c.method == "PATCH" for c in calls))
         result.posts_per_reply.append(sum(c.method == "POST" for c in calls))
+        if answers_complete(fake, [qid]):
+            result.finals.append(calls[-1].t - ends[question])
+            replies.append(Reply(times[question][1], ends[question], qid))
+    result.bounds = discord_bound(fake, replies)
 
 
-async def level(conversations: int, workdir: Path) -> LevelResult:
+async def level(spec: str, workdir: Path, bare: bool) -> LevelResult:
     """One concurrency level on fresh fakes and a fresh bot process (at least 20 replies)."""
+    conversations, layout = parse_level(spec)
     rounds = rounds_for(conversations)
-    result = LevelResult("thread", conversations, workdir=workdir)
+    result = LevelResult("thread", conversations, layout, workdir=workdir)
     async with FakeDiscord() as fake, paced_groq() as groq:
         users = [
             FakeUser(fake.snowflake(), f"user{i}", roles=[fake.member_role])
             for i in range(conversations)
         ]
         fake.users.extend(users)
-        async with bare_client() as client:
-            result.bare_latencies = await bare_path(fake, groq, users, client, rounds)
-        await bot_path(fake, groq, users, rounds, result)
+        channels = [fake.channel_id] * conversations
+        if layout == "separate" and conversations > 1:
+            channels = [fake.snowflake() for _ in range(conversations)]
+            for i, channel in enumerate(channels):  # in GUILD_CREATE, before the bot connects
+                fake.channels[channel] = f"bench-{i}"
+        if bare:
+            async with bare_client() as client:
+                result.bare_latencies = await bare_path(fake, groq, users, client, rounds)
+        await bot_path(fake, groq, users, rounds, channels, result)
     return result
 
 
-async def main(levels: list[int]) -> None:
+async def main(levels: list[str], bare: bool) -> None:
     results = []
-    for n in levels:
+    for spec in levels:
         with tempfile.TemporaryDirectory() as tmp:
-            results.append(await level(n, Path(tmp)))
-        print(f"  {n} conversation(s) done", file=sys.stderr)
+            results.append(await level(spec, Path(tmp), bare))
+        print(f"  {spec} conversation(s) done", file=sys.stderr)
     print_table(
-        "Discord: MESSAGE_CREATE -> first message with answer text (minus fake TTFT)",
+        "Discord: first text and final text per reply",
         results,
         [
-            "one user per conversation, all mentioning in one channel; replies in threads",
+            "one user per conversation; layout one = all mentioning in one channel, "
+            "separate = a channel each; every answer streams in its own thread",
             "fake model: 0.2 s to first token, ~1,500 chars at 8 chars / 10 ms",
-            "fake Discord enforces 5 posts+edits per 5 s per channel, 50 / s per other route",
+            "fake Discord enforces 5 posts+edits per 5 s per channel or thread, 50 / s "
+            "per other route",
             "DISCORD_EDIT_INTERVAL_S default (1 s); MAX_CONCURRENT_REQUESTS=256",
             "CPU and RSS are the bot process's own (/proc), fakes excluded",
         ],
@@ -230,7 +286,9 @@ async def main(levels: list[int]) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--levels", default="1,20,200")
+    parser.add_argument("--levels", default="1,20one,20", help="e.g. 1,20one,20,200one")
+    parser.add_argument("--big", action="store_true", help="add the 200-conversation level")
+    parser.add_argument("--bare", action="store_true", help="also time the by-hand bare path")
     parser.add_argument(
         "--quota-scenario", action="store_true", help="issue 12's 20 x 5 free-tier scenario"
     )
@@ -251,4 +309,5 @@ if __name__ == "__main__":
                     )
                 )
     else:
-        asyncio.run(main([int(n) for n in args.levels.split(",")]))
+        levels = args.levels.split(",") + (["200one"] if args.big else [])
+        asyncio.run(main(levels, args.bare))

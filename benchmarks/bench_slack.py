@@ -1,27 +1,33 @@
-"""Slack path benchmark (issue 5): the bot as an operator runs it, against the fakes.
+"""Slack path benchmark (issues 5 and 13): the bot as an operator runs it, on the fakes.
 
-For 1, 20 and 200 concurrent conversations, with native streaming (``chat.startStream``
-/ ``appendStream`` / ``stopStream``) and with ``chat.postMessage`` + ``chat.update``.
-Each conversation is a different user mentioning the bot in a different channel (the
-way many conversations spread over a workspace; posting is limited per channel, so
-200 answers in one channel would measure Slack's 1 post / s, not the bot). Per level,
-on a fresh bot process (Socket Mode) and fresh fakes:
+For 1, 20 and (``--big``) 200 concurrent conversations, with native streaming
+(``chat.startStream`` / ``appendStream`` / ``stopStream``) and with
+``chat.postMessage`` + ``chat.update``. Each conversation is a different user
+mentioning the bot; at 20 they do so in separate channels and, as ``20one``, all in
+one channel (where Slack's posting limit of about 1 message per second per channel
+binds). Per level, on a fresh bot process (Socket Mode) and fresh fakes:
 
-- latency: from the event's delivery on the socket to the fake Slack receiving the
+- first text: from the event's delivery on the socket to the fake Slack receiving the
   first call carrying answer text, minus the fake model's own time to first token;
-  median and p99;
-- bare: the same figure for the least work any bot must do, by hand with httpx in the
-  same run (stream the completion; ``chat.postMessage`` the first token in the
-  thread), and the ratio of the medians;
+  p50 and max;
+- final text: from the fake model's last token to the call that put the final text on
+  Slack; p50 and max, beside what Slack's windows allow an ideal bot
+  (``platform_bound.py``: the same replies, a first post at the first token and one
+  final call at the last token, replayed through the windows the fake enforces);
 - updates (``chat.update`` or ``chat.appendStream``) and posts (``chat.postMessage`` or
   ``chat.startStream``) per reply, Slack 429s, bot CPU per reply (after a warm-up),
-  the bot's peak RSS, and the wall time until every reply is complete.
+  the bot's peak RSS, and the wall time until every reply is complete;
+- ``--bare``: also the first-text figure of the least work any bot must do, by hand
+  with httpx (stream the completion; ``chat.postMessage`` the first token).
 
-Slack's budgets are real-time (the fake enforces 50 ``chat.update`` and 100
-``chat.appendStream`` per minute per workspace), so the 200-conversation levels take
-minutes: that is the figure worth knowing.
+Slack's budgets are real-time (the fake enforces 50 ``chat.update``, 100
+``chat.appendStream`` and 20 ``chat.stopStream`` per minute per workspace), so the
+200-conversation levels take minutes: that is the figure worth knowing. A level waits
+at most 60 s + 3 s per conversation for its answers; replies still unfinished then
+are counted, not timed.
 
-Run: ``.venv/bin/python benchmarks/bench_slack.py [--levels 1,20,200] [--modes native,update]``
+Run: ``.venv/bin/python benchmarks/bench_slack.py [--levels 1,20,20one] [--big]
+[--modes native,update] [--bare]``
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from platform_bound import Bucket, Reply, SlidingWindow, Window, final_delays
 from platform_harness import (
     ANSWER_MARK,
     BotProcess,
@@ -45,6 +52,7 @@ from platform_harness import (
     bare_client,
     bare_first_token,
     bot_environment,
+    last_tokens,
     measuring,
     model_times,
     paced_groq,
@@ -57,7 +65,7 @@ from platform_harness import (
 from tests.fakes.groq_server import FakeGroq
 from tests.fakes.slack_payloads import FakeUser
 from tests.fakes.slack_server import FakeSlack
-from tests.fakes.slack_webapi import ApiCall
+from tests.fakes.slack_webapi import ApiCall, default_rate_limits
 
 POSTS = {"chat.postMessage", "chat.startStream"}
 UPDATES = {"chat.update", "chat.appendStream"}
@@ -157,6 +165,31 @@ async def warm_up(fake: FakeSlack, bot: BotProcess) -> None:
     )
 
 
+def parse_level(spec: str) -> tuple[int, str]:
+    """``"20"``: 20 conversations in separate channels; ``"20one"``: in one channel."""
+    if spec.endswith("one"):
+        return int(spec[:-3]), "one"
+    return int(spec), "separate"
+
+
+def slack_bound(replies: list[Reply], native: bool) -> list[float]:
+    """What Slack's windows (as the fake enforces them) allow the final text."""
+    rules = default_rate_limits()
+    post_rule, update_rule = rules["chat.postMessage"], rules["chat.update"]
+    stop_rule = rules["chat.stopStream"]
+    posts: dict[str, Window] = {}
+    update = SlidingWindow(update_rule.limit, update_rule.window_s)
+    stop = SlidingWindow(stop_rule.limit, stop_rule.window_s)
+
+    def post_windows(place: str) -> list[Window]:
+        return [posts.setdefault(place, Bucket(post_rule.limit, post_rule.window_s))]
+
+    def final_windows(place: str) -> list[list[Window]]:
+        return [[stop], [update]] if native else [[update]]
+
+    return final_delays(replies, post_windows, final_windows)
+
+
 async def bot_path(
     fake: FakeSlack,
     groq: FakeGroq,
@@ -182,63 +215,82 @@ async def bot_path(
         SLACK_API_BASE_URL=fake.base_url,
         SLACK_NATIVE_STREAMING=str(native).lower(),
     )
+    n = len(users)
+    shared = new_channel(fake, 4999) if result.layout == "one" else ""
     async with running(env, result.workdir) as bot:
         await warm_up(fake, bot)
         mark = len(fake.calls)
         async with measuring(bot, result, lambda: fake.count_429):
             for r in range(rounds):
-                questions = [f"bench r{r} {i}" for i in range(len(users))]
-                channels = [new_channel(fake, 5000 + r * len(users) + i) for i in range(len(users))]
+                questions = [f"bench r{r} {i}" for i in range(n)]
+                channels = [shared or new_channel(fake, 5000 + r * n + i) for i in range(n)]
                 await asyncio.gather(
                     *(ask(q, u, c) for q, u, c in zip(questions, users, channels, strict=True))
                 )
-                await wait_until(
-                    functools.partial(answers_complete, fake, [asked[q] for q in questions]),
-                    within=600,
-                    bot=bot,
-                    what="every answer",
-                )
+                threads = [asked[q] for q in questions]
+                try:
+                    await wait_until(
+                        functools.partial(answers_complete, fake, threads),
+                        within=60 + 3 * n,
+                        bot=bot,
+                        what="every answer",
+                    )
+                except TimeoutError:
+                    result.unfinished += sum(
+                        not answers_complete(fake, [thread]) for thread in threads
+                    )
     times = model_times(groq, starts)
+    ends = last_tokens(groq, starts)
     by_thread = answer_calls(fake.calls[mark:])
+    replies: list[Reply] = []
     for question, thread in asked.items():
-        calls = by_thread[thread]
-        first = next(c for c in calls if ANSWER_MARK in text_of(c))
+        calls = by_thread.get(thread, [])
+        first = next((c for c in calls if ANSWER_MARK in text_of(c)), None)
+        if first is None or question not in times or question not in ends:
+            continue
         result.add(starts[question], times[question], first.at)
         result.updates_per_reply.append(sum(c.method in UPDATES for c in calls))
         result.posts_per_reply.append(sum(c.method in POSTS for c in calls))
+        if answers_complete(fake, [thread]):
+            result.finals.append(calls[-1].at - ends[question])
+            replies.append(Reply(times[question][1], ends[question], thread[0]))
+    result.bounds = slack_bound(replies, native)
 
 
-async def level(conversations: int, native: bool, workdir: Path) -> LevelResult:
+async def level(spec: str, native: bool, workdir: Path, bare: bool) -> LevelResult:
     """One concurrency level on fresh fakes and a fresh bot process (at least 20 replies)."""
+    conversations, layout = parse_level(spec)
     rounds = rounds_for(conversations)
     label = "native" if native else "update"
-    result = LevelResult(label, conversations, workdir=workdir)
+    result = LevelResult(label, conversations, layout, workdir=workdir)
     async with FakeSlack() as fake, paced_groq() as groq:
         users = [fake.add_user(f"user{i}") for i in range(conversations)]
-        async with bare_client() as client:
-            result.bare_latencies = await bare_path(fake, groq, users, client, rounds)
+        if bare:
+            async with bare_client() as client:
+                result.bare_latencies = await bare_path(fake, groq, users, client, rounds)
         await bot_path(fake, groq, users, rounds, native, result)
     return result
 
 
-async def main(levels: list[int], modes: list[str]) -> None:
+async def main(levels: list[str], modes: list[str], bare: bool) -> None:
     results = []
     for mode in modes:
-        for n in levels:
+        for spec in levels:
             with tempfile.TemporaryDirectory() as tmp:
-                results.append(await level(n, mode == "native", Path(tmp)))
-            print(f"  {mode}: {n} conversation(s) done", file=sys.stderr)
+                results.append(await level(spec, mode == "native", Path(tmp), bare))
+            print(f"  {mode}: {spec} conversation(s) done", file=sys.stderr)
     print_table(
-        "Slack: event delivered -> first call with answer text (minus fake TTFT)",
+        "Slack: first text and final text per reply",
         results,
         [
-            "one user and one channel per conversation; replies in threads; Socket Mode",
+            "one user per conversation; layout separate = a channel each, one = all "
+            "in one channel; replies in threads; Socket Mode",
             "fake model: 0.2 s to first token, ~1,500 chars at 8 chars / 10 ms",
-            "fake Slack enforces per-channel posting (5 burst, 1/s), chat.update 50/min, "
-            "chat.appendStream and chat.stopStream 100/min each, per workspace",
-            "updates = chat.update (update) or chat.appendStream (native; plus one "
-            "chat.stopStream per reply); SLACK_UPDATES_PER_MINUTE and "
-            "SLACK_EDIT_INTERVAL_S defaults; MAX_CONCURRENT_REQUESTS=256",
+            "fake Slack enforces per-channel posting (5 burst, 1/s; chat.startStream "
+            "counts as a post), chat.update 50/min, chat.appendStream 100/min, "
+            "chat.stopStream 20/min (Tier 2), per workspace",
+            "updates = chat.update or chat.appendStream (native also ends each stream "
+            "with chat.stopStream); MAX_CONCURRENT_REQUESTS=256",
             "CPU and RSS are the bot process's own (/proc), fakes excluded",
         ],
     )
@@ -246,7 +298,10 @@ async def main(levels: list[int], modes: list[str]) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--levels", default="1,20,200")
+    parser.add_argument("--levels", default="1,20,20one", help="e.g. 1,20,20one,200")
+    parser.add_argument("--big", action="store_true", help="add the 200-conversation level")
     parser.add_argument("--modes", default="native,update")
+    parser.add_argument("--bare", action="store_true", help="also time the by-hand bare path")
     args = parser.parse_args()
-    asyncio.run(main([int(n) for n in args.levels.split(",")], args.modes.split(",")))
+    levels = args.levels.split(",") + (["200"] if args.big else [])
+    asyncio.run(main(levels, args.modes.split(","), args.bare))

@@ -81,6 +81,8 @@ NOT_SAVED_NOTE = (
     "⚠️ This answer could not be saved (the bot's database failed), so it won't be part "
     "of this conversation's history."
 )
+# Shown while a turn waits for one of the MAX_CONCURRENT_REQUESTS slots.
+QUEUED_TEXT = "queued: answering other questions first…"
 # Pause before the one retry of a failed final save.
 _SAVE_RETRY_DELAY_S = 0.5
 
@@ -397,6 +399,8 @@ class Engine(CommandsMixin):
             await sink.status(f"{_short_reason(error)}; retrying in {delay:.0f} s…")
 
         try:
+            if self._upstream.locked():  # every slot is busy: say so before waiting
+                await sink.status(QUEUED_TEXT)
             async with self._upstream:
                 async for event in self.completions.stream(
                     request, on_retry=on_retry, empty_is_overflow=empty_is_overflow

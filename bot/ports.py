@@ -162,7 +162,10 @@ class AppendableSurface(Surface, Protocol):
     ``edit``ed, which ends its stream first, and the reply goes on by ``post`` and
     ``edit`` within ``limits``, as it does once ``append_limits`` turns None (the
     surface's switch, e.g. after a failed stream call; it never turns back). ``close``
-    spends none of the sink's budget: the surface paces it, if it needs to.
+    spends none of the sink's budget: the surface paces it, if it needs to. A status
+    shown before any text, where ``shows_status`` is off, is a ``post``ed placeholder
+    that is ``retract``ed once the answer's first message is open, so the answer still
+    streams.
     """
 
     @property
@@ -194,6 +197,10 @@ class AppendableSurface(Surface, Protocol):
 
     async def close(self, message_id: str, text: str) -> None:
         """Add ``text`` (may be "") at the end of an open message and end it."""
+        ...
+
+    async def retract(self, message_id: str) -> None:
+        """Remove a message ``post`` made (a placeholder the streamed answer replaces)."""
         ...
 
 

@@ -149,7 +149,7 @@ class Settings(EnvSettings):
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     request_timeout_s: float = Field(default=60.0, gt=0)
     stream_idle_timeout_s: float = Field(default=30.0, gt=0)
-    max_concurrent_requests: int = Field(default=10, ge=1)
+    max_concurrent_requests: int = Field(default=64, ge=1)
     max_retries: int = Field(default=3, ge=0)
     retry_base_delay_s: float = Field(default=1.0, ge=0)
     retry_max_delay_s: float = Field(default=20.0, ge=0)

@@ -202,7 +202,7 @@ class SlackAdapter:
         runner, self._runner = self._runner, None
         session, self._session = self._session, None
         if socket is not None:
-            await socket.close_async()  # type: ignore[no-untyped-call]
+            await _close_socket(socket)
         if runner is not None:
             await runner.cleanup()
         if bot is not None:
@@ -212,6 +212,35 @@ class SlackAdapter:
         # The Socket Mode client cancels its tasks without awaiting them.
         for _ in range(3):
             await asyncio.sleep(0)
+
+
+# The longest wait for Slack to answer the Socket Mode close frame at shutdown.
+SOCKET_CLOSE_S = 1.0
+
+
+async def _close_socket(handler: AsyncSocketModeHandler) -> None:
+    """Close the Socket Mode connection, waiting at most ``SOCKET_CLOSE_S``.
+
+    slack-sdk's ``SocketModeClient.close`` disconnects first, and aiohttp's
+    ``ClientWebSocketResponse.close`` sends a close frame and then waits for the
+    peer's own close frame for up to ``ws_close`` (10 s in aiohttp's
+    ``DEFAULT_WS_CLIENT_TIMEOUT``; slack-sdk's ``ws_connect`` sets none). A peer that
+    never answers held every shutdown, even an idle one, for those 10 s. Past the
+    bound the connection is dropped, and the client's tasks (cancelled after the
+    disconnect, which never returned) and HTTP session are closed here.
+    """
+    client = handler.client
+    try:
+        async with asyncio.timeout(SOCKET_CLOSE_S):
+            await handler.close_async()  # type: ignore[no-untyped-call]
+    except TimeoutError:
+        log.info("Slack did not answer the Socket Mode close frame; connection dropped")
+        for task in (client.message_processor, client.current_session_monitor):
+            if task is not None:
+                task.cancel()
+        if client.message_receiver is not None:
+            client.message_receiver.cancel()
+        await client.aiohttp_client_session.close()
 
 
 # What a body Bolt can't parse raises while the request is built (UnicodeDecodeError and

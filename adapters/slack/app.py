@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
@@ -84,8 +85,34 @@ class SlackBot:
         self._access = context.settings.access_policy()
         self.client = client
         self.identity = identity
+        # Bolt's default authorization calls auth.test for every event until one call
+        # has returned (so 20 mentions at once made up to 20 calls); the adapter already
+        # called it at start-up, and ``authorize`` hands Bolt that answer instead. Bolt
+        # ignores a client's token once ``authorize`` is given (and says so), so its
+        # client carries none: each event's client gets the token from ``authorize``.
+        token = client.token
+
+        async def authorize(user_id: str | None) -> AuthorizeResult:
+            # A plain function: Bolt passes arguments by name, "self" included.
+            return AuthorizeResult(
+                enterprise_id=None,
+                team_id=identity.team_id,
+                bot_id=identity.bot_id or None,
+                bot_user_id=identity.bot_user_id,
+                bot_token=token,
+                user_id=user_id,
+            )
+
         self.app = AsyncApp(
-            client=client, signing_secret=signing_secret, name="groqbot", logger=log
+            client=AsyncWebClient(
+                base_url=client.base_url,
+                session=client.session,
+                retry_handlers=client.retry_handlers,
+            ),
+            authorize=authorize,
+            signing_secret=signing_secret,
+            name="groqbot",
+            logger=log,
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self._seen: OrderedDict[str, None] = OrderedDict()

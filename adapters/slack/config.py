@@ -34,7 +34,7 @@ class SlackSettings(ChatAccessSettings):
     http_port: int = Field(default=3000, ge=0, le=65535)
     command_prefix: str = "groq"
     native_streaming: bool = True
-    updates_per_minute: int = Field(default=45, ge=1)
+    updates_per_minute: int = Field(default=50, ge=1)
     edit_interval_s: float = Field(default=1.5, ge=0.2)
     api_base_url: str | None = None
 

@@ -7,19 +7,22 @@ from then on the surface no longer appends, and the sink goes on with
 first, so what was shown stays where it is). Elsewhere, post and update throughout.
 
 Budgets (all on the engine's shared ``EditPacer``, so every reply in the process
-counts against the same ones):
+counts against the same ones) are Slack's own windows, one per method, from the table
+``METHOD_BUDGETS`` (each row names its source): ``chat.update`` 50 per minute per
+workspace, ``chat.appendStream`` 100, ``chat.stopStream`` 20 (Tier 2, its method page
+says; not Tier 4), ``chat.delete`` 50; posting (``chat.postMessage``, and
+``chat.startStream``, which posts) about one message per second per channel. Each
+window is counted over 60.5 s rather than 60 (5.5 s for posts): the pacer counts a call
+when it is issued, Slack when it arrives, and arrival jitter must not push the 51st
+call into a window. Slack limits each method on its own, so a reply's
+``chat.stopStream`` never queues behind appends, nor its first post behind updates.
 
-- ``chat.update`` is Tier 3 (50+/min per workspace): every edit of every reply in a
-  workspace takes a token from ``slack:<team>:chat.update``, sized by
-  ``SLACK_UPDATES_PER_MINUTE`` (45 by default, under the 50). Posts do not: under
-  load a reply's first text must not queue behind other replies' edits.
-- ``chat.appendStream`` and ``chat.stopStream`` are Tier 4 (100+/min): ``APPEND_PER_MINUTE``
-  each, per workspace. Slack limits each method on its own, so a reply's final
-  ``stopStream`` (paced here) never queues behind other replies' appends (paced by the
-  sink, like updates).
-- Posting (``chat.postMessage``, and ``chat.startStream``, which posts too) is about
-  one message per second per channel with short bursts: ``POST_BURST`` per
-  ``POST_WINDOW_S`` per channel.
+Degrading when a budget is short: a reply streams only if ``chat.stopStream`` has room
+for it (stops in the last window plus streams still open, ``EditPacer.hold``, under
+20); otherwise it posts and updates from the start (``append_limits`` turns None
+before its first message), since a stream once open can't end without a stop. While
+streams are open, their appends share the Tier 4 window, so under load each reply
+appends less often, in larger pieces (the sink coalesces).
 
 Text is Markdown from the model. Posts and updates send it as escaped mrkdwn
 (``format.to_mrkdwn``); streams send Markdown with every mention sequence defused
@@ -66,14 +69,12 @@ from bot.streaming import EditPacer
 from bot.types import SurfaceLimits
 
 __all__ = [
-    "APPEND_BURST",
-    "APPEND_PER_MINUTE",
     "MAX_CHARS",
-    "POST_BURST",
-    "POST_WINDOW_S",
+    "METHOD_BUDGETS",
     "RETRY_DEADLINE_S",
     "STREAM_MAX_CHARS",
     "Failure",
+    "MethodBudget",
     "ReplyNotDelivered",
     "ReplyTarget",
     "SlackSurface",
@@ -91,12 +92,46 @@ MAX_CHARS = 3500
 # Per streamed message, before mentions are defused (a zero-width space each):
 # markdown_text takes 12,000 per call.
 STREAM_MAX_CHARS = 11_000
-APPEND_PER_MINUTE = 80  # chat.appendStream / stopStream are Tier 4 (100+/min)
-APPEND_BURST = 4
-POST_BURST = 4
-POST_WINDOW_S = 5.0
-UPDATE_BURST = 4
-STATUS_PER_S = 40 / 60  # assistant.threads.setStatus, Tier 3 with a margin
+
+
+@dataclass(frozen=True, slots=True)
+class MethodBudget:
+    """At most ``limit`` calls of a method in any ``window_s``, per ``scope``."""
+
+    limit: int
+    window_s: float
+    scope: str  # "workspace" or "channel"
+    source: str
+
+    @property
+    def per_s(self) -> float:
+        return self.limit / self.window_s
+
+
+# Slack's tiers (https://docs.slack.dev/apis/web-api/rate-limits): Tier 2 20+/min,
+# Tier 3 50+/min, Tier 4 100+/min, per method per workspace per app; a method's tier
+# is on its reference page, https://docs.slack.dev/reference/methods/<method>.
+# Windows are 0.5 s longer than Slack's (see the module docstring).
+METHOD_BUDGETS: dict[str, MethodBudget] = {
+    "chat.postMessage": MethodBudget(
+        5,
+        5.5,
+        "channel",
+        "special tier: 'one message per second per channel', short bursts allowed "
+        "(rate-limits page, 'Posting messages')",
+    ),
+    "chat.update": MethodBudget(50, 60.5, "workspace", "Tier 3 (chat.update method page)"),
+    "chat.delete": MethodBudget(50, 60.5, "workspace", "Tier 3 (chat.delete method page)"),
+    "chat.appendStream": MethodBudget(
+        100, 60.5, "workspace", "Tier 4 (chat.appendStream method page)"
+    ),
+    "chat.stopStream": MethodBudget(20, 60.5, "workspace", "Tier 2 (chat.stopStream method page)"),
+    # chat.startStream's page lists no tier: it posts a message, so it takes the
+    # channel's chat.postMessage budget.
+    "assistant.threads.setStatus": MethodBudget(
+        40, 60.5, "workspace", "not on a method page we read: Tier 3 assumed, with a margin"
+    ),
+}
 THINKING = "is thinking…"
 # Posts and updates are retried through transient failures with exponential backoff
 # (plus up to a quarter of jitter, so replies hit by one outage spread out), until
@@ -234,7 +269,8 @@ async def set_status(
     """Show an assistant-thread status ("is thinking…"); failures are only logged."""
     if not target.assistant or target.thread_ts is None:
         return
-    await pacer.acquire(f"slack:{target.team_id}:assistant.setStatus", STATUS_PER_S, 3)
+    budget = METHOD_BUDGETS["assistant.threads.setStatus"]
+    await pacer.acquire(f"slack:{target.team_id}:assistant.setStatus", budget.per_s, budget.limit)
     with contextlib.suppress(ReplyNotDelivered):  # a nicety: the reply still goes out
         await slack_call(
             client.assistant_threads_setStatus(
@@ -270,24 +306,27 @@ class SlackSurface:
         self._failing_since: float | None = None  # posts and updates failing since then
         self._failures = 0
         self._gave_up = False
+        update_window = METHOD_BUDGETS["chat.update"].window_s
         self._limits = SurfaceLimits(
             max_chars=MAX_CHARS,
             min_edit_interval_s=settings.edit_interval_s,
             budget_key=f"slack:{target.team_id}:chat.update",
-            budget_per_s=settings.updates_per_minute / 60.0,
-            budget_burst=UPDATE_BURST,
+            budget_per_s=settings.updates_per_minute / update_window,
+            budget_burst=settings.updates_per_minute,
             posts_use_budget=False,  # post() spends the channel's posting budget instead
         )
+        append = METHOD_BUDGETS["chat.appendStream"]
         self._append_limits = SurfaceLimits(
             max_chars=STREAM_MAX_CHARS,
             min_edit_interval_s=settings.edit_interval_s,
             budget_key=f"slack:{target.team_id}:chat.appendStream",
-            budget_per_s=APPEND_PER_MINUTE / 60.0,
-            budget_burst=APPEND_BURST,
+            budget_per_s=append.per_s,
+            budget_burst=append.limit,
             posts_use_budget=False,  # open() spends the channel's posting budget instead
         )
         # Slack streams only into threads.
         self._streaming = settings.native_streaming and target.thread_ts is not None
+        self._opened = False  # a stream was opened (from then on, no second thoughts)
         self._streams: dict[str, _Stream] = {}  # open streamed messages by ts
 
     @property
@@ -306,7 +345,21 @@ class SlackSurface:
 
     @property
     def append_limits(self) -> SurfaceLimits | None:
+        """Append limits while the reply streams. Until its first message is open, a
+        reply streams only if ``chat.stopStream`` has room to end it (see the module
+        docstring); the sink asks before each call, so the answer goes by posts and
+        updates from the start when it has not."""
+        if self._streaming and not self._opened and not self._stop_room():
+            self._streaming = False
+            log.info("chat.stopStream budget is short: this reply posts and updates instead")
         return self._append_limits if self._streaming else None
+
+    def _stop_key(self) -> str:
+        return f"slack:{self._target.team_id}:chat.stopStream"
+
+    def _stop_room(self) -> bool:
+        stop = METHOD_BUDGETS["chat.stopStream"]
+        return self._pacer.room(self._stop_key(), stop.per_s, stop.limit) >= 1
 
     @property
     def shows_status(self) -> bool:
@@ -346,6 +399,7 @@ class SlackSurface:
     async def edit(self, message_id: str, text: str) -> None:
         if self._streams.pop(message_id, None) is not None:
             # chat.update can't change a message that is still streaming.
+            await self._pace_stop()
             with contextlib.suppress(ReplyNotDelivered):
                 await slack_call(
                     self._client.chat_stopStream(channel=self._target.channel, ts=message_id),
@@ -374,6 +428,8 @@ class SlackSurface:
         )
         ts = str(response["ts"])
         self._streams[ts] = _Stream(text, sent)
+        self._opened = True
+        self._pacer.hold(self._stop_key())  # its chat.stopStream, kept until it is made
         return ts
 
     async def append(self, message_id: str, text: str) -> None:
@@ -390,8 +446,7 @@ class SlackSurface:
         stream.raw, stream.sent = raw, sent
 
     async def close(self, message_id: str, text: str) -> None:
-        key = f"slack:{self._target.team_id}:chat.stopStream"
-        await self._pacer.acquire(key, APPEND_PER_MINUTE / 60.0, APPEND_BURST)
+        await self._pace_stop()
         stream = self._streams.pop(message_id)  # tried once, even if it fails
         rest = neutralise_markdown(stream.raw + text)[len(stream.sent) :]
         await self._stream_call(
@@ -446,9 +501,27 @@ class SlackSurface:
             )
         raise ReplyNotDelivered(detail=f"{what}: {failed}")
 
+    async def retract(self, message_id: str) -> None:
+        """``chat.delete`` a placeholder (Tier 3, a budget of its own: not the updates')."""
+        delete = METHOD_BUDGETS["chat.delete"]
+        key = f"slack:{self._target.team_id}:chat.delete"
+        await self._pacer.acquire(key, delete.per_s, delete.limit)
+        await slack_call(
+            self._client.chat_delete(channel=self._target.channel, ts=message_id), "chat.delete"
+        )
+
     async def _pace_post(self) -> None:
-        per_s = POST_BURST / POST_WINDOW_S
-        await self._pacer.acquire(self._target.post_key, per_s, POST_BURST)
+        post = METHOD_BUDGETS["chat.postMessage"]
+        await self._pacer.acquire(self._target.post_key, post.per_s, post.limit)
+
+    async def _pace_stop(self) -> None:
+        """Take a ``chat.stopStream`` token (a final write: urgent), giving back the slot
+        the stream held since it opened."""
+        stop = METHOD_BUDGETS["chat.stopStream"]
+        key = self._stop_key()
+        if self._opened:
+            self._pacer.release(key)
+        await self._pacer.acquire(key, stop.per_s, stop.limit)
 
     async def _stream_call(self, call: Awaitable[Any], what: str) -> Any:
         try:

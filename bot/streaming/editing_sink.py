@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bot.ports import AppendableSurface, Clock, Surface
-from bot.streaming.pacer import EditPacer
+from bot.streaming.pacer import EditPacer, Urgency
 from bot.streaming.split import StreamSplitter, fence_closer
 from bot.types import ReplyRef, TurnStatus
 
@@ -57,7 +57,7 @@ class _Message:
 
 @dataclass(frozen=True, slots=True)
 class _Call:
-    op: Literal["post", "edit", "open", "append", "close"]
+    op: Literal["post", "edit", "open", "append", "close", "placeholder"]
     index: int  # of the message
     content: str  # the message's whole content once the call is done
 
@@ -113,7 +113,11 @@ class EditingSink:
         self._closed = 0  # closed pieces in the last split: the open message's index
         self._post_failures = 0
         self._last_call: float | None = None
+        self._shown_text = False  # some of the answer's text is on the platform
+        self._held: str | None = None  # the budget key holding a slot for the final write
+        self._placeholder: str | None = None  # a posted status the streamed answer replaces
         self._wake = asyncio.Event()
+        self._final = asyncio.Event()  # set by finish/fail: the interval no longer applies
         self._task: asyncio.Task[None] | None = None
         self._want_typing = False
         self._typing: AbstractAsyncContextManager[None] | None = None
@@ -189,7 +193,10 @@ class EditingSink:
         self._status = None
         self._closing = True
         task = self._ensure_task()
+        self._final.set()
         self._wake.set()
+        # An interim update waiting in the pacer is the final write now: it goes ahead.
+        self._pacer.reconsider(self._limits.budget_key)
         # Cancelling the caller cancels the flusher too, and waits for its cleanup.
         await task
 
@@ -216,6 +223,7 @@ class EditingSink:
         except Exception:  # top of the task: a bug here must not reach the engine
             log.exception("reply streaming stopped unexpectedly")
         finally:
+            self._hold(None)
             await self._exit_typing()
 
     def _desired(self) -> tuple[list[str], int]:
@@ -229,7 +237,7 @@ class EditingSink:
         if split.tail.strip():
             contents.append(split.tail)
         final = len(contents) if self._closing else len(split.closed)
-        if self._status is not None and self._stream is None:
+        if self._status is not None and self._stream is None and not self._placeholder:
             line = f"{self._status_prefix}{self._status}"
             if contents:
                 contents[-1] = self._with_status(contents[-1], line)
@@ -251,9 +259,19 @@ class EditingSink:
         stream = self._stream
         if stream is not None and stream.append_limits is None:
             self._stop_appending("the surface stopped appending")
-        elif stream is not None and self._status is not None and not self._messages:
-            # A streamed message can't take a status line back; an edited one can.
-            self._stop_appending("a status line before any text")
+        if (
+            isinstance(self._surface, AppendableSurface)
+            and self._status is not None
+            and not self._messages
+            and self._placeholder is None
+            and not self._text.strip()
+        ):
+            # A streamed message can't take a status line back, and editing one would
+            # end streaming (and spend the update budget): the status goes in a message
+            # of its own, which the answer's first message replaces (later statuses
+            # wait for text).
+            line = f"{self._status_prefix}{self._status}"[: self._limits.max_chars]
+            return _Call("placeholder", -1, line)
         call = self._plan()
         if call is not None and call.op == "edit" and self._stream is not None:
             self._stop_appending("streamed text must change")
@@ -303,23 +321,86 @@ class EditingSink:
         log.info("reply goes on by posting and editing after %d message(s): %s", kept, why)
 
     async def _pace(self, call: _Call) -> None:
-        """The one place a call waits: the reply's interval, then the shared budget."""
+        """The one place a call waits: the reply's interval (never for the final write),
+        then the shared budget (first posts and the final write before interim updates)."""
         if call.op == "close":
             return  # once per message, on the surface's own budget: never held back
         limits = self._limits
-        if self._last_call is not None:
+        # Only updates of shown text wait out the interval: not the first text, not the end.
+        if self._last_call is not None and self._shown_text and not self._closing:
             wait = self._last_call + limits.min_edit_interval_s - self._clock.now()
             if wait > 0:
-                await self._clock.sleep(wait)
+                await self._interval(wait)
+        if call.op == "placeholder":
+            return  # a post on the surface's own posting budget, like ``open``
         if limits.posts_use_budget or call.op in ("edit", "append"):
-            await self._pacer.acquire(limits.budget_key, limits.budget_per_s, limits.budget_burst)
+            await self._pacer.acquire(
+                limits.budget_key, limits.budget_per_s, limits.budget_burst, urgency=self._urgency
+            )
+
+    async def _interval(self, wait: float) -> None:
+        """Sleep ``wait`` seconds, or until the reply closes: the final text goes at once."""
+        if self._final.is_set():
+            return
+        sleep = asyncio.ensure_future(self._clock.sleep(wait))
+        final = asyncio.ensure_future(self._final.wait())
+        try:
+            await asyncio.wait((sleep, final), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleep.cancel()
+            final.cancel()
+
+    def _urgency(self) -> int:
+        """The pacer's class for this reply's next call (read while it waits): the final
+        write and the first text are urgent, updates of shown text are not."""
+        if self._closing or not self._shown_text:
+            return Urgency.URGENT
+        return Urgency.INTERIM
+
+    def _hold(self, key: str | None) -> None:
+        """Hold a slot of ``key`` for the final write (None: let go of the one held)."""
+        if key == self._held:
+            return
+        if self._held is not None:
+            self._pacer.release(self._held)
+        self._held = key
+        if key is not None:
+            self._pacer.hold(key)
 
     async def _apply(self, call: _Call) -> None:
         self._last_call = self._clock.now()
+        with_text = bool(self._text.strip())
+        if call.op == "placeholder":
+            await self._post_placeholder(call.content)
+            return
         if call.index == len(self._messages):
             await self._post(call)
         else:
             await self._edit(self._messages[call.index], call)
+        if with_text and self._messages:
+            self._shown_text = True
+        limits = self._limits
+        editing = self._stream is None and limits.budget_per_s > 0 and bool(self._messages)
+        # Replies that showed text will need a final edit: keep one slot for it.
+        self._hold(limits.budget_key if editing and not self._closing else None)
+
+    async def _post_placeholder(self, line: str) -> None:
+        try:
+            self._placeholder = await self._surface.post(line)
+        except Exception as exc:  # a nicety: the answer still streams
+            self._placeholder = ""
+            log.warning("posting a status failed: %s", _describe(exc))
+        else:
+            await self._exit_typing()
+
+    async def _retract_placeholder(self) -> None:
+        placeholder, self._placeholder = self._placeholder, ""
+        if not placeholder or not isinstance(self._surface, AppendableSurface):
+            return
+        try:
+            await self._surface.retract(placeholder)
+        except Exception as exc:  # the status stays above the answer: harmless
+            log.warning("removing a status message failed: %s", _describe(exc))
 
     async def _show_aside(self) -> None:
         text, self._aside = self._aside, None
@@ -355,6 +436,8 @@ class EditingSink:
         self._ref = ReplyRef(self._ref.place, (*self._ref.message_ids, message_id))
         if len(self._messages) == 1:
             await self._exit_typing()
+            if self._placeholder:
+                await self._retract_placeholder()
 
     async def _edit(self, message: _Message, call: _Call) -> None:
         self.edits += 1

@@ -397,7 +397,9 @@ class FakeGroq:
         delivered: _Delivered,
     ) -> web.StreamResponse:
         """Stream ``plan``; ``record["first_token_at"]`` notes when the first piece left,
-        so benchmarks can subtract the fake's own time to first token. ``delivered``
+        so benchmarks can subtract the fake's own time to first token, and
+        ``record["last_token_at"]`` when the last one did (final-text latency counts
+        from there). ``delivered``
         counts what went out, for the refund when the answer ends early."""
         response = web.StreamResponse(
             headers={
@@ -445,6 +447,7 @@ class FakeGroq:
                 await send({kind: text})
                 delivered.chars += len(text)
                 record.setdefault("first_token_at", self.clock())
+                record["last_token_at"] = self.clock()
                 await self._pause(self.token_delay_s)
             delivered.complete = True
             totals = usage(plan)

@@ -69,6 +69,10 @@ class SocketMode:
         self.sockets: list[web.WebSocketResponse] = []
         self.redeliver = True
         self.redeliver_after_s = 3.0
+        # False: the socket never answers the app's close frame (a peer or proxy that
+        # drops it); the app's close handshake then waits its own timeout (aiohttp's
+        # ws_close, 10 s by default) unless it bounds it.
+        self.answer_close = True
         self.max_redeliveries = 3
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -84,16 +88,21 @@ class SocketMode:
         return {"ok": True, "url": url}
 
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(autoping=True)
+        ws = web.WebSocketResponse(autoping=True, autoclose=self.answer_close)
         await ws.prepare(request)
         self.sockets.append(ws)
         self.socket_connects += 1
         await ws.send_json(p.hello(self.app_id, len(self.sockets)))
         await self._notify()
         try:
-            async for frame in ws:
+            while True:
+                frame = await ws.receive()
                 if frame.type == WSMsgType.TEXT:
                     await self._on_frame(json.loads(frame.data))
+                elif frame.type == WSMsgType.CLOSE and not self.answer_close:
+                    await asyncio.sleep(30)  # say nothing, keep the connection open
+                elif frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                    break
         finally:
             self.sockets.remove(ws)
             await self._notify()

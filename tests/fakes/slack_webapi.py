@@ -75,15 +75,30 @@ class RateRule:
 
 
 def default_rate_limits() -> dict[str, RateRule]:
-    """Slack's published tiers; posting is 1 per second per channel with bursts of 5."""
-    tier3, tier4 = RateRule(50, 60.0), RateRule(100, 60.0)
+    """Slack's published tiers; posting is 1 per second per channel with bursts of 5.
+
+    Each method's tier is the one its reference page lists ("Rate limits" under
+    Facts), read at https://docs.slack.dev/reference/methods/<method> (and the older
+    https://api.slack.com/methods/<method>); the tiers themselves are at
+    https://docs.slack.dev/apis/web-api/rate-limits (Tier 2 20+/min, Tier 3 50+/min,
+    Tier 4 100+/min, per method, per workspace, per app; chat.postMessage "special":
+    about one message per second per channel with short bursts):
+
+    - chat.update: Tier 3. chat.appendStream: Tier 4.
+    - chat.stopStream: Tier 2 (its page says "Rate limits: Tier 2"; it was modelled
+      as Tier 4 before, which hid the 429s real Slack gives 25 streams ending at once).
+    - chat.startStream: its page lists no tier; it posts a message, so it is counted
+      with chat.postMessage in the channel's posting budget.
+    """
+    tier2, tier3, tier4 = RateRule(20, 60.0), RateRule(50, 60.0), RateRule(100, 60.0)
     per_channel_posts = RateRule(5, 5.0, per_channel=True, bucket=True, pool="post")
     return {
         "chat.postMessage": per_channel_posts,
         "chat.startStream": per_channel_posts,  # it posts a message
         "chat.update": tier3,
+        "chat.delete": tier3,
         "chat.appendStream": tier4,
-        "chat.stopStream": tier4,
+        "chat.stopStream": tier2,
         "chat.postEphemeral": tier4,
         "conversations.replies": tier3,
         "assistant.threads.setStatus": tier3,

@@ -23,8 +23,10 @@ from bot.types import SurfaceLimits
 
 __all__ = ["AppendingSurface", "RecordingSurface", "SurfaceOp"]
 
-Op = Literal["post", "edit", "open", "append", "close", "status", "typing_enter", "typing_exit"]
-Failing = Literal["post", "edit", "typing", "open", "append", "close"]
+Op = Literal[
+    "post", "edit", "open", "append", "close", "retract", "status", "typing_enter", "typing_exit"
+]
+Failing = Literal["post", "edit", "typing", "open", "append", "close", "retract"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +63,9 @@ class RecordingSurface:
         self.violations: list[str] = []
         self.typing_active = False
         self._failures: dict[str, deque[BaseException]] = {
-            op: deque() for op in ("post", "edit", "typing", "open", "append", "close")
+            op: deque() for op in ("post", "edit", "typing", "open", "append", "close", "retract")
         }
+        self._ids = 0  # messages ever posted (ids stay unique after a retract)
 
     @property
     def limits(self) -> SurfaceLimits:
@@ -98,10 +101,18 @@ class RecordingSurface:
             self.typing_active = False
             self._record("typing_exit", f"{self.name}-typing", "")
 
+    def _new_id(self) -> str:
+        """The next unused id (taken once the call succeeds; unique after a retract)."""
+        n = max(self._ids, len(self.messages)) + 1
+        while f"{self.name}-{n}" in self.messages:
+            n += 1
+        return f"{self.name}-{n}"
+
     async def post(self, text: str) -> str:
-        message_id = f"{self.name}-{len(self.messages) + 1}"
+        message_id = self._new_id()
         self._check("post", message_id, text, self.limits_.max_chars)
         await self._call("post", message_id, text)
+        self._ids = int(message_id.rsplit("-", 1)[1])
         self.messages[message_id] = text
         return message_id
 
@@ -118,7 +129,12 @@ class RecordingSurface:
         if not content.strip():
             self.violations.append(f"{op} {message_id}: blank text")
 
-    async def _call(self, op: Failing, message_id: str, text: str) -> None:
+    async def _call(
+        self,
+        op: Literal["post", "edit", "open", "append", "close", "retract"],
+        message_id: str,
+        text: str,
+    ) -> None:
         started = self.clock.now()  # platforms count a call when it arrives
         if self.latency_s > 0:
             await self.clock.sleep(self.latency_s)
@@ -178,9 +194,10 @@ class AppendingSurface(RecordingSurface):
         self._record("status", f"{self.name}-status", text)
 
     async def open(self, text: str) -> str:
-        message_id = f"{self.name}-{len(self.messages) + 1}"
+        message_id = self._new_id()
         self._check("open", message_id, text, self.max_append_chars)
         await self._stream_call("open", message_id, text)
+        self._ids = int(message_id.rsplit("-", 1)[1])
         self.messages[message_id] = text
         self.open_ids.add(message_id)
         return message_id
@@ -195,6 +212,12 @@ class AppendingSurface(RecordingSurface):
     async def edit(self, message_id: str, text: str) -> None:
         self.open_ids.discard(message_id)
         await super().edit(message_id, text)
+
+    async def retract(self, message_id: str) -> None:
+        if message_id not in self.messages:
+            self.violations.append(f"retract of unknown message {message_id}")
+        await self._call("retract", message_id, "")
+        self.messages.pop(message_id, None)
 
     async def _add(self, op: Literal["append", "close"], message_id: str, text: str) -> None:
         if message_id not in self.open_ids:

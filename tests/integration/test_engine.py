@@ -93,6 +93,33 @@ async def test_two_conversations_stream_concurrently(
     assert both < single * 1.7, (both, single)
 
 
+async def test_a_mention_queued_behind_max_concurrent_requests_shows_it_at_once(
+    fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
+) -> None:
+    """Issue 13: with every MAX_CONCURRENT_REQUESTS slot busy, a second conversation's
+    turn shows a visible state (its sink's status, "queued…") before its turn starts
+    (before its request reaches the model), then is answered normally."""
+    fake_groq.token_delay_s = 0.05
+    fake_groq.reply_words = 20  # about a second of streaming holds the only slot
+    async with runtime(settings_factory(max_concurrent_requests=1)) as rt:
+        first = asyncio.ensure_future(ask(rt, "from alice"))
+        while not fake_groq.chat_requests:  # noqa: ASYNC110 - polling the fake's record
+            await asyncio.sleep(0.01)
+        queued = RecordingSink()
+        second = asyncio.ensure_future(
+            rt.engine.handle(Incoming(DM_BOB, BOB, "from bob", "m2"), queued)
+        )
+        while not queued.ops("status"):
+            await asyncio.sleep(0.01)
+            assert not second.done()
+        assert "queued" in queued.ops("status")[0]
+        assert len(fake_groq.chat_requests) == 1  # bob's turn has not started yet
+        assert not queued.ops("update")
+        await asyncio.wait_for(asyncio.gather(first, second), 15)
+    assert "last=from bob" in (queued.final or "")
+    assert [kind for kind, _ in queued.events][:2] == ["start", "status"]
+
+
 async def test_messages_in_one_conversation_are_answered_in_order(
     fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
 ) -> None:

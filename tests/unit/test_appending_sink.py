@@ -190,20 +190,27 @@ async def test_a_failed_open_posts_instead() -> None:
         ("open", False, 0.0),
         ("post", True, 0.0),
         ("typing_exit", True, 0.0),
-        ("edit", True, 1.0),
+        ("edit", True, 0.0),  # the final text waits for no interval
     ]
     assert surface.texts() == ["Hello there"] and surface.append_limits is None
 
 
-async def test_a_status_before_any_text_is_posted_and_edited_away() -> None:
+async def test_a_status_before_any_text_is_a_placeholder_the_stream_replaces() -> None:
+    """A status shown before the first text (a queued mention) is a message of its own:
+    the answer still streams (no edit, which would end streaming), and the placeholder
+    is removed once the answer's first message is open."""
     sink, surface, clock = make()
     await sink.start()
-    await sink.status("retrying in 2 s…")
+    await sink.status("queued…")
     await settle()
-    assert surface.texts() == ["⏳ retrying in 2 s…"] and surface.open_ids == set()
-    await clock.run(sink.finish("answer", DONE))
-    assert surface.texts() == ["answer"]
-    assert [op.op for op in surface.ops if op.op in ("post", "edit", "open")] == ["post", "edit"]
+    assert surface.texts() == ["⏳ queued…"] and surface.open_ids == set()
+    await sink.update("the answer")
+    await settle()
+    await clock.run(sink.finish("the answer, streamed", DONE))
+    assert surface.texts() == ["the answer, streamed"]
+    ops = [op.op for op in surface.ops if op.op in ("post", "edit", "open", "retract", "close")]
+    assert ops[:3] == ["post", "open", "retract"] and "edit" not in ops
+    assert surface.append_limits is not None and surface.violations == []
 
 
 async def test_a_status_after_streamed_text_is_not_shown_in_it() -> None:

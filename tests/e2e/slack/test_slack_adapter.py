@@ -4,6 +4,7 @@ what it received: ``turns=<user messages> last=<last user text> model=<model>``.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 
@@ -310,3 +311,36 @@ async def test_stream_falls_back_to_post_and_update(
     assert reply.streaming is None and len(fake_slack.bot_replies(sent.channel, sent.ts)) == 1
     assert fake_slack.injected_429 == 1  # honoured: the reply still completed
     assert fake_slack.calls_to("chat.postMessage")
+
+
+async def test_auth_test_is_called_once_however_many_mentions_arrive_at_once(
+    fake_slack: FakeSlack, slack_settings: SettingsFactory
+) -> None:
+    """Issue 13: Bolt is handed the start-up auth.test answer; before, each event called
+    auth.test until one call had returned (17-41 calls per 20 mentions)."""
+    settings = slack_settings()
+    channels = [f"C0AUTH{i:04d}" for i in range(10)]  # posting is limited per channel
+    fake_slack.known_channels.update(channels)
+    users = [fake_slack.add_user(f"auth{i}") for i in range(10)]  # one user each: no quota
+    async with running_adapter(settings):
+        sent = await asyncio.gather(
+            *(
+                fake_slack.mention(u, f"hi {i}", channel=c)
+                for i, (u, c) in enumerate(zip(users, channels, strict=True))
+            )
+        )
+        for i, delivery in enumerate(sent):
+            await final_reply(fake_slack, delivery, answer(settings, f"hi {i}"))
+    assert len(fake_slack.calls_to("auth.test")) == 1
+
+
+async def test_shutdown_is_bounded_when_slack_never_answers_the_close_frame(
+    fake_slack: FakeSlack, slack_settings: SettingsFactory
+) -> None:
+    """Issue 13: aiohttp waits 10 s for the peer's close frame; the adapter waits 1 s."""
+    fake_slack.answer_close = False
+    loop = asyncio.get_running_loop()
+    async with running_adapter(slack_settings()) as (adapter, _):
+        assert adapter.connected
+        started = loop.time()
+    assert loop.time() - started < 3.0
