@@ -326,7 +326,8 @@ def _quota_findings(
     settings: Settings, model: ModelInfo, quota: QuotaManager | None
 ) -> tuple[str, ...]:
     """Whether a request's reservation (the whole MAX_OUTPUT_TOKENS plus the conversation)
-    fits the default model's tokens per minute, and a user's share of them."""
+    fits the default model's tokens per minute. (A user's share is not checked: their
+    windows are charged the prompt, then the real use, never the reservation.)"""
     if quota is None:
         return ()
     cap = settings.max_output_tokens
@@ -334,20 +335,12 @@ def _quota_findings(
         cap = min(cap, model.max_completion_tokens)
     cap = max(1, min(cap, model.context_window // 2))  # as the engine caps it
     room = _MIN_HISTORY_TOKENS + estimate_tokens(settings.system_prompt)
-    account, user = quota.limits_for(model.id)
+    account, _ = quota.limits_for(model.id)
     if account.tpm is not None and cap + room > account.tpm:
         return (
             f"MAX_OUTPUT_TOKENS={settings.max_output_tokens} leaves no room in {model.id}'s "
             f"{account.tpm:,} tokens per minute: every request reserves it whole, plus the "
             "conversation, so every message would be refused. Set MAX_OUTPUT_TOKENS to at "
             f"most {max(1, account.tpm - room):,}.",
-        )
-    if user.tpm is not None and cap + room > user.tpm:
-        return (
-            f"MAX_OUTPUT_TOKENS={settings.max_output_tokens} is more than a user's share of "
-            f"{model.id}'s tokens per minute ({user.tpm:,}, from QUOTA_USER_SHARE or "
-            "QUOTA_USER_TPM): every request reserves it whole, plus the conversation, so "
-            f"users would get one message a minute at most. Set MAX_OUTPUT_TOKENS to at "
-            f"most {max(1, user.tpm - room):,}, or raise QUOTA_USER_SHARE or QUOTA_USER_TPM.",
         )
     return ()
