@@ -21,7 +21,7 @@ from bot.limits.quota import QuotaManager
 from bot.llm.client import CompletionsClient
 from bot.llm.provider import Provider, ProviderKind
 from bot.ports import Adapter, Clock, Store, SystemClock
-from bot.settings import GROQ_BASE_URL, AdapterSettings, Settings
+from bot.settings import GROQ_BASE_URL, HOSTED_CONCURRENCY, AdapterSettings, Settings
 from bot.store import InMemoryStore, SqliteStore
 from bot.streaming import EditPacer
 from bot.types import ModelInfo, Platform, UnfinishedReply
@@ -82,6 +82,9 @@ async def open_runtime(
         stack.push_async_callback(completions.aclose)
         quota: QuotaManager | None = None
         provider = await _provider(completions) if need_api else None
+        if settings.max_concurrent_requests is None:
+            concurrency = provider.concurrency if provider else HOSTED_CONCURRENCY
+            settings = settings.model_copy(update={"max_concurrent_requests": concurrency})
         if settings.quota_enabled and provider is not None:
             config = QuotaConfig.from_settings(
                 settings,

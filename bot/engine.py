@@ -44,7 +44,7 @@ from bot.limits.report import format_duration
 from bot.log import conversation_context
 from bot.ports import Clock, Completions, QuotaGate, ReplySink, Reservation, Store
 from bot.reasoning import ThinkSplitter, reasoning_params
-from bot.settings import Settings
+from bot.settings import HOSTED_CONCURRENCY, Settings
 from bot.text import clean_text
 from bot.types import (
     ChatMessage,
@@ -142,7 +142,7 @@ class Engine(CommandsMixin):
         self.completions = completions
         self.clock = clock
         self.quota = quota
-        self._upstream = asyncio.Semaphore(settings.max_concurrent_requests)
+        self._upstream = asyncio.Semaphore(settings.max_concurrent_requests or HOSTED_CONCURRENCY)
         # storage_id -> (lock, number of turns holding or waiting for it)
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._platforms: dict[Platform, PlatformHelp] = {}

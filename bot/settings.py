@@ -44,6 +44,11 @@ Secret = Annotated[SecretStr | None, BeforeValidator(_strip_secret)]
 """A token or key: never logged (``secrets()`` collects every field of this type)."""
 
 
+# MAX_CONCURRENT_REQUESTS when not set, by the server's kind (``Provider.concurrency``).
+HOSTED_CONCURRENCY = 64
+LOCAL_CONCURRENCY = 4
+
+
 class EnvSettings(BaseSettings):
     """What every settings group shares: read from the environment and ``.env``, where a
     blank value means "not set", and the secrets it holds, for log redaction.
@@ -149,7 +154,9 @@ class Settings(EnvSettings):
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     request_timeout_s: float = Field(default=60.0, gt=0)
     stream_idle_timeout_s: float = Field(default=30.0, gt=0)
-    max_concurrent_requests: int = Field(default=64, ge=1)
+    # None: by the server's kind (``Provider.concurrency``): 64 for hosted APIs, 4 for
+    # local servers that run few requests at once.
+    max_concurrent_requests: int | None = Field(default=None, ge=1)
     max_retries: int = Field(default=3, ge=0)
     retry_base_delay_s: float = Field(default=1.0, ge=0)
     retry_max_delay_s: float = Field(default=20.0, ge=0)

@@ -42,7 +42,7 @@ from bot.llm.provider import Provider, ProviderKind
 from bot.llm.retry import RetryPolicy
 from bot.llm.sse import ChatStreamParser
 from bot.ports import Clock, RateLimitListener, RetryHook
-from bot.settings import Settings
+from bot.settings import HOSTED_CONCURRENCY, Settings
 from bot.types import (
     ChatEvent,
     ChatRequest,
@@ -185,7 +185,7 @@ class CompletionsClient:
             clock=clock,
             on_rate_limit=on_rate_limit,
             # Room for a /models fetch next to a full set of concurrent streams.
-            max_connections=settings.max_concurrent_requests + 2,
+            max_connections=(settings.max_concurrent_requests or HOSTED_CONCURRENCY) + 2,
             provider=None
             if settings.api_provider == "auto"
             else ProviderKind(settings.api_provider),

@@ -34,6 +34,7 @@ from enum import StrEnum
 import httpx
 
 from bot.context import CONSERVATIVE_CONTEXT_WINDOW
+from bot.settings import HOSTED_CONCURRENCY, LOCAL_CONCURRENCY
 
 __all__ = [
     "CONSERVATIVE_CONTEXT_WINDOW",
@@ -92,6 +93,17 @@ class Provider:
         if self.kind in (ProviderKind.GROQ, ProviderKind.OPENAI):
             return "max_completion_tokens"
         return "max_tokens"
+
+    @property
+    def concurrency(self) -> int:
+        """Requests in flight when MAX_CONCURRENT_REQUESTS is not set. Hosted APIs
+        limit requests and tokens per minute and day, not open streams (the quota keeps
+        the bot inside those), so only the bot's own sockets bound them. llama.cpp's
+        server runs 4 slots by default (llama-cpp-python one) and Ollama 1-4 by memory:
+        more would only queue inside the server, past REQUEST_TIMEOUT_S."""
+        if self.kind in (ProviderKind.LLAMACPP, ProviderKind.OLLAMA):
+            return LOCAL_CONCURRENCY
+        return HOSTED_CONCURRENCY
 
     @property
     def builtin_limits(self) -> bool:

@@ -182,3 +182,10 @@ def test_chat_model_filter_and_window_text() -> None:
     assert window_text(ModelInfo("m", context_window=2048)) == "2,048 tokens context"
     assumed = window_text(ModelInfo("m", context_window=4096, context_source="default"))
     assert "assumed" in assumed and "CONTEXT_TOKEN_BUDGET" in assumed
+
+
+def test_unset_concurrency_follows_the_servers_kind() -> None:
+    hosted = [Provider(k).concurrency for k in (ProviderKind.GROQ, ProviderKind.OPENAI)]
+    local = [Provider(k).concurrency for k in (ProviderKind.LLAMACPP, ProviderKind.OLLAMA)]
+    assert hosted == [64, 64] and local == [4, 4]
+    assert Provider(ProviderKind.VLLM).concurrency == 64  # batches many at once

@@ -38,7 +38,7 @@ def test_defaults_and_comma_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     s = Settings(_env_file=None)
     assert s.default_model == "openai/gpt-oss-120b"
     assert s.database_path == Path("data/bot.db")
-    assert s.max_concurrent_requests == 64
+    assert s.max_concurrent_requests is None  # by the server's kind: see test_provider
     assert s.admin_ids == ["123", "discord:456"]
     assert s.api_base_url == "http://localhost:11434/v1"
     assert s.is_admin("slack", "123") and s.is_admin("discord", "456")
