@@ -31,16 +31,6 @@ from tests.fakes.groq_server import FakeGroq
 
 MODEL = "llama-3.1-8b-instant"  # built-in table: 30 RPM, 6,000 TPM, like the fake below
 
-# The account mirror refills continuously, as Groq does. FakeGroq metered trailing
-# windows until its rewrite for issue 12 (which also brings ``keep_cap_charged``);
-# against that fake the mirror's refill runs ahead of the fake's and these runs meet
-# 429s, so they wait for the rewrite (skipped, not run to fail: a failing run leaves
-# its other senders running). ``tests/unit/test_account_mirror.py`` runs the same load
-# against a refilling account without HTTP.
-_TRAILING_FAKE = not hasattr(FakeGroq(), "keep_cap_charged")
-needs_refilling_fake = pytest.mark.skipif(
-    _TRAILING_FAKE, reason="FakeGroq still meters trailing windows, not Groq's refill"
-)
 MAX_OUTPUT = 1_024  # the MAX_OUTPUT_TOKENS default: reserved up front, as Groq checks
 REPLY_WORDS = 200  # answers of ~290 tokens: 6,000 TPM then allows ~20 a minute
 HEARTBEAT_S = 0.01
@@ -216,7 +206,6 @@ def _assert_clear_refusals(result: ScenarioResult) -> None:
         assert text.startswith("Timed out after") or "shared capacity" in text, text
 
 
-@needs_refilling_fake
 async def test_twenty_users_a_hundred_requests_no_429() -> None:
     result = await run_scenario()  # production's 60 s maximum wait
     assert result.count_429 == 0
@@ -230,7 +219,6 @@ async def test_twenty_users_a_hundred_requests_no_429() -> None:
     _assert_no_user_beyond_share(result)
 
 
-@needs_refilling_fake
 async def test_with_a_long_enough_wait_everyone_is_answered() -> None:
     result = await run_scenario(max_wait_s=300)
     assert result.count_429 == 0
@@ -242,7 +230,6 @@ async def test_with_a_long_enough_wait_everyone_is_answered() -> None:
     _assert_no_user_beyond_share(result)
 
 
-@needs_refilling_fake
 async def test_greedy_users_are_held_to_their_share_without_429s() -> None:
     result = await run_scenario(greedy=2, max_wait_s=300)
     assert result.count_429 == 0
@@ -255,7 +242,6 @@ async def test_greedy_users_are_held_to_their_share_without_429s() -> None:
     assert light == [2] * 18  # nobody else was starved
 
 
-@needs_refilling_fake
 async def test_short_max_wait_tells_users_they_timed_out() -> None:
     result = await run_scenario(max_wait_s=5)
     assert result.count_429 == 0
