@@ -327,6 +327,10 @@ class SlackSurface:
         # Slack streams only into threads.
         self._streaming = settings.native_streaming and target.thread_ts is not None
         self._opened = False  # a stream was opened (from then on, no second thoughts)
+        # This reply holds a chat.stopStream slot: taken when it decides to stream, not
+        # when its stream opens, so replies queued for a channel's post slot cannot all
+        # see the same free slot and one of them wait a minute for its stop.
+        self._stop_held = False
         self._streams: dict[str, _Stream] = {}  # open streamed messages by ts
 
     @property
@@ -349,9 +353,13 @@ class SlackSurface:
         reply streams only if ``chat.stopStream`` has room to end it (see the module
         docstring); the sink asks before each call, so the answer goes by posts and
         updates from the start when it has not."""
-        if self._streaming and not self._opened and not self._stop_room():
-            self._streaming = False
-            log.info("chat.stopStream budget is short: this reply posts and updates instead")
+        if self._streaming and not self._opened and not self._stop_held:
+            if self._stop_room():
+                self._pacer.hold(self._stop_key())
+                self._stop_held = True
+            else:
+                self._streaming = False
+                log.info("chat.stopStream budget is short: this reply posts and updates instead")
         return self._append_limits if self._streaming else None
 
     def _stop_key(self) -> str:
@@ -429,7 +437,9 @@ class SlackSurface:
         ts = str(response["ts"])
         self._streams[ts] = _Stream(text, sent)
         self._opened = True
-        self._pacer.hold(self._stop_key())  # its chat.stopStream, kept until it is made
+        if not self._stop_held:  # its chat.stopStream, kept until it is made
+            self._pacer.hold(self._stop_key())
+            self._stop_held = True
         return ts
 
     async def append(self, message_id: str, text: str) -> None:
@@ -519,8 +529,9 @@ class SlackSurface:
         the stream held since it opened."""
         stop = METHOD_BUDGETS["chat.stopStream"]
         key = self._stop_key()
-        if self._opened:
+        if self._stop_held:
             self._pacer.release(key)
+            self._stop_held = False
         await self._pacer.acquire(key, stop.per_s, stop.limit)
 
     async def _stream_call(self, call: Awaitable[Any], what: str) -> Any:
@@ -528,4 +539,7 @@ class SlackSurface:
             return await slack_call(call, what)
         except ReplyNotDelivered:
             self._streaming = False  # the surface's switch: post and update from now on
+            if self._stop_held and not self._opened:  # no stream to stop after all
+                self._pacer.release(self._stop_key())
+                self._stop_held = False
             raise
