@@ -12,7 +12,8 @@ from a replay server in a child process, paced at ``--rate`` tokens/s per stream
   ``EditingSink`` over a ``RecordingSurface`` (1 edit/s, as Discord's floor bot).
 
 Each stage runs ``--rounds`` times; the figures are medians of µs per event.
-``--transport aiohttp`` streams over ``httpx_aiohttp.AiohttpTransport`` when installed.
+The client streams over its default transport (``bot.llm.transport.AiohttpTransport``);
+``--transport httpcore`` puts httpx's own default under it instead, for comparison.
 
 Run: ``.venv/bin/python benchmarks/bench_hotpath.py [--rounds 5] [--concurrency 20]``
 """
@@ -170,13 +171,12 @@ async def _cpu_per_event(work: Work, concurrency: int, events: int) -> float:
     return (time.process_time() - start) / (concurrency * events) * 1e6
 
 
-def _transport(name: str) -> httpx.AsyncBaseTransport | None:
+def _transport(name: str, max_connections: int) -> httpx.AsyncBaseTransport | None:
+    """None: the client's own default (aiohttp); "httpcore": httpx's default transport."""
     if name == "default":
         return None
-    from httpx_aiohttp import AiohttpTransport  # type: ignore[import-not-found]
-
-    transport: httpx.AsyncBaseTransport = AiohttpTransport()
-    return transport
+    limits = httpx.Limits(max_connections=max_connections)
+    return httpx.AsyncHTTPTransport(limits=limits)
 
 
 @asynccontextmanager
@@ -209,7 +209,7 @@ async def client_stage(
         api_key=SecretStr("bench-key"),
         clock=SystemClock(),
         max_connections=concurrency + 2,
-        transport=_transport(transport),
+        transport=_transport(transport, concurrency + 2),
     )
     request = ChatRequest(MODEL, (ChatMessage("user", f"tpe={tpe}"),))
 
@@ -238,7 +238,9 @@ async def engine_stage(
         )
         async with open_runtime(settings) as rt:
             if transport != "default":
-                rt.completions._http._transport = _transport(transport)  # type: ignore[assignment]
+                await rt.completions._http._transport.aclose()
+                chosen = _transport(transport, concurrency + 2)
+                rt.completions._http._transport = chosen  # type: ignore[assignment]
             clock = SystemClock()
             limits = SurfaceLimits(max_chars=2000, min_edit_interval_s=1.0)
             turn = 0
@@ -291,7 +293,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--rate", type=float, default=500.0, help="tokens/s per stream")
-    parser.add_argument("--transport", choices=("default", "aiohttp"), default="default")
+    parser.add_argument("--transport", choices=("default", "httpcore"), default="default")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:

@@ -41,6 +41,7 @@ from bot.llm.headers import snapshot_from_headers
 from bot.llm.provider import Provider, ProviderKind
 from bot.llm.retry import RetryPolicy
 from bot.llm.sse import ChatStreamParser
+from bot.llm.transport import AiohttpTransport
 from bot.ports import Clock, RateLimitListener, RetryHook
 from bot.settings import HOSTED_CONCURRENCY, Settings
 from bot.types import (
@@ -207,7 +208,8 @@ class CompletionsClient:
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
-            transport=transport,
+            # aiohttp by default: about half the CPU per streamed event of httpx's own.
+            transport=transport or AiohttpTransport(max_connections=max_connections),
         )
         self._discovery = Discovery(
             self._http, self._base_url, configured=provider, fallback_window=context_fallback
@@ -374,6 +376,7 @@ class CompletionsClient:
                             await self._drain(chunks)
                         for event in events:
                             yield event
+                        parser.raise_failure()
                         if chunk is None:
                             break
             finally:

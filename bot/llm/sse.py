@@ -147,7 +147,9 @@ def _reasoning(part: Mapping[str, object]) -> str:
 class ChatStreamParser:
     """Chat-completion stream bytes → ``ChatEvent`` values; raises ``UpstreamError``.
 
-    ``done`` becomes true at ``data: [DONE]``; anything after it is ignored.
+    ``done`` becomes true at ``data: [DONE]``; anything after it is ignored. An error
+    event after others in one ``feed`` is kept in ``failed`` (see ``raise_failure``), so
+    the events before it are returned first.
     """
 
     def __init__(self, *, model: str | None = None, secrets: Sequence[str] = ()) -> None:
@@ -157,6 +159,7 @@ class ChatStreamParser:
         self.done = False
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
+        self.failed: UpstreamError | None = None
 
     def feed(self, chunk: bytes) -> list[ChatEvent]:
         """Events completed by ``chunk``."""
@@ -169,8 +172,21 @@ class ChatStreamParser:
                 continue
             data, event = decoder.take()
             if data and not self.done:
-                events.extend(self._message(data, event))
+                try:
+                    events.extend(self._message(data, event))
+                except UpstreamError as exc:
+                    if not events:
+                        raise
+                    # The events before the error are the caller's first: one network
+                    # read often holds a few tokens and the error that ended them.
+                    self.failed = exc
+                    break
         return events
+
+    def raise_failure(self) -> None:
+        """Raise the error that ended the stream after the events ``feed`` returned."""
+        if self.failed is not None:
+            raise self.failed
 
     def finish(self) -> list[ChatEvent]:
         """Events left at end of input (a final message without its blank line)."""

@@ -186,3 +186,14 @@ def test_error_event_is_scrubbed_of_the_key() -> None:
     with pytest.raises(UpstreamServerError) as caught:
         ChatStreamParser(secrets=[key]).feed(f"data: {json.dumps(error)}\n\n".encode())
     assert key not in str(caught.value) and key not in caught.value.detail
+
+
+def test_events_before_an_error_in_the_same_read_come_first() -> None:
+    parser = ChatStreamParser()
+    error = json.dumps({"error": {"message": "boom", "type": "internal_server_error"}})
+    read = (chunk({"content": "Hel"}) + chunk({"content": "lo"}) + f"data: {error}\n\n").encode()
+    assert parser.feed(read) == [TextDelta("Hel"), TextDelta("lo")]
+    with pytest.raises(UpstreamServerError):
+        parser.raise_failure()
+    with pytest.raises(UpstreamServerError):  # alone in its read, it raises from feed
+        ChatStreamParser().feed(f"data: {error}\n\n".encode())
