@@ -27,6 +27,9 @@ class ThinkSplitter:
 
     def feed(self, chunk: str) -> tuple[str, str]:
         """Return the answer text and reasoning text decided by this chunk."""
+        if not self._pending and "<" not in chunk:
+            # Every tag and tag prefix starts with "<": nothing to find or hold back.
+            return ("", chunk) if self._inside else (chunk, "")
         data = self._pending + chunk
         self._pending = ""
         answer: list[str] = []

@@ -12,7 +12,6 @@ error event raises the mapped ``UpstreamError``. ``<think>`` tags are left in th
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -21,8 +20,6 @@ from bot.llm.errors import error_from_payload, scrub
 from bot.types import ChatEvent, Finished, ReasoningDelta, TextDelta, Usage
 
 __all__ = ["ChatStreamParser", "SSEDecoder", "SSEMessage", "parse_usage"]
-
-_EOL = re.compile(rb"\r\n|\r|\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,22 +41,31 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[SSEMessage]:
         """Messages completed by ``chunk``; partial lines are kept for the next call."""
+        messages: list[SSEMessage] = []
+        for line in self.lines(chunk):
+            message = self.feed_line(line)
+            if message is not None:
+                messages.append(message)
+        return messages
+
+    def lines(self, chunk: bytes) -> list[str]:
+        """The complete lines ``chunk`` ends (without line ends), decoded in one pass;
+        the caller passes each to ``feed_line`` (or handles it as that would)."""
         if self._skip_lf and chunk[:1] == b"\n":
             chunk = chunk[1:]
         self._skip_lf = False
-        buffer = self._buffer + chunk
-        messages: list[SSEMessage] = []
-        start = 0
-        for match in _EOL.finditer(buffer):
-            # Line ends never occur inside a UTF-8 sequence, so whole lines decode safely.
-            message = self.feed_line(buffer[start : match.start()].decode("utf-8", "replace"))
-            if message is not None:
-                messages.append(message)
-            start = match.end()
-            if match.group() == b"\r" and start == len(buffer):
-                self._skip_lf = True
-        self._buffer = buffer[start:]
-        return messages
+        buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\r" in buffer:  # rare (servers send LF): fold CRLF and CR into LF
+            # A CR at the very end is a line end; an LF opening the next chunk is its.
+            self._skip_lf = buffer.endswith(b"\r")
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        end = buffer.rfind(b"\n")
+        if end < 0:
+            self._buffer = buffer
+            return []
+        self._buffer = buffer[end + 1 :]
+        # Line ends never occur inside a UTF-8 sequence, so whole lines decode safely.
+        return buffer[:end].decode("utf-8", "replace").split("\n")
 
     def feed_line(self, line: str) -> SSEMessage | None:
         """Process one line (without its line end); return a message on a blank line."""
@@ -93,9 +99,15 @@ class SSEDecoder:
         return messages
 
     def _dispatch(self) -> SSEMessage | None:
-        data, event = "\n".join(self._data), self._event
-        self._data, self._event = [], ""
+        data, event = self.take()
         return SSEMessage(data, event) if data else None
+
+    def take(self) -> tuple[str, str]:
+        """The pending event's data and name (at a blank line), and reset them."""
+        data = self._data[0] if len(self._data) == 1 else "\n".join(self._data)
+        event = self._event
+        self._data, self._event = [], ""
+        return data, event
 
 
 def parse_usage(value: object) -> Usage | None:
@@ -135,7 +147,9 @@ def _reasoning(part: Mapping[str, object]) -> str:
 class ChatStreamParser:
     """Chat-completion stream bytes → ``ChatEvent`` values; raises ``UpstreamError``.
 
-    ``done`` becomes true at ``data: [DONE]``; anything after it is ignored.
+    ``done`` becomes true at ``data: [DONE]``; anything after it is ignored. An error
+    event after others in one ``feed`` is kept in ``failed`` (see ``raise_failure``), so
+    the events before it are returned first.
     """
 
     def __init__(self, *, model: str | None = None, secrets: Sequence[str] = ()) -> None:
@@ -145,33 +159,55 @@ class ChatStreamParser:
         self.done = False
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
+        self.failed: UpstreamError | None = None
 
     def feed(self, chunk: bytes) -> list[ChatEvent]:
         """Events completed by ``chunk``."""
-        return self._events(self._decoder.feed(chunk))
+        # The decoder's feed, inlined for the hot path: no SSEMessage per event.
+        decoder = self._decoder
+        events: list[ChatEvent] = []
+        for line in decoder.lines(chunk):
+            if line:
+                decoder.feed_line(line)
+                continue
+            data, event = decoder.take()
+            if data and not self.done:
+                try:
+                    events.extend(self._message(data, event))
+                except UpstreamError as exc:
+                    if not events:
+                        raise
+                    # The events before the error are the caller's first: one network
+                    # read often holds a few tokens and the error that ended them.
+                    self.failed = exc
+                    break
+        return events
+
+    def raise_failure(self) -> None:
+        """Raise the error that ended the stream after the events ``feed`` returned."""
+        if self.failed is not None:
+            raise self.failed
 
     def finish(self) -> list[ChatEvent]:
         """Events left at end of input (a final message without its blank line)."""
-        return self._events(self._decoder.flush())
-
-    def _events(self, messages: list[SSEMessage]) -> list[ChatEvent]:
         events: list[ChatEvent] = []
-        for message in messages:
+        for message in self._decoder.flush():
             events.extend(self.feed_message(message))
         return events
 
     def feed_message(self, message: SSEMessage) -> list[ChatEvent]:
         """Events carried by one server-sent message."""
-        if self.done:
-            return []
-        data = message.data.strip()
+        return [] if self.done else self._message(message.data, message.event)
+
+    def _message(self, data: str, event: str) -> list[ChatEvent]:
+        data = data.strip()
         if data == "[DONE]":
             self.done = True
             return [Finished(usage=self.usage, finish_reason=self.finish_reason)]
         try:
             chunk = json.loads(data)
         except ValueError:
-            if message.event == "error":
+            if event == "error":
                 raise self._error({"message": data}) from None
             raise UpstreamServerError(
                 detail=f"malformed stream chunk: {scrub(data[:200], self._secrets)!r}"
@@ -181,7 +217,7 @@ class ChatStreamParser:
         error = chunk.get("error")
         if isinstance(error, Mapping):
             raise self._error(error)
-        if error or message.event == "error":
+        if error or event == "error":
             raise self._error({"message": str(error)} if error else chunk)
         return self._chunk_events(chunk)
 

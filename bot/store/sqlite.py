@@ -15,10 +15,10 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Collection, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -40,6 +40,8 @@ from bot.types import (
 )
 
 __all__ = ["SqliteStore", "map_store_errors"]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +195,21 @@ class SqliteStore:
                     await conn.rollback()
                     raise
 
+    async def _call(self, work: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+        """Run ``work`` on the worker thread in one hop, a write as one ``BEGIN
+        IMMEDIATE`` … COMMIT (rolled back if it raises), under the same lock.
+
+        A statement through aiosqlite costs 2–3 hops to its thread; a turn made ~33.
+        ``work`` runs whole even if the caller is cancelled, so a write never stays open.
+        """
+        async with self._lock:
+            conn = self._connection()
+            with map_store_errors(self._path):
+                # aiosqlite's private runner: the public API offers only per-statement hops.
+                run: Any = conn._execute
+                result: T = await run(_transaction if write else _plain, conn._conn, work)
+                return result
+
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
@@ -219,11 +236,13 @@ class SqliteStore:
     ) -> int:
         now = self._now()
         place, ids = _ref_columns(reply_ref or ReplyRef())
-        async with self._write() as conn:
-            conversation_id = await self._upsert_conversation(conn, key, now)
+
+        def insert(db: sqlite3.Connection) -> int | None:
+            conversation_id = _upsert_conversation_sync(db, key, now)
             row = (conversation_id, role, author_id, content, platform_message_id, tokens)
-            params = (*row, str(status), now, place, ids)
-            _, message_id = await _execute(conn, _INSERT_MESSAGE_SQL, params)
+            return db.execute(_INSERT_MESSAGE_SQL, (*row, str(status), now, place, ids)).lastrowid
+
+        message_id = await self._call(insert, write=True)
         assert message_id is not None  # an INSERT always sets lastrowid
         return message_id
 
@@ -231,23 +250,19 @@ class SqliteStore:
         self, message_id: int, *, content: str, tokens: int, status: TurnStatus
     ) -> None:
         """Rewrite a stored message; a message already forgotten by ``reset`` is ignored."""
-        async with self._write() as conn:
-            await _execute(
-                conn,
-                "UPDATE messages SET content = ?, tokens = ?, status = ? WHERE id = ?",
-                (content, tokens, str(status), message_id),
-            )
+        sql = "UPDATE messages SET content = ?, tokens = ?, status = ? WHERE id = ?"
+        params = (content, tokens, str(status), message_id)
+        await self._call(lambda db: db.execute(sql, params), write=True)
 
     async def checkpoint_reply(
         self, message_id: int, text: str, tokens: int, ref: ReplyRef
     ) -> None:
-        async with self._write() as conn:
-            await _execute(
-                conn,
-                "UPDATE messages SET content = ?, tokens = ?, reply_place = ?,"
-                " reply_message_ids = ? WHERE id = ? AND status = 'streaming'",
-                (text, tokens, *_ref_columns(ref), message_id),
-            )
+        sql = (
+            "UPDATE messages SET content = ?, tokens = ?, reply_place = ?,"
+            " reply_message_ids = ? WHERE id = ? AND status = 'streaming'"
+        )
+        params = (text, tokens, *_ref_columns(ref), message_id)
+        await self._call(lambda db: db.execute(sql, params), write=True)
 
     async def streaming_replies(self, platforms: Collection[Platform]) -> list[UnfinishedReply]:
         wanted = {str(p) for p in platforms}
@@ -274,9 +289,10 @@ class SqliteStore:
         picked: list[StoredMessage] = []
         if token_budget < 0 or max_messages <= 0:
             return picked
-        used = 0
-        async with self._read() as conn:
-            conversation_id = await _conversation_id(conn, key)
+
+        def walk(db: sqlite3.Connection) -> None:
+            used = 0
+            conversation_id = _conversation_id_sync(db, key)
             before = _MAX_ROWID
             # Start small and double: a budget usually fills within a few messages, and
             # a big first batch would read rows only long conversations have.
@@ -284,18 +300,19 @@ class SqliteStore:
             while conversation_id is not None and len(picked) < max_messages:
                 limit = min(batch, max_messages - len(picked))
                 batch = min(batch * 2, _WINDOW_BATCH)
-                rows = await _fetchall(conn, _WINDOW_SQL, (conversation_id, before, limit))
+                rows = db.execute(_WINDOW_SQL, (conversation_id, before, limit)).fetchall()
                 for message_id, role, content, tokens, status, author_id in rows:
                     if used + tokens > token_budget:
-                        picked.reverse()
-                        return picked
+                        return
                     used += tokens
                     picked.append(
                         StoredMessage(role, content, tokens, TurnStatus(status), author_id)
                     )
                     before = message_id
                 if len(rows) < limit:
-                    break
+                    return
+
+        await self._call(walk, write=False)
         picked.reverse()
         return picked
 
@@ -321,23 +338,23 @@ class SqliteStore:
     # ----- preferences -----
 
     async def prefs(self, user: UserRef, key: ConversationKey | None) -> Prefs:
-        async with self._read() as conn:
-            rows = await _fetchall(
-                conn,
+        def read(db: sqlite3.Connection) -> Prefs:
+            rows = db.execute(
                 "SELECT model, system_prompt FROM user_prefs WHERE user_id = ?",
                 (user.storage_id(),),
-            )
+            ).fetchall()
             model, prompt = rows[0] if rows else (None, None)
             if key is not None:
-                rows = await _fetchall(
-                    conn,
+                rows = db.execute(
                     "SELECT model, system_prompt FROM conversations WHERE storage_id = ?",
                     (key.storage_id(),),
-                )
+                ).fetchall()
                 if rows:
                     model = rows[0][0] if rows[0][0] is not None else model
                     prompt = rows[0][1] if rows[0][1] is not None else prompt
-        return Prefs(model=model, system_prompt=prompt)
+            return Prefs(model=model, system_prompt=prompt)
+
+        return await self._call(read, write=False)
 
     async def set_model(self, target: UserRef | ConversationKey, model: str | None) -> None:
         await self._set_pref(target, "model", model)
@@ -373,20 +390,19 @@ class SqliteStore:
 
     async def record_usage(self, entry: UsageEntry) -> None:
         user, tokens = entry.user, (entry.prompt_tokens, entry.completion_tokens)
-        async with self._write() as conn:
-            await _execute(
-                conn,
-                "INSERT INTO usage (user_id, platform, model, prompt_tokens,"
-                " completion_tokens, at, estimated) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    user.storage_id(),
-                    str(user.platform),
-                    entry.model,
-                    *tokens,
-                    entry.at,
-                    int(entry.estimated),
-                ),
-            )
+        sql = (
+            "INSERT INTO usage (user_id, platform, model, prompt_tokens,"
+            " completion_tokens, at, estimated) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        )
+        params = (
+            user.storage_id(),
+            str(user.platform),
+            entry.model,
+            *tokens,
+            entry.at,
+            int(entry.estimated),
+        )
+        await self._call(lambda db: db.execute(sql, params), write=True)
 
     async def usage_since(self, user: UserRef, since: float) -> UsageSummary:
         async with self._read() as conn:
@@ -474,6 +490,37 @@ async def _conversation_id(conn: aiosqlite.Connection, key: ConversationKey) -> 
         conn, "SELECT id FROM conversations WHERE storage_id = ?", (key.storage_id(),)
     )
     return int(rows[0][0]) if rows else None
+
+
+def _transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """``work`` inside ``BEGIN IMMEDIATE`` … COMMIT, on the worker thread."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(db)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:  # not after a COMMIT that went through
+            db.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _plain(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    return work(db)
+
+
+def _conversation_id_sync(db: sqlite3.Connection, key: ConversationKey) -> int | None:
+    rows = db.execute(
+        "SELECT id FROM conversations WHERE storage_id = ?", (key.storage_id(),)
+    ).fetchall()
+    return int(rows[0][0]) if rows else None
+
+
+def _upsert_conversation_sync(db: sqlite3.Connection, key: ConversationKey, now: float) -> int:
+    row = (key.storage_id(), str(key.platform), key.space, key.channel, key.thread)
+    # fetchall: a RETURNING statement is finished only once its rows are all read.
+    rows = db.execute(_UPSERT_CONVERSATION_SQL, (*row, key.dm_user, now, now)).fetchall()
+    return int(rows[0][0])
 
 
 async def _execute(

@@ -609,3 +609,35 @@ async def test_fake_stream_has_groq_chunk_shape(fake_groq: FakeGroq) -> None:
     assert final["x_groq"]["usage"]["total_tokens"] > 0
     assert usage_only["choices"] == [] and usage_only["usage"] == final["x_groq"]["usage"]
     assert {c["id"] for c in chunks} == {chunks[0]["id"]}
+
+
+# ----- the idle timer (one per stream) -----
+
+
+async def test_a_slow_consumer_is_not_a_stall(fake_groq: FakeGroq, make_client: MakeClient) -> None:
+    # Only the wait for the server counts: time spent between reads is the caller's.
+    fake_groq.reply_words = 10
+    seen: list[ChatEvent] = []
+    async for event in make_client(stream_idle_timeout_s=0.2).stream(ask()):
+        seen.append(event)
+        await asyncio.sleep(0.15)
+    assert text_of(seen).startswith("turns=2 last=hello there")
+    assert isinstance(seen[-1], Finished)
+
+
+async def test_a_stall_names_the_idle_timeout(fake_groq: FakeGroq, make_client: MakeClient) -> None:
+    fake_groq.script("stall", after_tokens=4, seconds=3)
+    with pytest.raises(StreamInterrupted) as caught:
+        await collect(make_client(stream_idle_timeout_s=0.2), ask())
+    assert caught.value.detail is not None and "no stream data for 0.2 s" in caught.value.detail
+
+
+async def test_cancelling_a_stream_stays_a_cancellation(
+    fake_groq: FakeGroq, make_client: MakeClient
+) -> None:
+    fake_groq.script("stall", after_tokens=4, seconds=3)
+    task = asyncio.create_task(collect(make_client(stream_idle_timeout_s=0.2), ask()))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

@@ -85,6 +85,18 @@ def test_line_endings(eol: bytes) -> None:
         assert parse_all(data[:cut], data[cut:]) == EXPECTED
 
 
+@pytest.mark.parametrize("eol", [b"\r\n", b"\r"])
+def test_line_endings_byte_by_byte(eol: bytes) -> None:
+    # Every read ends in a CR or starts with an LF: the folding must still pair them.
+    data = GROQ_STREAM.replace(b"\n", eol)
+    assert parse_all(*(data[i : i + 1] for i in range(len(data)))) == EXPECTED
+
+
+def test_mixed_line_endings_in_one_read() -> None:
+    data = b"data: [1]\r\n\rdata: [2]\n\r\ndata: x\r\r"
+    assert SSEDecoder().feed(data) == [SSEMessage("[1]"), SSEMessage("[2]"), SSEMessage("x")]
+
+
 def test_decoder_multiline_data_comments_and_event_names() -> None:
     decoder = SSEDecoder()
     messages = decoder.feed(b": hello\nevent: error\ndata: line one\ndata:line two\nid: 7\n\n")
@@ -174,3 +186,14 @@ def test_error_event_is_scrubbed_of_the_key() -> None:
     with pytest.raises(UpstreamServerError) as caught:
         ChatStreamParser(secrets=[key]).feed(f"data: {json.dumps(error)}\n\n".encode())
     assert key not in str(caught.value) and key not in caught.value.detail
+
+
+def test_events_before_an_error_in_the_same_read_come_first() -> None:
+    parser = ChatStreamParser()
+    error = json.dumps({"error": {"message": "boom", "type": "internal_server_error"}})
+    read = (chunk({"content": "Hel"}) + chunk({"content": "lo"}) + f"data: {error}\n\n").encode()
+    assert parser.feed(read) == [TextDelta("Hel"), TextDelta("lo")]
+    with pytest.raises(UpstreamServerError):
+        parser.raise_failure()
+    with pytest.raises(UpstreamServerError):  # alone in its read, it raises from feed
+        ChatStreamParser().feed(f"data: {error}\n\n".encode())
