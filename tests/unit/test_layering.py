@@ -8,6 +8,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PLATFORM_LIBS = {"discord", "slack_bolt", "slack_sdk", "aiohttp"}
+# The operators' HTTP endpoint is served with aiohttp (a dependency anyway), which is
+# in PLATFORM_LIBS because platforms' clients run on it; the endpoint names no platform.
+PLATFORM_LIB_EXCEPTIONS = {"bot/ops.py": {"aiohttp"}}
 CORE_INTERNALS = {"httpx", "aiosqlite", "sqlite3", "bot.store", "bot.llm", "bot.limits"}
 
 
@@ -28,6 +31,7 @@ def _hits(names: set[str], banned: set[str]) -> set[str]:
 def test_core_never_imports_platform_libraries() -> None:
     offenders = {
         str(p.relative_to(ROOT)): _hits(_imports(p), PLATFORM_LIBS)
+        - PLATFORM_LIB_EXCEPTIONS.get(str(p.relative_to(ROOT)), set())
         for p in (ROOT / "bot").rglob("*.py")
     }
     assert {k: v for k, v in offenders.items() if v} == {}
