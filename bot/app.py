@@ -107,6 +107,7 @@ async def open_runtime(
             clock=clock,
             quota=quota,
             pick_default_model=provider is not None and _picks_default_model(settings, provider),
+            metrics=metrics,
         )
         yield Runtime(
             settings, clock, store, completions, quota, engine, EditPacer(clock=clock), metrics

@@ -19,7 +19,10 @@ from prometheus_client import (
     generate_latest,
 )
 
-__all__ = ["CONTENT_TYPE", "OUTCOMES", "Metrics"]
+from bot.ports import Clock, ReplySink
+from bot.types import ReplyRef, TurnStatus
+
+__all__ = ["CONTENT_TYPE", "OUTCOMES", "MeteredSink", "Metrics"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -130,3 +133,71 @@ class Metrics:
 
     def adapter_connected(self, adapter: str, connected: bool) -> None:
         self._connected.labels(adapter).set(1 if connected else 0)
+
+
+class MeteredSink:
+    """A ``ReplySink`` that reports its reply to ``Metrics``: in flight from creation,
+    first visible text at its first non-empty ``update``, and how it ended.
+
+    ``refused`` is set by the engine when the quota refused the turn, so its ``fail``
+    counts as "refused", not "failed".
+    """
+
+    __slots__ = (
+        "_clock",
+        "_ended",
+        "_metrics",
+        "_platform",
+        "_shown",
+        "_sink",
+        "_started",
+        "refused",
+    )
+
+    def __init__(self, sink: ReplySink, metrics: Metrics, platform: str, clock: Clock) -> None:
+        self._sink, self._metrics, self._platform, self._clock = sink, metrics, platform, clock
+        self._started = clock.now()
+        self._shown = False
+        self._ended = False
+        self.refused = False
+        metrics.reply_started(platform)
+
+    @property
+    def reply_ref(self) -> ReplyRef:
+        return self._sink.reply_ref
+
+    async def start(self) -> None:
+        await self._sink.start()
+
+    async def status(self, text: str) -> None:
+        await self._sink.status(text)
+
+    async def update(self, text_so_far: str) -> None:
+        if not self._shown and text_so_far:
+            self._shown = True
+            self._metrics.first_text(self._platform, self._clock.now() - self._started)
+        await self._sink.update(text_so_far)
+
+    async def finish(self, text: str, status: TurnStatus) -> None:
+        try:
+            await self._sink.finish(text, status)
+        finally:
+            complete = status is TurnStatus.COMPLETE
+            self._end("complete" if complete else "interrupted")
+
+    async def fail(self, user_text: str) -> None:
+        try:
+            await self._sink.fail(user_text)
+        finally:
+            self._end("refused" if self.refused else "failed")
+
+    def close(self) -> None:
+        """The turn is over: a reply that never ended (cancelled) leaves the in-flight count."""
+        if not self._ended:
+            self._end("interrupted")
+
+    def _end(self, outcome: str) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._metrics.reply_finished(self._platform, outcome, self._clock.now() - self._started)
