@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
-__all__ = ["RedactingFilter", "configure_logging", "conversation_context"]
+__all__ = ["JsonFormatter", "RedactingFilter", "configure_logging", "conversation_context"]
 
 _conversation: contextvars.ContextVar[str] = contextvars.ContextVar("conversation", default="-")
 
@@ -46,13 +48,20 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str, secrets: Sequence[str], quiet: Sequence[str] = ()) -> None:
+def configure_logging(
+    level: str, secrets: Sequence[str], quiet: Sequence[str] = (), *, log_format: str = "text"
+) -> None:
     """Log to stderr at ``level``, redacting ``secrets`` everywhere; the ``quiet``
-    loggers (platform libraries, which adapters name) log warnings and worse only."""
+    loggers (platform libraries, which adapters name) log warnings and worse only.
+    ``log_format`` "json" writes one JSON object per line (``JsonFormatter``)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter(secrets))
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)-7s %(name)s [%(conversation)s] %(message)s")
+        JsonFormatter()
+        if log_format == "json"
+        else logging.Formatter(
+            "%(asctime)s %(levelname)-7s %(name)s [%(conversation)s] %(message)s"
+        )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -64,3 +73,26 @@ def configure_logging(level: str, secrets: Sequence[str], quiet: Sequence[str] =
     # Library chatter at INFO (every HTTP request) drowns the bot's own lines.
     for name in ("httpx", "httpcore", *quiet):
         logging.getLogger(name).setLevel(max(root.level, logging.WARNING))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message,
+    conversation and platform (both "-" outside a conversation), and the traceback
+    if any. It formats what ``RedactingFilter`` already redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        conversation = str(getattr(record, "conversation", "-"))
+        entry: dict[str, str] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "conversation": conversation,
+            # A conversation's storage id starts with its platform ("discord:ch:…").
+            "platform": conversation.split(":", 1)[0] if conversation != "-" else "-",
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, ensure_ascii=False)

@@ -184,6 +184,7 @@ class Settings(EnvSettings):
 
     # --- logging and operations ---
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
     # None: no operator endpoint (/healthz, /readyz, /metrics); 0 picks a free port.
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
