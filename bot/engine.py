@@ -169,7 +169,8 @@ class Engine(CommandsMixin):
                 metered.close()
 
     async def _handle(self, incoming: Incoming, sink: ReplySink) -> None:
-        with conversation_context(incoming.key.storage_id()):
+        key, user = incoming.key.storage_id(), incoming.author.storage_id()
+        with conversation_context(key, user_id=user):
             user_text = render_user_text(incoming.text, incoming.attachments)
             try:
                 self._validate(incoming, user_text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import json
 import logging
 import sys
@@ -10,23 +11,40 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-__all__ = ["JsonFormatter", "RedactingFilter", "configure_logging", "conversation_context"]
+__all__ = [
+    "JsonFormatter",
+    "RedactingFilter",
+    "configure_logging",
+    "conversation_context",
+    "user_hash",
+]
 
 _conversation: contextvars.ContextVar[str] = contextvars.ContextVar("conversation", default="-")
+_user_hash: contextvars.ContextVar[str] = contextvars.ContextVar("user_hash", default="-")
+
+
+def user_hash(user_id: str) -> str:
+    """A short stable pseudonym of a user id: lines of one user can be followed without
+    the log naming them."""
+    return hashlib.sha256(user_id.encode()).hexdigest()[:12]
 
 
 @contextmanager
-def conversation_context(storage_id: str) -> Iterator[None]:
-    """Tag log lines emitted inside the block (and tasks it starts) with the conversation."""
+def conversation_context(storage_id: str, *, user_id: str = "") -> Iterator[None]:
+    """Tag log lines emitted inside the block (and tasks it starts) with the conversation
+    and, when given, the hash of the user who spoke (``user_hash``)."""
     token = _conversation.set(storage_id)
+    user_token = _user_hash.set(user_hash(user_id) if user_id else "-")
     try:
         yield
     finally:
+        _user_hash.reset(user_token)
         _conversation.reset(token)
 
 
 class RedactingFilter(logging.Filter):
-    """Adds ``record.conversation`` and replaces secret values in the final message."""
+    """Adds ``record.conversation`` and ``record.user_hash``; replaces secret values in
+    the final message."""
 
     def __init__(self, secrets: Sequence[str]) -> None:
         super().__init__()
@@ -35,6 +53,7 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.conversation = _conversation.get()
+        record.user_hash = _user_hash.get()
         if self._secrets:
             message = record.getMessage()
             if record.exc_info:
@@ -77,8 +96,8 @@ def configure_logging(
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (UTC, ISO 8601), level, logger, message,
-    conversation and platform (both "-" outside a conversation), and the traceback
-    if any. It formats what ``RedactingFilter`` already redacted."""
+    conversation, platform and user_hash ("-" outside a conversation), and the
+    traceback if any. It formats what ``RedactingFilter`` already redacted."""
 
     def format(self, record: logging.LogRecord) -> str:
         conversation = str(getattr(record, "conversation", "-"))
@@ -90,6 +109,7 @@ class JsonFormatter(logging.Formatter):
             "conversation": conversation,
             # A conversation's storage id starts with its platform ("discord:ch:…").
             "platform": conversation.split(":", 1)[0] if conversation != "-" else "-",
+            "user_hash": str(getattr(record, "user_hash", "-")),
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bot.app import open_runtime
-from bot.log import configure_logging, conversation_context
+from bot.log import configure_logging, conversation_context, user_hash
 from bot.settings import Settings
 from bot.types import ConversationKey, Incoming, Platform, TurnStatus, UserRef
 from tests.fakes.groq_server import FakeGroq
@@ -51,7 +51,7 @@ def test_each_line_is_one_json_object_with_its_conversation_and_no_secret(
         except RuntimeError:
             logging.getLogger("bot.engine").exception("it failed")
     outside, warned, failed = read()
-    assert outside["conversation"] == outside["platform"] == "-"
+    assert outside["conversation"] == outside["platform"] == outside["user_hash"] == "-"
     assert outside["level"] == "INFO" and outside["logger"] == "bot.outside"
     assert outside["time"].endswith("+00:00")
     assert warned["message"] == "calling with ***"
@@ -77,4 +77,6 @@ async def test_a_turn_logs_no_message_text_at_info(
     lines = read()
     during = [line for line in lines if line["conversation"] == key.storage_id()]
     assert during and all(line["platform"] == "terminal" for line in during)
+    assert {line["user_hash"] for line in during} == {user_hash(user.storage_id())}
+    assert not [line for line in lines if "alice" in line["user_hash"] + line["message"]]
     assert not [line for line in lines if "zebra-quokka" in json.dumps(line)]
