@@ -49,7 +49,8 @@ class Runtime:
     quota: QuotaManager | None
     engine: Engine
     pacer: EditPacer
-    metrics: Metrics
+    metrics: Metrics | None
+    """None while the operator endpoint is off: nothing would read them."""
 
     def context(self, settings: S, *, on_fatal: FatalHandler | None = None) -> AdapterContext[S]:
         """What an adapter with ``settings`` is built from (``on_fatal``: see
@@ -73,7 +74,7 @@ async def open_runtime(
     first, because the account quota depends on it (the Groq table applies to Groq only).
     """
     clock = clock or SystemClock()
-    metrics = Metrics()
+    metrics = Metrics() if settings.metrics_port is not None else None
     async with AsyncExitStack() as stack:
         store: Store = (
             InMemoryStore(clock=clock)
@@ -197,13 +198,11 @@ async def serve(
 async def _start_ops(runtime: Runtime, adapters: Sequence[Adapter]) -> OpsServer | None:
     """The operator endpoint, when ``METRICS_PORT`` is set (raises ``ConfigError`` when
     its port can't be bound: a supervisor relying on it would restart the bot forever)."""
-    settings = runtime.settings
-    if settings.metrics_port is None:
+    settings, metrics = runtime.settings, runtime.metrics
+    if settings.metrics_port is None or metrics is None:
         return None
-    readiness = Readiness(adapters, runtime.store, runtime.clock, runtime.metrics)
-    ops = OpsServer(
-        readiness, runtime.metrics, host=settings.metrics_host, port=settings.metrics_port
-    )
+    readiness = Readiness(adapters, runtime.store, runtime.clock, metrics)
+    ops = OpsServer(readiness, metrics, host=settings.metrics_host, port=settings.metrics_port)
     try:
         await ops.start()
     except OSError as exc:

@@ -20,12 +20,21 @@ DM_ALICE = ConversationKey(Platform("terminal"), dm_user="alice")
 
 def sample(rt: Runtime, name: str, **labels: str) -> float:
     """The value of the sample ``name`` with ``labels`` (0 when absent)."""
+    assert rt.metrics is not None
     text = rt.metrics.exposition().decode()
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 return float(s.value)
     return 0.0
+
+
+async def test_nothing_is_recorded_while_the_endpoint_is_off(
+    fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
+) -> None:
+    async with open_runtime(settings_factory()) as rt:
+        assert rt.metrics is None and rt.engine.metrics is None
+        assert (await ask(rt, "hello")).status_ is TurnStatus.COMPLETE
 
 
 async def ask(rt: Runtime, text: str) -> RecordingSink:
@@ -37,7 +46,7 @@ async def ask(rt: Runtime, text: str) -> RecordingSink:
 async def test_an_answered_message_counts_once_everywhere(
     fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
 ) -> None:
-    async with open_runtime(settings_factory()) as rt:
+    async with open_runtime(settings_factory(metrics_port=0)) as rt:
         answered = await ask(rt, "hello")
         assert answered.status_ is TurnStatus.COMPLETE
         t = {"platform": "terminal"}
@@ -55,7 +64,7 @@ async def test_a_failure_after_429s_counts_them_and_its_retries(
     fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
 ) -> None:
     fake_groq.script("429", times=4)  # the first request and its 3 retries
-    async with open_runtime(settings_factory(quota_enabled=False)) as rt:
+    async with open_runtime(settings_factory(quota_enabled=False, metrics_port=0)) as rt:
         failed = await ask(rt, "one")
         assert failed.failed is not None
         t = {"platform": "terminal"}
@@ -70,7 +79,9 @@ async def test_a_failure_after_429s_counts_them_and_its_retries(
 async def test_a_quota_refusal_is_refused_not_failed(
     fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
 ) -> None:
-    async with open_runtime(settings_factory(quota_user_rpm=1, quota_max_wait_s=0)) as rt:
+    async with open_runtime(
+        settings_factory(quota_user_rpm=1, quota_max_wait_s=0, metrics_port=0)
+    ) as rt:
         await ask(rt, "one")
         refused = await ask(rt, "two")
         assert refused.failed is not None and "try again in" in refused.failed
