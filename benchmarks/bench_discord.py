@@ -20,6 +20,10 @@ fresh fakes:
 
 Run: ``.venv/bin/python benchmarks/bench_discord.py [--levels 1,20one,20] [--big] [--bare]``
 
+``--metrics`` (issue 15) runs each level twice, on fresh processes: with the operator
+endpoint off, then on (``METRICS_PORT``, ``/metrics`` scraped every second, far more
+often than Prometheus would), and prints the bot's CPU per reply for both.
+
 ``--quota-scenario`` runs issue 12's scenario instead (``discord_quota.py``): 20 users
 × 5 mentions at once on the free tier of ``openai/gpt-oss-20b``, enforced by the fake
 model; what each mention got, the spread across users, upstream 429s, and throughput
@@ -32,12 +36,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import re
+import socket
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -179,8 +186,10 @@ async def bot_path(
     rounds: int,
     channels: list[str],
     result: LevelResult,
+    metrics_port: int | None = None,
 ) -> None:
-    """Each round: every user mentions the bot at once; wait until every answer is done."""
+    """Each round: every user mentions the bot at once; wait until every answer is done
+    (``metrics_port``: with the operator endpoint there, scraped every second)."""
     starts: dict[str, float] = {}
     asked: dict[str, str] = {}
 
@@ -193,9 +202,10 @@ async def bot_path(
         groq,
         result.workdir / "bot.db",
         **{k.upper(): v for k, v in fake.settings_overrides().items()},
+        **({"METRICS_PORT": str(metrics_port)} if metrics_port else {}),
     )
     n = len(users)
-    async with running(env, result.workdir) as bot:
+    async with running(env, result.workdir) as bot, scraping(metrics_port):
         await wait_until(lambda: fake.gateway.identifies > 0, within=30, bot=bot, what="IDENTIFY")
         await warm_up(fake, bot)
         mark = len(fake.calls)
@@ -240,11 +250,42 @@ async def bot_path(
     result.bounds = discord_bound(fake, replies)
 
 
-async def level(spec: str, workdir: Path, bare: bool) -> LevelResult:
-    """One concurrency level on fresh fakes and a fresh bot process (at least 20 replies)."""
+@contextlib.asynccontextmanager
+async def scraping(port: int | None) -> AsyncIterator[None]:
+    """Fetch ``/metrics`` every second while the block runs (nothing without a port)."""
+    if port is None:
+        yield
+        return
+
+    async def scrape() -> None:
+        async with httpx.AsyncClient(timeout=5) as client:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    await client.get(f"http://127.0.0.1:{port}/metrics")
+                await asyncio.sleep(1.0)
+
+    task = asyncio.create_task(scrape())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def level(spec: str, workdir: Path, bare: bool, metrics: bool = False) -> LevelResult:
+    """One concurrency level on fresh fakes and a fresh bot process (at least 20 replies);
+    ``metrics``: with the operator endpoint on."""
     conversations, layout = parse_level(spec)
     rounds = rounds_for(conversations)
-    result = LevelResult("thread", conversations, layout, workdir=workdir)
+    label = "metrics" if metrics else "thread"
+    result = LevelResult(label, conversations, layout, workdir=workdir)
     async with FakeDiscord() as fake, paced_groq() as groq:
         users = [
             FakeUser(fake.snowflake(), f"user{i}", roles=[fake.member_role])
@@ -259,15 +300,17 @@ async def level(spec: str, workdir: Path, bare: bool) -> LevelResult:
         if bare:
             async with bare_client() as client:
                 result.bare_latencies = await bare_path(fake, groq, users, client, rounds)
-        await bot_path(fake, groq, users, rounds, channels, result)
+        port = free_port() if metrics else None
+        await bot_path(fake, groq, users, rounds, channels, result, metrics_port=port)
     return result
 
 
-async def main(levels: list[str], bare: bool) -> None:
+async def main(levels: list[str], bare: bool, metrics: bool = False) -> None:
     results = []
     for spec in levels:
-        with tempfile.TemporaryDirectory() as tmp:
-            results.append(await level(spec, Path(tmp), bare))
+        for on in (False, True) if metrics else (False,):
+            with tempfile.TemporaryDirectory() as tmp:
+                results.append(await level(spec, Path(tmp), bare and not on, metrics=on))
         print(f"  {spec} conversation(s) done", file=sys.stderr)
     print_table(
         "Discord: first text and final text per reply",
@@ -282,6 +325,13 @@ async def main(levels: list[str], bare: bool) -> None:
             "CPU and RSS are the bot process's own (/proc), fakes excluded",
         ],
     )
+    if metrics:
+        for off, on in zip(results[::2], results[1::2], strict=True):
+            a, b = (r.cpu_seconds / max(1, len(r.latencies)) * 1000 for r in (off, on))
+            print(
+                f"{off.conversations} {off.layout}: CPU per reply {a:.1f} ms endpoint off, "
+                f"{b:.1f} ms on ({(b / a - 1) * 100:+.1f} %)"
+            )
 
 
 if __name__ == "__main__":
@@ -289,6 +339,9 @@ if __name__ == "__main__":
     parser.add_argument("--levels", default="1,20one,20", help="e.g. 1,20one,20,200one")
     parser.add_argument("--big", action="store_true", help="add the 200-conversation level")
     parser.add_argument("--bare", action="store_true", help="also time the by-hand bare path")
+    parser.add_argument(
+        "--metrics", action="store_true", help="each level with the endpoint off, then on"
+    )
     parser.add_argument(
         "--quota-scenario", action="store_true", help="issue 12's 20 x 5 free-tier scenario"
     )
@@ -310,4 +363,4 @@ if __name__ == "__main__":
                 )
     else:
         levels = args.levels.split(",") + (["200one"] if args.big else [])
-        asyncio.run(main(levels, args.bare))
+        asyncio.run(main(levels, args.bare, args.metrics))

@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     secrets = [*settings.secrets(), *(s for _, config in platforms for s in config.secrets())]
     quiet = [name for _, config in platforms for name in type(config).quiet_loggers]
-    configure_logging(settings.log_level, secrets, quiet)
+    configure_logging(settings.log_level, secrets, quiet, log_format=settings.log_format)
     command = args.command or "run"
     try:
         return asyncio.run(_dispatch(command, args, settings, platforms))

@@ -20,6 +20,8 @@ from bot.limits.config import QuotaConfig
 from bot.limits.quota import QuotaManager
 from bot.llm.client import CompletionsClient
 from bot.llm.provider import Provider, ProviderKind
+from bot.metrics import Metrics
+from bot.ops import OpsServer, Readiness
 from bot.ports import Adapter, Clock, Store, SystemClock
 from bot.settings import GROQ_BASE_URL, HOSTED_CONCURRENCY, AdapterSettings, Settings
 from bot.store import InMemoryStore, SqliteStore
@@ -47,6 +49,8 @@ class Runtime:
     quota: QuotaManager | None
     engine: Engine
     pacer: EditPacer
+    metrics: Metrics | None
+    """None while the operator endpoint is off: nothing would read them."""
 
     def context(self, settings: S, *, on_fatal: FatalHandler | None = None) -> AdapterContext[S]:
         """What an adapter with ``settings`` is built from (``on_fatal``: see
@@ -70,6 +74,7 @@ async def open_runtime(
     first, because the account quota depends on it (the Groq table applies to Groq only).
     """
     clock = clock or SystemClock()
+    metrics = Metrics() if settings.metrics_port is not None else None
     async with AsyncExitStack() as stack:
         store: Store = (
             InMemoryStore(clock=clock)
@@ -103,8 +108,11 @@ async def open_runtime(
             clock=clock,
             quota=quota,
             pick_default_model=provider is not None and _picks_default_model(settings, provider),
+            metrics=metrics,
         )
-        yield Runtime(settings, clock, store, completions, quota, engine, EditPacer(clock=clock))
+        yield Runtime(
+            settings, clock, store, completions, quota, engine, EditPacer(clock=clock), metrics
+        )
 
 
 async def serve(
@@ -147,6 +155,7 @@ async def serve(
             for spec, config in platforms
         ]
         unfinished = await _unfinished(runtime.store, [Platform(a.name) for _, a in built])
+        ops = await _start_ops(runtime, [adapter for _, adapter in built])
         started: list[tuple[str, Adapter]] = []  # closed on the way out, even half-started
         finishing: asyncio.Task[None] | None = None
 
@@ -180,8 +189,28 @@ async def serve(
             if finishing is not None:
                 await _cancel(finishing)  # before the adapters close
             await close_adapters(started, within_s=ADAPTERS_CLOSE_S)
+            if ops is not None:
+                await ops.aclose()
         if lost.done():
             raise PlatformLost(f"{lost.result()}; exiting so that a supervisor restarts the bot.")
+
+
+async def _start_ops(runtime: Runtime, adapters: Sequence[Adapter]) -> OpsServer | None:
+    """The operator endpoint, when ``METRICS_PORT`` is set (raises ``ConfigError`` when
+    its port can't be bound: a supervisor relying on it would restart the bot forever)."""
+    settings, metrics = runtime.settings, runtime.metrics
+    if settings.metrics_port is None or metrics is None:
+        return None
+    readiness = Readiness(adapters, runtime.store, runtime.clock, metrics)
+    ops = OpsServer(readiness, metrics, host=settings.metrics_host, port=settings.metrics_port)
+    try:
+        await ops.start()
+    except OSError as exc:
+        raise ConfigError(
+            f"METRICS_HOST={settings.metrics_host} METRICS_PORT={settings.metrics_port}: "
+            f"cannot listen there ({exc.strerror or exc}); pick another port or unset it."
+        ) from None
+    return ops
 
 
 ADAPTERS_CLOSE_S = 8.0

@@ -39,9 +39,11 @@ from bot.errors import (
     RequestTooLarge,
     StreamInterrupted,
     UpstreamError,
+    UpstreamRateLimited,
 )
 from bot.limits.report import format_duration
 from bot.log import conversation_context
+from bot.metrics import MeteredSink, Metrics
 from bot.ports import Clock, Completions, QuotaGate, ReplySink, Reservation, Store
 from bot.reasoning import ThinkSplitter, reasoning_params
 from bot.settings import HOSTED_CONCURRENCY, Settings
@@ -136,8 +138,10 @@ class Engine(CommandsMixin):
         clock: Clock,
         quota: QuotaGate | None = None,
         pick_default_model: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.store = store
         self.completions = completions
         self.clock = clock
@@ -155,7 +159,18 @@ class Engine(CommandsMixin):
 
     async def handle(self, incoming: Incoming, sink: ReplySink) -> None:
         """Answer one user message through ``sink``. Never raises for expected failures."""
-        with conversation_context(incoming.key.storage_id()):
+        metered: MeteredSink | None = None
+        if self.metrics is not None:
+            sink = metered = MeteredSink(sink, self.metrics, incoming.key.platform, self.clock)
+        try:
+            await self._handle(incoming, sink)
+        finally:
+            if metered is not None:
+                metered.close()
+
+    async def _handle(self, incoming: Incoming, sink: ReplySink) -> None:
+        key, user = incoming.key.storage_id(), incoming.author.storage_id()
+        with conversation_context(key, user_id=user):
             user_text = render_user_text(incoming.text, incoming.attachments)
             try:
                 self._validate(incoming, user_text)
@@ -392,10 +407,16 @@ class Engine(CommandsMixin):
         reservation = await self._admit(incoming.author, request, prompt_tokens, sink)
         show = self.settings.show_reasoning
         splitter = ThinkSplitter()
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.model_request(request.model)
 
         async def on_retry(error: UpstreamError, attempt: int, delay: float) -> None:
             log.warning("retry %d in %.1fs after: %s", attempt, delay, error)
             reservation.note_retry()
+            if metrics is not None:
+                metrics.upstream_retry(rate_limited=isinstance(error, UpstreamRateLimited))
+                metrics.model_request(request.model)
             await sink.status(f"{_short_reason(error)}; retrying in {delay:.0f} s…")
 
         try:
@@ -438,6 +459,9 @@ class Engine(CommandsMixin):
                     estimate_tokens(answer.text + answer.reasoning),
                     estimated=True,
                 )
+            if metrics is not None and answer.usage is not None:
+                usage = answer.usage
+                metrics.tokens(request.model, usage.prompt_tokens, usage.completion_tokens)
             await reservation.settle(answer.usage)
 
     async def _admit(
@@ -447,6 +471,8 @@ class Engine(CommandsMixin):
             return _UNMETERED
 
         async def on_wait(seconds: float, reason: WaitReason) -> None:
+            if self.metrics is not None:
+                self.metrics.quota_wait(seconds)
             await sink.status(_wait_text(seconds, reason))
 
         estimate = prompt_tokens + (request.max_tokens or 0)
@@ -493,6 +519,10 @@ class Engine(CommandsMixin):
             log.info("quota refusal (%s), user already notified this window", exc.scope)
         else:
             log.warning("turn failed: %s %s", type(exc).__name__, exc.detail or exc.user_text)
+        if isinstance(sink, MeteredSink) and isinstance(exc, QuotaExceeded):
+            sink.refused = True
+        if self.metrics is not None and isinstance(exc, UpstreamRateLimited):
+            self.metrics.upstream_rate_limited()  # the last 429: earlier ones were retried
         try:
             if user_msg_id is not None and isinstance(exc, _INPUT_ERRORS):
                 await self.store.update_message(

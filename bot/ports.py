@@ -330,6 +330,10 @@ class Store(ConversationStore, PreferenceStore, UsageLedger, QuotaCounterStore, 
 
     async def aclose(self) -> None: ...
 
+    async def ping(self) -> None:
+        """Answer the cheapest possible query (readiness checks); raises ``StoreError``."""
+        ...
+
 
 class Reservation(Protocol):
     """Capacity ``QuotaGate.admit`` reserved for one request.

@@ -182,8 +182,12 @@ class Settings(EnvSettings):
     quota_flush_interval_s: float = Field(default=30.0, gt=0)
     quota_model_limits: str = ""
 
-    # --- logging ---
+    # --- logging and operations ---
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    # None: no operator endpoint (/healthz, /readyz, /metrics); 0 picks a free port.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     @field_validator("system_prompt")
     @classmethod

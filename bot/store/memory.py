@@ -72,6 +72,9 @@ class InMemoryStore:
     async def aclose(self) -> None:
         return None
 
+    async def ping(self) -> None:
+        return None
+
     def _now(self) -> float:
         return self._clock.time() if self._clock is not None else time.time()
 

@@ -170,6 +170,10 @@ class SqliteStore:
                 with map_store_errors(self._path):
                     await conn.close()
 
+    async def ping(self) -> None:
+        async with self._read() as conn:
+            await _fetchall(conn, "SELECT 1")
+
     # ----- transactions -----
 
     def _connection(self) -> aiosqlite.Connection:

@@ -445,3 +445,7 @@ async def test_reset_forgets_streaming_replies_too(store: Store) -> None:
     await store.checkpoint_reply(stale, "late", 1, ReplyRef("p"))
     assert await store.streaming_replies([Platform("discord")]) == []
     assert await store.window(CHANNEL, token_budget=100) == []
+
+
+async def test_ping_answers_while_open(store: Store) -> None:
+    await store.ping()

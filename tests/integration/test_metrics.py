@@ -1,0 +1,92 @@
+"""What the engine reports to ``bot.metrics``, read back through the Prometheus text the
+operator endpoint serves (parsed with prometheus-client's own parser)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from bot.app import Runtime, open_runtime
+from bot.settings import Settings
+from bot.types import ConversationKey, Incoming, Platform, TurnStatus, UserRef
+from tests.fakes.groq_server import FakeGroq
+from tests.fakes.sink import RecordingSink
+
+ALICE = UserRef(Platform("terminal"), "alice", "Alice")
+DM_ALICE = ConversationKey(Platform("terminal"), dm_user="alice")
+
+
+def sample(rt: Runtime, name: str, **labels: str) -> float:
+    """The value of the sample ``name`` with ``labels`` (0 when absent)."""
+    assert rt.metrics is not None
+    text = rt.metrics.exposition().decode()
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return 0.0
+
+
+async def test_nothing_is_recorded_while_the_endpoint_is_off(
+    fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
+) -> None:
+    async with open_runtime(settings_factory()) as rt:
+        assert rt.metrics is None and rt.engine.metrics is None
+        assert (await ask(rt, "hello")).status_ is TurnStatus.COMPLETE
+
+
+async def ask(rt: Runtime, text: str) -> RecordingSink:
+    sink = RecordingSink()
+    await asyncio.wait_for(rt.engine.handle(Incoming(DM_ALICE, ALICE, text, "m"), sink), 15)
+    return sink
+
+
+async def test_an_answered_message_counts_once_everywhere(
+    fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
+) -> None:
+    async with open_runtime(settings_factory(metrics_port=0)) as rt:
+        answered = await ask(rt, "hello")
+        assert answered.status_ is TurnStatus.COMPLETE
+        t = {"platform": "terminal"}
+        assert sample(rt, "groqbot_replies_total", outcome="complete", **t) == 1
+        assert sample(rt, "groqbot_reply_first_text_seconds_count", **t) == 1
+        assert sample(rt, "groqbot_reply_duration_seconds_count", **t) == 1
+        assert sample(rt, "groqbot_replies_in_flight", **t) == 0
+        model = {"model": rt.settings.default_model}
+        assert sample(rt, "groqbot_model_requests_total", **model) == 1
+        assert sample(rt, "groqbot_model_tokens_total", kind="prompt", **model) > 0
+        assert sample(rt, "groqbot_model_tokens_total", kind="completion", **model) > 0
+
+
+async def test_a_failure_after_429s_counts_them_and_its_retries(
+    fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
+) -> None:
+    fake_groq.script("429", times=4)  # the first request and its 3 retries
+    async with open_runtime(settings_factory(quota_enabled=False, metrics_port=0)) as rt:
+        failed = await ask(rt, "one")
+        assert failed.failed is not None
+        t = {"platform": "terminal"}
+        assert sample(rt, "groqbot_replies_total", outcome="failed", **t) == 1
+        assert sample(rt, "groqbot_upstream_rate_limited_total") == 4
+        assert sample(rt, "groqbot_upstream_retries_total") == 3
+        assert sample(rt, "groqbot_model_requests_total") == 4
+        assert sample(rt, "groqbot_reply_first_text_seconds_count", **t) == 0
+        assert sample(rt, "groqbot_replies_in_flight", **t) == 0
+
+
+async def test_a_quota_refusal_is_refused_not_failed(
+    fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
+) -> None:
+    async with open_runtime(
+        settings_factory(quota_user_rpm=1, quota_max_wait_s=0, metrics_port=0)
+    ) as rt:
+        await ask(rt, "one")
+        refused = await ask(rt, "two")
+        assert refused.failed is not None and "try again in" in refused.failed
+        t = {"platform": "terminal"}
+        assert sample(rt, "groqbot_replies_total", outcome="complete", **t) == 1
+        assert sample(rt, "groqbot_replies_total", outcome="refused", **t) == 1
+        assert sample(rt, "groqbot_replies_total", outcome="failed", **t) == 0
+        assert sample(rt, "groqbot_replies_in_flight", **t) == 0
