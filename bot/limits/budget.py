@@ -148,33 +148,32 @@ class AccountBudget:
         """At most this many tokens are reserved here that the server may not count yet."""
         return (self.in_flight - self.heard) * self.largest
 
-    def raise_to(self, dim: str, used: float, now: float) -> bool:
-        """Lift ``dim`` (under both refund answers) to at least ``used``."""
+    def _both(self, dim: str) -> list[RefillBucket]:
+        """``dim``'s bucket and, while tracked, its shadow (the other refund answer);
+        empty when ``dim`` is not limited."""
         meter = self.buckets.get(dim)
         if meter is None:
-            return False
+            return []
         shadow = self.shadows.get(dim)
-        if shadow is not None:
-            shadow.raise_to(used, now)
-        return meter.raise_to(used, now)
+        return [meter] if shadow is None else [meter, shadow]
+
+    def raise_to(self, dim: str, used: float, now: float) -> bool:
+        """Lift ``dim`` (under both refund answers) to at least ``used``; whether its
+        bucket rose."""
+        lifted = [bucket.raise_to(used, now) for bucket in self._both(dim)]
+        return bool(lifted) and lifted[0]
 
     def add(self, dim: str, amount: float, now: float) -> None:
         """Count ``amount`` of someone else's use in ``dim``."""
-        meter = self.buckets.get(dim)
-        if meter is not None:
-            meter.add(amount, now)
-            shadow = self.shadows.get(dim)
-            if shadow is not None:
-                shadow.add(amount, now)
+        for bucket in self._both(dim):
+            bucket.add(amount, now)
 
     def set_limit(self, dim: str, limit: int, now: float) -> None:
         """Change ``dim``'s limit, adding its bucket if it had none."""
-        meter = self.buckets.get(dim)
-        if meter is not None:
-            meter.set_limit(limit, now)
-            shadow = self.shadows.get(dim)
-            if shadow is not None:
-                shadow.set_limit(limit, now)
+        both = self._both(dim)
+        for bucket in both:
+            bucket.set_limit(limit, now)
+        if both:
             return
         window = self._minute_s if dim.endswith("m") else self._day_s
         self.buckets[dim] = RefillBucket(limit, window)

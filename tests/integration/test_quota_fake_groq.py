@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,24 +137,14 @@ async def run_scenario(
         for n in range(count):
             await one(user, n)
 
-    async def heartbeat() -> None:
-        # Autoadvance jumps to the next deadline whenever the loop waits on sockets; a
-        # short sleeper bounds each jump, so an HTTP round trip costs a realistic sliver
-        # of virtual time instead of "until some queued request's deadline".
-        while True:
-            await clock.sleep(HEARTBEAT_S)
-
     refs = [UserRef(Platform("discord"), f"u{i:02d}") for i in range(users)]
     counts = _split(requests, users, greedy)
     start = clock.now()
-    beat = asyncio.create_task(heartbeat())
     try:
-        await asyncio.wait_for(
-            asyncio.gather(*(sender(u, c) for u, c in zip(refs, counts, strict=True))), 120
+        await with_heartbeat(
+            clock, asyncio.gather(*(sender(u, c) for u, c in zip(refs, counts, strict=True)))
         )
     finally:
-        beat.cancel()
-        await asyncio.gather(beat, return_exceptions=True)
         await client.aclose()
         await fake.aclose()
     result.count_429 = fake.count_429
@@ -165,6 +155,25 @@ async def run_scenario(
     result.fake_times = [r["at"] for r in fake.requests]
     result.fake_stats = fake.stats(MODEL)
     return result
+
+
+async def with_heartbeat(clock: FakeClock, work: Awaitable[object], within: float = 120) -> None:
+    """Await ``work`` (bounded by ``within`` real seconds) beside a heartbeat on ``clock``.
+
+    Autoadvance jumps to the next deadline whenever the loop waits on sockets; a short
+    sleeper bounds each jump, so an HTTP round trip costs a realistic sliver of virtual
+    time instead of "until some queued request's deadline"."""
+
+    async def heartbeat() -> None:
+        while True:
+            await clock.sleep(HEARTBEAT_S)
+
+    beat = asyncio.create_task(heartbeat())
+    try:
+        await asyncio.wait_for(work, within)
+    finally:
+        beat.cancel()
+        await asyncio.gather(beat, return_exceptions=True)
 
 
 def _split(requests: int, users: int, greedy: int) -> list[int]:

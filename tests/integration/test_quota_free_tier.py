@@ -29,7 +29,7 @@ from bot.llm.client import CompletionsClient
 from bot.types import ChatMessage, ChatRequest, Finished, Platform, TextDelta, UserRef
 from tests.fakes.clock import FakeClock
 from tests.fakes.groq_server import FakeGroq
-from tests.integration.test_quota_fake_groq import ANSWER_S, HEARTBEAT_S
+from tests.integration.test_quota_fake_groq import ANSWER_S, with_heartbeat
 
 MODEL = "openai/gpt-oss-20b"
 MAX_OUTPUT = 1_024  # MAX_OUTPUT_TOKENS' default: reserved up front, refunded at the end
@@ -113,17 +113,10 @@ async def run_at_once(
         result.answered_at[key] = clock.now() - start
         result.answered_per_user[user.user_id] += 1
 
-    async def heartbeat() -> None:
-        while True:  # bounds autoadvance's jumps while the loop waits on sockets
-            await clock.sleep(HEARTBEAT_S)
-
     refs = [UserRef(Platform("discord"), f"u{i:02d}") for i in range(users)]
-    beat = asyncio.create_task(heartbeat())
     try:
-        await asyncio.wait_for(asyncio.gather(*(one(u, n) for u in refs for n in range(each))), 120)
+        await with_heartbeat(clock, asyncio.gather(*(one(u, n) for u in refs for n in range(each))))
     finally:
-        beat.cancel()
-        await asyncio.gather(beat, return_exceptions=True)
         await client.aclose()
         await fake.aclose()
     result.count_429 = fake.count_429
