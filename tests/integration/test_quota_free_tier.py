@@ -24,9 +24,9 @@ from pydantic import SecretStr
 from bot.context import estimate_tokens
 from bot.errors import QuotaExceeded, UpstreamError
 from bot.limits.config import QuotaConfig
-from bot.limits.quota import QuotaManager
+from bot.limits.quota import Admission, QuotaManager
 from bot.llm.client import CompletionsClient
-from bot.types import ChatMessage, ChatRequest, Finished, Platform, TextDelta, UserRef
+from bot.types import ChatMessage, ChatRequest, Finished, Platform, UserRef
 from tests.fakes.clock import FakeClock
 from tests.fakes.groq_server import FakeGroq
 from tests.integration.test_quota_fake_groq import ANSWER_S, with_heartbeat
@@ -102,8 +102,6 @@ async def run_at_once(
             async for event in client.stream(request, on_retry=_noted(admission)):
                 if isinstance(event, Finished):
                     usage = event.usage
-                elif isinstance(event, TextDelta):
-                    pass
             await clock.sleep(ANSWER_S[(int(user.user_id[1:]) + n) % len(ANSWER_S)])
         except UpstreamError as exc:
             result.errors[key] = exc.user_text
@@ -127,9 +125,9 @@ async def run_at_once(
     return result
 
 
-def _noted(admission: object) -> Callable[..., object]:
+def _noted(admission: Admission) -> Callable[..., object]:
     async def on_retry(error: UpstreamError, attempt: int, delay: float) -> None:
-        admission.note_retry()  # type: ignore[attr-defined]
+        admission.note_retry()  # the client resends it: the account counts the attempt
 
     return on_retry
 
