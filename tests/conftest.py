@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from bot.settings import Settings
 from tests.fakes.groq_server import FakeGroq
 from tests.fakes.server_profiles import ProfileName
+from tests.pg_cluster import PgCluster, pg_available
 
 
 @asynccontextmanager
@@ -72,3 +74,31 @@ def settings_factory(
         return Settings(_env_file=None, **values)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """One real PostgreSQL server for the session (skipped when none is installed).
+
+    ``.ci/run`` sets ``REQUIRE_POSTGRES=1``: there a missing server fails instead.
+    """
+    if not pg_available():
+        if os.environ.get("REQUIRE_POSTGRES") == "1":
+            pytest.fail("REQUIRE_POSTGRES=1 but no PostgreSQL server binaries were found")
+        pytest.skip("no PostgreSQL server here (install Debian's postgresql package)")
+    cluster = PgCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_dsn(pg_cluster: PgCluster) -> Iterator[str]:
+    """A fresh, empty database on the session's cluster; dropped after the test."""
+    dsn = pg_cluster.create_database()
+    try:
+        yield dsn
+    finally:
+        pg_cluster.drop_database(dsn)
