@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from bot.errors import BotError, UpstreamError
 from bot.ports import Clock, Completions, QuotaGate, Store
+from bot.response_cache import CacheStats
 from bot.settings import Settings
 from bot.text import clean_text
 from bot.types import (
@@ -42,6 +43,7 @@ class CommandsMixin:
     quota: QuotaGate | None
     _platforms: dict[Platform, PlatformHelp]
     _pick_default_model: bool
+    cache_stats: CacheStats
 
     def is_admin(self, user: UserRef) -> bool:
         """Whether the user is listed in ADMIN_IDS."""
@@ -146,21 +148,51 @@ class CommandsMixin:
         return CommandReply(f"Persona set for {where}.")
 
     async def usage(self, user: UserRef) -> CommandReply:
-        """The user's consumption and remaining quota (admins also see the account)."""
+        """The user's consumption and remaining quota (admins also see the account and
+        the response cache's hit rate)."""
         now = self.clock.time()
+        admin = self.is_admin(user)
         if self.quota is not None:
             current = await self.current_model(user, None)
-            text = await self.quota.report(user, admin=self.is_admin(user), current_model=current)
+            text = await self.quota.report(user, admin=admin, current_model=current)
             month = await self.store.usage_since(user, now - 30 * 86400)
-            return CommandReply(text + _estimated_note(month))
-        day_start = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0)
-        today = await self.store.usage_since(user, day_start.timestamp())
-        month = await self.store.usage_since(user, now - 30 * 86400)
-        text = (
-            f"Today: {today.requests} request(s), {today.total_tokens:,} tokens.\n"
-            f"Last 30 days: {month.requests} request(s), {month.total_tokens:,} tokens."
-        )
-        return CommandReply(text + _estimated_note(month))
+        else:
+            day_start = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0)
+            today = await self.store.usage_since(user, day_start.timestamp())
+            month = await self.store.usage_since(user, now - 30 * 86400)
+            text = (
+                f"Today: {today.requests} request(s), {today.total_tokens:,} tokens.\n"
+                f"Last 30 days: {month.requests} request(s), {month.total_tokens:,} tokens."
+            )
+        text += _estimated_note(month) + _cached_note(month)
+        if admin:
+            text += "\n" + await self._cache_report()
+        return CommandReply(text)
+
+    async def _cache_report(self) -> str:
+        try:
+            entries: int | None = await self.store.cache_size()
+        except BotError as exc:
+            log.warning("could not count the response cache: %s", exc.detail or exc)
+            entries = None
+        return self.cache_stats.report(entries)
+
+    async def cache(self, user: UserRef, arg: str) -> CommandReply:
+        """``/cache clear`` empties the response cache; ``/cache`` shows its hit rate.
+        Admins only (``/reset`` never touches it: an entry is nobody's history)."""
+        p = self._platform_help(user.platform).command_prefix
+        if not self.is_admin(user):
+            return CommandReply("Only the bot's admins (ADMIN_IDS) can manage the response cache.")
+        action = arg.strip().lower()
+        if action == "clear":
+            removed = await self.store.cache_clear()
+            log.info("response cache cleared by %s (%d entries)", user.user_id, removed)
+            return CommandReply(
+                f"Response cache cleared: {removed} entr{'y' if removed == 1 else 'ies'} removed."
+            )
+        if action:
+            return CommandReply(f"Usage: `{p}cache clear` (or `{p}cache` for its hit rate).")
+        return CommandReply(await self._cache_report())
 
     def describe_platform(self, platform: Platform, help: PlatformHelp) -> None:
         """Record how users reach the bot on ``platform`` (adapters call this once)."""
@@ -209,6 +241,8 @@ class CommandsMixin:
                 return await self.set_system(user, None if arg.lower() == "clear" else arg)
             if name == "usage":
                 return await self.usage(user)
+            if name == "cache":
+                return await self.cache(user, arg)
             if name == "help":
                 return self.help(user.platform)
         except BotError as exc:
@@ -266,6 +300,12 @@ _WINDOW_SOURCES = {
 def window_text(model: ModelInfo) -> str:
     """``131,072 tokens context`` plus where the figure comes from when not the server."""
     return f"{model.context_window:,} tokens context{_WINDOW_SOURCES.get(model.context_source, '')}"
+
+
+def _cached_note(summary: UsageSummary) -> str:
+    if not summary.cached:
+        return ""
+    return f"\n{summary.cached} answer(s) came from the response cache and cost nothing."
 
 
 def _estimated_note(summary: UsageSummary) -> str:

@@ -46,9 +46,18 @@ from bot.log import conversation_context
 from bot.metrics import MeteredSink, Metrics
 from bot.ports import Clock, Completions, QuotaGate, ReplySink, Reservation, Store
 from bot.reasoning import ThinkSplitter, reasoning_params
+from bot.response_cache import (
+    CACHED_NOTE,
+    REPLAY_INTERVAL_S,
+    CacheStats,
+    cache_key,
+    cacheable,
+    replay_prefixes,
+)
 from bot.settings import HOSTED_CONCURRENCY, Settings
 from bot.text import clean_text
 from bot.types import (
+    CachedAnswer,
     ChatMessage,
     ChatRequest,
     ConversationKey,
@@ -99,6 +108,8 @@ class _Answer:
     reasoning: str = ""
     usage: Usage | None = None
     finish_reason: str | None = None
+    cache_key: str | None = None  # set when the request may be cached
+    cached: bool = False  # replayed from the response cache
 
     def visible(self, show_reasoning: bool) -> str:
         if not (show_reasoning and self.reasoning.strip()):
@@ -154,6 +165,7 @@ class Engine(CommandsMixin):
         # model id -> (window learned from the server refusing a longer request, the
         # window the model list said then).
         self._window_caps: dict[str, tuple[int, int]] = {}
+        self.cache_stats = CacheStats()
 
     # ----- turns -----
 
@@ -288,6 +300,8 @@ class Engine(CommandsMixin):
         prompt = _request_tokens(request)
         # An empty streamed answer means "too long" only when the request could be.
         large = prompt + (request.max_tokens or 0) >= model.context_window // 2
+        if await self._from_cache(request, sink, answer):
+            return
         try:
             await self._stream(incoming, request, prompt, sink, answer, empty_is_overflow=large)
             return
@@ -306,6 +320,8 @@ class Engine(CommandsMixin):
                 self._cap_window(model, smaller.context_window)
         await sink.status("the conversation is too long for the model; retrying with less history…")
         request = await self._request(incoming.key, smaller, system_prompt, current)
+        if await self._from_cache(request, sink, answer):
+            return
         await self._stream(incoming, request, _request_tokens(request), sink, answer)
         # It fitted once trimmed: whatever the server's way of saying so, that was it.
         self._cap_window(model, smaller.context_window)
@@ -496,9 +512,13 @@ class Engine(CommandsMixin):
         shown = answer.visible(self.settings.show_reasoning).strip()
         if answer.finish_reason == "length":
             shown = f"{shown}\n\n{LENGTH_NOTE}"
+        if answer.cached:
+            shown = f"{shown}\n\n{CACHED_NOTE}"
         if not saved:
             shown = f"{shown}\n\n{NOT_SAVED_NOTE}"
         await sink.finish(shown, TurnStatus.COMPLETE)
+        # After the answer is shown: storing it never delays or costs the user anything.
+        await self._cache_store(answer)
 
     async def _interrupted(
         self, incoming: Incoming, sink: ReplySink, answer: _Answer, exc: StreamInterrupted
@@ -561,11 +581,15 @@ class Engine(CommandsMixin):
             except BotError as again:
                 log.error("storing the reply failed again: %s", again.detail or again)
                 saved = False
-        if usage is not None and usage.total_tokens > 0:
+        if answer.cached:  # a ledger row, marked, with no tokens: nothing was used
+            await self._record_usage(incoming.author, answer.model, Usage(), cached=True)
+        elif usage is not None and usage.total_tokens > 0:
             await self._record_usage(incoming.author, answer.model, usage)
         return saved
 
-    async def _record_usage(self, user: UserRef, model: str, usage: Usage) -> None:
+    async def _record_usage(
+        self, user: UserRef, model: str, usage: Usage, *, cached: bool = False
+    ) -> None:
         entry = UsageEntry(
             user=user,
             model=model,
@@ -573,11 +597,83 @@ class Engine(CommandsMixin):
             completion_tokens=usage.completion_tokens,
             at=self.clock.time(),
             estimated=usage.estimated,
+            cached=cached,
         )
         try:
             await self.store.record_usage(entry)
         except BotError as exc:  # the quota counted it; only /usage and the export miss it
             log.error("could not record usage: %s", exc.detail or exc)
+
+    # ----- response cache -----
+
+    async def _from_cache(self, request: ChatRequest, sink: ReplySink, answer: _Answer) -> bool:
+        """Answer from the response cache when ``request`` may be cached and is there:
+        replayed through ``sink``, with no quota and no request to the model. A cache
+        that fails to answer is a miss (logged): the model answers instead."""
+        if not cacheable(self.settings.cache_mode, request):
+            answer.cache_key = None
+            return False
+        key = answer.cache_key = cache_key(self.settings.api_base_url, request)
+        fresh_since = self.clock.time() - self.settings.cache_ttl_s
+        try:
+            hit = await self.store.cache_get(key, fresh_since=fresh_since)
+        except Exception as exc:  # whatever broke, the model still answers
+            self.cache_stats.failures += 1
+            log.warning("response cache read failed; asking the model: %s", _cause(exc))
+            return False
+        if hit is None:
+            self.cache_stats.misses += 1
+        else:
+            self.cache_stats.hits += 1
+        if self.metrics is not None:
+            self.metrics.cache_lookup(hit=hit is not None)
+        if hit is None:
+            return False
+        log.info("answered from the response cache (%s)", key[:12])
+        await self._replay(hit, sink, answer)
+        return True
+
+    async def _replay(self, hit: CachedAnswer, sink: ReplySink, answer: _Answer) -> None:
+        """Show a cached answer growing in a few updates, as a streamed one does."""
+        answer.text, answer.reasoning, answer.cached = hit.text, hit.reasoning, True
+        # The original counts: the turn weighs in the history what it weighed then.
+        answer.usage = Usage(hit.prompt_tokens, hit.completion_tokens, hit.estimated)
+        answer.finish_reason = "stop"
+        for prefix in replay_prefixes(answer.visible(self.settings.show_reasoning)):
+            await sink.update(prefix)
+            answer.record.note(answer.text, sink.reply_ref)
+            await self.clock.sleep(REPLAY_INTERVAL_S)
+
+    async def _cache_store(self, answer: _Answer) -> None:
+        """Keep a complete, cacheable answer. Only one that ended of itself ("stop") is
+        kept: never one cut at the length limit, interrupted or failed."""
+        if answer.cached or answer.cache_key is None or answer.finish_reason != "stop":
+            return
+        usage = answer.usage or Usage(estimated=True)
+        entry = CachedAnswer(
+            model=answer.model,
+            text=clean_text(answer.text.strip()),
+            reasoning=clean_text(answer.reasoning),
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            created_at=self.clock.time(),
+            estimated=usage.estimated,
+        )
+        s = self.settings
+        try:
+            await self.store.cache_put(
+                answer.cache_key,
+                entry,
+                max_entries=s.cache_max_entries,
+                stale_before=entry.created_at - s.cache_ttl_s,
+            )
+        except Exception as exc:  # the user has the answer; only its reuse is lost
+            self.cache_stats.failures += 1
+            log.warning("response cache write failed; answer not cached: %s", _cause(exc))
+            return
+        self.cache_stats.stores += 1
+        if self.metrics is not None:
+            self.metrics.cache_stored()
 
     # ----- models -----
 
@@ -654,6 +750,13 @@ def _request_tokens(request: ChatRequest) -> int:
         estimate_tokens(m.content if isinstance(m.content, str) else str(m.content))
         for m in request.messages
     )
+
+
+def _cause(exc: Exception) -> str:
+    """A store failure for the log: ``StoreError``'s operator detail, else its type."""
+    if isinstance(exc, BotError):
+        return exc.detail or exc.user_text
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _short_reason(error: UpstreamError) -> str:

@@ -83,6 +83,12 @@ class Metrics:
             "groqbot_quota_wait_seconds", "Waits the quota imposed before a request.",
             buckets=_WAIT_BUCKETS, registry=r,
         )  # fmt: skip
+        self._cache = Counter(
+            "groqbot_response_cache", "Response cache lookups (hit, miss) and answers stored.",
+            ["event"], registry=r,
+        )  # fmt: skip
+        for event in ("hit", "miss", "store"):  # at 0 from the start, for rate queries
+            self._cache.labels(event)
         self._connected = Gauge(
             "groqbot_adapter_connected", "1 while the adapter can hear its platform.",
             ["adapter"], registry=r,
@@ -128,6 +134,15 @@ class Metrics:
 
     def quota_wait(self, seconds: float) -> None:
         self._quota_waits.observe(seconds)
+
+    # ----- the response cache -----
+
+    def cache_lookup(self, *, hit: bool) -> None:
+        """A cacheable request was looked up (failed lookups are not counted)."""
+        self._cache.labels("hit" if hit else "miss").inc()
+
+    def cache_stored(self) -> None:
+        self._cache.labels("store").inc()
 
     # ----- adapters -----
 

@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 
 from bot.errors import UpstreamError
 from bot.types import (
+    CachedAnswer,
     ChatEvent,
     ChatRequest,
     ConversationKey,
@@ -48,6 +49,7 @@ __all__ = [
     "ReplyFinalizer",
     "ReplySink",
     "Reservation",
+    "ResponseCache",
     "RetryHook",
     "Store",
     "Surface",
@@ -323,7 +325,36 @@ class QuotaCounterStore(Protocol):
         ...
 
 
-class Store(ConversationStore, PreferenceStore, UsageLedger, QuotaCounterStore, Protocol):
+class ResponseCache(Protocol):
+    """Complete answers by request hash (``bot.response_cache``). Raises ``StoreError``.
+
+    ``reset`` (a conversation's /reset) never touches it: an entry is nobody's history.
+    Entries age by ``created_at`` (ties by key): the TTL and eviction run on it.
+    """
+
+    async def cache_get(self, key: str, *, fresh_since: float) -> CachedAnswer | None:
+        """The answer stored under ``key`` if it was created at or after ``fresh_since``."""
+        ...
+
+    async def cache_put(
+        self, key: str, answer: CachedAnswer, *, max_entries: int, stale_before: float
+    ) -> None:
+        """Store (or replace) ``answer`` under ``key``; then drop entries created before
+        ``stale_before`` and the oldest beyond ``max_entries``, in the same transaction."""
+        ...
+
+    async def cache_clear(self) -> int:
+        """Drop every entry; return how many there were."""
+        ...
+
+    async def cache_size(self) -> int:
+        """How many entries are stored (expired ones not yet dropped included)."""
+        ...
+
+
+class Store(
+    ConversationStore, PreferenceStore, UsageLedger, QuotaCounterStore, ResponseCache, Protocol
+):
     """The whole database: each part above, opened and closed as one."""
 
     async def open(self) -> None: ...

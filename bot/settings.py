@@ -169,6 +169,13 @@ class Settings(EnvSettings):
     reply_checkpoint_s: float = Field(default=2.0, gt=0)
     admin_ids: IdList = Field(default_factory=list)
 
+    # --- response cache (bot.response_cache) ---
+    # deterministic: only requests sent with temperature 0 (the operator's TEMPERATURE=0)
+    # are cached, since only those ask for the same answer each time; always: every one.
+    cache_mode: Literal["off", "deterministic", "always"] = "deterministic"
+    cache_ttl_s: float = Field(default=86_400.0, gt=0)
+    cache_max_entries: int = Field(default=10_000, ge=1)
+
     # --- quotas (per-user limits and the account mirror) ---
     quota_enabled: bool = True
     quota_user_share: float = Field(default=0.25, gt=0.0, le=1.0)

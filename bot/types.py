@@ -13,6 +13,7 @@ from bot.text import clean_text
 
 __all__ = [
     "Attachment",
+    "CachedAnswer",
     "ChatEvent",
     "ChatMessage",
     "ChatRequest",
@@ -339,21 +340,44 @@ class UsageEntry:
     completion_tokens: int
     at: float
     estimated: bool = False
+    # Served from the response cache: no request reached the model, so no tokens.
+    cached: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class UsageSummary:
     """A user's totals since some time; ``estimated`` counts requests whose tokens were
-    estimated from the text (the server reported no usage)."""
+    estimated from the text (the server reported no usage), ``cached`` those answered
+    from the response cache (they carry no tokens)."""
 
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     estimated: int = 0
+    cached: int = 0
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    """A complete answer kept in the response cache under its request's hash.
+
+    ``text`` is the answer as stored in the conversation, ``reasoning`` what the model
+    reasoned (shown only where SHOW_REASONING is on, as for a live answer); the token
+    counts are the original request's, so the replayed turn weighs the same in the
+    history; ``created_at`` is epoch seconds (the TTL and eviction order run on it).
+    """
+
+    model: str
+    text: str
+    reasoning: str
+    prompt_tokens: int
+    completion_tokens: int
+    created_at: float
+    estimated: bool = False
 
 
 @dataclass(frozen=True, slots=True)

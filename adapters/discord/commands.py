@@ -1,4 +1,5 @@
-"""Slash commands: /model (with autocomplete), /models, /reset, /system, /usage, /help.
+"""Slash commands: /model (with autocomplete), /models, /reset, /system, /usage, /help,
+and the admins' /cache clear and /cache stats.
 
 Each command is a thin call into the engine's command operations; answers that
 concern only the caller are ephemeral. ``CommandTree`` applies the same allow/deny
@@ -40,6 +41,7 @@ FAILED = "Something went wrong on our side; the error was logged. Please try aga
 
 Interaction = discord.Interaction[Any]
 Command = app_commands.Command[Any, Any, Any]
+AnyCommand = Command | app_commands.Group
 
 
 def fit(text: str, limit: int = MAX_CHARS) -> str:
@@ -137,9 +139,14 @@ class CommandTree(app_commands.CommandTree[Any]):
             log.warning("could not report a command error: %s", exc)
 
 
-def build_commands(engine: Engine) -> list[Command]:
+def build_commands(engine: Engine) -> list[AnyCommand]:
     """The slash commands, bound to ``engine``."""
-    return [_model_command(engine), *_conversation_commands(engine), *_info_commands(engine)]
+    return [
+        _model_command(engine),
+        *_conversation_commands(engine),
+        *_info_commands(engine),
+        _cache_commands(engine),
+    ]
 
 
 def _model_command(engine: Engine) -> Command:
@@ -225,3 +232,20 @@ def _info_commands(engine: Engine) -> list[Command]:
         await _answer(interaction, engine.help(PLATFORM))
 
     return [models, usage, help_]
+
+
+def _cache_commands(engine: Engine) -> app_commands.Group:
+    """``/cache clear`` and ``/cache stats``: the engine refuses anyone not in ADMIN_IDS."""
+    group = app_commands.Group(name="cache", description="The response cache (admins only)")
+
+    @group.command(name="clear", description="Empty the response cache (admins only)")
+    async def clear(interaction: Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await _answer(interaction, await engine.cache(user_ref(interaction.user), "clear"))
+
+    @group.command(name="stats", description="The response cache's hit rate (admins only)")
+    async def stats(interaction: Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await _answer(interaction, await engine.cache(user_ref(interaction.user), ""))
+
+    return group

@@ -2,10 +2,11 @@
 
 ``/<prefix>-model`` (no argument: an ephemeral Block Kit select of the live models with
 the current one pre-selected; with one: set it), ``-models``, ``-reset``, ``-system``
-(text, or ``clear``), ``-usage`` and ``-help``, where the prefix is
-SLACK_COMMAND_PREFIX. Every command is acked at once (Slack shows an error after
-3 s) and answered afterwards, privately, through its ``response_url``; choosing in
-the select sets the model and replaces the picker with the confirmation.
+(text, or ``clear``), ``-usage``, ``-help`` and the admins' ``-cache`` (``clear``, or
+its hit rate), where the prefix is SLACK_COMMAND_PREFIX. Every command is acked at
+once (Slack shows an error after 3 s) and answered afterwards, privately, through its
+``response_url``; choosing in the select sets the model and replaces the picker with
+the confirmation.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ __all__ = ["COMMANDS", "MODEL_ACTION_ID", "Answer", "SlashCommands", "model_pick
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("model", "models", "reset", "system", "usage", "help")
+COMMANDS = ("model", "models", "reset", "system", "usage", "help", "cache")
 MODEL_ACTION_ID = "groqbot_pick_model"
 MAX_OPTIONS = 100  # Block Kit's limit for a static_select
 FAILED_TEXT = "Something went wrong on our side; the error was logged. Please try again."

@@ -46,6 +46,7 @@ CSV_HEADER = (
     "completion_tokens",
     "total_tokens",
     "estimated",
+    "cached",
 )
 _UNITS = {"rpm": "requests", "rpd": "requests", "tpm": "tokens", "tpd": "tokens"}
 _SOURCES = {
@@ -254,6 +255,7 @@ def _csv_row(row: UsageEntry) -> list[object]:
         row.completion_tokens,
         row.prompt_tokens + row.completion_tokens,
         int(row.estimated),
+        int(row.cached),
     ]
 
 

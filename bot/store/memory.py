@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from bot.ports import Clock
 from bot.types import (
+    CachedAnswer,
     ConversationKey,
     Platform,
     Prefs,
@@ -65,6 +66,7 @@ class InMemoryStore:
         self._user_prefs: dict[str, Prefs] = {}
         self._usage: list[UsageEntry] = []
         self._counters: dict[tuple[str, str, float], float] = {}
+        self._cache: dict[str, CachedAnswer] = {}
 
     async def open(self) -> None:
         return None
@@ -225,6 +227,7 @@ class InMemoryStore:
                 entry.completion_tokens,
                 entry.at,
                 entry.estimated,
+                entry.cached,
             )
         )
 
@@ -236,6 +239,7 @@ class InMemoryStore:
             prompt_tokens=sum(row.prompt_tokens for row in rows),
             completion_tokens=sum(row.completion_tokens for row in rows),
             estimated=sum(1 for row in rows if row.estimated),
+            cached=sum(1 for row in rows if row.cached),
         )
 
     async def iter_usage(self) -> AsyncIterator[UsageEntry]:
@@ -261,3 +265,25 @@ class InMemoryStore:
         for k in stale:
             del self._counters[k]
         return len(stale)
+
+    async def cache_get(self, key: str, *, fresh_since: float) -> CachedAnswer | None:
+        answer = self._cache.get(key)
+        return answer if answer is not None and answer.created_at >= fresh_since else None
+
+    async def cache_put(
+        self, key: str, answer: CachedAnswer, *, max_entries: int, stale_before: float
+    ) -> None:
+        self._cache[key] = answer
+        by_age = sorted(self._cache.items(), key=lambda item: (item[1].created_at, item[0]))
+        stale = [k for k, a in by_age if a.created_at < stale_before]
+        fresh = [k for k, a in by_age if a.created_at >= stale_before]
+        for k in stale + fresh[: max(0, len(fresh) - max(0, max_entries))]:
+            del self._cache[k]
+
+    async def cache_clear(self) -> int:
+        count = len(self._cache)
+        self._cache.clear()
+        return count
+
+    async def cache_size(self) -> int:
+        return len(self._cache)

@@ -128,7 +128,30 @@ _V3 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
+# The response cache (issue 17). Its own constant so that a merge with other version-4
+# steps can renumber it; plain portable DDL (TEXT / INTEGER / REAL) for PostgreSQL too.
+_V4_CACHE = Migration(
+    4,
+    (
+        # cache_key: the sha256 hex of the request (bot.response_cache.cache_key).
+        """CREATE TABLE response_cache (
+            cache_key TEXT PRIMARY KEY,
+            model TEXT NOT NULL,
+            answer TEXT NOT NULL,
+            reasoning TEXT NOT NULL DEFAULT '',
+            prompt_tokens INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0,
+            estimated INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL
+        )""",
+        # Expiry and eviction of the oldest read the entries in this order.
+        "CREATE INDEX response_cache_by_age ON response_cache (created_at, cache_key)",
+        # 1 when the answer came from the response cache (then its tokens are 0).
+        "ALTER TABLE usage ADD COLUMN cached INTEGER NOT NULL DEFAULT 0",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4_CACHE)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

@@ -26,6 +26,7 @@ from bot.errors import StoreError
 from bot.ports import Clock
 from bot.store.migrations import migrate
 from bot.types import (
+    CachedAnswer,
     ConversationKey,
     Platform,
     Prefs,
@@ -78,6 +79,25 @@ _UPSERT_CONVERSATION_SQL = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (storage_id) DO UPDATE SET updated_at = excluded.updated_at"
     " RETURNING id"
+)
+
+
+_CACHE_GET_SQL = (
+    "SELECT model, answer, reasoning, prompt_tokens, completion_tokens, estimated, created_at"
+    " FROM response_cache WHERE cache_key = ? AND created_at >= ?"
+)
+_CACHE_PUT_SQL = (
+    "INSERT INTO response_cache (cache_key, model, answer, reasoning, prompt_tokens,"
+    " completion_tokens, estimated, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (cache_key) DO UPDATE SET model = excluded.model, answer = excluded.answer,"
+    " reasoning = excluded.reasoning, prompt_tokens = excluded.prompt_tokens,"
+    " completion_tokens = excluded.completion_tokens, estimated = excluded.estimated,"
+    " created_at = excluded.created_at"
+)
+# Served by response_cache_by_age: the oldest first.
+_CACHE_EVICT_SQL = (
+    "DELETE FROM response_cache WHERE cache_key IN (SELECT cache_key FROM response_cache"
+    " ORDER BY created_at, cache_key LIMIT ?)"
 )
 
 
@@ -396,7 +416,7 @@ class SqliteStore:
         user, tokens = entry.user, (entry.prompt_tokens, entry.completion_tokens)
         sql = (
             "INSERT INTO usage (user_id, platform, model, prompt_tokens,"
-            " completion_tokens, at, estimated) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " completion_tokens, at, estimated, cached) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         )
         params = (
             user.storage_id(),
@@ -405,6 +425,7 @@ class SqliteStore:
             *tokens,
             entry.at,
             int(entry.estimated),
+            int(entry.cached),
         )
         await self._call(lambda db: db.execute(sql, params), write=True)
 
@@ -413,12 +434,14 @@ class SqliteStore:
             rows = await _fetchall(
                 conn,
                 "SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0),"
-                " COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(estimated), 0) FROM usage"
-                " WHERE user_id = ? AND at >= ?",
+                " COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(estimated), 0),"
+                " COALESCE(SUM(cached), 0) FROM usage WHERE user_id = ? AND at >= ?",
                 (user.storage_id(), since),
             )
-        requests, prompt, completion, estimated = rows[0]
-        return UsageSummary(int(requests), int(prompt), int(completion), int(estimated))
+        requests, prompt, completion, estimated, cached = rows[0]
+        return UsageSummary(
+            int(requests), int(prompt), int(completion), int(estimated), int(cached)
+        )
 
     async def iter_usage(self) -> AsyncIterator[UsageEntry]:
         """Every ledger row in the order recorded, fetched in batches.
@@ -431,14 +454,15 @@ class SqliteStore:
                 rows = await _fetchall(
                     conn,
                     "SELECT id, user_id, platform, model, prompt_tokens, completion_tokens, at,"
-                    " estimated FROM usage WHERE id > ? ORDER BY id LIMIT ?",
+                    " estimated, cached FROM usage WHERE id > ? ORDER BY id LIMIT ?",
                     (after, _USAGE_BATCH),
                 )
-            for row_id, user_id, platform, model, prompt, completion, at, estimated in rows:
+            for row_id, user_id, platform, model, prompt, completion, at, *flags in rows:
                 after = row_id
                 user = UserRef(Platform(platform), user_id.removeprefix(f"{platform}:"))
+                estimated, cached = (bool(f) for f in flags)
                 yield UsageEntry(
-                    user, model, int(prompt), int(completion), float(at), bool(estimated)
+                    user, model, int(prompt), int(completion), float(at), estimated, cached
                 )
             if len(rows) < _USAGE_BATCH:
                 return
@@ -474,6 +498,50 @@ class SqliteStore:
                 conn, "DELETE FROM quota_counters WHERE window_start < ?", (before,)
             )
         return removed
+
+    # ----- response cache -----
+
+    async def cache_get(self, key: str, *, fresh_since: float) -> CachedAnswer | None:
+        async with self._read() as conn:
+            rows = await _fetchall(conn, _CACHE_GET_SQL, (key, fresh_since))
+        if not rows:
+            return None
+        model, answer, reasoning, prompt, completion, estimated, created_at = rows[0]
+        return CachedAnswer(
+            model,
+            answer,
+            reasoning,
+            int(prompt),
+            int(completion),
+            float(created_at),
+            bool(estimated),
+        )
+
+    async def cache_put(
+        self, key: str, answer: CachedAnswer, *, max_entries: int, stale_before: float
+    ) -> None:
+        a = answer
+        row = (key, a.model, a.text, a.reasoning, a.prompt_tokens, a.completion_tokens)
+
+        def put(db: sqlite3.Connection) -> None:
+            db.execute(_CACHE_PUT_SQL, (*row, int(a.estimated), a.created_at))
+            db.execute("DELETE FROM response_cache WHERE created_at < ?", (stale_before,))
+            (count,) = db.execute("SELECT COUNT(*) FROM response_cache").fetchone()
+            if count > max_entries:
+                db.execute(_CACHE_EVICT_SQL, (count - max(0, max_entries),))
+
+        await self._call(put, write=True)
+
+    async def cache_clear(self) -> int:
+        def clear(db: sqlite3.Connection) -> int:
+            return db.execute("DELETE FROM response_cache").rowcount
+
+        return await self._call(clear, write=True)
+
+    async def cache_size(self) -> int:
+        async with self._read() as conn:
+            rows = await _fetchall(conn, "SELECT COUNT(*) FROM response_cache")
+        return int(rows[0][0])
 
 
 def _ref_columns(ref: ReplyRef) -> tuple[str, str]:

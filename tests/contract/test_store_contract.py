@@ -11,6 +11,7 @@ import pytest
 from bot.ports import Store
 from bot.store import InMemoryStore, SqliteStore
 from bot.types import (
+    CachedAnswer,
     ConversationKey,
     Platform,
     Prefs,
@@ -315,6 +316,14 @@ def _tokens(row: UsageEntry) -> tuple[int, int]:
     return row.prompt_tokens, row.completion_tokens
 
 
+async def test_cached_rows_are_counted_and_read_back_marked(store: Store) -> None:
+    await store.record_usage(entry(ALICE, T0, 10, 20))
+    await store.record_usage(UsageEntry(ALICE, "model-a", 0, 0, T0 + 1, cached=True))
+
+    assert await store.usage_since(ALICE, T0) == UsageSummary(2, 10, 20, cached=1)
+    assert [row.cached async for row in store.iter_usage()] == [False, True]
+
+
 async def test_iter_usage_of_an_empty_ledger_yields_nothing(store: Store) -> None:
     assert [row async for row in store.iter_usage()] == []
 
@@ -449,3 +458,69 @@ async def test_reset_forgets_streaming_replies_too(store: Store) -> None:
 
 async def test_ping_answers_while_open(store: Store) -> None:
     await store.ping()
+
+
+# ----- response cache -----
+
+
+def cached(text: str, at: float, *, reasoning: str = "", estimated: bool = False) -> CachedAnswer:
+    return CachedAnswer("model-a", text, reasoning, 7, 3, at, estimated)
+
+
+async def put(store: Store, key: str, answer: CachedAnswer, max_entries: int = 100) -> None:
+    await store.cache_put(key, answer, max_entries=max_entries, stale_before=0)
+
+
+async def test_cache_returns_what_was_put_every_field(store: Store) -> None:
+    answer = cached("4", T0, reasoning="2+2 …", estimated=True)
+    await put(store, "k1", answer)
+
+    assert await store.cache_get("k1", fresh_since=T0) == answer
+    assert await store.cache_get("k2", fresh_since=0) is None
+    assert await store.cache_size() == 1
+
+
+async def test_cache_entry_older_than_fresh_since_is_not_returned(store: Store) -> None:
+    await put(store, "k1", cached("old", T0))
+
+    assert await store.cache_get("k1", fresh_since=T0 + 1) is None
+    assert (await store.cache_get("k1", fresh_since=T0 - 1)) is not None
+
+
+async def test_cache_put_replaces_the_entry_of_the_same_key(store: Store) -> None:
+    await put(store, "k1", cached("first", T0))
+    await put(store, "k1", cached("second", T0 + 5))
+
+    got = await store.cache_get("k1", fresh_since=0)
+    assert got is not None and (got.text, got.created_at) == ("second", T0 + 5)
+    assert await store.cache_size() == 1
+
+
+async def test_cache_put_evicts_the_oldest_beyond_max_entries(store: Store) -> None:
+    for i in range(5):
+        await put(store, f"k{i}", cached(f"a{i}", T0 + i), max_entries=3)
+
+    assert await store.cache_size() == 3
+    kept = [await store.cache_get(f"k{i}", fresh_since=0) for i in range(5)]
+    assert [a.text if a else None for a in kept] == [None, None, "a2", "a3", "a4"]
+
+
+async def test_cache_put_drops_stale_entries(store: Store) -> None:
+    await put(store, "old", cached("old", T0 - 100))
+    await put(store, "mid", cached("mid", T0 - 10))
+    await store.cache_put("new", cached("new", T0), max_entries=100, stale_before=T0 - 50)
+
+    assert await store.cache_size() == 2
+    assert await store.cache_get("old", fresh_since=0) is None
+
+
+async def test_cache_clear_counts_and_empties_but_reset_leaves_it(store: Store) -> None:
+    await put(store, "k1", cached("a", T0))
+    await put(store, "k2", cached("b", T0))
+    await add(store, CHANNEL, "hi", 1)
+    await store.reset(CHANNEL)
+    assert await store.cache_size() == 2
+
+    assert await store.cache_clear() == 2
+    assert await store.cache_clear() == 0
+    assert await store.cache_get("k1", fresh_since=0) is None

@@ -32,6 +32,7 @@ class ScriptedCompletions:
         self.go_on = asyncio.Event()
         self.fail_after: int | None = None
         self.error: Exception = StreamInterrupted(detail="dropped")
+        self.finish_reason: str | None = None  # what the final Finished says
 
     def stream(
         self, request: ChatRequest, *, on_retry: Any = None, empty_is_overflow: bool = False
@@ -48,7 +49,7 @@ class ScriptedCompletions:
             self.clock.t += self.step_s
             yield TextDelta(self.piece)
             await asyncio.sleep(0)
-        yield Finished(Usage(10, self.pieces))
+        yield Finished(Usage(10, self.pieces), self.finish_reason)
 
     async def models(self, *, refresh: bool = False) -> Sequence[ModelInfo]:
         return [ModelInfo("m", context_window=1_000_000)]

@@ -113,9 +113,14 @@ class InteractionRoutes:
         user: FakeUser | None = None,
         channel_id: str | None = None,
         dm: bool = False,
+        subcommand: str | None = None,
     ) -> FakeInteraction:
-        """Dispatch a chat-input command (type 2) as ``user`` in a channel, thread or DM."""
-        return await self._interact(2, name, options(values or {}), user, channel_id, dm)
+        """Dispatch a chat-input command (type 2) as ``user`` in a channel, thread or DM;
+        ``subcommand`` names one of a command group's (``/cache clear``), ``values`` its."""
+        opts = options(values or {})
+        if subcommand is not None:
+            opts = [{"name": subcommand, "type": 1, "options": opts}]
+        return await self._interact(2, name, opts, user, channel_id, dm)
 
     async def send_autocomplete(
         self,

@@ -755,14 +755,16 @@ async def test_usage_csv_export() -> None:
     async def rows() -> AsyncIterator[UsageEntry]:
         yield UsageEntry(ALICE, MODEL, 10, 5, DAY0 + 3_600)
         yield UsageEntry(CAROL, MODEL, 1, 2, DAY0 + 7_200, estimated=True)
+        yield UsageEntry(ALICE, MODEL, 0, 0, DAY0 + 9_000, cached=True)
 
     out = io.StringIO()
-    assert await write_usage_csv(rows(), out) == 2
+    assert await write_usage_csv(rows(), out) == 3
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("time_utc,platform,user_id")
-    assert lines[0].endswith(",total_tokens,estimated")
-    assert lines[1].endswith(",discord,1,alice,openai/gpt-oss-120b,10,5,15,0")
-    assert lines[2].split(",")[1:3] == ["slack", "U3"] and lines[2].endswith(",1")
+    assert lines[0].endswith(",total_tokens,estimated,cached")
+    assert lines[1].endswith(",discord,1,alice,openai/gpt-oss-120b,10,5,15,0,0")
+    assert lines[2].split(",")[1:3] == ["slack", "U3"] and lines[2].endswith(",1,0")
+    assert lines[3].endswith(",0,0,0,0,1")  # a cached answer: no tokens, marked
 
 
 # ----- config -----

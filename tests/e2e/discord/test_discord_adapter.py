@@ -22,6 +22,7 @@ from bot.adapter import FatalHandler
 from bot.app import Runtime, open_runtime
 from bot.errors import ConfigError
 from bot.ports import Clock, SystemClock
+from bot.response_cache import CACHED_NOTE
 from bot.settings import Settings
 from tests.configured import Configured, configure
 from tests.fakes.discord_server import (
@@ -175,7 +176,7 @@ async def test_model_autocomplete_and_choice_change_the_next_request(
 ) -> None:
     async with running_bot(build()):
         assert {c["name"] for c in fake_discord.global_commands} == {
-            "model", "models", "reset", "system", "usage", "help"
+            "model", "models", "reset", "system", "usage", "help", "cache"
         }  # fmt: skip
         everything = await fake_discord.send_autocomplete("model", "name", "")
         llamas = await fake_discord.send_autocomplete("model", "name", "LLAMA")
@@ -222,6 +223,30 @@ async def test_reset_help_and_scoped_commands(fake_discord: FakeDiscord, build: 
     assert "/model" in (helped.response_text or "") and helped.ephemeral
 
 
+async def test_a_cached_answer_streams_with_its_note_and_only_admins_clear_the_cache(
+    fake_discord: FakeDiscord, fake_groq: FakeGroq, build: Build
+) -> None:
+    fd = fake_discord
+    async with running_bot(build(temperature=0.0, admin_ids=[fd.alice.id])):
+        first = await fd.send_message("capital of France?", mention=True)
+        await final_answer(fd, first.id, expected(1, "capital of France?"))
+        again = await fd.send_message("capital of France?", mention=True, author=fd.bob)
+        replayed = await final_answer(
+            fd, again.id, f"{expected(1, 'capital of France?')}\n\n{CACHED_NOTE}"
+        )
+        assert len(fake_groq.chat_requests) == 1, "a hit never reaches the model"
+        refused = await fd.send_command("cache", subcommand="clear", user=fd.bob)
+        cleared = await fd.send_command("cache", subcommand="clear")
+        await fd.wait_for(lambda: None not in (refused.response_text, cleared.response_text))
+        third = await fd.send_message("capital of France?", mention=True, author=fd.carol)
+        await final_answer(fd, third.id, expected(1, "capital of France?"))
+    assert len(replayed.history) >= 2, "the cached answer arrives in several edits"
+    assert "Only the bot's admins" in (refused.response_text or "") and refused.ephemeral
+    assert cleared.response_text == "Response cache cleared: 1 entry removed."
+    assert cleared.ephemeral
+    assert len(fake_groq.chat_requests) == 2
+
+
 async def test_guild_ids_publish_commands_to_those_servers_at_once(
     fake_discord: FakeDiscord, build: Build
 ) -> None:
@@ -229,7 +254,7 @@ async def test_guild_ids_publish_commands_to_those_servers_at_once(
         helped = await fake_discord.send_command("help")
         await fake_discord.wait_for(lambda: helped.answered)
     assert fake_discord.global_commands == []
-    assert len(fake_discord.guild_commands[fake_discord.guild_id]) == 6
+    assert len(fake_discord.guild_commands[fake_discord.guild_id]) == 7
     assert helped.payload["data"]["guild_id"] == fake_discord.guild_id
     assert "/reset" in (helped.response_text or "")
 

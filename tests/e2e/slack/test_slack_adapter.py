@@ -297,6 +297,24 @@ async def test_access_lists_dms_and_admins(
     assert fake_slack.responses[0]["url_id"] in cmd.response_url
 
 
+async def test_cache_command_clears_for_admins_only(
+    fake_slack: FakeSlack, fake_groq: FakeGroq, slack_settings: SettingsFactory
+) -> None:
+    settings = slack_settings(temperature=0.0, admin_ids=fake_slack.carol.id)
+    async with running_adapter(settings):
+        first = await fake_slack.mention(fake_slack.alice, "capital of France?")
+        await final_reply(fake_slack, first, answer(settings, "capital of France?"))
+        await fake_slack.command(fake_slack.bob, "/groq-cache", "clear")
+        await fake_slack.wait_for(lambda: len(fake_slack.responses) == 1, what="the refusal")
+        await fake_slack.command(fake_slack.carol, "/groq-cache", "clear")
+        await fake_slack.wait_for(lambda: len(fake_slack.responses) == 2, what="the count")
+
+    refused, cleared = fake_slack.responses
+    assert "Only the bot's admins" in refused["text"]
+    assert cleared["text"] == "Response cache cleared: 1 entry removed."
+    assert refused["response_type"] == cleared["response_type"] == "ephemeral"
+
+
 async def test_stream_falls_back_to_post_and_update(
     fake_slack: FakeSlack, fake_groq: FakeGroq, slack_settings: SettingsFactory
 ) -> None:
