@@ -466,6 +466,36 @@ async def test_v3_keeps_every_message_and_never_reuses_an_id(db_path: Path) -> N
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
+async def test_the_cache_step_keeps_the_ledger_and_marks_old_rows_not_cached(
+    db_path: Path,
+) -> None:
+    db_path.parent.mkdir()
+    async with aiosqlite.connect(db_path, isolation_level=None) as conn:
+        assert await migrate(conn, where="t", migrations=MIGRATIONS[:3]) == 3
+    with raw(db_path) as conn:  # what a bot of schema 3 recorded
+        conn.execute(
+            "INSERT INTO usage (user_id, platform, model, prompt_tokens, completion_tokens, at,"
+            " estimated) VALUES ('discord:1', 'discord', 'm', 10, 5, ?, 1)",
+            (T0,),
+        )
+
+    store = SqliteStore(db_path, clock=FakeClock(T0, epoch=T0))
+    await store.open()
+    try:
+        assert [row async for row in store.iter_usage()] == [
+            UsageEntry(ALICE, "m", 10, 5, T0, estimated=True, cached=False)
+        ]
+        assert await store.cache_size() == 0
+    finally:
+        await store.aclose()
+    with raw(db_path) as conn:
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT cache_key FROM response_cache ORDER BY created_at,"
+            " cache_key LIMIT 1"
+        ).fetchall()
+    assert "response_cache_by_age" in str(plan)  # eviction reads the oldest by the index
+
+
 async def test_streaming_replies_read_only_the_streaming_rows_via_their_index(
     store: SqliteStore, db_path: Path
 ) -> None:
