@@ -128,7 +128,20 @@ _V3 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
+# Platform events already claimed by a process (FleetCoordination.claim_event), so a
+# redelivered event is answered once, across restarts and across processes.
+_V4_EVENTS = Migration(
+    4,
+    (
+        """CREATE TABLE event_claims (
+            event_id TEXT PRIMARY KEY,
+            claimed_at REAL NOT NULL
+        )""",
+        "CREATE INDEX event_claims_by_age ON event_claims (claimed_at)",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4_EVENTS)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 
