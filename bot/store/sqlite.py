@@ -483,7 +483,6 @@ class SqliteStore:
             )
         return removed
 
-
     # ----- fleet coordination -----
 
     async def claim_event(self, event_id: str, *, ttl_s: float) -> bool:
