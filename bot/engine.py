@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -37,6 +37,7 @@ from bot.errors import (
     ModelUnavailable,
     QuotaExceeded,
     RequestTooLarge,
+    StoreError,
     StreamInterrupted,
     UpstreamError,
     UpstreamRateLimited,
@@ -96,6 +97,8 @@ NOT_SAVED_NOTE = (
 QUEUED_TEXT = "queued: answering other questions first…"
 # Pause before the one retry of a failed final save.
 _SAVE_RETRY_DELAY_S = 0.5
+# Slack retries an unacked event for about 5 minutes (immediately, after 1 and 5 min).
+EVENT_CLAIM_TTL_S = 3600.0
 
 
 @dataclass(slots=True)
@@ -190,8 +193,27 @@ class Engine(CommandsMixin):
                 log.info("rejected input: %s", exc.user_text)
                 await sink.fail(exc.user_text)
                 return
-            async with self._conversation_lock(incoming.key):
+            async with self._conversation_lock(incoming.key), AsyncExitStack() as held:
+                try:  # other processes on the database run this conversation's turns too
+                    await held.enter_async_context(self.store.turn_lease(incoming.key))
+                except StoreError as exc:
+                    log.error("conversation lease failed: %s", exc.detail or exc)
+                    await sink.fail(exc.user_text)
+                    return
                 await self._run_turn(incoming, user_text, sink)
+
+    async def claim_event(self, platform: Platform, event_id: str) -> bool:
+        """True when this process is the one to handle the platform event ``event_id``
+        (its first delivery to any process sharing the database within an hour).
+
+        When the database can't tell, the event is handled: answering a redelivery twice
+        is better than not answering at all.
+        """
+        try:
+            return await self.store.claim_event(f"{platform}:{event_id}", ttl_s=EVENT_CLAIM_TTL_S)
+        except StoreError as exc:
+            log.warning("could not claim event %s: %s; handling it", event_id, exc.detail or exc)
+            return True
 
     def _validate(self, incoming: Incoming, user_text: str) -> None:
         text = incoming.text.strip()

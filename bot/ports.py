@@ -352,8 +352,34 @@ class ResponseCache(Protocol):
         ...
 
 
+class FleetCoordination(Protocol):
+    """What bot processes sharing one database agree on. Raises ``StoreError``.
+
+    A platform may deliver one event to several processes (Slack retries an event that
+    was not acked in 3 s, and a load balancer may send the retry to another replica):
+    ``claim_event`` lets exactly one of them handle it. ``turn_lease`` keeps one
+    conversation's turns in order across processes; a store that only one process can
+    use (SQLite) returns a no-op, since the engine's own lock already orders them.
+    """
+
+    async def claim_event(self, event_id: str, *, ttl_s: float) -> bool:
+        """True for the first claim of ``event_id`` within ``ttl_s`` seconds, else False."""
+        ...
+
+    def turn_lease(self, conversation: ConversationKey) -> AbstractAsyncContextManager[None]:
+        """Held for the whole of a turn: while one process holds a conversation's lease,
+        another waits for it (a dead holder's lease expires)."""
+        ...
+
+
 class Store(
-    ConversationStore, PreferenceStore, UsageLedger, QuotaCounterStore, ResponseCache, Protocol
+    ConversationStore,
+    PreferenceStore,
+    UsageLedger,
+    QuotaCounterStore,
+    ResponseCache,
+    FleetCoordination,
+    Protocol,
 ):
     """The whole database: each part above, opened and closed as one."""
 

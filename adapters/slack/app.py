@@ -27,7 +27,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.commands import SlashCommands
-from adapters.slack.config import SlackSettings
+from adapters.slack.config import PLATFORM, SlackSettings
 from adapters.slack.surface import ReplyNotDelivered, ReplyTarget, SlackSurface, slack_call
 from adapters.slack.translate import (
     Route,
@@ -163,13 +163,16 @@ class SlackBot:
         retry = request.headers.get("x-slack-retry-num", ["0"])[0] or "0"
         event_id = body.get("event_id")
         duplicate = int(retry) > 0 if not event_id else str(event_id) in self._seen
-        if duplicate:
-            log.info("ignoring redelivered event %s (retry %s)", event_id, retry)
-            return BoltResponse(status=200, body="")  # acked, never answered twice
-        if event_id:
+        if not duplicate and event_id:
             self._seen[str(event_id)] = None
             if len(self._seen) > SEEN_EVENTS:
                 self._seen.popitem(last=False)
+            # Another replica (behind a load balancer) or an earlier process may have
+            # taken this event already: the database says which one answers it.
+            duplicate = not await self.engine.claim_event(PLATFORM, str(event_id))
+        if duplicate:
+            log.info("ignoring redelivered event %s (retry %s)", event_id, retry)
+            return BoltResponse(status=200, body="")  # acked, never answered twice
         await next()
         return None
 

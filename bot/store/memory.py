@@ -6,8 +6,10 @@ match ``SqliteStore`` exactly; ``tests/contract/test_store_contract.py`` holds b
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 from bot.ports import Clock
@@ -27,6 +29,8 @@ from bot.types import (
 )
 
 __all__ = ["InMemoryStore"]
+
+_MAX_CLAIMS = 100_000  # event ids remembered; a process never sees that many retries
 
 
 @dataclass(slots=True)
@@ -67,6 +71,7 @@ class InMemoryStore:
         self._usage: list[UsageEntry] = []
         self._counters: dict[tuple[str, str, float], float] = {}
         self._cache: dict[str, CachedAnswer] = {}
+        self._claims: dict[str, float] = {}  # event id -> claimed at
 
     async def open(self) -> None:
         return None
@@ -287,3 +292,19 @@ class InMemoryStore:
 
     async def cache_size(self) -> int:
         return len(self._cache)
+
+    # ----- fleet coordination -----
+
+    async def claim_event(self, event_id: str, *, ttl_s: float) -> bool:
+        now = self._now()
+        claimed = self._claims.get(event_id)
+        if claimed is not None and claimed >= now - ttl_s:
+            return False
+        self._claims.pop(event_id, None)
+        self._claims[event_id] = now
+        if len(self._claims) > _MAX_CLAIMS:  # oldest first: dicts keep insertion order
+            del self._claims[next(iter(self._claims))]
+        return True
+
+    def turn_lease(self, conversation: ConversationKey) -> AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()

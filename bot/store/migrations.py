@@ -151,7 +151,20 @@ _V4_CACHE = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4_CACHE)
+# Platform events already claimed by a process (FleetCoordination.claim_event), so a
+# redelivered event is answered once, across restarts and across processes.
+_V5_EVENTS = Migration(
+    5,
+    (
+        """CREATE TABLE event_claims (
+            event_id TEXT PRIMARY KEY,
+            claimed_at REAL NOT NULL
+        )""",
+        "CREATE INDEX event_claims_by_age ON event_claims (claimed_at)",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4_CACHE, _V5_EVENTS)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

@@ -16,7 +16,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -73,6 +73,13 @@ _STREAMING_SQL = (
     " JOIN conversations AS c ON c.id = m.conversation_id"
     " WHERE m.status = 'streaming' ORDER BY m.id"
 )
+# Inserts a new claim, or takes over one older than the TTL; rowcount 0 = claimed already.
+_CLAIM_EVENT_SQL = (
+    "INSERT INTO event_claims (event_id, claimed_at) VALUES (?, ?)"
+    " ON CONFLICT (event_id) DO UPDATE SET claimed_at = excluded.claimed_at"
+    " WHERE event_claims.claimed_at < ?"
+)
+_PRUNE_CLAIMS_EVERY = 256  # claims between deletions of expired ones
 _UPSERT_CONVERSATION_SQL = (
     "INSERT INTO conversations"
     " (storage_id, platform, space, channel, thread, dm_user, created_at, updated_at)"
@@ -149,6 +156,7 @@ class SqliteStore:
         self._clock = clock
         self._conn: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        self._claims = 0
 
     @property
     def path(self) -> Path:
@@ -542,6 +550,25 @@ class SqliteStore:
         async with self._read() as conn:
             rows = await _fetchall(conn, "SELECT COUNT(*) FROM response_cache")
         return int(rows[0][0])
+
+    # ----- fleet coordination -----
+
+    async def claim_event(self, event_id: str, *, ttl_s: float) -> bool:
+        now = self._now()
+        self._claims += 1
+        prune = self._claims % _PRUNE_CLAIMS_EVERY == 1
+
+        def claim(db: sqlite3.Connection) -> bool:
+            if prune:
+                db.execute("DELETE FROM event_claims WHERE claimed_at < ?", (now - ttl_s,))
+            cursor = db.execute(_CLAIM_EVENT_SQL, (event_id, now, now - ttl_s))
+            return cursor.rowcount == 1
+
+        return await self._call(claim, write=True)
+
+    def turn_lease(self, conversation: ConversationKey) -> AbstractAsyncContextManager[None]:
+        # One process per SQLite file: the engine's own per-conversation lock orders turns.
+        return contextlib.nullcontext()
 
 
 def _ref_columns(ref: ReplyRef) -> tuple[str, str]:

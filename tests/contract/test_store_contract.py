@@ -39,13 +39,20 @@ BOB = UserRef(Platform("discord"), "2", "bob")
 SLACK_ALICE = UserRef(Platform("slack"), "1", "alice")
 
 
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0, epoch=T0)
+
+
 @pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[Store]:
     impl: Store
     if request.param == "memory":
-        impl = InMemoryStore(clock=FakeClock(T0, epoch=T0))
+        impl = InMemoryStore(clock=clock)
     else:
-        impl = SqliteStore(tmp_path / "bot.db", clock=FakeClock(T0, epoch=T0))
+        impl = SqliteStore(tmp_path / "bot.db", clock=clock)
     await impl.open()
     try:
         yield impl
@@ -524,3 +531,27 @@ async def test_cache_clear_counts_and_empties_but_reset_leaves_it(store: Store) 
     assert await store.cache_clear() == 2
     assert await store.cache_clear() == 0
     assert await store.cache_get("k1", fresh_since=0) is None
+
+
+# ----- fleet coordination -----
+
+
+async def test_an_event_is_claimed_once_until_its_claim_expires(
+    store: Store, clock: FakeClock
+) -> None:
+    assert await store.claim_event("slack:Ev1", ttl_s=60)
+    assert not await store.claim_event("slack:Ev1", ttl_s=60)
+    assert await store.claim_event("slack:Ev2", ttl_s=60)
+    await clock.advance(30)
+    assert not await store.claim_event("slack:Ev1", ttl_s=60)
+    await clock.advance(31)
+    assert await store.claim_event("slack:Ev1", ttl_s=60)  # expired: a new delivery
+    assert not await store.claim_event("slack:Ev1", ttl_s=60)
+
+
+async def test_a_turn_lease_is_held_and_released(store: Store) -> None:
+    async with store.turn_lease(THREAD):
+        await add(store, THREAD, "inside the lease", 3)
+    async with store.turn_lease(THREAD):  # released: taken again at once
+        pass
+    assert contents(await store.window(THREAD, token_budget=100)) == ["inside the lease"]
