@@ -15,6 +15,8 @@ from typing import Protocol, runtime_checkable
 
 from bot.errors import UpstreamError
 from bot.types import (
+    ChannelRef,
+    ChannelSettings,
     ChatEvent,
     ChatRequest,
     ConversationKey,
@@ -38,6 +40,7 @@ from bot.types import (
 __all__ = [
     "Adapter",
     "AppendableSurface",
+    "ChannelSettingsStore",
     "Clock",
     "Completions",
     "ConversationStore",
@@ -293,6 +296,21 @@ class PreferenceStore(Protocol):
     ) -> None: ...
 
 
+class ChannelSettingsStore(Protocol):
+    """Admins' per-channel persona, model and mode. Raises ``StoreError``."""
+
+    async def channel_settings(self, channel: ChannelRef) -> ChannelSettings:
+        """The channel's settings; ``ChannelSettings()`` for a channel never set."""
+        ...
+
+    async def set_channel_settings(
+        self, channel: ChannelRef, settings: ChannelSettings, *, by: str
+    ) -> None:
+        """Replace the channel's persona, model and mode; ``by`` (a user's storage id)
+        and the store's clock become ``updated_by`` / ``updated_at``."""
+        ...
+
+
 class UsageLedger(Protocol):
     """One row per answered request, for /usage and the CSV export. Raises ``StoreError``."""
 
@@ -323,7 +341,14 @@ class QuotaCounterStore(Protocol):
         ...
 
 
-class Store(ConversationStore, PreferenceStore, UsageLedger, QuotaCounterStore, Protocol):
+class Store(
+    ConversationStore,
+    PreferenceStore,
+    ChannelSettingsStore,
+    UsageLedger,
+    QuotaCounterStore,
+    Protocol,
+):
     """The whole database: each part above, opened and closed as one."""
 
     async def open(self) -> None: ...

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bot.ports import Clock
 from bot.types import (
+    ChannelRef,
+    ChannelSettings,
     ConversationKey,
     Platform,
     Prefs,
@@ -65,6 +67,7 @@ class InMemoryStore:
         self._user_prefs: dict[str, Prefs] = {}
         self._usage: list[UsageEntry] = []
         self._counters: dict[tuple[str, str, float], float] = {}
+        self._channels: dict[str, ChannelSettings] = {}
 
     async def open(self) -> None:
         return None
@@ -213,6 +216,15 @@ class InMemoryStore:
             self._user_prefs[target.storage_id()] = Prefs(old.model, prompt)
         else:
             self._conversation(target).system_prompt = prompt
+
+    async def channel_settings(self, channel: ChannelRef) -> ChannelSettings:
+        return self._channels.get(channel.storage_id(), ChannelSettings())
+
+    async def set_channel_settings(
+        self, channel: ChannelRef, settings: ChannelSettings, *, by: str
+    ) -> None:
+        stamped = replace(settings, updated_at=self._now(), updated_by=by)
+        self._channels[channel.storage_id()] = stamped
 
     async def record_usage(self, entry: UsageEntry) -> None:
         # The ledger keeps no display names (as in SQLite), so rows read back compare equal.

@@ -26,6 +26,9 @@ from bot.errors import StoreError
 from bot.ports import Clock
 from bot.store.migrations import migrate
 from bot.types import (
+    ChannelMode,
+    ChannelRef,
+    ChannelSettings,
     ConversationKey,
     Platform,
     Prefs,
@@ -389,6 +392,43 @@ class SqliteStore:
                     f"UPDATE conversations SET {column} = ? WHERE id = ?",
                     (value, conversation_id),
                 )
+
+    # ----- channel settings -----
+
+    async def channel_settings(self, channel: ChannelRef) -> ChannelSettings:
+        sql = (
+            "SELECT system_prompt, model, mode, updated_at, updated_by FROM channel_settings"
+            " WHERE platform = ? AND space = ? AND channel = ?"
+        )
+        params = (str(channel.platform), channel.space, channel.channel)
+        rows = await self._call(lambda db: db.execute(sql, params).fetchall(), write=False)
+        if not rows:
+            return ChannelSettings()
+        prompt, model, mode, updated_at, updated_by = rows[0]
+        return ChannelSettings(prompt, model, ChannelMode(mode), float(updated_at), updated_by)
+
+    async def set_channel_settings(
+        self, channel: ChannelRef, settings: ChannelSettings, *, by: str
+    ) -> None:
+        sql = (
+            "INSERT INTO channel_settings (platform, space, channel, system_prompt, model,"
+            " mode, updated_at, updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (platform, space, channel) DO UPDATE SET"
+            " system_prompt = excluded.system_prompt, model = excluded.model,"
+            " mode = excluded.mode, updated_at = excluded.updated_at,"
+            " updated_by = excluded.updated_by"
+        )
+        params = (
+            str(channel.platform),
+            channel.space,
+            channel.channel,
+            settings.system_prompt,
+            settings.model,
+            str(settings.mode),
+            self._now(),
+            by,
+        )
+        await self._call(lambda db: db.execute(sql, params), write=True)
 
     # ----- usage ledger -----
 

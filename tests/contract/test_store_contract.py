@@ -11,6 +11,9 @@ import pytest
 from bot.ports import Store
 from bot.store import InMemoryStore, SqliteStore
 from bot.types import (
+    ChannelMode,
+    ChannelRef,
+    ChannelSettings,
     ConversationKey,
     Platform,
     Prefs,
@@ -275,6 +278,59 @@ async def test_setting_prefs_keeps_the_conversation_history(store: Store) -> Non
     await add(store, CHANNEL, "hello", 1)
     await store.set_model(CHANNEL, "m")
     assert contents(await store.window(CHANNEL, token_budget=10)) == ["hello"]
+
+
+# ----- channel settings -----
+
+GENERAL = ChannelRef(Platform("discord"), "g1", "c1")
+
+
+async def test_channel_settings_default_to_unset(store: Store) -> None:
+    assert await store.channel_settings(GENERAL) == ChannelSettings()
+    assert (await store.channel_settings(GENERAL)).mode is ChannelMode.MENTION
+
+
+async def test_channel_settings_round_trip_with_who_and_when(store: Store) -> None:
+    chosen = ChannelSettings("be a pirate", "m-chan", ChannelMode.ALL)
+    await store.set_channel_settings(GENERAL, chosen, by="discord:1")
+
+    got = await store.channel_settings(GENERAL)
+    assert got == ChannelSettings("be a pirate", "m-chan", ChannelMode.ALL, T0, "discord:1")
+    assert got.mode is ChannelMode.ALL  # the enum, not its string
+
+
+async def test_channel_settings_are_replaced_whole_and_none_clears(store: Store) -> None:
+    await store.set_channel_settings(
+        GENERAL, ChannelSettings("p", "m", ChannelMode.ALL), by="discord:1"
+    )
+    await store.set_channel_settings(GENERAL, ChannelSettings(model="m2"), by="discord:2")
+
+    assert await store.channel_settings(GENERAL) == ChannelSettings(
+        None, "m2", ChannelMode.MENTION, T0, "discord:2"
+    )
+
+
+async def test_channel_settings_are_keyed_by_platform_space_and_channel(store: Store) -> None:
+    await store.set_channel_settings(GENERAL, ChannelSettings("p"), by="discord:1")
+
+    for other in (
+        ChannelRef(Platform("slack"), "g1", "c1"),
+        ChannelRef(Platform("discord"), "g2", "c1"),
+        ChannelRef(Platform("discord"), "g1", "c2"),
+    ):
+        assert await store.channel_settings(other) == ChannelSettings()
+    # Every conversation of the channel (its threads) shares them.
+    assert THREAD.channel_ref == CHANNEL.channel_ref == GENERAL
+    assert DM.channel_ref is None
+
+
+async def test_channel_settings_are_not_user_or_conversation_prefs(store: Store) -> None:
+    await store.set_channel_settings(GENERAL, ChannelSettings("p", "m"), by="discord:1")
+    await add(store, THREAD, "hello", 1)
+    await store.reset(THREAD)  # a conversation's /reset leaves its channel alone
+
+    assert await store.prefs(ALICE, THREAD) == Prefs()
+    assert (await store.channel_settings(GENERAL)).system_prompt == "p"
 
 
 # ----- usage ledger -----
