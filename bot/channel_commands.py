@@ -12,13 +12,12 @@ before answering a message that doesn't mention the bot.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 
 from bot.commands import CommandsMixin, clean_persona, persona_problem
 from bot.errors import BotError, StoreError
 from bot.types import (
+    ChannelField,
     ChannelMode,
     ChannelRef,
     ChannelSettings,
@@ -32,13 +31,13 @@ __all__ = ["CLEARABLE", "NO_CHANNEL", "ChannelCommandsMixin"]
 
 log = logging.getLogger(__name__)
 
-_Change = Callable[[ChannelSettings], ChannelSettings]
-# What ``clear <what>`` does to the settings.
-_CLEAR: dict[str, _Change] = {
-    "persona": lambda s: replace(s, system_prompt=None),
-    "model": lambda s: replace(s, model=None),
-    "mode": lambda s: replace(s, mode=ChannelMode.MENTION),
-    "all": lambda s: replace(s, system_prompt=None, model=None, mode=ChannelMode.MENTION),
+_Changes = dict[ChannelField, str | None]
+# What ``clear <what>`` writes.
+_CLEAR: dict[str, _Changes] = {
+    "persona": {"system_prompt": None},
+    "model": {"model": None},
+    "mode": {"mode": ChannelMode.MENTION},
+    "all": {"system_prompt": None, "model": None, "mode": ChannelMode.MENTION},
 }
 CLEARABLE = tuple(_CLEAR)  # what ``clear_channel`` takes
 _SHOWN_PERSONA_CHARS = 300
@@ -66,6 +65,11 @@ class ChannelCommandsMixin(CommandsMixin):
             )
             return False
         return settings.mode is ChannelMode.ALL
+
+    async def channel_model(self, channel: ChannelRef) -> str:
+        """The model answering in ``channel`` for users who chose none: the channel's,
+        else the default."""
+        return (await self.store.channel_settings(channel)).model or await self.default_model()
 
     async def channel_settings_text(
         self, user: UserRef, channel: ChannelRef | None
@@ -104,9 +108,7 @@ class ChannelCommandsMixin(CommandsMixin):
             return CommandReply("Give the persona's text, or clear it.")
         if (problem := persona_problem(cleaned)) is not None:
             return problem
-        await self._update(
-            user, channel, "persona set", lambda s: replace(s, system_prompt=cleaned)
-        )
+        await self._update(user, channel, "persona set", {"system_prompt": cleaned})
         return CommandReply(
             "Persona set for this channel; users' and conversations' own personas still come first."
         )
@@ -123,7 +125,7 @@ class ChannelCommandsMixin(CommandsMixin):
             return CommandReply("Give a model id (see /models), or clear it.")
         if (problem := await self.model_problem(model)) is not None:
             return problem
-        await self._update(user, channel, f"model {model} set", lambda s: replace(s, model=model))
+        await self._update(user, channel, f"model {model} set", {"model": model})
         return CommandReply(
             f"Model `{model}` set for this channel; users' and conversations' own model "
             "choices still come first."
@@ -141,7 +143,7 @@ class ChannelCommandsMixin(CommandsMixin):
         except ValueError:
             names = " or ".join(f"`{m.value}`" for m in ChannelMode)
             return CommandReply(f"`{mode.strip()}` is not a mode: choose {names}.")
-        await self._update(user, channel, f"mode {chosen} set", lambda s: replace(s, mode=chosen))
+        await self._update(user, channel, f"mode {chosen} set", {"mode": chosen})
         return CommandReply(f"Mode set for this channel: {_mode_text(chosen)}")
 
     async def clear_channel(
@@ -233,10 +235,11 @@ class ChannelCommandsMixin(CommandsMixin):
             f"`{p}channel show` shows them."
         )
 
-    async def _update(self, user: UserRef, channel: ChannelRef, what: str, change: _Change) -> None:
-        """Apply ``change`` to the channel's settings, and log who did it."""
-        current = await self.store.channel_settings(channel)
-        await self.store.set_channel_settings(channel, change(current), by=user.storage_id())
+    async def _update(
+        self, user: UserRef, channel: ChannelRef, what: str, changes: _Changes
+    ) -> None:
+        """Write ``changes`` to the channel's settings, and log who did it."""
+        await self.store.set_channel_settings(channel, changes, by=user.storage_id())
         log.info("channel %s: %s by %s", channel.storage_id(), what, user.storage_id())
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
 from bot.errors import UpstreamError
 from bot.types import (
+    ChannelField,
     ChannelRef,
     ChannelSettings,
     ChatEvent,
@@ -304,10 +305,12 @@ class ChannelSettingsStore(Protocol):
         ...
 
     async def set_channel_settings(
-        self, channel: ChannelRef, settings: ChannelSettings, *, by: str
+        self, channel: ChannelRef, changes: Mapping[ChannelField, str | None], *, by: str
     ) -> None:
-        """Replace the channel's persona, model and mode; ``by`` (a user's storage id)
-        and the store's clock become ``updated_by`` / ``updated_at``."""
+        """Change the settings named in ``changes`` in one write; the others keep theirs
+        (two admins changing different ones never undo each other). ``system_prompt`` /
+        ``model`` None clears it; ``mode`` takes a ``ChannelMode`` value. ``by`` (a user's
+        storage id) and the store's clock become ``updated_by`` / ``updated_at``."""
         ...
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Literal
 
 from bot.text import clean_text
 
 __all__ = [
     "Attachment",
+    "ChannelField",
     "ChannelMode",
     "ChannelRef",
     "ChannelSettings",
@@ -345,6 +347,10 @@ class ChannelMode(StrEnum):
 
     MENTION = "mention"  # only messages that mention it (and its conversations' threads)
     ALL = "all"  # every top-level human message, each starting its own conversation
+
+
+ChannelField = Literal["system_prompt", "model", "mode"]
+"""A setting of ``ChannelSettings`` that admins change (``ChannelSettingsStore``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ from adapters.discord.surface import (
 from adapters.discord.translate import (
     Route,
     channel_key,
+    channel_ref,
     is_conversational,
     mentions_bot,
     route,
@@ -296,10 +297,17 @@ class DiscordBot(discord.Client):
         channel = message.channel
         known_thread = False
         reply_root = None
+        answer_all = False
         if isinstance(channel, discord.Thread):
             known_thread = not mentioned and await self._is_known_thread(channel)
-        elif message.guild is not None and message.reference is not None:
-            reply_root = await self._reply_root(message)
+        elif message.guild is not None:
+            if message.reference is not None:
+                reply_root = await self._reply_root(message)
+            if not mentioned and reply_root is None:
+                # Every other top-level message: answered only where admins chose mode all.
+                answer_all = await self.engine.answers_all(
+                    channel_ref(message.guild.id, channel.id)
+                )
         plan = route(
             message,
             bot_id=me,
@@ -307,6 +315,7 @@ class DiscordBot(discord.Client):
             mentioned=mentioned,
             reply_root=reply_root,
             known_thread=known_thread,
+            answer_all=answer_all,
         )
         if plan is not None and plan.key.thread and not plan.key.is_dm:
             if isinstance(channel, discord.Thread):

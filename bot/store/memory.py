@@ -7,11 +7,13 @@ match ``SqliteStore`` exactly; ``tests/contract/test_store_contract.py`` holds b
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Collection, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from bot.ports import Clock
 from bot.types import (
+    ChannelField,
+    ChannelMode,
     ChannelRef,
     ChannelSettings,
     ConversationKey,
@@ -221,10 +223,18 @@ class InMemoryStore:
         return self._channels.get(channel.storage_id(), ChannelSettings())
 
     async def set_channel_settings(
-        self, channel: ChannelRef, settings: ChannelSettings, *, by: str
+        self, channel: ChannelRef, changes: Mapping[ChannelField, str | None], *, by: str
     ) -> None:
-        stamped = replace(settings, updated_at=self._now(), updated_by=by)
-        self._channels[channel.storage_id()] = stamped
+        sid = channel.storage_id()
+        old = self._channels.get(sid, ChannelSettings())
+        self._channels[sid] = ChannelSettings(
+            changes.get("system_prompt", old.system_prompt),
+            changes.get("model", old.model),
+            # A value not a mode raises, as SQLite's CHECK refuses it.
+            ChannelMode(str(changes["mode"])) if "mode" in changes else old.mode,
+            self._now(),
+            by,
+        )
 
     async def record_usage(self, entry: UsageEntry) -> None:
         # The ledger keeps no display names (as in SQLite), so rows read back compare equal.

@@ -15,10 +15,10 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import aiosqlite
 
@@ -26,6 +26,7 @@ from bot.errors import StoreError
 from bot.ports import Clock
 from bot.store.migrations import migrate
 from bot.types import (
+    ChannelField,
     ChannelMode,
     ChannelRef,
     ChannelSettings,
@@ -75,6 +76,7 @@ _STREAMING_SQL = (
     " JOIN conversations AS c ON c.id = m.conversation_id"
     " WHERE m.status = 'streaming' ORDER BY m.id"
 )
+_CHANNEL_COLUMNS = frozenset(get_args(ChannelField))
 _UPSERT_CONVERSATION_SQL = (
     "INSERT INTO conversations"
     " (storage_id, platform, space, channel, thread, dm_user, created_at, updated_at)"
@@ -408,26 +410,20 @@ class SqliteStore:
         return ChannelSettings(prompt, model, ChannelMode(mode), float(updated_at), updated_by)
 
     async def set_channel_settings(
-        self, channel: ChannelRef, settings: ChannelSettings, *, by: str
+        self, channel: ChannelRef, changes: Mapping[ChannelField, str | None], *, by: str
     ) -> None:
+        columns = list(changes)
+        if not columns or not set(columns) <= _CHANNEL_COLUMNS:  # names go into the SQL
+            raise ValueError(f"not channel settings: {columns}")
+        updates = "".join(f" {c} = excluded.{c}," for c in columns)
         sql = (
-            "INSERT INTO channel_settings (platform, space, channel, system_prompt, model,"
-            " mode, updated_at, updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (platform, space, channel) DO UPDATE SET"
-            " system_prompt = excluded.system_prompt, model = excluded.model,"
-            " mode = excluded.mode, updated_at = excluded.updated_at,"
-            " updated_by = excluded.updated_by"
+            f"INSERT INTO channel_settings (platform, space, channel, {', '.join(columns)},"
+            f" updated_at, updated_by) VALUES ({', '.join('?' * (len(columns) + 5))})"
+            f" ON CONFLICT (platform, space, channel) DO UPDATE SET{updates}"
+            " updated_at = excluded.updated_at, updated_by = excluded.updated_by"
         )
-        params = (
-            str(channel.platform),
-            channel.space,
-            channel.channel,
-            settings.system_prompt,
-            settings.model,
-            str(settings.mode),
-            self._now(),
-            by,
-        )
+        key = (str(channel.platform), channel.space, channel.channel)
+        params = (*key, *(changes[c] for c in columns), self._now(), by)
         await self._call(lambda db: db.execute(sql, params), write=True)
 
     # ----- usage ledger -----

@@ -83,7 +83,7 @@ async def test_data_survives_close_and_reopen(db_path: Path) -> None:
     await first.save_quota_counters([QuotaCounter("s", "rpd", T0, 4.0)])
     channel = ChannelRef(Platform("discord"), "g", "c")
     await first.set_channel_settings(
-        channel, ChannelSettings("pirate", "m-chan", ChannelMode.ALL), by="discord:1"
+        channel, {"system_prompt": "pirate", "model": "m-chan", "mode": "all"}, by="discord:1"
     )
     await first.aclose()
 
