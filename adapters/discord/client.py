@@ -2,7 +2,8 @@
 
 ``on_message`` only filters, takes the message's place in its channel's line
 (``ordering``) and spawns a task; the task resolves the conversation
-(``translate.route``), checks the allow/deny lists, opens a thread when needed, reads
+(``translate.route``; a plain message without a mention only in a channel set to mode
+``all``), checks the allow/deny lists, opens a thread when needed, reads
 attachments and, once the messages ahead have gone, hands the turn to ``Engine.handle``
 with an ``EditingSink`` over a ``DiscordSurface``.
 
@@ -105,7 +106,8 @@ def invite_url(client_id: int | str) -> str:
 
 
 class DiscordBot(discord.Client):
-    """A ``discord.Client`` that answers mentions, its threads, reply chains and DMs."""
+    """A ``discord.Client`` that answers mentions, its threads, reply chains and DMs, and
+    every top-level message of a channel whose mode is ``all``."""
 
     def __init__(
         self, context: AdapterContext[DiscordSettings], *, guild_ready_timeout: float
