@@ -3,10 +3,10 @@
 Everyone may see a channel's settings; only admins (ADMIN_IDS) may change them. Adapters
 call the structured operations (``set_channel_persona`` …) or, where commands arrive as
 text, ``run_command("channel", …)`` (``show``, ``persona <text>``, ``model <id>``,
-``mode mention|all``, ``clear [persona|model|mode|all]``). Where the
-settings take effect: ``CommandsMixin.effective_prefs`` (persona and model, below a
-user's and a conversation's own choice) and ``answers_all`` (mode), which adapters ask
-before answering a message that doesn't mention the bot.
+``mode mention|all``, ``clear [persona|model|mode|all]``). Where the settings take
+effect: ``CommandsMixin.effective_prefs`` (persona and model, below a user's and a
+conversation's own choice) and ``answers_all`` (mode), which adapters ask before
+answering a message that doesn't mention the bot.
 """
 
 from __future__ import annotations
@@ -100,15 +100,14 @@ class ChannelCommandsMixin(CommandsMixin):
         self, user: UserRef, channel: ChannelRef | None, prompt: str
     ) -> CommandReply:
         """Set the channel's persona (admins); an empty one is refused."""
-        if (refusal := self._channel_refusal(user, channel)) is not None:
-            return refusal
-        assert channel is not None
+        if isinstance(place := self._changeable(user, channel), CommandReply):
+            return place
         cleaned = clean_persona(prompt)
         if cleaned is None:
             return CommandReply("Give the persona's text, or clear it.")
         if (problem := persona_problem(cleaned)) is not None:
             return problem
-        await self._update(user, channel, "persona set", {"system_prompt": cleaned})
+        await self._update(user, place, "persona set", {"system_prompt": cleaned})
         return CommandReply(
             "Persona set for this channel; users' and conversations' own personas still come first."
         )
@@ -117,15 +116,14 @@ class ChannelCommandsMixin(CommandsMixin):
         self, user: UserRef, channel: ChannelRef | None, model: str
     ) -> CommandReply:
         """Set the channel's default model (admins), checked against the live list."""
-        if (refusal := self._channel_refusal(user, channel)) is not None:
-            return refusal
-        assert channel is not None
+        if isinstance(place := self._changeable(user, channel), CommandReply):
+            return place
         model = model.strip()
         if not model:
             return CommandReply("Give a model id (see /models), or clear it.")
         if (problem := await self.model_problem(model)) is not None:
             return problem
-        await self._update(user, channel, f"model {model} set", {"model": model})
+        await self._update(user, place, f"model {model} set", {"model": model})
         return CommandReply(
             f"Model `{model}` set for this channel; users' and conversations' own model "
             "choices still come first."
@@ -135,30 +133,28 @@ class ChannelCommandsMixin(CommandsMixin):
         self, user: UserRef, channel: ChannelRef | None, mode: str
     ) -> CommandReply:
         """Set which messages the bot answers in the channel (admins)."""
-        if (refusal := self._channel_refusal(user, channel)) is not None:
-            return refusal
-        assert channel is not None
+        if isinstance(place := self._changeable(user, channel), CommandReply):
+            return place
         try:
             chosen = ChannelMode(mode.strip().lower())
         except ValueError:
             names = " or ".join(f"`{m.value}`" for m in ChannelMode)
             return CommandReply(f"`{mode.strip()}` is not a mode: choose {names}.")
-        await self._update(user, channel, f"mode {chosen} set", {"mode": chosen})
+        await self._update(user, place, f"mode {chosen} set", {"mode": chosen})
         return CommandReply(f"Mode set for this channel: {_mode_text(chosen)}")
 
     async def clear_channel(
         self, user: UserRef, channel: ChannelRef | None, what: str = "all"
     ) -> CommandReply:
         """Clear one setting (``persona``, ``model``, ``mode``) or ``all`` of them (admins)."""
-        if (refusal := self._channel_refusal(user, channel)) is not None:
-            return refusal
-        assert channel is not None
+        if isinstance(place := self._changeable(user, channel), CommandReply):
+            return place
         what = what.strip().lower() or "all"
         cleared = _CLEAR.get(what)
         if cleared is None:
             choices = ", ".join(f"`{f}`" for f in _CLEAR)
             return CommandReply(f"`{what}` is not a channel setting: clear one of {choices}.")
-        await self._update(user, channel, f"{what} cleared", cleared)
+        await self._update(user, place, f"{what} cleared", cleared)
         if what == "all":
             return CommandReply("This channel's settings are cleared; the defaults apply.")
         return CommandReply(f"This channel's {what} is cleared; the default applies.")
@@ -218,12 +214,13 @@ class ChannelCommandsMixin(CommandsMixin):
             "no mention needed)."
         )
 
-    def _channel_refusal(self, user: UserRef, channel: ChannelRef | None) -> CommandReply | None:
-        """Why ``user`` can't change settings here (no channel, not an admin); None if they can."""
+    def _changeable(self, user: UserRef, channel: ChannelRef | None) -> ChannelRef | CommandReply:
+        """``channel``, when ``user`` may change its settings; else why not (no channel
+        here, or not an admin)."""
         if channel is None:
             return CommandReply(NO_CHANNEL)
         if self.is_admin(user):
-            return None
+            return channel
         log.info(
             "%s may not change the settings of channel %s (not in ADMIN_IDS); refused",
             user.storage_id(),

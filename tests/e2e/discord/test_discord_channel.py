@@ -114,3 +114,22 @@ async def test_a_conversation_persona_and_a_users_model_beat_the_channels(
         "qwen/qwen3-32b",
     ]
     assert len(fd.threads) == 2  # the plain message after clearing the mode got none
+
+
+async def test_in_reply_mode_the_bots_own_answers_in_the_channel_start_nothing(
+    fake_discord: FakeDiscord, fake_groq: FakeGroq, build: Build
+) -> None:
+    # In reply mode the answers are channel messages themselves, which Discord echoes to
+    # the bot: answering them would be a loop.
+    fd = fake_discord
+    async with running_bot(build(admin_ids=[fd.alice.id], discord_reply_mode="reply")):
+        await answered(fd, await fd.send_command("channel", {"mode": "all"}, subcommand="mode"))
+        first = await fd.send_message("one", author=fd.bob)
+        await final_answer(fd, fd.channel_id, expected(1, "one"))
+        await fd.send_message("two", author=fd.carol)
+        await final_answer(fd, fd.channel_id, expected(1, "two"))
+
+    answers = fd.bot_messages(fd.channel_id)
+    assert [m.content for m in answers] == [expected(1, "one"), expected(1, "two")]
+    assert str(answers[0].bodies[0]["message_reference"]["message_id"]) == first.id
+    assert len(fake_groq.chat_requests) == 2 and not fd.threads
