@@ -22,11 +22,12 @@ from bot.types import (
     ModelInfo,
     Platform,
     PlatformHelp,
+    Prefs,
     UsageSummary,
     UserRef,
 )
 
-__all__ = ["CommandsMixin", "is_chat_model", "window_text"]
+__all__ = ["CommandsMixin", "clean_persona", "is_chat_model", "persona_problem", "window_text"]
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,24 @@ class CommandsMixin:
 
     async def current_model(self, user: UserRef, key: ConversationKey | None) -> str:
         """The model the next turn of this user in this conversation will use."""
-        prefs = await self.store.prefs(user, key)
+        prefs = await self.effective_prefs(user, key)
         return prefs.model or await self.default_model()
+
+    async def effective_prefs(self, user: UserRef, key: ConversationKey | None) -> Prefs:
+        """Model and persona by precedence: the conversation's (``/system``, ``/model``
+        scoped to it), else the user's own, else its channel's settings; None left for
+        the global default (DEFAULT_MODEL, SYSTEM_PROMPT)."""
+        prefs = await self.store.prefs(user, key)  # the conversation's over the user's
+        channel = key.channel_ref if key is not None else None
+        if channel is None or (prefs.model is not None and prefs.system_prompt is not None):
+            return prefs
+        settings = await self.store.channel_settings(channel)
+        return Prefs(
+            model=prefs.model if prefs.model is not None else settings.model,
+            system_prompt=(
+                prefs.system_prompt if prefs.system_prompt is not None else settings.system_prompt
+            ),
+        )
 
     async def default_model(self) -> str:
         """DEFAULT_MODEL; when left blank on a local server (llama.cpp, vLLM, Ollama), the
@@ -93,6 +110,16 @@ class CommandsMixin:
         model = model.strip()
         if not model:
             return await self.models_text(user, key)
+        problem = await self.model_problem(model)
+        if problem is not None:
+            return problem
+        await self.store.set_model(key if key is not None else user, model)
+        where = "this conversation" if key is not None else "you"
+        return CommandReply(f"Model set to `{model}` for {where}.")
+
+    async def model_problem(self, model: str) -> CommandReply | None:
+        """Why ``model`` can't be chosen (not in the live list, or the list can't be read);
+        None when it can. An API that lists no models accepts any id."""
         try:
             available = await self.list_models()
         except UpstreamError as exc:
@@ -102,9 +129,7 @@ class CommandsMixin:
             close = difflib.get_close_matches(model, ids, n=3, cutoff=0.4)
             hint = f" Did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
             return CommandReply(f"`{model}` is not an available model.{hint} See /models.")
-        await self.store.set_model(key if key is not None else user, model)
-        where = "this conversation" if key is not None else "you"
-        return CommandReply(f"Model set to `{model}` for {where}.")
+        return None
 
     async def models_text(self, user: UserRef, key: ConversationKey | None) -> CommandReply:
         """The live model list with the current choice marked."""
@@ -135,12 +160,9 @@ class CommandsMixin:
         self, user: UserRef, prompt: str | None, *, key: ConversationKey | None = None
     ) -> CommandReply:
         """Set (or clear, with None or an empty string) the persona / system prompt."""
-        prompt = clean_text(prompt or "").strip() or None  # stored: valid Unicode only
-        if prompt is not None and len(prompt) > MAX_SYSTEM_PROMPT_CHARS:
-            return CommandReply(
-                f"That persona is {len(prompt):,} characters; the limit is "
-                f"{MAX_SYSTEM_PROMPT_CHARS:,}."
-            )
+        prompt = clean_persona(prompt)
+        if prompt is not None and (problem := persona_problem(prompt)) is not None:
+            return problem
         await self.store.set_system_prompt(key if key is not None else user, prompt)
         where = "this conversation" if key is not None else "you"
         if prompt is None:
@@ -259,6 +281,20 @@ class CommandsMixin:
 
 
 _GENERIC_HELP = PlatformHelp("Send me a message and I answer.")
+
+
+def clean_persona(prompt: str | None) -> str | None:
+    """A persona as stored: valid Unicode, trimmed; None when empty (not set)."""
+    return clean_text(prompt or "").strip() or None
+
+
+def persona_problem(prompt: str) -> CommandReply | None:
+    """The refusal of a persona over ``MAX_SYSTEM_PROMPT_CHARS``; None when it fits."""
+    if len(prompt) <= MAX_SYSTEM_PROMPT_CHARS:
+        return None
+    return CommandReply(
+        f"That persona is {len(prompt):,} characters; the limit is {MAX_SYSTEM_PROMPT_CHARS:,}."
+    )
 
 
 # Model ids that are not chat models: speech-to-text, text-to-speech, safety classifiers

@@ -18,7 +18,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bot.commands import CommandsMixin
+from bot.channel_commands import ChannelCommandsMixin
 from bot.context import (
     CONSERVATIVE_CONTEXT_WINDOW,
     build_messages,
@@ -136,11 +136,12 @@ class _Unmetered:
 _UNMETERED = _Unmetered()
 
 
-class Engine(CommandsMixin):
+class Engine(ChannelCommandsMixin):
     """Runs conversation turns and commands for every adapter.
 
     Adapters call ``handle`` with a ``ReplySink`` and the command methods (from
-    ``CommandsMixin``); they never see the store or the completions client.
+    ``CommandsMixin`` and ``ChannelCommandsMixin``); they never see the store or the
+    completions client.
     """
 
     def __init__(
@@ -700,7 +701,7 @@ class Engine(CommandsMixin):
     # ----- models -----
 
     async def _effective(self, user: UserRef, key: ConversationKey | None) -> tuple[str, str]:
-        prefs = await self.store.prefs(user, key)
+        prefs = await self.effective_prefs(user, key)
         model = prefs.model or await self.default_model()
         system = prefs.system_prompt if prefs.system_prompt is not None else None
         return model, system or self.settings.system_prompt

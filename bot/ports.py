@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
 from bot.errors import UpstreamError
 from bot.types import (
     CachedAnswer,
+    ChannelField,
+    ChannelRef,
+    ChannelSettings,
     ChatEvent,
     ChatRequest,
     ConversationKey,
@@ -39,6 +42,7 @@ from bot.types import (
 __all__ = [
     "Adapter",
     "AppendableSurface",
+    "ChannelSettingsStore",
     "Clock",
     "Completions",
     "ConversationStore",
@@ -295,6 +299,23 @@ class PreferenceStore(Protocol):
     ) -> None: ...
 
 
+class ChannelSettingsStore(Protocol):
+    """Admins' per-channel persona, model and mode. Raises ``StoreError``."""
+
+    async def channel_settings(self, channel: ChannelRef) -> ChannelSettings:
+        """The channel's settings; ``ChannelSettings()`` for a channel never set."""
+        ...
+
+    async def set_channel_settings(
+        self, channel: ChannelRef, changes: Mapping[ChannelField, str | None], *, by: str
+    ) -> None:
+        """Change the settings named in ``changes`` in one write; the others keep theirs
+        (two admins changing different ones never undo each other). ``system_prompt`` /
+        ``model`` None clears it; ``mode`` takes a ``ChannelMode`` value. ``by`` (a user's
+        storage id) and the store's clock become ``updated_by`` / ``updated_at``."""
+        ...
+
+
 class UsageLedger(Protocol):
     """One row per answered request, for /usage and the CSV export. Raises ``StoreError``."""
 
@@ -375,6 +396,7 @@ class FleetCoordination(Protocol):
 class Store(
     ConversationStore,
     PreferenceStore,
+    ChannelSettingsStore,
     UsageLedger,
     QuotaCounterStore,
     ResponseCache,

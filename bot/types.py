@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Literal
 
 from bot.text import clean_text
 
 __all__ = [
     "Attachment",
     "CachedAnswer",
+    "ChannelField",
+    "ChannelMode",
+    "ChannelRef",
+    "ChannelSettings",
     "ChatEvent",
     "ChatMessage",
     "ChatRequest",
@@ -68,6 +73,18 @@ class PlatformHelp:
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelRef:
+    """One channel of a space (guild / workspace): where channel settings apply."""
+
+    platform: Platform
+    space: str
+    channel: str
+
+    def storage_id(self) -> str:
+        return f"{self.platform}:{self.space}:{self.channel}"
+
+
+@dataclass(frozen=True, slots=True)
 class ConversationKey:
     """Platform-neutral identity of one conversation.
 
@@ -91,6 +108,13 @@ class ConversationKey:
     @property
     def is_dm(self) -> bool:
         return self.dm_user is not None
+
+    @property
+    def channel_ref(self) -> ChannelRef | None:
+        """The channel this conversation is in (a thread's parent); None for a DM."""
+        if self.is_dm or not self.channel:
+            return None
+        return ChannelRef(self.platform, self.space, self.channel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +341,32 @@ class Prefs:
 
     model: str | None = None
     system_prompt: str | None = None
+
+
+class ChannelMode(StrEnum):
+    """Which messages of a channel the bot answers."""
+
+    MENTION = "mention"  # only messages that mention it (and its conversations' threads)
+    ALL = "all"  # every top-level human message, each starting its own conversation
+
+
+ChannelField = Literal["system_prompt", "model", "mode"]
+"""A setting of ``ChannelSettings`` that admins change (``ChannelSettingsStore``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSettings:
+    """What admins set for one channel (None: not set, the next layer applies).
+
+    ``updated_at`` (epoch seconds) and ``updated_by`` (``UserRef.storage_id()``) say who
+    last changed them; 0 and "" for a channel never set.
+    """
+
+    system_prompt: str | None = None
+    model: str | None = None
+    mode: ChannelMode = ChannelMode.MENTION
+    updated_at: float = 0.0
+    updated_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)

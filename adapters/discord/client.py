@@ -2,7 +2,8 @@
 
 ``on_message`` only filters, takes the message's place in its channel's line
 (``ordering``) and spawns a task; the task resolves the conversation
-(``translate.route``), checks the allow/deny lists, opens a thread when needed, reads
+(``translate.route``; a plain message without a mention only in a channel set to mode
+``all``), checks the allow/deny lists, opens a thread when needed, reads
 attachments and, once the messages ahead have gone, hands the turn to ``Engine.handle``
 with an ``EditingSink`` over a ``DiscordSurface``.
 
@@ -42,6 +43,7 @@ from adapters.discord.surface import (
 from adapters.discord.translate import (
     Route,
     channel_key,
+    channel_ref,
     is_conversational,
     mentions_bot,
     route,
@@ -104,7 +106,8 @@ def invite_url(client_id: int | str) -> str:
 
 
 class DiscordBot(discord.Client):
-    """A ``discord.Client`` that answers mentions, its threads, reply chains and DMs."""
+    """A ``discord.Client`` that answers mentions, its threads, reply chains and DMs, and
+    every top-level message of a channel whose mode is ``all``."""
 
     def __init__(
         self, context: AdapterContext[DiscordSettings], *, guild_ready_timeout: float
@@ -296,10 +299,17 @@ class DiscordBot(discord.Client):
         channel = message.channel
         known_thread = False
         reply_root = None
+        answer_all = False
         if isinstance(channel, discord.Thread):
             known_thread = not mentioned and await self._is_known_thread(channel)
-        elif message.guild is not None and message.reference is not None:
-            reply_root = await self._reply_root(message)
+        elif message.guild is not None:
+            if message.reference is not None:
+                reply_root = await self._reply_root(message)
+            if not mentioned and reply_root is None:
+                # Every other top-level message: answered only where admins chose mode all.
+                answer_all = await self.engine.answers_all(
+                    channel_ref(message.guild.id, channel.id)
+                )
         plan = route(
             message,
             bot_id=me,
@@ -307,6 +317,7 @@ class DiscordBot(discord.Client):
             mentioned=mentioned,
             reply_root=reply_root,
             known_thread=known_thread,
+            answer_all=answer_all,
         )
         if plan is not None and plan.key.thread and not plan.key.is_dm:
             if isinstance(channel, discord.Thread):

@@ -1,5 +1,6 @@
 """Slash commands: /model (with autocomplete), /models, /reset, /system, /usage, /help,
-and the admins' /cache clear and /cache stats.
+and the admins' /cache clear and /cache stats, and /channel show|persona|model|mode|clear
+(a channel's settings).
 
 Each command is a thin call into the engine's command operations; answers that
 concern only the caller are ephemeral. ``CommandTree`` applies the same allow/deny
@@ -9,7 +10,7 @@ lists as messages and turns every failure into a short ephemeral answer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import discord
@@ -17,10 +18,11 @@ from discord import app_commands
 
 from adapters.discord.config import PLATFORM
 from adapters.discord.surface import MAX_CHARS, NO_MENTIONS
-from adapters.discord.translate import key_for_channel, user_ref
+from adapters.discord.translate import channel_ref_for, key_for_channel, user_ref
+from bot.channel_commands import CLEARABLE
 from bot.engine import Engine
 from bot.errors import BotError
-from bot.types import CommandReply, ConversationKey, UserRef
+from bot.types import ChannelRef, CommandReply, ConversationKey, UserRef
 
 __all__ = ["CommandTree", "build_commands", "fit", "model_choices"]
 
@@ -146,6 +148,7 @@ def build_commands(engine: Engine) -> list[AnyCommand]:
         *_conversation_commands(engine),
         *_info_commands(engine),
         _cache_commands(engine),
+        _channel_command(engine),
     ]
 
 
@@ -173,15 +176,22 @@ def _model_command(engine: Engine) -> Command:
         interaction: Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
         user, key = _who(interaction)
-        try:
-            models = await engine.list_models(current)
-            chosen = await engine.current_model(user, key)
-        except BotError as exc:
-            log.warning("model autocomplete failed: %s", exc)
-            return []
-        return model_choices([m.id for m in models], chosen)
+        return await _model_autocomplete(engine, current, lambda: engine.current_model(user, key))
 
     return model
+
+
+async def _model_autocomplete(
+    engine: Engine, typed: str, chosen: Callable[[], Awaitable[str]]
+) -> list[app_commands.Choice[str]]:
+    """Live models matching ``typed``, the one ``chosen`` says is in use first and marked."""
+    try:
+        models = await engine.list_models(typed)
+        current = await chosen()
+    except BotError as exc:
+        log.warning("model autocomplete failed: %s", exc)
+        return []
+    return model_choices([m.id for m in models], current)
 
 
 def _conversation_commands(engine: Engine) -> list[Command]:
@@ -247,5 +257,64 @@ def _cache_commands(engine: Engine) -> app_commands.Group:
     async def stats(interaction: Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         await _answer(interaction, await engine.cache(user_ref(interaction.user), ""))
+
+    return group
+
+
+MODES = [
+    app_commands.Choice(name="mention: answer when mentioned", value="mention"),
+    app_commands.Choice(name="all: answer every message, each in a thread", value="all"),
+]
+CLEARABLE_CHOICES = [
+    app_commands.Choice(name="everything" if what == "all" else what, value=what)
+    for what in CLEARABLE
+]
+
+
+def _channel_command(engine: Engine) -> app_commands.Group:
+    """``/channel show|persona|model|mode|clear``: the channel's settings; the engine
+    lets anyone see them and only admins change them."""
+    group = app_commands.Group(
+        name="channel", description="This channel's persona, model and mode (admins set them)"
+    )
+
+    def where(interaction: Interaction) -> tuple[UserRef, ChannelRef | None]:
+        return user_ref(interaction.user), channel_ref_for(interaction.channel)
+
+    @group.command(name="show", description="Show this channel's settings")
+    async def show(interaction: Interaction) -> None:
+        await _answer(interaction, await engine.channel_settings_text(*where(interaction)))
+
+    @group.command(name="persona", description="Set this channel's persona (admins)")
+    @app_commands.describe(text="How the bot should behave in this channel")
+    async def persona(interaction: Interaction, text: str) -> None:
+        await _answer(interaction, await engine.set_channel_persona(*where(interaction), text))
+
+    @group.command(name="model", description="Set this channel's default model (admins)")
+    @app_commands.describe(name="Model id; start typing to search the live list")
+    async def model(interaction: Interaction, name: str) -> None:
+        # Validating the model may query the API: answer within Discord's 3 s.
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await _answer(interaction, await engine.set_channel_model(*where(interaction), name))
+
+    @model.autocomplete("name")
+    async def model_autocomplete(
+        interaction: Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        channel = channel_ref_for(interaction.channel)
+        if channel is None:
+            return []
+        return await _model_autocomplete(engine, current, lambda: engine.channel_model(channel))
+
+    @group.command(name="mode", description="Which messages the bot answers here (admins)")
+    @app_commands.choices(mode=MODES)
+    async def mode(interaction: Interaction, mode: str) -> None:
+        await _answer(interaction, await engine.set_channel_mode(*where(interaction), mode))
+
+    @group.command(name="clear", description="Clear this channel's settings (admins)")
+    @app_commands.describe(what="The setting to clear (all of them when left out)")
+    @app_commands.choices(what=CLEARABLE_CHOICES)
+    async def clear(interaction: Interaction, what: str = "all") -> None:
+        await _answer(interaction, await engine.clear_channel(*where(interaction), what))
 
     return group

@@ -21,11 +21,13 @@ from typing import Literal
 import discord
 
 from adapters.discord.config import PLATFORM
-from bot.types import Attachment, ConversationKey, Incoming, UserRef
+from bot.types import Attachment, ChannelRef, ConversationKey, Incoming, UserRef
 
 __all__ = [
     "Route",
     "channel_key",
+    "channel_ref",
+    "channel_ref_for",
     "dm_key",
     "is_conversational",
     "key_for_channel",
@@ -63,6 +65,20 @@ def channel_key(guild_id: int, channel_id: int, thread_id: int) -> ConversationK
     return ConversationKey(
         PLATFORM, space=str(guild_id), channel=str(channel_id), thread=str(thread_id)
     )
+
+
+def channel_ref(guild_id: int, channel_id: int) -> ChannelRef:
+    return ChannelRef(PLATFORM, str(guild_id), str(channel_id))
+
+
+def channel_ref_for(channel: object) -> ChannelRef | None:
+    """The channel whose settings a command run in ``channel`` refers to: a thread's
+    parent, a server channel itself; None in a DM."""
+    if isinstance(channel, discord.Thread):
+        return channel_ref(channel.guild.id, channel.parent_id) if channel.parent_id else None
+    if isinstance(channel, discord.abc.GuildChannel):
+        return channel_ref(channel.guild.id, channel.id)
+    return None
 
 
 def key_for_channel(channel: object, user_id: int) -> ConversationKey | None:
@@ -114,12 +130,14 @@ def route(
     mentioned: bool,
     reply_root: int | None = None,
     known_thread: bool = False,
+    answer_all: bool = False,
 ) -> Route | None:
     """Decide whether and where to answer; None means "not for the bot".
 
     ``reply_root``: root id of a reply chain the bot takes part in (the message replies
     to one of the bot's messages). ``known_thread``: the message is in a thread the bot
-    started or already answered in.
+    started or already answered in. ``answer_all``: the channel's mode is ``all``, so a
+    top-level message starts a conversation without a mention.
     """
     author = message.author.id
     channel = message.channel
@@ -133,7 +151,7 @@ def route(
     if reply_root is not None:
         # Continuing a reply chain works in both modes: it is already a conversation.
         return Route(channel_key(guild_id, channel.id, reply_root), reply_to=message.id)
-    if not mentioned:
+    if not (mentioned or answer_all):
         return None
     key = channel_key(guild_id, channel.id, message.id)
     if mode == "thread":

@@ -216,6 +216,9 @@ class SlackBot:
                 return
             if route.needs_history and not await self._known_thread(route):
                 return
+            channel = route.key.channel_ref
+            if route.needs_mode_all and not (channel and await self.engine.answers_all(channel)):
+                return
             if not route.key.is_dm:
                 self._threads.add(route.key.storage_id())
             incoming = to_incoming(event, route, bot_user_id=self.identity.bot_user_id)

@@ -2,11 +2,12 @@
 
 ``/<prefix>-model`` (no argument: an ephemeral Block Kit select of the live models with
 the current one pre-selected; with one: set it), ``-models``, ``-reset``, ``-system``
-(text, or ``clear``), ``-usage``, ``-help`` and the admins' ``-cache`` (``clear``, or
-its hit rate), where the prefix is SLACK_COMMAND_PREFIX. Every command is acked at
-once (Slack shows an error after 3 s) and answered afterwards, privately, through its
-``response_url``; choosing in the select sets the model and replaces the picker with
-the confirmation.
+(text, or ``clear``), ``-usage``, ``-help``, ``-channel`` (the channel's settings:
+``show``, ``persona <text>``, ``model <id>``, ``mode mention|all``, ``clear``) and the
+admins' ``-cache`` (``clear``, or its hit rate), where the prefix is
+SLACK_COMMAND_PREFIX. Every command is acked at once (Slack shows an error after 3 s)
+and answered afterwards, privately, through its ``response_url``; choosing in the select
+sets the model and replaces the picker with the confirmation.
 """
 
 from __future__ import annotations
@@ -18,17 +19,18 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
+from adapters.slack.config import PLATFORM
 from adapters.slack.format import to_mrkdwn
 from adapters.slack.translate import dm_key, is_dm_channel, user_ref
 from bot.engine import Engine
 from bot.errors import BotError
-from bot.types import CommandReply, ModelInfo, UserRef
+from bot.types import ChannelRef, CommandReply, ModelInfo, UserRef
 
 __all__ = ["COMMANDS", "MODEL_ACTION_ID", "Answer", "SlashCommands", "model_picker"]
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("model", "models", "reset", "system", "usage", "help", "cache")
+COMMANDS = ("model", "models", "reset", "system", "usage", "help", "cache", "channel")
 MODEL_ACTION_ID = "groqbot_pick_model"
 MAX_OPTIONS = 100  # Block Kit's limit for a static_select
 FAILED_TEXT = "Something went wrong on our side; the error was logged. Please try again."
@@ -128,8 +130,11 @@ class SlashCommands:
         if name == "model" and not arg:
             return await self._model_picker(user)
         # Slash commands don't say which thread they were typed in: only a DM is one.
-        key = dm_key(self._team_id, user.user_id) if is_dm_channel(channel) else None
-        return _reply(await self._engine.run_command(name, arg, user=user, key=key))
+        dm = is_dm_channel(channel)
+        key = dm_key(self._team_id, user.user_id) if dm else None
+        place = None if dm or not channel else ChannelRef(PLATFORM, self._team_id, channel)
+        reply = await self._engine.run_command(name, arg, user=user, key=key, channel=place)
+        return _reply(reply)
 
     async def _model_picker(self, user: UserRef) -> Answer:
         models = await self._engine.list_models()

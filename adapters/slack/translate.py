@@ -5,8 +5,10 @@ Routing rules (``route_mention`` / ``route_message``):
 - ``app_mention`` in a channel: a conversation in the thread of the mention (a new
   thread rooted at the mention, or the thread it was written in).
 - A channel message in a thread without a mention: only continues a thread the bot is
-  already part of (``Route.needs_history``; the caller asks the engine). A channel
-  message that mentions the bot is left to its ``app_mention`` twin.
+  already part of (``Route.needs_history``; the caller asks the engine). A top-level
+  channel message without a mention starts a conversation in its own thread only where
+  the channel's mode is ``all`` (``Route.needs_mode_all``; the caller asks the engine).
+  A channel message that mentions the bot is left to its ``app_mention`` twin.
 - ``message.im``: a top-level DM is one conversation per user, answered top-level; a
   DM thread (e.g. an assistant thread) is its own conversation, answered in it.
 - Bots (ours included), edits, deletions and other subtypes are never answered.
@@ -49,6 +51,7 @@ class Route:
 
     ``thread_ts``: the thread to answer in (None: top level, a plain DM).
     ``needs_history``: answer only if the conversation already exists.
+    ``needs_mode_all``: answer only if the channel's mode is ``all``.
     ``assistant``: a DM thread, where ``assistant.threads.setStatus`` works.
     """
 
@@ -57,6 +60,7 @@ class Route:
     thread_ts: str | None
     needs_history: bool = False
     assistant: bool = False
+    needs_mode_all: bool = False
 
 
 def is_dm_channel(channel: str) -> bool:
@@ -113,8 +117,11 @@ def route_message(event: Event, *, team_id: str, bot_user_id: str) -> Route | No
         if thread:
             return Route(dm_key(team_id, user, str(thread)), channel, str(thread), assistant=True)
         return Route(dm_key(team_id, user), channel, None)
-    if not thread or mentions(str(event.get("text", "")), bot_user_id):
+    if mentions(str(event.get("text", "")), bot_user_id):
         return None
+    if not thread:
+        ts = str(event["ts"])
+        return Route(channel_key(team_id, channel, ts), channel, ts, needs_mode_all=True)
     key = channel_key(team_id, channel, str(thread))
     return Route(key, channel, str(thread), needs_history=True)
 

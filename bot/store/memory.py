@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 from bot.ports import Clock
 from bot.types import (
     CachedAnswer,
+    ChannelField,
+    ChannelMode,
+    ChannelRef,
+    ChannelSettings,
     ConversationKey,
     Platform,
     Prefs,
@@ -72,6 +76,7 @@ class InMemoryStore:
         self._counters: dict[tuple[str, str, float], float] = {}
         self._cache: dict[str, CachedAnswer] = {}
         self._claims: dict[str, float] = {}  # event id -> claimed at
+        self._channels: dict[str, ChannelSettings] = {}
 
     async def open(self) -> None:
         return None
@@ -220,6 +225,23 @@ class InMemoryStore:
             self._user_prefs[target.storage_id()] = Prefs(old.model, prompt)
         else:
             self._conversation(target).system_prompt = prompt
+
+    async def channel_settings(self, channel: ChannelRef) -> ChannelSettings:
+        return self._channels.get(channel.storage_id(), ChannelSettings())
+
+    async def set_channel_settings(
+        self, channel: ChannelRef, changes: Mapping[ChannelField, str | None], *, by: str
+    ) -> None:
+        sid = channel.storage_id()
+        old = self._channels.get(sid, ChannelSettings())
+        self._channels[sid] = ChannelSettings(
+            changes.get("system_prompt", old.system_prompt),
+            changes.get("model", old.model),
+            # A value not a mode raises, as SQLite's CHECK refuses it.
+            ChannelMode(str(changes["mode"])) if "mode" in changes else old.mode,
+            self._now(),
+            by,
+        )
 
     async def record_usage(self, entry: UsageEntry) -> None:
         # The ledger keeps no display names (as in SQLite), so rows read back compare equal.

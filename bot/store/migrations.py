@@ -164,7 +164,27 @@ _V5_EVENTS = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4_CACHE, _V5_EVENTS)
+# Admins' per-channel settings (issue 17). Its own constant so that a merge with another
+# new step only renumbers it. NULL persona / model: not set; ``updated_by`` is a user's
+# ``UserRef.storage_id()``.
+_V6_CHANNELS = Migration(
+    6,
+    (
+        """CREATE TABLE channel_settings (
+            platform TEXT NOT NULL,
+            space TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            system_prompt TEXT,
+            model TEXT,
+            mode TEXT NOT NULL DEFAULT 'mention' CHECK (mode IN ('mention', 'all')),
+            updated_at REAL NOT NULL,
+            updated_by TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (platform, space, channel)
+        )""",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4_CACHE, _V5_EVENTS, _V6_CHANNELS)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

@@ -15,10 +15,10 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import aiosqlite
 
@@ -27,6 +27,10 @@ from bot.ports import Clock
 from bot.store.migrations import migrate
 from bot.types import (
     CachedAnswer,
+    ChannelField,
+    ChannelMode,
+    ChannelRef,
+    ChannelSettings,
     ConversationKey,
     Platform,
     Prefs,
@@ -80,6 +84,7 @@ _CLAIM_EVENT_SQL = (
     " WHERE event_claims.claimed_at < ?"
 )
 _PRUNE_CLAIMS_EVERY = 256  # claims between deletions of expired ones
+_CHANNEL_COLUMNS = frozenset(get_args(ChannelField))
 _UPSERT_CONVERSATION_SQL = (
     "INSERT INTO conversations"
     " (storage_id, platform, space, channel, thread, dm_user, created_at, updated_at)"
@@ -417,6 +422,37 @@ class SqliteStore:
                     f"UPDATE conversations SET {column} = ? WHERE id = ?",
                     (value, conversation_id),
                 )
+
+    # ----- channel settings -----
+
+    async def channel_settings(self, channel: ChannelRef) -> ChannelSettings:
+        sql = (
+            "SELECT system_prompt, model, mode, updated_at, updated_by FROM channel_settings"
+            " WHERE platform = ? AND space = ? AND channel = ?"
+        )
+        params = (str(channel.platform), channel.space, channel.channel)
+        rows = await self._call(lambda db: db.execute(sql, params).fetchall(), write=False)
+        if not rows:
+            return ChannelSettings()
+        prompt, model, mode, updated_at, updated_by = rows[0]
+        return ChannelSettings(prompt, model, ChannelMode(mode), float(updated_at), updated_by)
+
+    async def set_channel_settings(
+        self, channel: ChannelRef, changes: Mapping[ChannelField, str | None], *, by: str
+    ) -> None:
+        columns = list(changes)
+        if not columns or not set(columns) <= _CHANNEL_COLUMNS:  # names go into the SQL
+            raise ValueError(f"not channel settings: {columns}")
+        updates = "".join(f" {c} = excluded.{c}," for c in columns)
+        sql = (
+            f"INSERT INTO channel_settings (platform, space, channel, {', '.join(columns)},"
+            f" updated_at, updated_by) VALUES ({', '.join('?' * (len(columns) + 5))})"
+            f" ON CONFLICT (platform, space, channel) DO UPDATE SET{updates}"
+            " updated_at = excluded.updated_at, updated_by = excluded.updated_by"
+        )
+        key = (str(channel.platform), channel.space, channel.channel)
+        params = (*key, *(changes[c] for c in columns), self._now(), by)
+        await self._call(lambda db: db.execute(sql, params), write=True)
 
     # ----- usage ledger -----
 

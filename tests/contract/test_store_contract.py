@@ -8,10 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from bot.errors import StoreError
 from bot.ports import Store
 from bot.store import InMemoryStore, SqliteStore
 from bot.types import (
     CachedAnswer,
+    ChannelMode,
+    ChannelRef,
+    ChannelSettings,
     ConversationKey,
     Platform,
     Prefs,
@@ -283,6 +287,77 @@ async def test_setting_prefs_keeps_the_conversation_history(store: Store) -> Non
     await add(store, CHANNEL, "hello", 1)
     await store.set_model(CHANNEL, "m")
     assert contents(await store.window(CHANNEL, token_budget=10)) == ["hello"]
+
+
+# ----- channel settings -----
+
+GENERAL = ChannelRef(Platform("discord"), "g1", "c1")
+
+
+async def test_channel_settings_default_to_unset(store: Store) -> None:
+    assert await store.channel_settings(GENERAL) == ChannelSettings()
+    assert (await store.channel_settings(GENERAL)).mode is ChannelMode.MENTION
+
+
+async def test_channel_settings_round_trip_with_who_and_when(store: Store) -> None:
+    chosen = {"system_prompt": "be a pirate", "model": "m-chan", "mode": ChannelMode.ALL}
+    await store.set_channel_settings(GENERAL, chosen, by="discord:1")  # type: ignore[arg-type]
+
+    got = await store.channel_settings(GENERAL)
+    assert got == ChannelSettings("be a pirate", "m-chan", ChannelMode.ALL, T0, "discord:1")
+    assert got.mode is ChannelMode.ALL  # the enum, not its string
+
+
+async def test_channel_settings_change_only_the_fields_named(store: Store) -> None:
+    await store.set_channel_settings(GENERAL, {"system_prompt": "p"}, by="discord:1")
+    await store.set_channel_settings(GENERAL, {"mode": "all"}, by="discord:2")
+    assert await store.channel_settings(GENERAL) == ChannelSettings(
+        "p", None, ChannelMode.ALL, T0, "discord:2"
+    )
+
+    # Two admins at once, each changing another field: neither undoes the other.
+    await asyncio.gather(
+        store.set_channel_settings(GENERAL, {"model": "m"}, by="discord:1"),
+        store.set_channel_settings(GENERAL, {"system_prompt": None}, by="discord:2"),
+    )
+    got = await store.channel_settings(GENERAL)
+    assert (got.system_prompt, got.model, got.mode) == (None, "m", ChannelMode.ALL)
+
+    await store.set_channel_settings(
+        GENERAL, {"system_prompt": None, "model": None, "mode": "mention"}, by="discord:3"
+    )
+    assert await store.channel_settings(GENERAL) == ChannelSettings(
+        None, None, ChannelMode.MENTION, T0, "discord:3"
+    )
+
+
+async def test_channel_settings_refuse_a_mode_that_is_not_one(store: Store) -> None:
+    with pytest.raises((ValueError, StoreError)):
+        await store.set_channel_settings(GENERAL, {"mode": "sometimes"}, by="discord:1")
+    assert await store.channel_settings(GENERAL) == ChannelSettings()
+
+
+async def test_channel_settings_are_keyed_by_platform_space_and_channel(store: Store) -> None:
+    await store.set_channel_settings(GENERAL, {"system_prompt": "p"}, by="discord:1")
+
+    for other in (
+        ChannelRef(Platform("slack"), "g1", "c1"),
+        ChannelRef(Platform("discord"), "g2", "c1"),
+        ChannelRef(Platform("discord"), "g1", "c2"),
+    ):
+        assert await store.channel_settings(other) == ChannelSettings()
+    # Every conversation of the channel (its threads) shares them.
+    assert THREAD.channel_ref == CHANNEL.channel_ref == GENERAL
+    assert DM.channel_ref is None
+
+
+async def test_channel_settings_are_not_user_or_conversation_prefs(store: Store) -> None:
+    await store.set_channel_settings(GENERAL, {"system_prompt": "p", "model": "m"}, by="d:1")
+    await add(store, THREAD, "hello", 1)
+    await store.reset(THREAD)  # a conversation's /reset leaves its channel alone
+
+    assert await store.prefs(ALICE, THREAD) == Prefs()
+    assert (await store.channel_settings(GENERAL)).system_prompt == "p"
 
 
 # ----- usage ledger -----

@@ -18,6 +18,7 @@ __all__ = ["FakeInteraction", "InteractionRoutes"]
 
 EPHEMERAL = 64
 _OPTION_TYPES = {str: 3, int: 4, bool: 5, float: 10}
+_SUB_COMMAND = 1
 
 
 @dataclass(slots=True)
@@ -60,9 +61,16 @@ class FakeInteraction:
         return bool(self.callbacks)
 
 
-def options(values: dict[str, object], focused: str | None = None) -> list[Json]:
-    """Option dicts with types inferred from the Python values (str, int, bool, float)."""
-    return [
+def options(
+    values: dict[str, object], focused: str | None = None, *, subcommand: str | None = None
+) -> list[Json]:
+    """Option dicts with types inferred from the Python values (str, int, bool, float).
+
+    ``subcommand``: the values are the options of that subcommand, nested in one option
+    of type 1 (SUB_COMMAND), as Discord sends a subcommand's interaction ("Subcommands
+    and Subcommand Groups", https://discord.com/developers/docs/interactions/application-commands).
+    """
+    flat = [
         {
             "name": name,
             "type": _OPTION_TYPES[type(value)],
@@ -71,6 +79,9 @@ def options(values: dict[str, object], focused: str | None = None) -> list[Json]
         }
         for name, value in values.items()
     ]
+    if subcommand is None:
+        return flat
+    return [{"name": subcommand, "type": _SUB_COMMAND, "options": flat}]
 
 
 class InteractionRoutes:
@@ -116,10 +127,8 @@ class InteractionRoutes:
         subcommand: str | None = None,
     ) -> FakeInteraction:
         """Dispatch a chat-input command (type 2) as ``user`` in a channel, thread or DM;
-        ``subcommand`` names one of a command group's (``/cache clear``), ``values`` its."""
-        opts = options(values or {})
-        if subcommand is not None:
-            opts = [{"name": subcommand, "type": 1, "options": opts}]
+        ``subcommand``: of a command group (``/channel show``)."""
+        opts = options(values or {}, subcommand=subcommand)
         return await self._interact(2, name, opts, user, channel_id, dm)
 
     async def send_autocomplete(
@@ -132,9 +141,10 @@ class InteractionRoutes:
         user: FakeUser | None = None,
         channel_id: str | None = None,
         dm: bool = False,
+        subcommand: str | None = None,
     ) -> FakeInteraction:
         """Dispatch an autocomplete (type 4) for option ``focused`` typed so far as ``value``."""
-        opts = options({**(others or {}), focused: value}, focused=focused)
+        opts = options({**(others or {}), focused: value}, focused=focused, subcommand=subcommand)
         return await self._interact(4, name, opts, user, channel_id, dm)
 
     async def _interact(

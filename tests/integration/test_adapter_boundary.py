@@ -216,7 +216,9 @@ async def test_a_platform_defined_outside_bot_runs_a_turn_end_to_end(
     assert EchoAdapter.helps == [
         "Shout into the echo chamber.\n`!model <id>`: choose your model · `!models`: list "
         "models · `!reset`: forget this conversation · `!system <text>`: set a persona "
-        "(`!system clear` removes it) · `!usage`: your usage and limits · `!help`: this text."
+        "(`!system clear` removes it) · `!usage`: your usage and limits · `!help`: this text.\n"
+        "`!channel show`: this channel's persona, model and mode, which admins set (in mode "
+        "`all` I answer every message here, no mention needed)."
     ]
 
 

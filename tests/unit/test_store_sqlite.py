@@ -18,6 +18,9 @@ from bot.store import sqlite as sqlite_module
 from bot.store.migrations import LATEST_VERSION, MIGRATIONS, Migration, migrate
 from bot.store.sqlite import map_store_errors
 from bot.types import (
+    ChannelMode,
+    ChannelRef,
+    ChannelSettings,
     ConversationKey,
     Platform,
     Prefs,
@@ -78,6 +81,10 @@ async def test_data_survives_close_and_reopen(db_path: Path) -> None:
     await first.set_system_prompt(KEY, "be brief")
     await first.record_usage(UsageEntry(ALICE, "m", 10, 5, T0))
     await first.save_quota_counters([QuotaCounter("s", "rpd", T0, 4.0)])
+    channel = ChannelRef(Platform("discord"), "g", "c")
+    await first.set_channel_settings(
+        channel, {"system_prompt": "pirate", "model": "m-chan", "mode": "all"}, by="discord:1"
+    )
     await first.aclose()
 
     second = SqliteStore(str(db_path))
@@ -87,6 +94,9 @@ async def test_data_survives_close_and_reopen(db_path: Path) -> None:
         assert await second.prefs(ALICE, KEY) == Prefs("m-user", "be brief")
         assert await second.usage_since(ALICE, 0) == UsageSummary(1, 10, 5)
         assert await second.load_quota_counters(0) == [QuotaCounter("s", "rpd", T0, 4.0)]
+        assert await second.channel_settings(channel) == ChannelSettings(
+            "pirate", "m-chan", ChannelMode.ALL, T0, "discord:1"
+        )
     finally:
         await second.aclose()
 
@@ -147,6 +157,7 @@ async def test_open_applies_every_migration(store: SqliteStore, db_path: Path) -
     with raw(db_path) as conn:
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert {"conversations", "messages", "user_prefs", "usage", "quota_counters"} <= names
+    assert "channel_settings" in names
     assert {"messages_by_conversation", "usage_by_user"} <= names
 
 

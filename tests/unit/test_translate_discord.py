@@ -14,6 +14,8 @@ from adapters.discord.config import DiscordSettings
 from adapters.discord.translate import (
     Route,
     channel_key,
+    channel_ref,
+    channel_ref_for,
     dm_key,
     is_conversational,
     key_for_channel,
@@ -106,6 +108,15 @@ def test_plain_channel_message_and_reply_ping_are_not_for_the_bot(state: Any) ->
     assert not mentions_bot(pinged, BOT) and decide(pinged) is None
 
 
+def test_mode_all_answers_top_level_messages_as_mentions_are(state: Any) -> None:
+    m = msg(state, "just chatting")
+    key = channel_key(GUILD, CHANNEL, m.id)
+    assert decide(m, answer_all=True) == Route(key, open_thread=True)
+    assert decide(m, answer_all=True, mode="reply") == Route(key, reply_to=m.id)
+    # Threads stay as they are: only the bot's own (known) ones are answered.
+    assert decide(msg(state, "hi", channel=THREAD), answer_all=True) is None
+
+
 def test_reply_chain_root_continues_the_conversation(state: Any) -> None:
     m = msg(state, "and then?")
     assert decide(m, reply_root=123) == Route(channel_key(GUILD, CHANNEL, 123), reply_to=m.id)
@@ -162,6 +173,9 @@ def test_key_for_channel_names_threads_and_dms_only(state: Any) -> None:
     assert key_for_channel(thread, 1) == channel_key(GUILD, CHANNEL, THREAD)
     assert key_for_channel(dm, 7) == dm_key(7)
     assert key_for_channel(channel, 1) is None
+    # Channel settings: a thread's are its parent's; a DM has none.
+    assert channel_ref_for(thread) == channel_ref_for(channel) == channel_ref(GUILD, CHANNEL)
+    assert channel_ref_for(dm) is None
 
 
 def allowed(settings: DiscordSettings, **kw: Any) -> bool:

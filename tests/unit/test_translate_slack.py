@@ -110,7 +110,6 @@ def test_a_thread_reply_without_mention_needs_history() -> None:
 @pytest.mark.parametrize(
     "changes",
     [
-        {"thread_ts": None},  # a plain channel message
         {"text": f"<@{BOT}> hi"},  # its app_mention twin answers it
         {"bot_id": "B0OTHER001"},
         {"user": BOT},
@@ -124,6 +123,28 @@ def test_a_thread_reply_without_mention_needs_history() -> None:
 )
 def test_messages_the_bot_must_not_answer(changes: dict[str, Any]) -> None:
     assert message(THREAD_REPLY, **changes) is None
+
+
+def test_a_top_level_channel_message_is_answered_only_in_mode_all() -> None:
+    ts = THREAD_REPLY["ts"]
+    route = message(THREAD_REPLY, thread_ts=None)
+    assert route == Route(channel(ts), "C0GENERAL1", ts, needs_mode_all=True)
+    assert route.key.channel_ref is not None and route.key.channel_ref.channel == "C0GENERAL1"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"text": f"<@{BOT}> hi"},
+        {"bot_id": "B0OTHER001"},
+        {"user": BOT},
+        {"subtype": "bot_message"},
+        {"subtype": "message_changed"},
+        {"subtype": "channel_join"},
+    ],
+)
+def test_top_level_messages_not_from_a_person_are_never_answered(changes: dict[str, Any]) -> None:
+    assert message(THREAD_REPLY, thread_ts=None, **changes) is None
 
 
 def test_a_thread_broadcast_is_still_a_person_talking() -> None:

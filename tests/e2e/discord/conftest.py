@@ -1,16 +1,23 @@
 """Fixtures for the Discord end-to-end suites: a started fake Discord that discord.py
-is pointed at, and a helper that runs any ``discord.Client`` against it."""
+is pointed at, a helper that runs any ``discord.Client`` against it, and ``build``:
+settings for our adapter pointed at both fakes."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import discord
 import pytest
 
+from adapters.discord import DiscordSettings
+from bot.settings import Settings
+from tests.configured import Configured, configure
 from tests.fakes.discord_server import FakeDiscord
+
+Build = Callable[..., Configured[DiscordSettings]]
 
 pytestmark = pytest.mark.e2e
 
@@ -22,6 +29,18 @@ async def fake_discord() -> AsyncIterator[FakeDiscord]:
         with fake.patch():
             yield fake
     assert fake.server_errors == [] and fake.gateway.errors == [], "the fake itself failed"
+
+
+@pytest.fixture
+def build(settings_factory: Callable[..., Settings], fake_discord: FakeDiscord) -> Build:
+    """Settings pointing the adapter at both fakes; edits paced at the 0.2 s minimum.
+    ``discord_*`` keywords go to Discord's group, the rest to the core."""
+
+    def make(**overrides: Any) -> Configured[DiscordSettings]:
+        values = {**fake_discord.settings_overrides(), "discord_edit_interval_s": 0.2}
+        return configure(settings_factory, DiscordSettings, "discord_", {**values, **overrides})
+
+    return make
 
 
 @contextlib.asynccontextmanager

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,8 +23,8 @@ from bot.app import Runtime, open_runtime
 from bot.errors import ConfigError
 from bot.ports import Clock, SystemClock
 from bot.response_cache import CACHED_NOTE
-from bot.settings import Settings
-from tests.configured import Configured, configure
+from tests.configured import Configured
+from tests.e2e.discord.conftest import Build
 from tests.fakes.discord_server import (
     DEAFENING,
     MALFORMED,
@@ -38,7 +38,6 @@ from tests.fakes.groq_server import FILLER, FakeGroq
 pytestmark = pytest.mark.e2e
 
 MODEL = "openai/gpt-oss-120b"
-Build = Callable[..., Configured[DiscordSettings]]
 # One user asking 20 questions at once would (rightly) meet the per-user quota first.
 GENEROUS_USER_QUOTA = {"quota_user_rpm": 1000, "quota_user_max_in_flight": 20}
 
@@ -47,18 +46,6 @@ def expected(turns: int, last: str, *, model: str = MODEL, words: int = 0) -> st
     """The fake Groq's answer: it reveals the user turns it received and the last text."""
     filler = [FILLER[i % len(FILLER)] for i in range(words)]
     return " ".join([f"turns={turns} last={last} model={model}", *filler])
-
-
-@pytest.fixture
-def build(settings_factory: Callable[..., Settings], fake_discord: FakeDiscord) -> Build:
-    """Settings pointing the adapter at both fakes; edits paced at the 0.2 s minimum.
-    ``discord_*`` keywords go to Discord's group, the rest to the core."""
-
-    def make(**overrides: Any) -> Configured[DiscordSettings]:
-        values = {**fake_discord.settings_overrides(), "discord_edit_interval_s": 0.2}
-        return configure(settings_factory, DiscordSettings, "discord_", {**values, **overrides})
-
-    return make
 
 
 @asynccontextmanager
@@ -176,7 +163,7 @@ async def test_model_autocomplete_and_choice_change_the_next_request(
 ) -> None:
     async with running_bot(build()):
         assert {c["name"] for c in fake_discord.global_commands} == {
-            "model", "models", "reset", "system", "usage", "help", "cache"
+            "model", "models", "reset", "system", "usage", "help", "cache", "channel"
         }  # fmt: skip
         everything = await fake_discord.send_autocomplete("model", "name", "")
         llamas = await fake_discord.send_autocomplete("model", "name", "LLAMA")
@@ -254,7 +241,7 @@ async def test_guild_ids_publish_commands_to_those_servers_at_once(
         helped = await fake_discord.send_command("help")
         await fake_discord.wait_for(lambda: helped.answered)
     assert fake_discord.global_commands == []
-    assert len(fake_discord.guild_commands[fake_discord.guild_id]) == 7
+    assert len(fake_discord.guild_commands[fake_discord.guild_id]) == 8
     assert helped.payload["data"]["guild_id"] == fake_discord.guild_id
     assert "/reset" in (helped.response_text or "")
 
