@@ -322,6 +322,9 @@ class Engine(CommandsMixin):
                 if isinstance(found, ModelUnavailable):
                     raise found
                 answer.model = found.id
+                if left:  # said also when this answer breaks off midway
+                    reasons = "; ".join(r.text() for r in left)
+                    answer.note = f"answered by {found.id}: {reasons}"
                 await self._answer(
                     incoming,
                     found,
@@ -350,9 +353,6 @@ class Engine(CommandsMixin):
                 found = await self._model_info(model_id)
             except ModelUnavailable as exc:
                 found = exc
-        if left:
-            reasons = "; ".join(r.text() for r in left)
-            answer.note = f"answered by {answer.model}: {reasons}"
 
     def _next_model(
         self, chains: Chains, chosen: str, tried: list[str], current: ChatMessage | None

@@ -236,3 +236,17 @@ async def test_a_minute_wait_longer_than_quota_max_wait_falls_back_without_waiti
     )
     assert not [s for s in second.ops("status") if s.startswith("waiting")], second.events
     assert models_asked(fake_groq) == [BIG, SMALL]
+
+
+async def test_a_fallback_answer_cut_off_midway_still_names_its_model(
+    fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
+) -> None:
+    fake_groq.reply_words = 30
+    fake_groq.script("503", model=BIG)
+    fake_groq.script("drop", model=SMALL, after_tokens=5)
+    async with open_runtime(settings_factory(model_fallbacks=CHAIN, default_model=BIG)) as rt:
+        sink = await ask(rt, "hi")
+        assert sink.status_ is TurnStatus.INTERRUPTED, sink.events
+        assert f"answered by {SMALL}: {BIG} is over capacity (503)" in (sink.final or "")
+        assert models_asked(fake_groq) == [BIG, SMALL]  # a broken stream is not walked on
+        assert await ledger_models(rt) == [SMALL]
