@@ -273,7 +273,14 @@ class QuotaManager:
             return math.inf, "size"
         if account.can_pass(tokens, now):
             return 0.0, ""
-        return account.estimate(tokens, now)
+        wait, dim = account.estimate(tokens, now)
+        if dim == "pause":
+            # A 429's pause hides which window it was for; the mirror, lifted by that
+            # 429's "Used N", still shows it when it was a day's (worth saying so).
+            held, held_dim = account.budget.estimate(1, tokens, now)
+            if held_dim in ("rpd", "tpd") and held > self._config.max_queue_wait_s:
+                dim = held_dim
+        return wait, dim
 
     def max_wait_s(self) -> float:
         return self._config.max_queue_wait_s
