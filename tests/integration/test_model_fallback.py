@@ -173,6 +173,7 @@ async def test_strict_choice_keeps_the_limit_message(
     message, and only the chosen model was asked."""
     await exhaust_day_tokens(fake_groq, BIG)
     async with open_runtime(settings_factory(model_fallbacks=CHAIN)) as rt:
+        assert "`/model <id> strict`: never another model" in rt.engine.help(ALICE.platform).text
         reply = await rt.engine.run_command("model", f"{BIG} strict", user=ALICE, key=DM)
         assert f"Model set to `{BIG}`" in reply.text and "Strict" in reply.text
         sink = await ask(rt, "hi")
