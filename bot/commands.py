@@ -123,10 +123,11 @@ class CommandsMixin:
         following = next(candidates(chains, model, ()), None)
         if following is None:
             return ""
+        # Some platforms take ``strict`` as a command option, others as a word after the id.
         p = self._platform_help(platform).command_prefix
         return (
-            f" When it is busy, `{following}` may answer instead (`{p}model {model} strict` "
-            "to never switch)."
+            f" When it is busy, `{following}` may answer instead; choose it with `strict` "
+            f"(`{p}model {model} strict`, or the option) to never switch."
         )
 
     async def models_text(self, user: UserRef, key: ConversationKey | None) -> CommandReply:

@@ -146,13 +146,7 @@ async def test_check_names_fallback_models_the_server_does_not_offer(
     assert code == 2, err
     assert "MODEL_FALLBACKS names qwen/qwen9-999b, nope, which" in err
     assert "MODEL_FALLBACKS: openai/gpt-oss-120b > openai/gpt-oss-20b > qwen/qwen9-999b" in out
-    env["MODEL_FALLBACKS"] = "openai/gpt-oss-120b>openai/gpt-oss-20b>openai/gpt-oss-120b"
-    code, _, err = await _bot(["check"], env, cwd=tmp_path)
-    assert code == 2 and "appears twice" in err and "Traceback" not in err
-    env["MODEL_FALLBACKS"] = "openai/gpt-oss-120b>openai/gpt-oss-20b"
-    code, out, err = await _bot(["check"], env, cwd=tmp_path)
-    assert code == 0, err
-    assert "MODEL_FALLBACKS: openai/gpt-oss-120b > openai/gpt-oss-20b." in out
+    assert "Traceback" not in err
 
 
 async def test_terminal_chat_prints_a_slash_answer_once_after_a_retry_status(
