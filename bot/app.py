@@ -16,6 +16,7 @@ from bot.context import estimate_tokens, history_budget
 from bot.durable import finalize_unfinished
 from bot.engine import Engine
 from bot.errors import AuthenticationFailed, BotError, ConfigError, PlatformLost, UpstreamError
+from bot.fallback import unknown_models
 from bot.limits.config import QuotaConfig
 from bot.limits.quota import QuotaManager
 from bot.llm.client import CompletionsClient
@@ -318,7 +319,31 @@ async def preflight(runtime: Runtime) -> Preflight:
         )
     problems, window_notes = _window_findings(settings, default)
     quota_problems = _quota_findings(settings, default, runtime.quota)
-    return Preflight((*problems, *quota_problems), (*notes, *window_notes))
+    chain_problems, chain_notes = _fallback_findings(settings, models)
+    return Preflight(
+        (*problems, *quota_problems, *chain_problems), (*notes, *window_notes, *chain_notes)
+    )
+
+
+def _fallback_findings(
+    settings: Settings, models: Sequence[ModelInfo]
+) -> tuple[tuple[str, ...], list[str]]:
+    """Whether every model of MODEL_FALLBACKS is offered by the server now (a missing one
+    is skipped at run time, so it is a problem to fix, not a reason not to start)."""
+    chains = settings.fallback_chains()
+    if not chains:
+        return (), []
+    notes = ["MODEL_FALLBACKS: " + "; ".join(" > ".join(chain) for chain in chains) + "."]
+    if not models:  # the server lists none: nothing to check against
+        return (), notes
+    unknown = unknown_models(chains, {m.id for m in models if m.active})
+    if not unknown:
+        return (), notes
+    return (
+        f"MODEL_FALLBACKS names {', '.join(unknown)}, which {settings.api_base_url} does not "
+        "offer (see `python -m bot models`); they are skipped until it does. Fix or remove "
+        "them.",
+    ), notes
 
 
 def _picks_default_model(settings: Settings, provider: Provider) -> bool:

@@ -11,6 +11,7 @@ import logging
 from datetime import UTC, datetime
 
 from bot.errors import BotError, UpstreamError
+from bot.fallback import Chains, candidates
 from bot.ports import Clock, Completions, QuotaGate, Store
 from bot.response_cache import CacheStats
 from bot.settings import Settings
@@ -45,6 +46,7 @@ class CommandsMixin:
     _platforms: dict[Platform, PlatformHelp]
     _pick_default_model: bool
     cache_stats: CacheStats
+    _chains: Chains
 
     def is_admin(self, user: UserRef) -> bool:
         """Whether the user is listed in ADMIN_IDS."""
@@ -89,6 +91,7 @@ class CommandsMixin:
             system_prompt=(
                 prefs.system_prompt if prefs.system_prompt is not None else settings.system_prompt
             ),
+            strict=prefs.strict and prefs.model is not None,  # a channel's model is never strict
         )
 
     async def default_model(self) -> str:
@@ -104,18 +107,25 @@ class CommandsMixin:
         return configured if configured in ids or not ids else ids[0]
 
     async def set_model(
-        self, user: UserRef, model: str, *, key: ConversationKey | None = None
+        self,
+        user: UserRef,
+        model: str,
+        *,
+        key: ConversationKey | None = None,
+        strict: bool = False,
     ) -> CommandReply:
-        """Choose a model for the user, or for one conversation when ``key`` is given."""
+        """Choose a model for the user, or for one conversation when ``key`` is given;
+        ``strict``: only that model answers (no MODEL_FALLBACKS when it is busy)."""
         model = model.strip()
         if not model:
             return await self.models_text(user, key)
         problem = await self.model_problem(model)
         if problem is not None:
             return problem
-        await self.store.set_model(key if key is not None else user, model)
+        await self.store.set_model(key if key is not None else user, model, strict=strict)
         where = "this conversation" if key is not None else "you"
-        return CommandReply(f"Model set to `{model}` for {where}.")
+        note = self._fallback_note(user.platform, model, strict)
+        return CommandReply(f"Model set to `{model}` for {where}.{note}")
 
     async def model_problem(self, model: str) -> CommandReply | None:
         """Why ``model`` can't be chosen (not in the live list, or the list can't be read);
@@ -130,6 +140,23 @@ class CommandsMixin:
             hint = f" Did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
             return CommandReply(f"`{model}` is not an available model.{hint} See /models.")
         return None
+
+    def _fallback_note(self, platform: Platform, model: str, strict: bool) -> str:
+        """What happens when ``model`` is busy, when MODEL_FALLBACKS could answer for it."""
+        chains = self._chains
+        if not chains:
+            return ""
+        if strict:
+            return " Strict: when it is busy you get its wait or limit, never another model."
+        following = next(candidates(chains, model, ()), None)
+        if following is None:
+            return ""
+        # Some platforms take ``strict`` as a command option, others as a word after the id.
+        p = self._platform_help(platform).command_prefix
+        return (
+            f" When it is busy, `{following}` may answer instead; choose it with `strict` "
+            f"(`{p}model {model} strict`, or the option) to never switch."
+        )
 
     async def models_text(self, user: UserRef, key: ConversationKey | None) -> CommandReply:
         """The live model list with the current choice marked."""
@@ -227,9 +254,11 @@ class CommandsMixin:
         """What the bot does and its commands, named as this platform spells them."""
         about = self._platform_help(platform)
         p = about.command_prefix
+        # Only where MODEL_FALLBACKS makes the choice matter.
+        strict = f" (`{p}model <id> strict`: never another model)" if self._chains else ""
         return CommandReply(
             f"{about.how_to}\n"
-            f"`{p}model <id>`: choose your model · `{p}models`: list models · "
+            f"`{p}model <id>`: choose your model{strict} · `{p}models`: list models · "
             f"`{p}reset`: forget this conversation · `{p}system <text>`: set a persona "
             f"(`{p}system clear` removes it) · `{p}usage`: your usage and limits · "
             f"`{p}help`: this text."
@@ -247,7 +276,12 @@ class CommandsMixin:
         p = self._platform_help(user.platform).command_prefix
         try:
             if name == "model":
-                return await self.set_model(user, arg) if arg else await self.models_text(user, key)
+                if not arg:
+                    return await self.models_text(user, key)
+                model, strict = _strict_arg(arg)
+                if not model:  # `/model strict`: the current model, strictly
+                    model = await self.current_model(user, key)
+                return await self.set_model(user, model, strict=strict)
             if name == "models":
                 return await self.models_text(user, key)
             if name == "reset":
@@ -295,6 +329,14 @@ def persona_problem(prompt: str) -> CommandReply | None:
     return CommandReply(
         f"That persona is {len(prompt):,} characters; the limit is {MAX_SYSTEM_PROMPT_CHARS:,}."
     )
+
+
+def _strict_arg(arg: str) -> tuple[str, bool]:
+    """``<id> strict`` → (id, True); ``<id>`` → (id, False)."""
+    model, _, flag = arg.strip().rpartition(" ")
+    if flag.lower() == "strict":  # also `strict` alone: ("", True)
+        return model.strip(), True
+    return arg.strip(), False
 
 
 # Model ids that are not chat models: speech-to-text, text-to-speech, safety classifiers

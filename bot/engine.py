@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
@@ -41,7 +42,9 @@ from bot.errors import (
     StreamInterrupted,
     UpstreamError,
     UpstreamRateLimited,
+    UpstreamServerError,
 )
+from bot.fallback import Chains, FallbackReason, Why, candidates
 from bot.limits.report import format_duration
 from bot.log import conversation_context
 from bot.metrics import MeteredSink, Metrics
@@ -100,6 +103,9 @@ _SAVE_RETRY_DELAY_S = 0.5
 # Slack retries an unacked event for about 5 minutes (immediately, after 1 and 5 min).
 EVENT_CLAIM_TTL_S = 3600.0
 
+# Quota windows that reset with the UTC day, not within minutes.
+_DAY_WINDOWS = ("tpd", "rpd")
+
 
 @dataclass(slots=True)
 class _Answer:
@@ -113,12 +119,22 @@ class _Answer:
     finish_reason: str | None = None
     cache_key: str | None = None  # set when the request may be cached
     cached: bool = False  # replayed from the response cache
+    note: str = ""  # which model answered and why, when not the chosen one
 
     def visible(self, show_reasoning: bool) -> str:
         if not (show_reasoning and self.reasoning.strip()):
             return self.text
         quoted = "\n".join(f"> {line}" for line in self.reasoning.strip().splitlines())
         return f"{quoted}\n\n{self.text}" if self.text else quoted
+
+
+class _LeaveModel(Exception):
+    """The quota mirror predicts this model can't start the request within
+    QUOTA_MAX_WAIT_S: another model of the chain answers instead (never shown as is)."""
+
+    def __init__(self, reason: FallbackReason) -> None:
+        super().__init__(reason.text())
+        self.reason = reason
 
 
 class _Unmetered:
@@ -170,6 +186,7 @@ class Engine(ChannelCommandsMixin):
         # window the model list said then).
         self._window_caps: dict[str, tuple[int, int]] = {}
         self.cache_stats = CacheStats()
+        self._chains: Chains = settings.fallback_chains()
 
     # ----- turns -----
 
@@ -258,8 +275,15 @@ class Engine(ChannelCommandsMixin):
         answer = _Answer(record=record)
         try:
             await sink.start()
-            model_id, system_prompt = await self._effective(incoming.author, incoming.key)
-            model = await self._model_info(model_id)
+            model_id, system_prompt, strict = await self._effective(incoming.author, incoming.key)
+            chains = () if strict else self._chains
+            model: ModelInfo | ModelUnavailable
+            try:
+                model = await self._model_info(model_id)
+            except ModelUnavailable as exc:
+                if self._next_model(chains, model_id, [], None) is None:
+                    raise
+                model = exc  # answered by the chain's next model, once the turn is stored
             current = self._rich_content(model_id, user_text, incoming)
             user_msg_id = await self.store.add_message(
                 incoming.key,
@@ -269,8 +293,9 @@ class Engine(ChannelCommandsMixin):
                 platform_message_id=incoming.message_id,
                 tokens=estimate_tokens(user_text),
             )
-            answer.model = model.id
-            await self._answer(incoming, model, system_prompt, current, sink, answer)
+            await self._answer_any(
+                incoming, model_id, model, chains, system_prompt, current, sink, answer
+            )
         except StreamInterrupted as exc:
             await self._interrupted(incoming, sink, answer, exc)
             return
@@ -308,6 +333,73 @@ class Engine(ChannelCommandsMixin):
         shown = answer.visible(self.settings.show_reasoning).strip()
         await sink.finish(f"{shown}\n\n⚠️ {SHUTDOWN_NOTE}".strip(), TurnStatus.INTERRUPTED)
 
+    async def _answer_any(
+        self,
+        incoming: Incoming,
+        chosen: str,
+        first: ModelInfo | ModelUnavailable,
+        chains: Chains,
+        system_prompt: str,
+        current: ChatMessage | None,
+        sink: ReplySink,
+        answer: _Answer,
+    ) -> None:
+        """Answer with ``chosen`` (``first``: its catalog entry, or why it has none), or,
+        when it can't answer now, with the next model of its ``MODEL_FALLBACKS`` chain
+        that can; each model tried once, each with its own window and output cap."""
+        left: list[FallbackReason] = []
+        model_id, found = chosen, first
+        while True:
+            tried = [r.model for r in left]
+            following = self._next_model(chains, chosen, [*tried, model_id], current)
+            # The chain's last model is left early too: the refusal then names them all.
+            can_leave = following is not None or bool(left)
+            try:
+                if isinstance(found, ModelUnavailable):
+                    raise found
+                answer.model = found.id
+                if left:  # said also when this answer breaks off midway
+                    reasons = "; ".join(r.text() for r in left)
+                    answer.note = f"answered by {found.id}: {reasons}"
+                await self._answer(
+                    incoming,
+                    found,
+                    system_prompt,
+                    current,
+                    sink,
+                    answer,
+                    can_leave=can_leave,
+                )
+                break
+            except (_LeaveModel, UpstreamError) as exc:
+                reason = _fallback_reason(model_id, exc)
+                if reason is None or not can_leave:
+                    raise  # nothing to try instead: today's message says it best
+                if isinstance(exc, UpstreamRateLimited) and self.metrics is not None:
+                    self.metrics.upstream_rate_limited()
+                if following is None:
+                    raise _none_could_answer([*left, reason]) from exc
+                left.append(reason)
+            log.warning("fallback %s -> %s: %s", model_id, following, reason.text())
+            if self.metrics is not None:
+                self.metrics.fallback(model_id, following, reason.why.value)
+            await sink.status(f"{reason.text()}; asking {following}…")
+            model_id = following
+            try:
+                found = await self._model_info(model_id)
+            except ModelUnavailable as exc:
+                found = exc
+
+    def _next_model(
+        self, chains: Chains, chosen: str, tried: list[str], current: ChatMessage | None
+    ) -> str | None:
+        """The next model of ``chosen``'s chain not ``tried`` (one that reads images when
+        the message has some), or None."""
+        for model in candidates(chains, chosen, tried):
+            if current is None or supports_images(model):
+                return model
+        return None
+
     async def _answer(
         self,
         incoming: Incoming,
@@ -316,9 +408,13 @@ class Engine(ChannelCommandsMixin):
         current: ChatMessage | None,
         sink: ReplySink,
         answer: _Answer,
+        *,
+        can_leave: bool = False,
     ) -> None:
         """Stream the answer; when the server says the request overflows its window, lower
-        the model's window, trim the history to it and try once more."""
+        the model's window, trim the history to it and try once more. ``can_leave``: a
+        fallback model is there, so a model that can't start now is left at once (quota
+        predicted too long, 503) rather than waited or retried for."""
         request = await self._request(incoming.key, model, system_prompt, current)
         prompt = _request_tokens(request)
         # An empty streamed answer means "too long" only when the request could be.
@@ -326,7 +422,15 @@ class Engine(ChannelCommandsMixin):
         if await self._from_cache(request, sink, answer):
             return
         try:
-            await self._stream(incoming, request, prompt, sink, answer, empty_is_overflow=large)
+            await self._stream(
+                incoming,
+                request,
+                prompt,
+                sink,
+                answer,
+                empty_is_overflow=large,
+                can_leave=can_leave,
+            )
             return
         except _OVERFLOW as exc:
             smaller = self._smaller_window(model, request, prompt, exc)
@@ -345,7 +449,8 @@ class Engine(ChannelCommandsMixin):
         request = await self._request(incoming.key, smaller, system_prompt, current)
         if await self._from_cache(request, sink, answer):
             return
-        await self._stream(incoming, request, _request_tokens(request), sink, answer)
+        prompt = _request_tokens(request)
+        await self._stream(incoming, request, prompt, sink, answer, can_leave=can_leave)
         # It fitted once trimmed: whatever the server's way of saying so, that was it.
         self._cap_window(model, smaller.context_window)
 
@@ -441,9 +546,12 @@ class Engine(ChannelCommandsMixin):
         answer: _Answer,
         *,
         empty_is_overflow: bool = False,
+        can_leave: bool = False,
     ) -> None:
         answer.usage = answer.finish_reason = None  # a retry starts afresh
-        reservation = await self._admit(incoming.author, request, prompt_tokens, sink)
+        reservation = await self._admit(
+            incoming.author, request, prompt_tokens, sink, can_leave=can_leave
+        )
         show = self.settings.show_reasoning
         splitter = ThinkSplitter()
         metrics = self.metrics
@@ -451,6 +559,8 @@ class Engine(ChannelCommandsMixin):
             metrics.model_request(request.model)
 
         async def on_retry(error: UpstreamError, attempt: int, delay: float) -> None:
+            if can_leave and error.status == 503:
+                raise error  # over capacity: another model answers now, not after backoff
             log.warning("retry %d in %.1fs after: %s", attempt, delay, error)
             reservation.note_retry()
             if metrics is not None:
@@ -504,9 +614,18 @@ class Engine(ChannelCommandsMixin):
             await reservation.settle(answer.usage)
 
     async def _admit(
-        self, user: UserRef, request: ChatRequest, prompt_tokens: int, sink: ReplySink
+        self,
+        user: UserRef,
+        request: ChatRequest,
+        prompt_tokens: int,
+        sink: ReplySink,
+        *,
+        can_leave: bool = False,
     ) -> Reservation:
-        if self.quota is None:
+        """Reserve the request with the quota; with ``can_leave``, raise ``_LeaveModel``
+        instead of waiting when the account could not start it within QUOTA_MAX_WAIT_S."""
+        quota = self.quota
+        if quota is None:
             return _UNMETERED
 
         async def on_wait(seconds: float, reason: WaitReason) -> None:
@@ -515,9 +634,20 @@ class Engine(ChannelCommandsMixin):
             await sink.status(_wait_text(seconds, reason))
 
         estimate = prompt_tokens + (request.max_tokens or 0)
-        return await self.quota.admit(
-            user, request.model, estimate, user_tokens=prompt_tokens, on_wait=on_wait
-        )
+        if can_leave:  # decided before any waiting
+            wait, limit = quota.predict_wait(request.model, estimate)
+            if wait > quota.max_wait_s():
+                raise _LeaveModel(_quota_reason(request.model, wait, limit))
+        try:
+            return await quota.admit(
+                user, request.model, estimate, user_tokens=prompt_tokens, on_wait=on_wait
+            )
+        except QuotaExceeded as exc:
+            if not can_leave or exc.scope != "account":
+                raise  # a user's own limit holds whichever model they ask
+            wait, limit = quota.predict_wait(request.model, estimate)
+            reason = _quota_reason(request.model, max(wait, exc.retry_in_s), limit)
+            raise _LeaveModel(reason) from exc
 
     async def _completed(self, incoming: Incoming, sink: ReplySink, answer: _Answer) -> None:
         text = answer.text.strip()
@@ -535,6 +665,8 @@ class Engine(ChannelCommandsMixin):
         shown = answer.visible(self.settings.show_reasoning).strip()
         if answer.finish_reason == "length":
             shown = f"{shown}\n\n{LENGTH_NOTE}"
+        if answer.note:
+            shown = f"{shown}\n\n↪️ {answer.note}"
         if answer.cached:
             shown = f"{shown}\n\n{CACHED_NOTE}"
         if not saved:
@@ -551,6 +683,8 @@ class Engine(ChannelCommandsMixin):
         saved = await self._save(incoming, sink, answer, text, TurnStatus.INTERRUPTED)
         shown = answer.visible(self.settings.show_reasoning).strip()
         shown = f"{shown}\n\n⚠️ {exc.user_text}"
+        if answer.note:
+            shown = f"{shown}\n\n↪️ {answer.note}"
         if not saved and text:
             shown = f"{shown}\n\n{NOT_SAVED_NOTE}"
         await sink.finish(shown, TurnStatus.INTERRUPTED)
@@ -700,11 +834,12 @@ class Engine(ChannelCommandsMixin):
 
     # ----- models -----
 
-    async def _effective(self, user: UserRef, key: ConversationKey | None) -> tuple[str, str]:
+    async def _effective(self, user: UserRef, key: ConversationKey | None) -> tuple[str, str, bool]:
+        """The model, the system prompt and whether the model choice is strict."""
         prefs = await self.effective_prefs(user, key)
         model = prefs.model or await self.default_model()
         system = prefs.system_prompt if prefs.system_prompt is not None else None
-        return model, system or self.settings.system_prompt
+        return model, system or self.settings.system_prompt, prefs.strict and bool(prefs.model)
 
     async def _model_info(self, model_id: str) -> ModelInfo:
         """The model's catalog entry; unknown models fail with a clear message."""
@@ -720,7 +855,8 @@ class Engine(ChannelCommandsMixin):
             if info.id == model_id:
                 if not info.active:
                     raise ModelUnavailable(
-                        f"The model `{model_id}` is no longer available; pick another with /model."
+                        f"The model `{model_id}` is no longer available; pick another with /model.",
+                        retired=True,
                     )
                 return self._with_learned_window(info)
         if not models:
@@ -780,6 +916,48 @@ def _cause(exc: Exception) -> str:
     if isinstance(exc, BotError):
         return exc.detail or exc.user_text
     return f"{type(exc).__name__}: {exc}"
+
+
+def _quota_reason(model: str, wait: float, limit: str) -> FallbackReason:
+    """Why the quota mirror sends a request on ``model`` elsewhere (``limit``: what
+    ``QuotaGate.predict_wait`` said binds)."""
+    if limit in _DAY_WINDOWS:
+        return FallbackReason(model, Why.DAY_QUOTA, wait, limit)
+    if limit == "size":
+        return FallbackReason(model, Why.TOO_LARGE)
+    if limit == "pause":
+        return FallbackReason(model, Why.RATE_LIMITED, wait)
+    return FallbackReason(model, Why.MINUTE_QUOTA, wait, limit)
+
+
+def _fallback_reason(model: str, error: Exception) -> FallbackReason | None:
+    """Why another model should answer after ``error`` on ``model``; None when another
+    model would not help (the user's own limit, a bad request, a broken network)."""
+    if isinstance(error, _LeaveModel):
+        return error.reason
+    if isinstance(error, UpstreamRateLimited):
+        wait = error.retry_after_s or 0.0
+        if error.limit in _DAY_WINDOWS:
+            return FallbackReason(model, Why.DAY_QUOTA, wait, error.limit)
+        return FallbackReason(model, Why.RATE_LIMITED, wait, error.limit or "")
+    if isinstance(error, ModelUnavailable):
+        return FallbackReason(model, Why.RETIRED if error.retired else Why.UNAVAILABLE)
+    if isinstance(error, UpstreamServerError) and error.status == 503:
+        return FallbackReason(model, Why.OVER_CAPACITY)
+    return None
+
+
+def _none_could_answer(reasons: list[FallbackReason]) -> BotError:
+    """The refusal when every model of the chain was tried: each one's reason, and when
+    to come back if only limits stood in the way."""
+    text = "No model can answer right now: " + "; ".join(r.text() for r in reasons) + "."
+    detail = "fallback chain exhausted: " + ", ".join(f"{r.model} {r.why}" for r in reasons)
+    if all(r.limit_like for r in reasons):
+        soonest = min((r.seconds for r in reasons if 0 < r.seconds < math.inf), default=0.0)
+        if soonest > 0:
+            text += f" Try again in about {format_duration(soonest)}."
+        return QuotaExceeded(text, scope="account", retry_in_s=soonest, detail=detail)
+    return UpstreamServerError(text + " Please try again later.", detail=detail)
 
 
 def _short_reason(error: UpstreamError) -> str:

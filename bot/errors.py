@@ -97,9 +97,12 @@ class UpstreamRateLimited(UpstreamError):
         status: int | None = 429,
         detail: str = "",
         retry_after_s: float | None = None,
+        limit: str | None = None,
     ) -> None:
         super().__init__(user_text, status=status, detail=detail)
         self.retry_after_s = retry_after_s
+        # The window the server says was hit ("tpd", "rpm"…), when its message names one.
+        self.limit = limit
 
 
 class RequestTooLarge(UpstreamError):
@@ -132,6 +135,17 @@ class ContextTooLong(UpstreamError):
 
 class ModelUnavailable(UpstreamError):
     default_text = "That model is not available; pick another with /model (see /models)."
+
+    def __init__(
+        self,
+        user_text: str | None = None,
+        *,
+        status: int | None = None,
+        detail: str = "",
+        retired: bool = False,
+    ) -> None:
+        super().__init__(user_text, status=status, detail=detail)
+        self.retired = retired  # decommissioned, not merely unknown or unlisted
 
 
 class BadRequest(UpstreamError):

@@ -73,6 +73,12 @@ class Metrics:
             "Tokens by model and kind (prompt, completion), as reported or estimated.",
             ["model", "kind"], registry=r,
         )  # fmt: skip
+        self._fallbacks = Counter(
+            "groqbot_model_fallbacks",
+            "Turns answered by another model of MODEL_FALLBACKS, by the model left, the "
+            "model tried next and why.",
+            ["from_model", "to_model", "reason"], registry=r,
+        )  # fmt: skip
         self._upstream_429 = Counter(
             "groqbot_upstream_rate_limited", "429 answers from the model API.", registry=r
         )
@@ -121,6 +127,9 @@ class Metrics:
     def tokens(self, model: str, prompt: int, completion: int) -> None:
         self._tokens.labels(model, "prompt").inc(prompt)
         self._tokens.labels(model, "completion").inc(completion)
+
+    def fallback(self, from_model: str, to_model: str, reason: str) -> None:
+        self._fallbacks.labels(from_model, to_model, reason).inc()
 
     def upstream_retry(self, *, rate_limited: bool) -> None:
         """A request is sent again (``rate_limited``: after a 429)."""

@@ -289,10 +289,15 @@ class PreferenceStore(Protocol):
     """Per-user and per-conversation model and persona. Raises ``StoreError``."""
 
     async def prefs(self, user: UserRef, key: ConversationKey | None) -> Prefs:
-        """Effective prefs: the conversation's override the user's."""
+        """Effective prefs: the conversation's override the user's (``strict`` comes
+        with whichever ``model`` applies)."""
         ...
 
-    async def set_model(self, target: UserRef | ConversationKey, model: str | None) -> None: ...
+    async def set_model(
+        self, target: UserRef | ConversationKey, model: str | None, *, strict: bool = False
+    ) -> None:
+        """Choose ``model`` (None: the default); ``strict`` goes with it (no fallback)."""
+        ...
 
     async def set_system_prompt(
         self, target: UserRef | ConversationKey, prompt: str | None
@@ -448,6 +453,17 @@ class QuotaGate(Protocol):
         """Reserve ``estimated_tokens`` (prompt + max output) of capacity, of which
         ``user_tokens`` count against the user's own windows until settled; may wait
         (calling ``on_wait(seconds, why)``); raises ``QuotaExceeded``."""
+        ...
+
+    def predict_wait(self, model: str, estimated_tokens: int) -> tuple[float, str]:
+        """Seconds a request of ``estimated_tokens`` on ``model`` would wait now for the
+        shared account (0 when it could go at once; ``inf`` when it never fits), and the
+        limit that binds (``tpd``, ``tpm``, ``pause``…; empty when none). Reserves
+        nothing: the engine asks before ``admit`` whether another model should answer."""
+        ...
+
+    def max_wait_s(self) -> float:
+        """QUOTA_MAX_WAIT_S: the longest a request may wait for the account."""
         ...
 
     def observe(self, snapshot: RateLimitSnapshot) -> None:

@@ -16,6 +16,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.access import AccessPolicy, AllowDeny
+from bot.fallback import Chains, parse_chains
 from bot.types import PlatformHelp
 
 __all__ = ["AdapterSettings", "ChatAccessSettings", "EnvSettings", "IdList", "Secret", "Settings"]
@@ -161,6 +162,8 @@ class Settings(EnvSettings):
     retry_base_delay_s: float = Field(default=1.0, ge=0)
     retry_max_delay_s: float = Field(default=20.0, ge=0)
     models_cache_ttl_s: float = Field(default=300.0, ge=0)
+    # "a>b>c" (several chains: separated by "," or ";"); see ``bot.fallback``.
+    model_fallbacks: str = ""
 
     # --- conversations ---
     database_path: Path = Path("./data/bot.db")
@@ -202,6 +205,16 @@ class Settings(EnvSettings):
         # Blank means the default persona, so "none" is how to send no system message
         # (some models' chat templates reject the system role).
         return "" if value.strip().lower() == "none" else value
+
+    @field_validator("model_fallbacks")
+    @classmethod
+    def _valid_fallbacks(cls, value: str) -> str:
+        parse_chains(value)  # raises ValueError naming the faulty chain
+        return value
+
+    def fallback_chains(self) -> Chains:
+        """``MODEL_FALLBACKS`` parsed (validated when the settings were read)."""
+        return parse_chains(self.model_fallbacks)
 
     @field_validator("api_base_url")
     @classmethod

@@ -341,6 +341,8 @@ class Prefs:
 
     model: str | None = None
     system_prompt: str | None = None
+    # Chosen with the model (``/model <id> strict``): no fallback to MODEL_FALLBACKS.
+    strict: bool = False
 
 
 class ChannelMode(StrEnum):

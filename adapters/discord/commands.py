@@ -155,10 +155,14 @@ def build_commands(engine: Engine) -> list[AnyCommand]:
 def _model_command(engine: Engine) -> Command:
     @app_commands.command(name="model", description="Choose the model that answers you")
     @app_commands.describe(
-        name="Model id; start typing to search the live list", scope="Where the choice applies"
+        name="Model id; start typing to search the live list",
+        scope="Where the choice applies",
+        strict="Only this model answers: no fallback to another model when it is busy",
     )
     @app_commands.choices(scope=SCOPES)
-    async def model(interaction: Interaction, name: str | None = None, scope: str = "me") -> None:
+    async def model(
+        interaction: Interaction, name: str | None = None, scope: str = "me", strict: bool = False
+    ) -> None:
         user, key = _who(interaction)
         if scope == "conversation" and key is None:
             await _answer(interaction, CommandReply(NOT_HERE))
@@ -169,7 +173,7 @@ def _model_command(engine: Engine) -> Command:
             await _answer(interaction, await engine.models_text(user, key))
             return
         target = key if scope == "conversation" else None
-        await _answer(interaction, await engine.set_model(user, name, key=target))
+        await _answer(interaction, await engine.set_model(user, name, key=target, strict=strict))
 
     @model.autocomplete("name")
     async def model_autocomplete(

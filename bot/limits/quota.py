@@ -261,6 +261,30 @@ class QuotaManager:
             account.reported = snapshot
         account.waiters.wake_head()
 
+    def predict_wait(self, model: str, estimated_tokens: int) -> tuple[float, str]:
+        """What a newcomer of ``estimated_tokens`` on ``model`` would wait for the account
+        now, behind everyone queued, and why (see ``QuotaGate.predict_wait``); a request
+        larger than the model's tokens per minute never fits: ``(inf, "size")``."""
+        now = self._clock.time()
+        tokens = max(0, int(estimated_tokens))
+        account = self._account(model)
+        tpm = account.budget.buckets.get("tpm")
+        if tpm is not None and tokens > tpm.limit:
+            return math.inf, "size"
+        if account.can_pass(tokens, now):
+            return 0.0, ""
+        wait, dim = account.estimate(tokens, now)
+        if dim == "pause":
+            # A 429's pause hides which window it was for; the mirror, lifted by that
+            # 429's "Used N", still shows it when it was a day's (worth saying so).
+            held, held_dim = account.budget.estimate(1, tokens, now)
+            if held_dim in ("rpd", "tpd") and held > self._config.max_queue_wait_s:
+                dim = held_dim
+        return wait, dim
+
+    def max_wait_s(self) -> float:
+        return self._config.max_queue_wait_s
+
     def limits_for(self, model: str) -> tuple[ModelLimits, ModelLimits]:
         """The account limits the mirror assumes for ``model`` now, and a user's share."""
         account = self._account(model)

@@ -194,7 +194,7 @@ def error_from_payload(
     if _too_large(status, code, kind, message):
         return RequestTooLarge(status=status, detail=detail)
     if status == 429 or code == "rate_limit_exceeded" or kind == "rate_limit_exceeded":
-        return _rate_limited(status, retry_after_s, detail)
+        return _rate_limited(status, retry_after_s, detail, exceeded_from_message(message))
     if _context_overflow(code, kind, message):
         return ContextTooLong(
             status=status,
@@ -258,7 +258,9 @@ def _too_large(status: int | None, code: str, kind: str, message: str) -> bool:
     return kind == "tokens" and status != 429 and "too large" in message.lower()
 
 
-def _rate_limited(status: int | None, retry_after_s: float | None, detail: str) -> UpstreamError:
+def _rate_limited(
+    status: int | None, retry_after_s: float | None, detail: str, exceeded: ExceededLimit | None
+) -> UpstreamError:
     text = None
     if retry_after_s is not None:
         text = (
@@ -266,7 +268,11 @@ def _rate_limited(status: int | None, retry_after_s: float | None, detail: str) 
             f"{max(1, round(retry_after_s))} s."
         )
     return UpstreamRateLimited(
-        text, status=status or 429, detail=detail, retry_after_s=retry_after_s
+        text,
+        status=status or 429,
+        detail=detail,
+        retry_after_s=retry_after_s,
+        limit=exceeded.dimension if exceeded is not None else None,
     )
 
 
@@ -277,12 +283,15 @@ def _model_unavailable(
         found = _MODEL_IN_MESSAGE.search(message)
         model = found.group(1) if found else None
     if model is None:
-        return ModelUnavailable(status=status, detail=detail)
-    if code == "model_decommissioned":
+        return ModelUnavailable(
+            status=status, detail=detail, retired=code == "model_decommissioned"
+        )
+    retired = code == "model_decommissioned"
+    if retired:
         text = f"The model `{model}` has been retired; pick another with /model (see /models)."
     else:
         text = f"The model `{model}` is not available; pick another with /model (see /models)."
-    return ModelUnavailable(text, status=status, detail=detail)
+    return ModelUnavailable(text, status=status, detail=detail, retired=retired)
 
 
 @contextmanager

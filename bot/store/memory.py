@@ -57,6 +57,7 @@ class _Conversation:
     messages: list[_Message] = field(default_factory=list)
     model: str | None = None
     system_prompt: str | None = None
+    model_strict: bool = False
 
 
 class InMemoryStore:
@@ -201,8 +202,10 @@ class InMemoryStore:
         conversation = self._conversations.get(key.storage_id()) if key is not None else None
         if conversation is None:
             return mine
+        own_model = conversation.model is not None
         return Prefs(
-            model=conversation.model if conversation.model is not None else mine.model,
+            model=conversation.model if own_model else mine.model,
+            strict=conversation.model_strict if own_model else mine.strict,
             system_prompt=(
                 conversation.system_prompt
                 if conversation.system_prompt is not None
@@ -210,19 +213,22 @@ class InMemoryStore:
             ),
         )
 
-    async def set_model(self, target: UserRef | ConversationKey, model: str | None) -> None:
+    async def set_model(
+        self, target: UserRef | ConversationKey, model: str | None, *, strict: bool = False
+    ) -> None:
         if isinstance(target, UserRef):
             old = self._user_prefs.get(target.storage_id(), Prefs())
-            self._user_prefs[target.storage_id()] = Prefs(model, old.system_prompt)
+            self._user_prefs[target.storage_id()] = Prefs(model, old.system_prompt, strict)
         else:
-            self._conversation(target).model = model
+            conversation = self._conversation(target)
+            conversation.model, conversation.model_strict = model, strict
 
     async def set_system_prompt(
         self, target: UserRef | ConversationKey, prompt: str | None
     ) -> None:
         if isinstance(target, UserRef):
             old = self._user_prefs.get(target.storage_id(), Prefs())
-            self._user_prefs[target.storage_id()] = Prefs(old.model, prompt)
+            self._user_prefs[target.storage_id()] = Prefs(old.model, prompt, old.strict)
         else:
             self._conversation(target).system_prompt = prompt
 

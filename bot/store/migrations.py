@@ -184,7 +184,25 @@ _V6_CHANNELS = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4_CACHE, _V5_EVENTS, _V6_CHANNELS)
+# ``/model <id> strict``: 1 when that model choice opts out of MODEL_FALLBACKS (NULL: it
+# does not). Its own step so it can be renumbered next to other V4 work.
+_V7_FALLBACK = Migration(
+    7,
+    (
+        "ALTER TABLE user_prefs ADD COLUMN model_strict INTEGER",
+        "ALTER TABLE conversations ADD COLUMN model_strict INTEGER",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    _V1,
+    _V2,
+    _V3,
+    _V4_CACHE,
+    _V5_EVENTS,
+    _V6_CHANNELS,
+    _V7_FALLBACK,
+)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

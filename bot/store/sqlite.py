@@ -377,50 +377,59 @@ class SqliteStore:
     async def prefs(self, user: UserRef, key: ConversationKey | None) -> Prefs:
         def read(db: sqlite3.Connection) -> Prefs:
             rows = db.execute(
-                "SELECT model, system_prompt FROM user_prefs WHERE user_id = ?",
+                "SELECT model, system_prompt, model_strict FROM user_prefs WHERE user_id = ?",
                 (user.storage_id(),),
             ).fetchall()
-            model, prompt = rows[0] if rows else (None, None)
+            model, prompt, strict = rows[0] if rows else (None, None, None)
             if key is not None:
                 rows = db.execute(
-                    "SELECT model, system_prompt FROM conversations WHERE storage_id = ?",
+                    "SELECT model, system_prompt, model_strict FROM conversations"
+                    " WHERE storage_id = ?",
                     (key.storage_id(),),
                 ).fetchall()
                 if rows:
-                    model = rows[0][0] if rows[0][0] is not None else model
+                    if rows[0][0] is not None:  # strict goes with the model it was set with
+                        model, strict = rows[0][0], rows[0][2]
                     prompt = rows[0][1] if rows[0][1] is not None else prompt
-            return Prefs(model=model, system_prompt=prompt)
+            return Prefs(model=model, system_prompt=prompt, strict=bool(strict))
 
         return await self._call(read, write=False)
 
-    async def set_model(self, target: UserRef | ConversationKey, model: str | None) -> None:
-        await self._set_pref(target, "model", model)
+    async def set_model(
+        self, target: UserRef | ConversationKey, model: str | None, *, strict: bool = False
+    ) -> None:
+        await self._set_pref(target, {"model": model, "model_strict": 1 if strict else None})
 
     async def set_system_prompt(
         self, target: UserRef | ConversationKey, prompt: str | None
     ) -> None:
-        await self._set_pref(target, "system_prompt", prompt)
+        await self._set_pref(target, {"system_prompt": prompt})
 
     async def _set_pref(
-        self, target: UserRef | ConversationKey, column: str, value: str | None
+        self, target: UserRef | ConversationKey, columns: dict[str, str | int | None]
     ) -> None:
-        # ``column`` is one of our two literals, never user input.
+        # The column names are our own literals, never user input.
         now = self._now()
         async with self._write() as conn:
             if isinstance(target, UserRef):
+                names = ", ".join(columns)
+                marks = ", ".join("?" for _ in columns)
+                updates = "".join(f"{name} = excluded.{name}, " for name in columns)
                 await _execute(
                     conn,
-                    f"INSERT INTO user_prefs (user_id, {column}, updated_at) VALUES (?, ?, ?)"
-                    f" ON CONFLICT (user_id) DO UPDATE SET {column} = excluded.{column},"
-                    " updated_at = excluded.updated_at",
-                    (target.storage_id(), value, now),
+                    f"INSERT INTO user_prefs (user_id, {names}, updated_at)"
+                    f" VALUES (?, {marks}, ?)"
+                    f" ON CONFLICT (user_id) DO UPDATE SET {updates}"
+                    "updated_at = excluded.updated_at",
+                    (target.storage_id(), *columns.values(), now),
                 )
             else:
                 conversation_id = await self._upsert_conversation(conn, target, now)
+                sets = ", ".join(f"{name} = ?" for name in columns)
                 await _execute(
                     conn,
-                    f"UPDATE conversations SET {column} = ? WHERE id = ?",
-                    (value, conversation_id),
+                    f"UPDATE conversations SET {sets} WHERE id = ?",
+                    (*columns.values(), conversation_id),
                 )
 
     # ----- channel settings -----

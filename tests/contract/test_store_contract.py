@@ -283,6 +283,23 @@ async def test_none_clears_a_preference(store: Store) -> None:
     assert await store.prefs(ALICE, CHANNEL) == Prefs()
 
 
+async def test_strict_goes_with_the_model_choice_it_was_set_with(store: Store) -> None:
+    await store.set_model(ALICE, "alice-model", strict=True)
+    await store.set_system_prompt(ALICE, "alice prompt")  # leaves strict alone
+    assert await store.prefs(ALICE, None) == Prefs("alice-model", "alice prompt", strict=True)
+    # A conversation's own model brings its own strictness, the user's doesn't leak in.
+    await store.set_model(CHANNEL, "channel-model")
+    assert await store.prefs(ALICE, CHANNEL) == Prefs("channel-model", "alice prompt")
+    await store.set_model(THREAD, "thread-model", strict=True)
+    assert await store.prefs(BOB, THREAD) == Prefs("thread-model", strict=True)
+    # Choosing again without strict lifts it.
+    await store.set_model(ALICE, "alice-model")
+    assert await store.prefs(ALICE, None) == Prefs("alice-model", "alice prompt")
+    # Forgetting the conversation forgets its strict choice with it.
+    await store.reset(THREAD)
+    assert await store.prefs(BOB, THREAD) == Prefs()
+
+
 async def test_setting_prefs_keeps_the_conversation_history(store: Store) -> None:
     await add(store, CHANNEL, "hello", 1)
     await store.set_model(CHANNEL, "m")

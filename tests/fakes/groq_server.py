@@ -172,7 +172,8 @@ class FakeGroq:
         only in the message text), "500", "503". Stream faults: "drop" (close the
         connection after ``after_tokens``), "stall" (hang ``seconds`` after
         ``after_tokens``), "error_event" (a ``data: {"error":...}`` after ``after_tokens``).
-        The other profiles take the stream faults only.
+        ``model="<id>"`` keeps a chat fault for requests to that model only (the others
+        are answered as usual). The other profiles take the stream faults only.
         """
         if kind not in STATUS_FAULTS | STREAM_FAULTS:
             raise ValueError(f"unknown fault {kind!r}")
@@ -241,9 +242,10 @@ class FakeGroq:
         self._others.append(other)
         return other
 
-    def _take_fault(self, endpoint: str) -> _Fault | None:
+    def _take_fault(self, endpoint: str, model: str = "") -> _Fault | None:
         for fault in self._faults:
-            if fault.params["endpoint"] == endpoint:
+            wanted = fault.params.get("model")
+            if fault.params["endpoint"] == endpoint and (wanted is None or wanted == model):
                 fault.times -= 1
                 if fault.times <= 0:
                     self._faults.remove(fault)
@@ -290,7 +292,7 @@ class FakeGroq:
         if not isinstance(body, dict):
             return error_response(400, "request body must be a JSON object")
         model = str(body.get("model", ""))
-        fault = self._take_fault("chat")
+        fault = self._take_fault("chat", model)
         if fault is not None and fault.kind in STATUS_FAULTS:
             return self._fault_response(fault, model, self._limits.headers(model))
         invalid = validate(body, self.models, self.decommissioned)
@@ -353,7 +355,17 @@ class FakeGroq:
                 model, what, self.limit_tpm, self.limit_tpm, 100, wait, message_only=only
             )
         if kind == "503":
-            message = "Service Unavailable: the model is over capacity."
+            # Groq's over-capacity answer as a client logged it (infiniflow/ragflow#9858:
+            # GroqException - {"error":{"message":"llama-3.3-70b-versatile is currently
+            # over capacity. Please try again and back off exponentially. Visit
+            # https://groqstatus.com to see if there is an active incident.",
+            # "type":"internal_server_error"}}), with Groq's status for it, 503 "Service
+            # Unavailable" (GroqDocs "Errors", console.groq.com/docs/errors).
+            message = (
+                f"{model} is currently over capacity. Please try again and back off "
+                "exponentially. Visit https://groqstatus.com to see if there is an active "
+                "incident."
+            )
             return error_response(503, message, "internal_server_error", headers=headers)
         return error_response(
             500, "Internal Server Error", "internal_server_error", headers=headers

@@ -137,6 +137,18 @@ async def test_check_passes_and_names_the_server_and_window(
     assert "is Groq" in out and "131,072 tokens context" in out and "OK:" in out
 
 
+async def test_check_names_fallback_models_the_server_does_not_offer(
+    fake_groq: FakeGroq, tmp_path: Path
+) -> None:
+    chain = "openai/gpt-oss-120b>openai/gpt-oss-20b>qwen/qwen9-999b;llama-3.1-8b-instant>nope"
+    env = _env(fake_groq, tmp_path, MODEL_FALLBACKS=chain)
+    code, out, err = await _bot(["check"], env, cwd=tmp_path)
+    assert code == 2, err
+    assert "MODEL_FALLBACKS names qwen/qwen9-999b, nope, which" in err
+    assert "MODEL_FALLBACKS: openai/gpt-oss-120b > openai/gpt-oss-20b > qwen/qwen9-999b" in out
+    assert "Traceback" not in err
+
+
 async def test_terminal_chat_prints_a_slash_answer_once_after_a_retry_status(
     fake_groq: FakeGroq, tmp_path: Path
 ) -> None:

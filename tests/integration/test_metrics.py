@@ -90,3 +90,22 @@ async def test_a_quota_refusal_is_refused_not_failed(
         assert sample(rt, "groqbot_replies_total", outcome="refused", **t) == 1
         assert sample(rt, "groqbot_replies_total", outcome="failed", **t) == 0
         assert sample(rt, "groqbot_replies_in_flight", **t) == 0
+
+
+async def test_a_fallback_counts_by_the_model_left_the_model_tried_and_why(
+    fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
+) -> None:
+    big, small = "openai/gpt-oss-120b", "openai/gpt-oss-20b"
+    fake_groq.script("503", times=10, model=big)
+    fake_groq.script("429", times=10, model=small, retry_after=3600)
+    settings = settings_factory(
+        metrics_port=0, default_model=big, model_fallbacks=f"{big}>{small}>qwen/qwen3-32b"
+    )
+    async with open_runtime(settings) as rt:
+        assert (await ask(rt, "hello")).status_ is TurnStatus.COMPLETE
+        left = {"from_model": big, "to_model": small, "reason": "over_capacity"}
+        assert sample(rt, "groqbot_model_fallbacks_total", **left) == 1
+        then = {"from_model": small, "to_model": "qwen/qwen3-32b", "reason": "rate_limited"}
+        assert sample(rt, "groqbot_model_fallbacks_total", **then) == 1
+        assert sample(rt, "groqbot_upstream_rate_limited_total") == 1  # the 429 left behind
+        assert sample(rt, "groqbot_replies_total", outcome="complete", platform="terminal") == 1

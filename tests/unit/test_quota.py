@@ -812,3 +812,44 @@ async def test_client_retries_count_against_the_accounts_request_limits() -> Non
     await settle()
     assert not task.done() and q.account_status()[0].queued == 1
     task.cancel()
+
+
+# ----- predict_wait: what the engine asks before choosing another model -----
+
+
+async def test_predict_wait_names_the_window_that_holds_a_request_back() -> None:
+    quota, clock = make(limits=f"{MODEL}=tpd:10000,tpm:5000")
+    assert quota.predict_wait(MODEL, 1_000) == (0.0, "")
+    assert quota.predict_wait(MODEL, 6_000) == (math.inf, "size")  # over the whole TPM
+    admission = await quota.admit(ADMIN, MODEL, 4_000)  # admins: the account alone
+    await quota.settle(admission, Usage(3_000, 1_000))
+    wait, dim = quota.predict_wait(MODEL, 2_000)
+    assert dim == "tpm" and 0 < wait <= 60  # the minute refills it
+    for _ in range(2):
+        clock.t += 60
+        await quota.settle(await quota.admit(ADMIN, MODEL, 3_000), Usage(2_000, 1_000))
+    wait, dim = quota.predict_wait(MODEL, 2_000)
+    assert dim == "tpd" and wait > 3_600  # 10,000 used today: hours away
+    assert quota.max_wait_s() == 90
+
+
+async def test_predict_wait_names_the_day_window_behind_a_429_pause() -> None:
+    quota, _ = make()
+    quota.observe(
+        RateLimitSnapshot(
+            model=MODEL,
+            at=T0,
+            status=429,
+            retry_after_s=7_200,
+            exceeded="tpd",
+            exceeded_limit=200_000,
+            exceeded_used=199_990,
+            exceeded_requested=500,
+        )
+    )
+    wait, dim = quota.predict_wait(MODEL, 500)
+    assert dim == "tpd" and wait >= 7_200
+    # A pause for a minute's window stays a pause.
+    other = "openai/gpt-oss-20b"
+    quota.observe(RateLimitSnapshot(model=other, at=T0, status=429, retry_after_s=120))
+    assert quota.predict_wait(other, 500) == (120.0, "pause")

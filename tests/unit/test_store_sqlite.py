@@ -526,3 +526,28 @@ async def test_streaming_replies_read_only_the_streaming_rows_via_their_index(
         plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {read}"))
     assert "USING INDEX messages_streaming" in plan, plan  # the partial index: streaming rows
     assert "TEMP B-TREE" not in plan, plan
+
+
+# ----- strict model choices (schema v4) -----
+
+
+async def test_v4_keeps_every_preference_and_none_is_strict(db_path: Path) -> None:
+    db_path.parent.mkdir()
+    async with aiosqlite.connect(db_path, isolation_level=None) as conn:
+        assert await migrate(conn, where="t", migrations=MIGRATIONS[:3]) == 3
+    user = UserRef(Platform("discord"), "1")
+    with raw(db_path) as conn:  # what a bot of schema 3 wrote
+        conn.execute(
+            "INSERT INTO user_prefs (user_id, model, system_prompt, updated_at)"
+            " VALUES (?, 'm', 'p', 0)",
+            (user.storage_id(),),
+        )
+    store = SqliteStore(db_path, clock=FakeClock(T0, epoch=T0))
+    await store.open()
+    try:
+        assert scalar(db_path, "PRAGMA user_version") == LATEST_VERSION
+        assert await store.prefs(user, None) == Prefs("m", "p", strict=False)
+        await store.set_model(user, "m", strict=True)
+        assert await store.prefs(user, None) == Prefs("m", "p", strict=True)
+    finally:
+        await store.aclose()
