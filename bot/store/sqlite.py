@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
 import time
@@ -25,6 +24,37 @@ import aiosqlite
 from bot.errors import StoreError
 from bot.ports import Clock
 from bot.store.migrations import migrate
+from bot.store.queries import (
+    CHECKPOINT_SQL,
+    CONVERSATION_ID_SQL,
+    CONVERSATION_PREFS_SQL,
+    DELETE_CONVERSATION_SQL,
+    DELETE_MESSAGES_SQL,
+    INSERT_MESSAGE_SQL,
+    INSERT_USAGE_SQL,
+    ITER_USAGE_SQL,
+    LOAD_COUNTERS_SQL,
+    PRUNE_COUNTERS_SQL,
+    STREAMING_SQL,
+    UPDATE_MESSAGE_SQL,
+    UPSERT_CONVERSATION_SQL,
+    UPSERT_COUNTER_SQL,
+    USAGE_BATCH,
+    USAGE_SINCE_SQL,
+    USER_PREFS_SQL,
+    WINDOW_SQL,
+    WindowWalk,
+    conversation_row,
+    counter_row,
+    merge_prefs,
+    ref_columns,
+    set_conversation_pref_sql,
+    unfinished_replies,
+    upsert_user_pref_sql,
+    usage_entry,
+    usage_row,
+    usage_summary,
+)
 from bot.types import (
     ConversationKey,
     Platform,
@@ -46,39 +76,10 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
-_WINDOW_BATCH = 64
-_WINDOW_FIRST_BATCH = 8
-_USAGE_BATCH = 500
-_MAX_ROWID = 2**63 - 1
 
 _CORRUPT_CODES = ("SQLITE_NOTADB", "SQLITE_CORRUPT")
 _UNWRITABLE_CODES = ("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_FULL")
 _BUSY_CODES = ("SQLITE_BUSY", "SQLITE_LOCKED")
-
-_WINDOW_SQL = (
-    "SELECT id, role, content, tokens, status, author_id FROM messages"
-    " WHERE conversation_id = ? AND id < ? AND status != 'failed' AND content != ''"
-    " ORDER BY id DESC LIMIT ?"
-)
-_INSERT_MESSAGE_SQL = (
-    "INSERT INTO messages (conversation_id, role, author_id, content, platform_message_id,"
-    " tokens, status, created_at, reply_place, reply_message_ids)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-# Served by the partial index messages_streaming: reads only the streaming rows.
-_STREAMING_SQL = (
-    "SELECT m.id, c.platform, c.space, c.channel, c.thread, c.dm_user, m.content, m.tokens,"
-    " m.reply_place, m.reply_message_ids FROM messages AS m"
-    " JOIN conversations AS c ON c.id = m.conversation_id"
-    " WHERE m.status = 'streaming' ORDER BY m.id"
-)
-_UPSERT_CONVERSATION_SQL = (
-    "INSERT INTO conversations"
-    " (storage_id, platform, space, channel, thread, dm_user, created_at, updated_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (storage_id) DO UPDATE SET updated_at = excluded.updated_at"
-    " RETURNING id"
-)
 
 
 @contextmanager
@@ -239,12 +240,12 @@ class SqliteStore:
         reply_ref: ReplyRef | None = None,
     ) -> int:
         now = self._now()
-        place, ids = _ref_columns(reply_ref or ReplyRef())
+        place, ids = ref_columns(reply_ref or ReplyRef())
 
         def insert(db: sqlite3.Connection) -> int | None:
             conversation_id = _upsert_conversation_sync(db, key, now)
             row = (conversation_id, role, author_id, content, platform_message_id, tokens)
-            return db.execute(_INSERT_MESSAGE_SQL, (*row, str(status), now, place, ids)).lastrowid
+            return db.execute(INSERT_MESSAGE_SQL, (*row, str(status), now, place, ids)).lastrowid
 
         message_id = await self._call(insert, write=True)
         assert message_id is not None  # an INSERT always sets lastrowid
@@ -254,109 +255,66 @@ class SqliteStore:
         self, message_id: int, *, content: str, tokens: int, status: TurnStatus
     ) -> None:
         """Rewrite a stored message; a message already forgotten by ``reset`` is ignored."""
-        sql = "UPDATE messages SET content = ?, tokens = ?, status = ? WHERE id = ?"
         params = (content, tokens, str(status), message_id)
-        await self._call(lambda db: db.execute(sql, params), write=True)
+        await self._call(lambda db: db.execute(UPDATE_MESSAGE_SQL, params), write=True)
 
     async def checkpoint_reply(
         self, message_id: int, text: str, tokens: int, ref: ReplyRef
     ) -> None:
-        sql = (
-            "UPDATE messages SET content = ?, tokens = ?, reply_place = ?,"
-            " reply_message_ids = ? WHERE id = ? AND status = 'streaming'"
-        )
-        params = (text, tokens, *_ref_columns(ref), message_id)
-        await self._call(lambda db: db.execute(sql, params), write=True)
+        params = (text, tokens, *ref_columns(ref), message_id)
+        await self._call(lambda db: db.execute(CHECKPOINT_SQL, params), write=True)
 
     async def streaming_replies(self, platforms: Collection[Platform]) -> list[UnfinishedReply]:
-        wanted = {str(p) for p in platforms}
         async with self._read() as conn:
-            rows = await _fetchall(conn, _STREAMING_SQL)
-        found: list[UnfinishedReply] = []
-        for message_id, platform, space, channel, thread, dm_user, *rest in rows:
-            if platform not in wanted:
-                continue
-            content, tokens, place, ids = rest
-            key = ConversationKey(Platform(platform), space, channel, thread, dm_user)
-            ref = ReplyRef(place, _message_ids(ids))
-            found.append(UnfinishedReply(int(message_id), key, content, int(tokens), ref))
-        return found
+            rows = await _fetchall(conn, STREAMING_SQL)
+        return unfinished_replies(rows, platforms)
 
     async def window(
         self, key: ConversationKey, *, token_budget: int, max_messages: int = 1000
     ) -> list[StoredMessage]:
         """Newest usable messages that fit, oldest first; reads only what it returns.
 
-        Walks ``messages_by_conversation`` backwards in batches and stops at the first
-        message that would overflow the budget. Failed and empty messages are skipped.
+        Walks ``messages_by_conversation`` backwards in batches (``WindowWalk``) and
+        stops at the first message that would overflow the budget. Failed and empty
+        messages are skipped.
         """
-        picked: list[StoredMessage] = []
-        if token_budget < 0 or max_messages <= 0:
-            return picked
+        walk = WindowWalk(token_budget, max_messages)
 
-        def walk(db: sqlite3.Connection) -> None:
-            used = 0
+        def run(db: sqlite3.Connection) -> None:
             conversation_id = _conversation_id_sync(db, key)
-            before = _MAX_ROWID
-            # Start small and double: a budget usually fills within a few messages, and
-            # a big first batch would read rows only long conversations have.
-            batch = _WINDOW_FIRST_BATCH
-            while conversation_id is not None and len(picked) < max_messages:
-                limit = min(batch, max_messages - len(picked))
-                batch = min(batch * 2, _WINDOW_BATCH)
-                rows = db.execute(_WINDOW_SQL, (conversation_id, before, limit)).fetchall()
-                for message_id, role, content, tokens, status, author_id in rows:
-                    if used + tokens > token_budget:
-                        return
-                    used += tokens
-                    picked.append(
-                        StoredMessage(role, content, tokens, TurnStatus(status), author_id)
-                    )
-                    before = message_id
-                if len(rows) < limit:
-                    return
+            if conversation_id is None:
+                return
+            while (limit := walk.next_limit()) is not None:
+                walk.take(db.execute(WINDOW_SQL, (conversation_id, walk.before, limit)).fetchall())
 
-        await self._call(walk, write=False)
-        picked.reverse()
-        return picked
+        await self._call(run, write=False)
+        return walk.messages()
 
     async def reset(self, key: ConversationKey) -> int:
         async with self._write() as conn:
             conversation_id = await _conversation_id(conn, key)
             if conversation_id is None:
                 return 0
-            removed, _ = await _execute(
-                conn, "DELETE FROM messages WHERE conversation_id = ?", (conversation_id,)
-            )
+            removed, _ = await _execute(conn, DELETE_MESSAGES_SQL, (conversation_id,))
             # The row also carries the conversation's prefs: forget them with it.
-            await _execute(conn, "DELETE FROM conversations WHERE id = ?", (conversation_id,))
+            await _execute(conn, DELETE_CONVERSATION_SQL, (conversation_id,))
         return removed
 
     async def _upsert_conversation(
         self, conn: aiosqlite.Connection, key: ConversationKey, now: float
     ) -> int:
-        row = (key.storage_id(), str(key.platform), key.space, key.channel, key.thread)
-        rows = await _fetchall(conn, _UPSERT_CONVERSATION_SQL, (*row, key.dm_user, now, now))
+        rows = await _fetchall(conn, UPSERT_CONVERSATION_SQL, conversation_row(key, now))
         return int(rows[0][0])
 
     # ----- preferences -----
 
     async def prefs(self, user: UserRef, key: ConversationKey | None) -> Prefs:
         def read(db: sqlite3.Connection) -> Prefs:
-            rows = db.execute(
-                "SELECT model, system_prompt FROM user_prefs WHERE user_id = ?",
-                (user.storage_id(),),
-            ).fetchall()
-            model, prompt = rows[0] if rows else (None, None)
-            if key is not None:
-                rows = db.execute(
-                    "SELECT model, system_prompt FROM conversations WHERE storage_id = ?",
-                    (key.storage_id(),),
-                ).fetchall()
-                if rows:
-                    model = rows[0][0] if rows[0][0] is not None else model
-                    prompt = rows[0][1] if rows[0][1] is not None else prompt
-            return Prefs(model=model, system_prompt=prompt)
+            mine = db.execute(USER_PREFS_SQL, (user.storage_id(),)).fetchall()
+            if key is None:
+                return merge_prefs(mine, [])
+            conversation = db.execute(CONVERSATION_PREFS_SQL, (key.storage_id(),)).fetchall()
+            return merge_prefs(mine, conversation)
 
         return await self._call(read, write=False)
 
@@ -371,54 +329,26 @@ class SqliteStore:
     async def _set_pref(
         self, target: UserRef | ConversationKey, column: str, value: str | None
     ) -> None:
-        # ``column`` is one of our two literals, never user input.
         now = self._now()
         async with self._write() as conn:
             if isinstance(target, UserRef):
-                await _execute(
-                    conn,
-                    f"INSERT INTO user_prefs (user_id, {column}, updated_at) VALUES (?, ?, ?)"
-                    f" ON CONFLICT (user_id) DO UPDATE SET {column} = excluded.{column},"
-                    " updated_at = excluded.updated_at",
-                    (target.storage_id(), value, now),
-                )
+                sql = upsert_user_pref_sql(column)
+                await _execute(conn, sql, (target.storage_id(), value, now))
             else:
                 conversation_id = await self._upsert_conversation(conn, target, now)
-                await _execute(
-                    conn,
-                    f"UPDATE conversations SET {column} = ? WHERE id = ?",
-                    (value, conversation_id),
-                )
+                sql = set_conversation_pref_sql(column)
+                await _execute(conn, sql, (value, conversation_id))
 
     # ----- usage ledger -----
 
     async def record_usage(self, entry: UsageEntry) -> None:
-        user, tokens = entry.user, (entry.prompt_tokens, entry.completion_tokens)
-        sql = (
-            "INSERT INTO usage (user_id, platform, model, prompt_tokens,"
-            " completion_tokens, at, estimated) VALUES (?, ?, ?, ?, ?, ?, ?)"
-        )
-        params = (
-            user.storage_id(),
-            str(user.platform),
-            entry.model,
-            *tokens,
-            entry.at,
-            int(entry.estimated),
-        )
-        await self._call(lambda db: db.execute(sql, params), write=True)
+        params = usage_row(entry)
+        await self._call(lambda db: db.execute(INSERT_USAGE_SQL, params), write=True)
 
     async def usage_since(self, user: UserRef, since: float) -> UsageSummary:
         async with self._read() as conn:
-            rows = await _fetchall(
-                conn,
-                "SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0),"
-                " COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(estimated), 0) FROM usage"
-                " WHERE user_id = ? AND at >= ?",
-                (user.storage_id(), since),
-            )
-        requests, prompt, completion, estimated = rows[0]
-        return UsageSummary(int(requests), int(prompt), int(completion), int(estimated))
+            rows = await _fetchall(conn, USAGE_SINCE_SQL, (user.storage_id(), since))
+        return usage_summary(rows[0])
 
     async def iter_usage(self) -> AsyncIterator[UsageEntry]:
         """Every ledger row in the order recorded, fetched in batches.
@@ -428,71 +358,35 @@ class SqliteStore:
         after = 0
         while True:
             async with self._read() as conn:
-                rows = await _fetchall(
-                    conn,
-                    "SELECT id, user_id, platform, model, prompt_tokens, completion_tokens, at,"
-                    " estimated FROM usage WHERE id > ? ORDER BY id LIMIT ?",
-                    (after, _USAGE_BATCH),
-                )
-            for row_id, user_id, platform, model, prompt, completion, at, estimated in rows:
-                after = row_id
-                user = UserRef(Platform(platform), user_id.removeprefix(f"{platform}:"))
-                yield UsageEntry(
-                    user, model, int(prompt), int(completion), float(at), bool(estimated)
-                )
-            if len(rows) < _USAGE_BATCH:
+                rows = await _fetchall(conn, ITER_USAGE_SQL, (after, USAGE_BATCH))
+            for row in rows:
+                after = row[0]
+                yield usage_entry(row)
+            if len(rows) < USAGE_BATCH:
                 return
 
     # ----- quota counters -----
 
     async def load_quota_counters(self, since: float) -> list[QuotaCounter]:
         async with self._read() as conn:
-            rows = await _fetchall(
-                conn,
-                "SELECT subject, dimension, window_start, used FROM quota_counters"
-                " WHERE window_start >= ? ORDER BY subject, dimension, window_start",
-                (since,),
-            )
+            rows = await _fetchall(conn, LOAD_COUNTERS_SQL, (since,))
         return [QuotaCounter(s, d, float(w), float(u)) for s, d, w, u in rows]
 
     async def save_quota_counters(self, counters: Sequence[QuotaCounter]) -> None:
         if not counters:
             return
         async with self._write() as conn:
-            cursor = await conn.executemany(
-                "INSERT INTO quota_counters (subject, dimension, window_start, used)"
-                " VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (subject, dimension, window_start)"
-                " DO UPDATE SET used = excluded.used",
-                [(c.subject, c.dimension, c.window_start, c.used) for c in counters],
-            )
+            cursor = await conn.executemany(UPSERT_COUNTER_SQL, [counter_row(c) for c in counters])
             await cursor.close()
 
     async def prune_quota_counters(self, before: float) -> int:
         async with self._write() as conn:
-            removed, _ = await _execute(
-                conn, "DELETE FROM quota_counters WHERE window_start < ?", (before,)
-            )
+            removed, _ = await _execute(conn, PRUNE_COUNTERS_SQL, (before,))
         return removed
 
 
-def _ref_columns(ref: ReplyRef) -> tuple[str, str]:
-    return ref.place, json.dumps(list(ref.message_ids))
-
-
-def _message_ids(column: str) -> tuple[str, ...]:
-    try:
-        ids = json.loads(column)
-    except ValueError:
-        log.warning("unreadable reply_message_ids %r; ignored", column)
-        return ()
-    return tuple(str(i) for i in ids) if isinstance(ids, list) else ()
-
-
 async def _conversation_id(conn: aiosqlite.Connection, key: ConversationKey) -> int | None:
-    rows = await _fetchall(
-        conn, "SELECT id FROM conversations WHERE storage_id = ?", (key.storage_id(),)
-    )
+    rows = await _fetchall(conn, CONVERSATION_ID_SQL, (key.storage_id(),))
     return int(rows[0][0]) if rows else None
 
 
@@ -514,16 +408,13 @@ def _plain(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T
 
 
 def _conversation_id_sync(db: sqlite3.Connection, key: ConversationKey) -> int | None:
-    rows = db.execute(
-        "SELECT id FROM conversations WHERE storage_id = ?", (key.storage_id(),)
-    ).fetchall()
+    rows = db.execute(CONVERSATION_ID_SQL, (key.storage_id(),)).fetchall()
     return int(rows[0][0]) if rows else None
 
 
 def _upsert_conversation_sync(db: sqlite3.Connection, key: ConversationKey, now: float) -> int:
-    row = (key.storage_id(), str(key.platform), key.space, key.channel, key.thread)
     # fetchall: a RETURNING statement is finished only once its rows are all read.
-    rows = db.execute(_UPSERT_CONVERSATION_SQL, (*row, key.dm_user, now, now)).fetchall()
+    rows = db.execute(UPSERT_CONVERSATION_SQL, conversation_row(key, now)).fetchall()
     return int(rows[0][0])
 
 
