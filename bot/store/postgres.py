@@ -124,11 +124,14 @@ def _password(url: str) -> str:
         return ""
 
 
-_UNREACHABLE = (
+# The connection is gone or in a state nobody can vouch for (the server restarting, a
+# timeout mid-statement, asyncpg's own "another operation is in progress").
+_BROKEN = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
 )
 
 
@@ -141,7 +144,7 @@ def map_pg_errors(url: str, *, opening: bool = False) -> Iterator[None]:
     """
     try:
         yield
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, ValueError) as exc:
+    except (asyncpg.PostgresError, *_BROKEN, ValueError) as exc:
         if isinstance(exc, ValueError) and not opening:
             raise  # a bug of ours, not the database's
         where = masked_url(url)
@@ -162,7 +165,7 @@ def _user_text(exc: BaseException, where: str, opening: bool) -> str | None:
             why = f"no answer within {CONNECT_TIMEOUT_S:.0f} s"
         elif isinstance(exc, ValueError):
             why = "the URL can't be read"
-        elif isinstance(exc, _UNREACHABLE):
+        elif isinstance(exc, _BROKEN):
             why = "can't connect: is the server running and reachable from here?"
         else:
             why = f"the server said: {type(exc).__name__}"
@@ -208,7 +211,10 @@ class PostgresStore:
         with map_pg_errors(self._url, opening=True):
             pool = await asyncpg.create_pool(
                 self._url,
-                min_size=1,
+                # 0: connections open on demand; asyncpg would otherwise keep reopening
+                # a floor of them in the background, a traceback per try, while the
+                # server is down.
+                min_size=0,
                 max_size=self._pool_size,
                 timeout=CONNECT_TIMEOUT_S,
                 command_timeout=COMMAND_TIMEOUT_S,
@@ -254,6 +260,14 @@ class PostgresStore:
                 ) from None
             try:
                 yield conn
+            except _BROKEN:
+                # Not back into the pool as it is. And the server may have restarted: the
+                # idle connections may be dead too, while asyncpg has not noticed yet (it
+                # raises "another operation is in progress" on their next use). Replace
+                # them all, so that this call alone fails and the next one works.
+                conn.terminate()
+                await pool.expire_connections()
+                raise
             finally:
                 await pool.release(conn)
 
