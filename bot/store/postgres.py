@@ -136,11 +136,13 @@ _BROKEN = (
 
 
 @contextmanager
-def map_pg_errors(url: str, *, opening: bool = False) -> Iterator[None]:
+def map_pg_errors(
+    url: str, *, opening: bool = False, setting: str = "DATABASE_URL"
+) -> Iterator[None]:
     """Translate asyncpg and OS errors into ``StoreError``; ``detail`` names the server.
 
-    With ``opening`` the text is for the operator starting the bot and names
-    ``DATABASE_URL`` (password masked); otherwise it may reach chat users and does not.
+    With ``opening`` the text is for the operator starting the bot and names ``setting``
+    and the URL (password masked); otherwise it may reach chat users and does not.
     """
     try:
         yield
@@ -152,7 +154,8 @@ def map_pg_errors(url: str, *, opening: bool = False) -> Iterator[None]:
         secret = _password(url)
         if secret:
             text = text.replace(secret, "***")
-        raise StoreError(_user_text(exc, where, opening), detail=f"{where}: {text}") from exc
+        user_text = _user_text(exc, f"{setting}={where}", opening)
+        raise StoreError(user_text, detail=f"{where}: {text}") from exc
 
 
 def _user_text(exc: BaseException, where: str, opening: bool) -> str | None:
@@ -169,7 +172,7 @@ def _user_text(exc: BaseException, where: str, opening: bool) -> str | None:
             why = "can't connect: is the server running and reachable from here?"
         else:
             why = f"the server said: {type(exc).__name__}"
-        return f"DATABASE_URL={where}: {why}. Fix DATABASE_URL or the server, then restart."
+        return f"{where}: {why}. Fix the URL or the server, then try again."
     if isinstance(exc, asyncpg.exceptions.InsufficientResourcesError):
         return "The bot's database is busy; please try again in a moment."
     return None  # StoreError.default_text: unavailable, not saved, try again
