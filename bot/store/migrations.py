@@ -189,13 +189,19 @@ def tables_at(migrations: Sequence[Migration] = MIGRATIONS) -> dict[str, Table]:
     return tables
 
 
-def _newer(where: str, current: int, latest: int, setting: str) -> StoreError:
-    return StoreError(
-        f"The database {where} was written by a newer version of the bot "
-        f"(schema {current}; this version knows up to {latest}): upgrade the bot "
-        f"or point {setting} at another database.",
-        detail=f"{where}: schema version {current} > {latest}",
-    )
+def _pending(
+    migrations: Sequence[Migration], current: int, *, where: str, setting: str
+) -> list[Migration]:
+    """The steps after ``current``; ``StoreError`` when the database is newer than them."""
+    latest = migrations[-1].version if migrations else 0
+    if current > latest:
+        raise StoreError(
+            f"The database {where} was written by a newer version of the bot "
+            f"(schema {current}; this version knows up to {latest}): upgrade the bot "
+            f"or point {setting} at another database.",
+            detail=f"{where}: schema version {current} > {latest}",
+        )
+    return [step for step in migrations if step.version > current]
 
 
 async def migrate(
@@ -209,15 +215,10 @@ async def migrate(
     message); sqlite3 errors propagate for the caller to map. On any failure nothing of
     the transaction remains.
     """
-    latest = migrations[-1].version if migrations else 0
     await _execute(conn, "BEGIN IMMEDIATE")
     try:
         current = await _user_version(conn)
-        if current > latest:
-            raise _newer(where, current, latest, "DATABASE_PATH")
-        for step in migrations:
-            if step.version <= current:
-                continue
+        for step in _pending(migrations, current, where=where, setting="DATABASE_PATH"):
             for statement in step.statements("sqlite"):
                 await _execute(conn, statement)
             # PRAGMA takes no parameters; the version is an int from our own table.
@@ -243,7 +244,6 @@ async def migrate_postgres(
     second waits, then finds the steps applied. Raises ``StoreError`` when the database
     is newer than ``migrations`` knows; asyncpg errors propagate for the caller to map.
     """
-    latest = migrations[-1].version if migrations else 0
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _PG_LOCK_KEY)
         await conn.execute(
@@ -251,11 +251,7 @@ async def migrate_postgres(
             " (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
         )
         current = int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
-        if current > latest:
-            raise _newer(where, current, latest, "DATABASE_URL")
-        for step in migrations:
-            if step.version <= current:
-                continue
+        for step in _pending(migrations, current, where=where, setting="DATABASE_URL"):
             for statement in step.statements("postgres"):
                 await conn.execute(statement)
             await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", step.version)

@@ -20,7 +20,7 @@ from bot.app import open_runtime
 from bot.errors import StoreError
 from bot.settings import Settings
 from bot.store import PostgresStore
-from bot.store.migrations import LATEST_VERSION
+from bot.store.migrations import LATEST_VERSION, tables_at
 from bot.store.postgres import masked_url
 from bot.types import ConversationKey, Incoming, Platform, TurnStatus, UserRef
 from tests.fakes.groq_server import FakeGroq
@@ -187,6 +187,40 @@ async def test_a_database_newer_than_the_code_is_refused(pg_dsn: str) -> None:
         await PostgresStore(pg_dsn).open()
     assert "newer version of the bot" in info.value.user_text
     assert "DATABASE_URL" in info.value.user_text
+
+
+async def test_the_schema_is_the_one_definition_rendered_for_postgres(pg_dsn: str) -> None:
+    store = PostgresStore(pg_dsn)
+    await store.open()
+    await store.aclose()
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT table_name, column_name FROM information_schema.columns"
+            " WHERE table_schema = 'public' AND table_name <> 'schema_version'"
+            " ORDER BY table_name, ordinal_position"
+        )
+        found: dict[str, list[str]] = {}
+        for table, column in rows:
+            found.setdefault(table, []).append(column)
+        # V3 widened the CHECK: 'streaming' is allowed, anything else still refused.
+        await conn.execute(
+            "INSERT INTO conversations (storage_id, platform, created_at, updated_at)"
+            " VALUES ('k', 'terminal', 0, 0)"
+        )
+        await conn.execute(
+            "INSERT INTO messages (conversation_id, role, content, status, created_at)"
+            " VALUES (1, 'assistant', '', 'streaming', 0)"
+        )
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(
+                "INSERT INTO messages (conversation_id, role, content, status, created_at)"
+                " VALUES (1, 'assistant', '', 'bogus', 0)"
+            )
+    finally:
+        await conn.close()
+
+    assert found == {name: list(t.column_names) for name, t in tables_at().items()}
 
 
 async def test_processes_starting_together_apply_each_step_once(pg_dsn: str) -> None:
