@@ -2,8 +2,9 @@
 
 A ``Table`` is declared once (its ``Column``s and keys); the migration steps in
 ``bot.store.migrations`` are made of the operations below, each of which renders the
-statements of either dialect. ``Sql`` is the escape hatch for a data statement that
-is written out per dialect.
+statements of either dialect. ``Sql`` is the escape hatch for a statement written out
+per dialect; ``PostgresOnly`` holds DDL of what exists only with PostgreSQL (state that
+several processes share, which one SQLite process keeps in memory).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "Dialect",
     "Index",
     "Operation",
+    "PostgresOnly",
     "Sql",
     "Table",
     "WidenCheck",
@@ -248,6 +250,20 @@ class Sql:
 
     def statements(self, dialect: Dialect) -> Sequence[str]:
         return [self.sqlite if dialect == "sqlite" else (self.postgres or self.sqlite)]
+
+    def apply(self, tables: dict[str, Table]) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresOnly:
+    """Statements for PostgreSQL alone (types SQLite lacks: jsonb, timestamptz…); the
+    tables they create are not part of ``tables_at`` and not copied by ``migrate``."""
+
+    sql: tuple[str, ...]
+
+    def statements(self, dialect: Dialect) -> Sequence[str]:
+        return self.sql if dialect == "postgres" else ()
 
     def apply(self, tables: dict[str, Table]) -> None:
         return None

@@ -20,8 +20,9 @@ from bot.app import open_runtime
 from bot.errors import StoreError
 from bot.settings import Settings
 from bot.store import PostgresStore
-from bot.store.migrations import LATEST_VERSION, tables_at
+from bot.store.migrations import LATEST_VERSION, MIGRATIONS, Migration, migrate_postgres, tables_at
 from bot.store.postgres import masked_url
+from bot.store.schema import Column, CreateTable, PostgresOnly, Sql, Table
 from bot.types import ConversationKey, Incoming, Platform, TurnStatus, UserRef
 from tests.fakes.groq_server import FakeGroq
 from tests.fakes.sink import RecordingSink
@@ -272,3 +273,29 @@ async def test_the_window_reads_newest_first_through_its_index(pg_dsn: str) -> N
     assert [m.content for m in window] == [f"m{n}" for n in range(9980, 10000)]
     assert "Index Scan Backward using messages_by_conversation" in plan, plan
     assert "Sort" not in plan, plan
+
+
+async def test_a_later_step_applies_once_and_a_failing_one_leaves_nothing(pg_dsn: str) -> None:
+    store = PostgresStore(pg_dsn)
+    await store.open()
+    await store.aclose()
+    nxt = LATEST_VERSION + 1
+    table = Table(
+        "channel_settings",
+        (Column("conversation_id", "integer", references="conversations(id)"),),
+    )
+    extra = Migration(nxt, (CreateTable(table), PostgresOnly(("CREATE TABLE fleet (x jsonb)",))))
+    broken = Migration(nxt + 1, (Sql("CREATE TABLE more (y text)"), Sql("THIS IS NOT SQL")))
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        assert await migrate_postgres(conn, where="t", migrations=[*MIGRATIONS, extra]) == nxt
+        # Re-running would fail (the tables exist), so this proves the step is skipped.
+        assert await migrate_postgres(conn, where="t", migrations=[*MIGRATIONS, extra]) == nxt
+        with pytest.raises(asyncpg.PostgresSyntaxError):
+            await migrate_postgres(conn, where="t", migrations=[*MIGRATIONS, extra, broken])
+        assert await conn.fetchval("SELECT MAX(version) FROM schema_version") == nxt
+        assert await conn.fetchval("SELECT to_regclass('channel_settings')") is not None
+        assert await conn.fetchval("SELECT to_regclass('fleet')") is not None
+        assert await conn.fetchval("SELECT to_regclass('more')") is None
+    finally:
+        await conn.close()

@@ -9,8 +9,8 @@ from contextlib import closing
 from pathlib import Path
 
 from bot.store import SqliteStore
-from bot.store.migrations import LATEST_VERSION, MIGRATIONS, tables_at
-from bot.store.schema import Column, CreateIndex, CreateTable, Index, Table
+from bot.store.migrations import LATEST_VERSION, MIGRATIONS, Migration, tables_at
+from bot.store.schema import Column, CreateIndex, CreateTable, Index, PostgresOnly, Table
 from bot.types import ConversationKey, Platform, TurnStatus
 from tests.unit.legacy_sqlite_schema import LEGACY_STEPS
 
@@ -143,3 +143,12 @@ def test_a_new_table_renders_for_both_dialects() -> None:
     with closing(sqlite3.connect(":memory:")) as conn:
         for statement in [*MIGRATIONS[0].statements("sqlite"), *sqlite]:
             conn.execute(statement)
+
+
+def test_postgres_only_statements_render_nothing_for_sqlite() -> None:
+    ddl = "CREATE TABLE IF NOT EXISTS fleet (id text PRIMARY KEY, state jsonb NOT NULL)"
+    step = Migration(LATEST_VERSION + 1, (PostgresOnly((ddl,)),))
+
+    assert step.statements("sqlite") == []
+    assert step.statements("postgres") == [ddl]
+    assert tables_at([*MIGRATIONS, step]) == tables_at(MIGRATIONS)
