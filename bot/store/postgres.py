@@ -39,7 +39,7 @@ from bot.store.queries import (
     USAGE_BATCH,
     USAGE_SINCE_SQL,
     USER_PREFS_SQL,
-    WINDOW_SQL,
+    WINDOW_BY_KEY_SQL,
     WindowWalk,
     conversation_row,
     counter_row,
@@ -80,12 +80,11 @@ ACQUIRE_TIMEOUT_S = 10.0
 COMMAND_TIMEOUT_S = 30.0
 CLOSE_TIMEOUT_S = 2.0
 
-_WINDOW = numbered(WINDOW_SQL)
+_WINDOW = numbered(WINDOW_BY_KEY_SQL)
 _INSERT_MESSAGE = numbered(INSERT_MESSAGE_SQL + " RETURNING id")
 _UPDATE_MESSAGE = numbered(UPDATE_MESSAGE_SQL)
 _CHECKPOINT = numbered(CHECKPOINT_SQL)
 _UPSERT_CONVERSATION = numbered(UPSERT_CONVERSATION_SQL)
-_CONVERSATION_ID = numbered(CONVERSATION_ID_SQL)
 # FOR UPDATE: a reset waits for (and then removes) a message being added concurrently.
 _LOCK_CONVERSATION = numbered(CONVERSATION_ID_SQL + " FOR UPDATE")
 _DELETE_MESSAGES = numbered(DELETE_MESSAGES_SQL)
@@ -330,10 +329,8 @@ class PostgresStore:
         (batches of ``WindowWalk`` down ``messages_by_conversation``)."""
         walk = WindowWalk(token_budget, max_messages)
         async with self._connection() as conn:
-            conversation_id = await conn.fetchval(_CONVERSATION_ID, key.storage_id())
-            if conversation_id is not None:
-                while (limit := walk.next_limit()) is not None:
-                    walk.take(await conn.fetch(_WINDOW, conversation_id, walk.before, limit))
+            while (limit := walk.next_limit()) is not None:
+                walk.take(await conn.fetch(_WINDOW, key.storage_id(), walk.before, limit))
         return walk.messages()
 
     async def reset(self, key: ConversationKey) -> int:

@@ -22,6 +22,7 @@ from bot.settings import Settings
 from bot.store import PostgresStore
 from bot.store.migrations import LATEST_VERSION, MIGRATIONS, Migration, migrate_postgres, tables_at
 from bot.store.postgres import masked_url
+from bot.store.queries import WINDOW_BY_KEY_SQL
 from bot.store.schema import Column, CreateTable, PostgresOnly, Sql, Table
 from bot.types import ConversationKey, Incoming, Platform, TurnStatus, UserRef
 from tests.fakes.groq_server import FakeGroq
@@ -259,9 +260,11 @@ async def test_the_window_reads_newest_first_through_its_index(pg_dsn: str) -> N
             plan = "\n".join(
                 r[0]
                 for r in await conn.fetch(
-                    "EXPLAIN SELECT id, role, content, tokens, status, author_id FROM messages"
-                    " WHERE conversation_id = 1 AND id < 9223372036854775807"
-                    " AND status != 'failed' AND content != '' ORDER BY id DESC LIMIT 8"
+                    # The store's own statement, with its parameters filled in.
+                    "EXPLAIN "
+                    + WINDOW_BY_KEY_SQL.replace("?", "{}").format(
+                        f"'{KEY.storage_id()}'", 2**63 - 1, 8
+                    )
                 )
             )
         finally:
