@@ -39,6 +39,19 @@ def _parser(platforms: Sequence[str]) -> argparse.ArgumentParser:
     usage = sub.add_parser("usage", help="export the usage ledger")
     usage.add_argument("--csv", action="store_true", required=True, help="write CSV to stdout")
     sub.add_parser("check", help="check the settings, API key, base URL and default model")
+    migrate = sub.add_parser(
+        "migrate",
+        help="copy a SQLite database into PostgreSQL (ids kept; a second run copies nothing twice)",
+    )
+    migrate.add_argument(
+        "--from", dest="source", required=True, metavar="sqlite:PATH", help="the SQLite file"
+    )
+    migrate.add_argument(
+        "--to",
+        dest="target",
+        metavar="postgresql://…",
+        help="the PostgreSQL database (default: DATABASE_URL)",
+    )
     return parser
 
 
@@ -98,6 +111,8 @@ async def _dispatch(
 ) -> int:
     if command == "run":
         return await _run(settings, platforms)
+    if command == "migrate":
+        return await _migrate(args.source, args.target, settings)
     ephemeral = bool(getattr(args, "ephemeral", False))
     async with open_runtime(settings, ephemeral=ephemeral, need_api=command != "usage") as runtime:
         if command == "usage":
@@ -142,6 +157,23 @@ async def _export_usage(runtime: Runtime) -> int:
 
     rows = await write_usage_csv(runtime.store.iter_usage(), sys.stdout)
     print(f"exported {rows} usage row(s)", file=sys.stderr)
+    return 0
+
+
+async def _migrate(source: str, target: str | None, settings: Settings) -> int:
+    from bot.store.sqlite_to_postgres import copy_sqlite_to_postgres, sqlite_path, summary
+
+    path = sqlite_path(source)
+    if target is None and settings.database_url is not None:
+        target = settings.database_url.get_secret_value()
+    if target is None or not target.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            "--to: give the PostgreSQL database as postgresql://… (or set DATABASE_URL)"
+        )
+    copies = await copy_sqlite_to_postgres(
+        path, target, progress=lambda line: print(line, file=sys.stderr)
+    )
+    print(summary(copies, path, target))
     return 0
 
 

@@ -15,7 +15,14 @@ from bot.commands import window_text
 from bot.context import estimate_tokens, history_budget
 from bot.durable import finalize_unfinished
 from bot.engine import Engine
-from bot.errors import AuthenticationFailed, BotError, ConfigError, PlatformLost, UpstreamError
+from bot.errors import (
+    AuthenticationFailed,
+    BotError,
+    ConfigError,
+    PlatformLost,
+    StoreError,
+    UpstreamError,
+)
 from bot.fallback import unknown_models
 from bot.limits.config import QuotaConfig
 from bot.limits.quota import QuotaManager
@@ -25,7 +32,7 @@ from bot.metrics import Metrics
 from bot.ops import OpsServer, Readiness
 from bot.ports import Adapter, Clock, Store, SystemClock
 from bot.settings import GROQ_BASE_URL, HOSTED_CONCURRENCY, AdapterSettings, Settings
-from bot.store import InMemoryStore, SqliteStore
+from bot.store import InMemoryStore, PostgresStore, SqliteStore
 from bot.streaming import EditPacer
 from bot.types import ModelInfo, Platform, UnfinishedReply
 
@@ -77,12 +84,13 @@ async def open_runtime(
     clock = clock or SystemClock()
     metrics = Metrics() if settings.metrics_port is not None else None
     async with AsyncExitStack() as stack:
-        store: Store = (
-            InMemoryStore(clock=clock)
-            if ephemeral
-            else SqliteStore(settings.database_path, clock=clock)
-        )
-        await store.open()
+        store = _store(settings, clock, ephemeral=ephemeral)
+        try:
+            await store.open()
+        except StoreError as exc:
+            # A database the bot can't open at start-up is the operator's to fix, like
+            # any setting: its message names the file or DATABASE_URL (password masked).
+            raise ConfigError(exc.user_text, detail=exc.detail) from None
         stack.push_async_callback(store.aclose)
         completions = CompletionsClient.from_settings(settings, clock=clock)
         stack.push_async_callback(completions.aclose)
@@ -114,6 +122,22 @@ async def open_runtime(
         yield Runtime(
             settings, clock, store, completions, quota, engine, EditPacer(clock=clock), metrics
         )
+
+
+def _store(settings: Settings, clock: Clock, *, ephemeral: bool) -> Store:
+    """The store the settings choose: memory, PostgreSQL (DATABASE_URL) or SQLite."""
+    if ephemeral:
+        return InMemoryStore(clock=clock)
+    if settings.database_url is not None:
+        store = PostgresStore(
+            settings.database_url.get_secret_value(),
+            pool_size=settings.database_pool_size,
+            clock=clock,
+        )
+        if "database_path" in settings.model_fields_set:
+            log.info("database: %s (DATABASE_URL wins over DATABASE_PATH)", store.where)
+        return store
+    return SqliteStore(settings.database_path, clock=clock)
 
 
 async def serve(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -22,6 +24,7 @@ from bot.types import PlatformHelp
 __all__ = ["AdapterSettings", "ChatAccessSettings", "EnvSettings", "IdList", "Secret", "Settings"]
 
 GROQ_BASE_URL = "https://api.groq.com/openai/v1"
+_PG_SCHEMES = ("postgresql://", "postgres://")
 
 
 def _split_ids(value: object) -> object:
@@ -167,6 +170,10 @@ class Settings(EnvSettings):
 
     # --- conversations ---
     database_path: Path = Path("./data/bot.db")
+    # postgresql://user:password@host:5432/db: PostgreSQL instead of the SQLite file
+    # (DATABASE_URL wins when both are set, so an image's default DATABASE_PATH is harmless).
+    database_url: Secret = None
+    database_pool_size: int = Field(default=10, ge=1, le=1000)
     max_input_chars: int = Field(default=16_000, ge=1)
     context_token_budget: int | None = Field(default=None, ge=256)
     reply_checkpoint_s: float = Field(default=2.0, gt=0)
@@ -215,6 +222,25 @@ class Settings(EnvSettings):
     def fallback_chains(self) -> Chains:
         """``MODEL_FALLBACKS`` parsed (validated when the settings were read)."""
         return parse_chains(self.model_fallbacks)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # The message never quotes the value: it may hold a password.
+        if value is not None and not value.get_secret_value().startswith(_PG_SCHEMES):
+            raise ValueError("must start with postgresql:// (for SQLite, set DATABASE_PATH)")
+        return value
+
+    def secrets(self) -> list[str]:
+        """Every secret, and DATABASE_URL's password on its own: it may be logged apart
+        from the URL (a driver's message, a masked URL gone wrong)."""
+        found = super().secrets()
+        if self.database_url is not None:
+            with contextlib.suppress(ValueError):
+                password = urlsplit(self.database_url.get_secret_value()).password
+                if password:
+                    found.append(password)
+        return found
 
     @field_validator("api_base_url")
     @classmethod

@@ -11,24 +11,68 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, TypeVar, get_args
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from bot.errors import StoreError
 from bot.ports import Clock
 from bot.store.migrations import migrate
+from bot.store.queries import (
+    CACHE_CLEAR_SQL,
+    CACHE_COUNT_SQL,
+    CACHE_EVICT_SQL,
+    CACHE_GET_SQL,
+    CACHE_PRUNE_SQL,
+    CACHE_PUT_SQL,
+    CHANNEL_SETTINGS_SQL,
+    CHECKPOINT_SQL,
+    CLAIM_EVENT_SQL,
+    CONVERSATION_ID_SQL,
+    CONVERSATION_PREFS_SQL,
+    DELETE_CONVERSATION_SQL,
+    DELETE_MESSAGES_SQL,
+    INSERT_MESSAGE_SQL,
+    INSERT_USAGE_SQL,
+    ITER_USAGE_SQL,
+    LOAD_COUNTERS_SQL,
+    PRUNE_CLAIMS_EVERY,
+    PRUNE_CLAIMS_SQL,
+    PRUNE_COUNTERS_SQL,
+    STREAMING_SQL,
+    UPDATE_MESSAGE_SQL,
+    UPSERT_CONVERSATION_SQL,
+    UPSERT_COUNTER_SQL,
+    USAGE_BATCH,
+    USAGE_SINCE_SQL,
+    USER_PREFS_SQL,
+    WINDOW_SQL,
+    WindowWalk,
+    cache_row,
+    cached_answer,
+    channel_key,
+    channel_settings,
+    conversation_row,
+    counter_row,
+    merge_prefs,
+    ref_columns,
+    set_channel_settings_sql,
+    set_conversation_pref_sql,
+    unfinished_replies,
+    upsert_user_pref_sql,
+    usage_entry,
+    usage_row,
+    usage_summary,
+)
 from bot.types import (
     CachedAnswer,
     ChannelField,
-    ChannelMode,
     ChannelRef,
     ChannelSettings,
     ConversationKey,
@@ -51,66 +95,10 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
-_WINDOW_BATCH = 64
-_WINDOW_FIRST_BATCH = 8
-_USAGE_BATCH = 500
-_MAX_ROWID = 2**63 - 1
 
 _CORRUPT_CODES = ("SQLITE_NOTADB", "SQLITE_CORRUPT")
 _UNWRITABLE_CODES = ("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_FULL")
 _BUSY_CODES = ("SQLITE_BUSY", "SQLITE_LOCKED")
-
-_WINDOW_SQL = (
-    "SELECT id, role, content, tokens, status, author_id FROM messages"
-    " WHERE conversation_id = ? AND id < ? AND status != 'failed' AND content != ''"
-    " ORDER BY id DESC LIMIT ?"
-)
-_INSERT_MESSAGE_SQL = (
-    "INSERT INTO messages (conversation_id, role, author_id, content, platform_message_id,"
-    " tokens, status, created_at, reply_place, reply_message_ids)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-# Served by the partial index messages_streaming: reads only the streaming rows.
-_STREAMING_SQL = (
-    "SELECT m.id, c.platform, c.space, c.channel, c.thread, c.dm_user, m.content, m.tokens,"
-    " m.reply_place, m.reply_message_ids FROM messages AS m"
-    " JOIN conversations AS c ON c.id = m.conversation_id"
-    " WHERE m.status = 'streaming' ORDER BY m.id"
-)
-# Inserts a new claim, or takes over one older than the TTL; rowcount 0 = claimed already.
-_CLAIM_EVENT_SQL = (
-    "INSERT INTO event_claims (event_id, claimed_at) VALUES (?, ?)"
-    " ON CONFLICT (event_id) DO UPDATE SET claimed_at = excluded.claimed_at"
-    " WHERE event_claims.claimed_at < ?"
-)
-_PRUNE_CLAIMS_EVERY = 256  # claims between deletions of expired ones
-_CHANNEL_COLUMNS = frozenset(get_args(ChannelField))
-_UPSERT_CONVERSATION_SQL = (
-    "INSERT INTO conversations"
-    " (storage_id, platform, space, channel, thread, dm_user, created_at, updated_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (storage_id) DO UPDATE SET updated_at = excluded.updated_at"
-    " RETURNING id"
-)
-
-
-_CACHE_GET_SQL = (
-    "SELECT model, answer, reasoning, prompt_tokens, completion_tokens, estimated, created_at"
-    " FROM response_cache WHERE cache_key = ? AND created_at >= ?"
-)
-_CACHE_PUT_SQL = (
-    "INSERT INTO response_cache (cache_key, model, answer, reasoning, prompt_tokens,"
-    " completion_tokens, estimated, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (cache_key) DO UPDATE SET model = excluded.model, answer = excluded.answer,"
-    " reasoning = excluded.reasoning, prompt_tokens = excluded.prompt_tokens,"
-    " completion_tokens = excluded.completion_tokens, estimated = excluded.estimated,"
-    " created_at = excluded.created_at"
-)
-# Served by response_cache_by_age: the oldest first.
-_CACHE_EVICT_SQL = (
-    "DELETE FROM response_cache WHERE cache_key IN (SELECT cache_key FROM response_cache"
-    " ORDER BY created_at, cache_key LIMIT ?)"
-)
 
 
 @contextmanager
@@ -272,12 +260,12 @@ class SqliteStore:
         reply_ref: ReplyRef | None = None,
     ) -> int:
         now = self._now()
-        place, ids = _ref_columns(reply_ref or ReplyRef())
+        place, ids = ref_columns(reply_ref or ReplyRef())
 
         def insert(db: sqlite3.Connection) -> int | None:
             conversation_id = _upsert_conversation_sync(db, key, now)
             row = (conversation_id, role, author_id, content, platform_message_id, tokens)
-            return db.execute(_INSERT_MESSAGE_SQL, (*row, str(status), now, place, ids)).lastrowid
+            return db.execute(INSERT_MESSAGE_SQL, (*row, str(status), now, place, ids)).lastrowid
 
         message_id = await self._call(insert, write=True)
         assert message_id is not None  # an INSERT always sets lastrowid
@@ -287,111 +275,66 @@ class SqliteStore:
         self, message_id: int, *, content: str, tokens: int, status: TurnStatus
     ) -> None:
         """Rewrite a stored message; a message already forgotten by ``reset`` is ignored."""
-        sql = "UPDATE messages SET content = ?, tokens = ?, status = ? WHERE id = ?"
         params = (content, tokens, str(status), message_id)
-        await self._call(lambda db: db.execute(sql, params), write=True)
+        await self._call(lambda db: db.execute(UPDATE_MESSAGE_SQL, params), write=True)
 
     async def checkpoint_reply(
         self, message_id: int, text: str, tokens: int, ref: ReplyRef
     ) -> None:
-        sql = (
-            "UPDATE messages SET content = ?, tokens = ?, reply_place = ?,"
-            " reply_message_ids = ? WHERE id = ? AND status = 'streaming'"
-        )
-        params = (text, tokens, *_ref_columns(ref), message_id)
-        await self._call(lambda db: db.execute(sql, params), write=True)
+        params = (text, tokens, *ref_columns(ref), message_id)
+        await self._call(lambda db: db.execute(CHECKPOINT_SQL, params), write=True)
 
     async def streaming_replies(self, platforms: Collection[Platform]) -> list[UnfinishedReply]:
-        wanted = {str(p) for p in platforms}
         async with self._read() as conn:
-            rows = await _fetchall(conn, _STREAMING_SQL)
-        found: list[UnfinishedReply] = []
-        for message_id, platform, space, channel, thread, dm_user, *rest in rows:
-            if platform not in wanted:
-                continue
-            content, tokens, place, ids = rest
-            key = ConversationKey(Platform(platform), space, channel, thread, dm_user)
-            ref = ReplyRef(place, _message_ids(ids))
-            found.append(UnfinishedReply(int(message_id), key, content, int(tokens), ref))
-        return found
+            rows = await _fetchall(conn, STREAMING_SQL)
+        return unfinished_replies(rows, platforms)
 
     async def window(
         self, key: ConversationKey, *, token_budget: int, max_messages: int = 1000
     ) -> list[StoredMessage]:
         """Newest usable messages that fit, oldest first; reads only what it returns.
 
-        Walks ``messages_by_conversation`` backwards in batches and stops at the first
-        message that would overflow the budget. Failed and empty messages are skipped.
+        Walks ``messages_by_conversation`` backwards in batches (``WindowWalk``) and
+        stops at the first message that would overflow the budget. Failed and empty
+        messages are skipped.
         """
-        picked: list[StoredMessage] = []
-        if token_budget < 0 or max_messages <= 0:
-            return picked
+        walk = WindowWalk(token_budget, max_messages)
 
-        def walk(db: sqlite3.Connection) -> None:
-            used = 0
+        def run(db: sqlite3.Connection) -> None:
             conversation_id = _conversation_id_sync(db, key)
-            before = _MAX_ROWID
-            # Start small and double: a budget usually fills within a few messages, and
-            # a big first batch would read rows only long conversations have.
-            batch = _WINDOW_FIRST_BATCH
-            while conversation_id is not None and len(picked) < max_messages:
-                limit = min(batch, max_messages - len(picked))
-                batch = min(batch * 2, _WINDOW_BATCH)
-                rows = db.execute(_WINDOW_SQL, (conversation_id, before, limit)).fetchall()
-                for message_id, role, content, tokens, status, author_id in rows:
-                    if used + tokens > token_budget:
-                        return
-                    used += tokens
-                    picked.append(
-                        StoredMessage(role, content, tokens, TurnStatus(status), author_id)
-                    )
-                    before = message_id
-                if len(rows) < limit:
-                    return
+            if conversation_id is None:
+                return
+            while (limit := walk.next_limit()) is not None:
+                walk.take(db.execute(WINDOW_SQL, (conversation_id, walk.before, limit)).fetchall())
 
-        await self._call(walk, write=False)
-        picked.reverse()
-        return picked
+        await self._call(run, write=False)
+        return walk.messages()
 
     async def reset(self, key: ConversationKey) -> int:
         async with self._write() as conn:
             conversation_id = await _conversation_id(conn, key)
             if conversation_id is None:
                 return 0
-            removed, _ = await _execute(
-                conn, "DELETE FROM messages WHERE conversation_id = ?", (conversation_id,)
-            )
+            removed, _ = await _execute(conn, DELETE_MESSAGES_SQL, (conversation_id,))
             # The row also carries the conversation's prefs: forget them with it.
-            await _execute(conn, "DELETE FROM conversations WHERE id = ?", (conversation_id,))
+            await _execute(conn, DELETE_CONVERSATION_SQL, (conversation_id,))
         return removed
 
     async def _upsert_conversation(
         self, conn: aiosqlite.Connection, key: ConversationKey, now: float
     ) -> int:
-        row = (key.storage_id(), str(key.platform), key.space, key.channel, key.thread)
-        rows = await _fetchall(conn, _UPSERT_CONVERSATION_SQL, (*row, key.dm_user, now, now))
+        rows = await _fetchall(conn, UPSERT_CONVERSATION_SQL, conversation_row(key, now))
         return int(rows[0][0])
 
     # ----- preferences -----
 
     async def prefs(self, user: UserRef, key: ConversationKey | None) -> Prefs:
         def read(db: sqlite3.Connection) -> Prefs:
-            rows = db.execute(
-                "SELECT model, system_prompt, model_strict FROM user_prefs WHERE user_id = ?",
-                (user.storage_id(),),
-            ).fetchall()
-            model, prompt, strict = rows[0] if rows else (None, None, None)
-            if key is not None:
-                rows = db.execute(
-                    "SELECT model, system_prompt, model_strict FROM conversations"
-                    " WHERE storage_id = ?",
-                    (key.storage_id(),),
-                ).fetchall()
-                if rows:
-                    if rows[0][0] is not None:  # strict goes with the model it was set with
-                        model, strict = rows[0][0], rows[0][2]
-                    prompt = rows[0][1] if rows[0][1] is not None else prompt
-            return Prefs(model=model, system_prompt=prompt, strict=bool(strict))
+            mine = db.execute(USER_PREFS_SQL, (user.storage_id(),)).fetchall()
+            if key is None:
+                return merge_prefs(mine, [])
+            conversation = db.execute(CONVERSATION_PREFS_SQL, (key.storage_id(),)).fetchall()
+            return merge_prefs(mine, conversation)
 
         return await self._call(read, write=False)
 
@@ -408,93 +351,42 @@ class SqliteStore:
     async def _set_pref(
         self, target: UserRef | ConversationKey, columns: dict[str, str | int | None]
     ) -> None:
-        # The column names are our own literals, never user input.
         now = self._now()
         async with self._write() as conn:
             if isinstance(target, UserRef):
-                names = ", ".join(columns)
-                marks = ", ".join("?" for _ in columns)
-                updates = "".join(f"{name} = excluded.{name}, " for name in columns)
-                await _execute(
-                    conn,
-                    f"INSERT INTO user_prefs (user_id, {names}, updated_at)"
-                    f" VALUES (?, {marks}, ?)"
-                    f" ON CONFLICT (user_id) DO UPDATE SET {updates}"
-                    "updated_at = excluded.updated_at",
-                    (target.storage_id(), *columns.values(), now),
-                )
+                sql = upsert_user_pref_sql(columns)
+                await _execute(conn, sql, (target.storage_id(), *columns.values(), now))
             else:
                 conversation_id = await self._upsert_conversation(conn, target, now)
-                sets = ", ".join(f"{name} = ?" for name in columns)
-                await _execute(
-                    conn,
-                    f"UPDATE conversations SET {sets} WHERE id = ?",
-                    (*columns.values(), conversation_id),
-                )
+                sql = set_conversation_pref_sql(columns)
+                await _execute(conn, sql, (*columns.values(), conversation_id))
 
     # ----- channel settings -----
 
     async def channel_settings(self, channel: ChannelRef) -> ChannelSettings:
-        sql = (
-            "SELECT system_prompt, model, mode, updated_at, updated_by FROM channel_settings"
-            " WHERE platform = ? AND space = ? AND channel = ?"
+        params = channel_key(channel)
+        sql = CHANNEL_SETTINGS_SQL
+        return channel_settings(
+            await self._call(lambda db: db.execute(sql, params).fetchall(), write=False)
         )
-        params = (str(channel.platform), channel.space, channel.channel)
-        rows = await self._call(lambda db: db.execute(sql, params).fetchall(), write=False)
-        if not rows:
-            return ChannelSettings()
-        prompt, model, mode, updated_at, updated_by = rows[0]
-        return ChannelSettings(prompt, model, ChannelMode(mode), float(updated_at), updated_by)
 
     async def set_channel_settings(
         self, channel: ChannelRef, changes: Mapping[ChannelField, str | None], *, by: str
     ) -> None:
-        columns = list(changes)
-        if not columns or not set(columns) <= _CHANNEL_COLUMNS:  # names go into the SQL
-            raise ValueError(f"not channel settings: {columns}")
-        updates = "".join(f" {c} = excluded.{c}," for c in columns)
-        sql = (
-            f"INSERT INTO channel_settings (platform, space, channel, {', '.join(columns)},"
-            f" updated_at, updated_by) VALUES ({', '.join('?' * (len(columns) + 5))})"
-            f" ON CONFLICT (platform, space, channel) DO UPDATE SET{updates}"
-            " updated_at = excluded.updated_at, updated_by = excluded.updated_by"
-        )
-        key = (str(channel.platform), channel.space, channel.channel)
-        params = (*key, *(changes[c] for c in columns), self._now(), by)
+        sql = set_channel_settings_sql(list(changes))
+        params = (*channel_key(channel), *changes.values(), self._now(), by)
         await self._call(lambda db: db.execute(sql, params), write=True)
 
     # ----- usage ledger -----
 
     async def record_usage(self, entry: UsageEntry) -> None:
-        user, tokens = entry.user, (entry.prompt_tokens, entry.completion_tokens)
-        sql = (
-            "INSERT INTO usage (user_id, platform, model, prompt_tokens,"
-            " completion_tokens, at, estimated, cached) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        )
-        params = (
-            user.storage_id(),
-            str(user.platform),
-            entry.model,
-            *tokens,
-            entry.at,
-            int(entry.estimated),
-            int(entry.cached),
-        )
-        await self._call(lambda db: db.execute(sql, params), write=True)
+        params = usage_row(entry)
+        await self._call(lambda db: db.execute(INSERT_USAGE_SQL, params), write=True)
 
     async def usage_since(self, user: UserRef, since: float) -> UsageSummary:
         async with self._read() as conn:
-            rows = await _fetchall(
-                conn,
-                "SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0),"
-                " COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(estimated), 0),"
-                " COALESCE(SUM(cached), 0) FROM usage WHERE user_id = ? AND at >= ?",
-                (user.storage_id(), since),
-            )
-        requests, prompt, completion, estimated, cached = rows[0]
-        return UsageSummary(
-            int(requests), int(prompt), int(completion), int(estimated), int(cached)
-        )
+            rows = await _fetchall(conn, USAGE_SINCE_SQL, (user.storage_id(), since))
+        return usage_summary(rows[0])
 
     async def iter_usage(self) -> AsyncIterator[UsageEntry]:
         """Every ledger row in the order recorded, fetched in batches.
@@ -504,96 +396,58 @@ class SqliteStore:
         after = 0
         while True:
             async with self._read() as conn:
-                rows = await _fetchall(
-                    conn,
-                    "SELECT id, user_id, platform, model, prompt_tokens, completion_tokens, at,"
-                    " estimated, cached FROM usage WHERE id > ? ORDER BY id LIMIT ?",
-                    (after, _USAGE_BATCH),
-                )
-            for row_id, user_id, platform, model, prompt, completion, at, *flags in rows:
-                after = row_id
-                user = UserRef(Platform(platform), user_id.removeprefix(f"{platform}:"))
-                estimated, cached = (bool(f) for f in flags)
-                yield UsageEntry(
-                    user, model, int(prompt), int(completion), float(at), estimated, cached
-                )
-            if len(rows) < _USAGE_BATCH:
+                rows = await _fetchall(conn, ITER_USAGE_SQL, (after, USAGE_BATCH))
+            for row in rows:
+                after = row[0]
+                yield usage_entry(row)
+            if len(rows) < USAGE_BATCH:
                 return
 
     # ----- quota counters -----
 
     async def load_quota_counters(self, since: float) -> list[QuotaCounter]:
         async with self._read() as conn:
-            rows = await _fetchall(
-                conn,
-                "SELECT subject, dimension, window_start, used FROM quota_counters"
-                " WHERE window_start >= ? ORDER BY subject, dimension, window_start",
-                (since,),
-            )
+            rows = await _fetchall(conn, LOAD_COUNTERS_SQL, (since,))
         return [QuotaCounter(s, d, float(w), float(u)) for s, d, w, u in rows]
 
     async def save_quota_counters(self, counters: Sequence[QuotaCounter]) -> None:
         if not counters:
             return
         async with self._write() as conn:
-            cursor = await conn.executemany(
-                "INSERT INTO quota_counters (subject, dimension, window_start, used)"
-                " VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (subject, dimension, window_start)"
-                " DO UPDATE SET used = excluded.used",
-                [(c.subject, c.dimension, c.window_start, c.used) for c in counters],
-            )
+            cursor = await conn.executemany(UPSERT_COUNTER_SQL, [counter_row(c) for c in counters])
             await cursor.close()
 
     async def prune_quota_counters(self, before: float) -> int:
         async with self._write() as conn:
-            removed, _ = await _execute(
-                conn, "DELETE FROM quota_counters WHERE window_start < ?", (before,)
-            )
+            removed, _ = await _execute(conn, PRUNE_COUNTERS_SQL, (before,))
         return removed
 
     # ----- response cache -----
 
     async def cache_get(self, key: str, *, fresh_since: float) -> CachedAnswer | None:
         async with self._read() as conn:
-            rows = await _fetchall(conn, _CACHE_GET_SQL, (key, fresh_since))
-        if not rows:
-            return None
-        model, answer, reasoning, prompt, completion, estimated, created_at = rows[0]
-        return CachedAnswer(
-            model,
-            answer,
-            reasoning,
-            int(prompt),
-            int(completion),
-            float(created_at),
-            bool(estimated),
-        )
+            return cached_answer(await _fetchall(conn, CACHE_GET_SQL, (key, fresh_since)))
 
     async def cache_put(
         self, key: str, answer: CachedAnswer, *, max_entries: int, stale_before: float
     ) -> None:
-        a = answer
-        row = (key, a.model, a.text, a.reasoning, a.prompt_tokens, a.completion_tokens)
+        row = cache_row(key, answer)
 
         def put(db: sqlite3.Connection) -> None:
-            db.execute(_CACHE_PUT_SQL, (*row, int(a.estimated), a.created_at))
-            db.execute("DELETE FROM response_cache WHERE created_at < ?", (stale_before,))
-            (count,) = db.execute("SELECT COUNT(*) FROM response_cache").fetchone()
+            db.execute(CACHE_PUT_SQL, row)
+            db.execute(CACHE_PRUNE_SQL, (stale_before,))
+            (count,) = db.execute(CACHE_COUNT_SQL).fetchone()
             if count > max_entries:
-                db.execute(_CACHE_EVICT_SQL, (count - max(0, max_entries),))
+                db.execute(CACHE_EVICT_SQL, (count - max(0, max_entries),))
 
         await self._call(put, write=True)
 
     async def cache_clear(self) -> int:
-        def clear(db: sqlite3.Connection) -> int:
-            return db.execute("DELETE FROM response_cache").rowcount
-
-        return await self._call(clear, write=True)
+        return await self._call(lambda db: db.execute(CACHE_CLEAR_SQL).rowcount, write=True)
 
     async def cache_size(self) -> int:
         async with self._read() as conn:
-            rows = await _fetchall(conn, "SELECT COUNT(*) FROM response_cache")
+            rows = await _fetchall(conn, CACHE_COUNT_SQL)
         return int(rows[0][0])
 
     # ----- fleet coordination -----
@@ -601,12 +455,12 @@ class SqliteStore:
     async def claim_event(self, event_id: str, *, ttl_s: float) -> bool:
         now = self._now()
         self._claims += 1
-        prune = self._claims % _PRUNE_CLAIMS_EVERY == 1
+        prune = self._claims % PRUNE_CLAIMS_EVERY == 1
 
         def claim(db: sqlite3.Connection) -> bool:
             if prune:
-                db.execute("DELETE FROM event_claims WHERE claimed_at < ?", (now - ttl_s,))
-            cursor = db.execute(_CLAIM_EVENT_SQL, (event_id, now, now - ttl_s))
+                db.execute(PRUNE_CLAIMS_SQL, (now - ttl_s,))
+            cursor = db.execute(CLAIM_EVENT_SQL, (event_id, now, now - ttl_s))
             return cursor.rowcount == 1
 
         return await self._call(claim, write=True)
@@ -616,23 +470,8 @@ class SqliteStore:
         return contextlib.nullcontext()
 
 
-def _ref_columns(ref: ReplyRef) -> tuple[str, str]:
-    return ref.place, json.dumps(list(ref.message_ids))
-
-
-def _message_ids(column: str) -> tuple[str, ...]:
-    try:
-        ids = json.loads(column)
-    except ValueError:
-        log.warning("unreadable reply_message_ids %r; ignored", column)
-        return ()
-    return tuple(str(i) for i in ids) if isinstance(ids, list) else ()
-
-
 async def _conversation_id(conn: aiosqlite.Connection, key: ConversationKey) -> int | None:
-    rows = await _fetchall(
-        conn, "SELECT id FROM conversations WHERE storage_id = ?", (key.storage_id(),)
-    )
+    rows = await _fetchall(conn, CONVERSATION_ID_SQL, (key.storage_id(),))
     return int(rows[0][0]) if rows else None
 
 
@@ -654,16 +493,13 @@ def _plain(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T
 
 
 def _conversation_id_sync(db: sqlite3.Connection, key: ConversationKey) -> int | None:
-    rows = db.execute(
-        "SELECT id FROM conversations WHERE storage_id = ?", (key.storage_id(),)
-    ).fetchall()
+    rows = db.execute(CONVERSATION_ID_SQL, (key.storage_id(),)).fetchall()
     return int(rows[0][0]) if rows else None
 
 
 def _upsert_conversation_sync(db: sqlite3.Connection, key: ConversationKey, now: float) -> int:
-    row = (key.storage_id(), str(key.platform), key.space, key.channel, key.thread)
     # fetchall: a RETURNING statement is finished only once its rows are all read.
-    rows = db.execute(_UPSERT_CONVERSATION_SQL, (*row, key.dm_user, now, now)).fetchall()
+    rows = db.execute(UPSERT_CONVERSATION_SQL, conversation_row(key, now)).fetchall()
     return int(rows[0][0])
 
 

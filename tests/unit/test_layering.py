@@ -12,7 +12,7 @@ PLATFORM_LIBS = {"discord", "slack_bolt", "slack_sdk", "aiohttp"}
 # on it: the transport under the httpx client (issue 14), moving bytes for the model
 # API, and the operators' HTTP endpoint (issue 15); neither names a platform.
 PLATFORM_LIB_EXCEPTIONS = {"bot/llm/transport.py": {"aiohttp"}, "bot/ops.py": {"aiohttp"}}
-CORE_INTERNALS = {"httpx", "aiosqlite", "sqlite3", "bot.store", "bot.llm", "bot.limits"}
+CORE_INTERNALS = {"httpx", "aiosqlite", "sqlite3", "asyncpg", "bot.store", "bot.llm", "bot.limits"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -14,8 +14,10 @@ import pytest
 
 from bot.errors import StoreError
 from bot.store import SqliteStore
+from bot.store import queries as queries_module
 from bot.store import sqlite as sqlite_module
 from bot.store.migrations import LATEST_VERSION, MIGRATIONS, Migration, migrate
+from bot.store.schema import Sql
 from bot.store.sqlite import map_store_errors
 from bot.types import (
     ChannelMode,
@@ -181,8 +183,8 @@ async def test_only_pending_migrations_run_and_a_failing_one_leaves_nothing(
     db_path: Path,
 ) -> None:
     nxt = LATEST_VERSION + 1
-    extra = Migration(nxt, ("CREATE TABLE extra (x)",))
-    broken = Migration(nxt + 1, ("CREATE TABLE more (y)", "THIS IS NOT SQL"))
+    extra = Migration(nxt, (Sql("CREATE TABLE extra (x)"),))
+    broken = Migration(nxt + 1, (Sql("CREATE TABLE more (y)"), Sql("THIS IS NOT SQL")))
     db_path.parent.mkdir()
     async with aiosqlite.connect(db_path, isolation_level=None) as conn:
         assert await migrate(conn, where="t", migrations=[*MIGRATIONS, extra]) == nxt
@@ -382,10 +384,10 @@ async def test_window_on_a_long_conversation_reads_only_what_fits_via_the_index(
     # Batches double from _WINDOW_FIRST_BATCH up to _WINDOW_BATCH: the two calls may
     # use only the batches needed to cover 21 rows (20 fit, 1 overflows) and 300 rows.
     def batches(rows: int) -> int:
-        needed, covered, batch = 0, 0, sqlite_module._WINDOW_FIRST_BATCH
+        needed, covered, batch = 0, 0, queries_module.WINDOW_FIRST_BATCH
         while covered < rows:
             covered, needed = covered + batch, needed + 1
-            batch = min(batch * 2, sqlite_module._WINDOW_BATCH)
+            batch = min(batch * 2, queries_module.WINDOW_BATCH)
         return needed
 
     assert 1 <= len(reads) <= batches(21) + batches(300)

@@ -23,6 +23,7 @@ from adapters.slack import SlackAdapter
 from bot.app import open_runtime
 from tests.e2e.slack.conftest import SlackConfig
 from tests.e2e.slack.test_slack_adapter import answer, final_reply
+from tests.fakes import slack_payloads as p
 from tests.fakes.groq_server import FakeGroq
 from tests.fakes.slack_server import FakeSlack
 
@@ -134,3 +135,50 @@ async def test_a_retry_after_a_restart_is_not_answered_again(
     assert late.status == 200
     assert len(fake_slack.bot_replies(sent.channel, sent.ts)) == 1
     assert len(fake_groq.chat_requests) == 1
+
+
+async def test_replicas_on_postgresql_answer_a_retry_once_and_a_thread_in_order(
+    fake_slack: FakeSlack,
+    fake_groq: FakeGroq,
+    slack_settings: Callable[..., SlackConfig],
+    pg_dsn: str,
+) -> None:
+    """Two follow-ups of one thread reach the two replicas at once: the second waits for
+    the first one's turn (the conversation's lease) and sees it in its history."""
+    settings = slack_settings(
+        slack_app_token=None,
+        slack_signing_secret=fake_slack.signing_secret,
+        slack_http_port=0,
+        database_url=pg_dsn,
+    )
+    http = fake_slack.http
+    async with replicas(settings, 2) as balancer:
+        sent = await fake_slack.mention(fake_slack.alice, "start", socket=False)
+        body, _ = http.encode(sent.body, "event")
+        await http.post(balancer.url, body)
+        await http.post(balancer.url, body, retry_num=1, retry_reason="http_timeout")
+        await final_reply(fake_slack, sent, answer(settings, "start"))
+
+        fake_groq.token_delay_s = 0.1  # the first follow-up is still answering …
+        follow_ups = []
+        for text in ("second", "third"):  # … when the second reaches the other replica
+            ts = fake_slack._human_message(fake_slack.alice, sent.channel, text, sent.ts)
+            event = p.message(
+                fake_slack.alice.id, sent.channel, text, ts, fake_slack.team_id, sent.ts
+            )
+            delivery = await fake_slack.event(event, socket=False)
+            follow_ups.append(await http.post(balancer.url, http.encode(delivery.body, "event")[0]))
+        await final_reply(fake_slack, sent, answer(settings, "third", turns=3), n=3)
+
+    assert [r.status for r in follow_ups] == [200, 200]
+    assert len(set(balancer.sent_to[-2:])) == 2  # one follow-up to each replica
+    replies = [m.text for m in fake_slack.bot_replies(sent.channel, sent.ts)]
+    assert replies == [
+        answer(settings, "start"),
+        answer(settings, "second", turns=2),
+        answer(settings, "third", turns=3),
+    ]
+    assert len(fake_groq.chat_requests) == 3
+    # The third turn ran after the second had ended: its request holds that answer.
+    last_request = fake_groq.chat_requests[-1]["body"]["messages"]
+    assert {"role": "assistant", "content": answer(settings, "second", turns=2)} in last_request
