@@ -41,6 +41,7 @@ __all__ = [
     "Clock",
     "Completions",
     "ConversationStore",
+    "PartedAdapter",
     "PreferenceStore",
     "QuotaCounterStore",
     "QuotaGate",
@@ -94,6 +95,15 @@ class Adapter(ReplyFinalizer, Protocol):
     async def start(self) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class PartedAdapter(Protocol):
+    """An adapter holding several connections (e.g. gateway shards), optionally
+    implemented beside ``Adapter``: ``down_parts`` names those down now ("shard 1"),
+    so a health check can say which; ``connected`` is False while any is down."""
+
+    def down_parts(self) -> list[str]: ...
 
 
 @runtime_checkable

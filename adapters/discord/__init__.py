@@ -26,6 +26,7 @@ import yarl
 
 from adapters.discord.client import DiscordBot
 from adapters.discord.config import PLATFORM, DiscordSettings
+from adapters.discord.shards import build_client, down_shards
 from adapters.discord.surface import DiscordSurface
 from bot.adapter import AdapterContext
 from bot.errors import ConfigError, PlatformLost
@@ -44,6 +45,15 @@ LOST_AFTER_S = 300.0
 # Close codes after which discord.py closes the client: nothing but a restart (after a
 # fix) helps; PrivilegedIntentsRequired is 4014.
 _FATAL = (discord.ConnectionClosed, discord.PrivilegedIntentsRequired)
+
+# Close codes that a setting fixes (topics/opcodes-and-status-codes#gateway-close-event-codes).
+SHARD_HELP = {
+    4010: "Discord refused the shard this process asked for (close code 4010 Invalid shard): "
+    "check DISCORD_SHARD_COUNT and DISCORD_SHARD_IDS (each id below the count).",
+    4011: "Discord requires this bot to shard (close code 4011 Sharding required: it is in "
+    "too many servers for one connection). Set DISCORD_SHARD_COUNT=auto, or a count and "
+    "DISCORD_SHARD_IDS for each process.",
+}
 
 PRIVILEGED_HELP = (
     "Discord refused the MESSAGE CONTENT intent. Enable it in the Discord developer portal "
@@ -102,11 +112,21 @@ class DiscordAdapter:
 
     @property
     def connected(self) -> bool:
-        """Logged in and a gateway session is up."""
+        """Logged in and a gateway session is up (with shards: every one this process runs)."""
         client = self._client
         if client is None or not client.is_ready() or client.is_closed():
             return False
+        if isinstance(client, discord.AutoShardedClient):
+            return not down_shards(client)
         return client.ws is not None and client.ws.open
+
+    def down_parts(self) -> list[str]:
+        """The shards whose connection is down ("shard 1"); empty when unsharded
+        (``bot.ports.PartedAdapter``, for /readyz)."""
+        client = self._client
+        if not isinstance(client, discord.AutoShardedClient):
+            return []
+        return [f"shard {shard}" for shard in down_shards(client)]
 
     @property
     def client(self) -> DiscordBot | None:
@@ -119,7 +139,7 @@ class DiscordAdapter:
         if not self._settings.enabled() or token is None:
             raise ConfigError("DISCORD_BOT_TOKEN is not set.")
         apply_endpoints(self._settings)
-        client = DiscordBot(self._context, guild_ready_timeout=self._guild_ready_timeout)
+        client = build_client(self._context, guild_ready_timeout=self._guild_ready_timeout)
         self._client = client
         try:
             await client.login(token.get_secret_value())
@@ -192,6 +212,8 @@ class DiscordAdapter:
         error = task.exception()
         if isinstance(error, discord.PrivilegedIntentsRequired):
             self._report_lost(PRIVILEGED_HELP)
+        elif isinstance(error, discord.ConnectionClosed) and error.code in SHARD_HELP:
+            self._report_lost(SHARD_HELP[error.code])
         elif isinstance(error, discord.ConnectionClosed):
             self._report_lost(f"Discord closed the gateway for good (code {error.code})")
         else:
@@ -215,6 +237,8 @@ class DiscordAdapter:
             await self.aclose()
             if isinstance(error, discord.PrivilegedIntentsRequired):
                 raise ConfigError(PRIVILEGED_HELP)
+            if isinstance(error, discord.ConnectionClosed) and error.code in SHARD_HELP:
+                raise ConfigError(SHARD_HELP[error.code])
             raise PlatformLost(f"The Discord gateway connection failed: {error}")
         if not done:
             ready.cancel()

@@ -1,0 +1,147 @@
+"""Discord sharding: the sharded client, its IDENTIFY pacing and per-shard state.
+
+With ``DISCORD_SHARD_COUNT`` unset the adapter runs today's plain ``discord.Client``.
+Set, it runs discord.py's ``AutoShardedClient`` for the shards this process owns:
+every shard (``auto``, or a count alone) or ``DISCORD_SHARD_IDS`` of them. Discord
+sends a guild's events only to shard ``(guild_id >> 22) % shard_count`` and DMs to
+shard 0 (https://discord.com/developers/docs/events/gateway#sharding), so each guild
+is heard by exactly one process; conversations are keyed by guild, channel and
+thread, never by shard, so a guild whose shard moves to another process after a
+restart carries on with its history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import discord
+
+from adapters.discord.client import DiscordBot
+from adapters.discord.config import DiscordSettings
+from bot.adapter import AdapterContext
+from bot.ports import Clock
+
+__all__ = ["IdentifyPacer", "ShardedDiscordBot", "build_client", "down_shards"]
+
+log = logging.getLogger(__name__)
+
+# Discord allows ``max_concurrency`` IDENTIFYs per 5 s, one per rate-limit key
+# ``shard_id % max_concurrency`` (docs: topics/gateway#session-start-limit-object and
+# "Sharding for Large Bots").
+IDENTIFY_WINDOW_S = 5.0
+
+
+class IdentifyPacer:
+    """Spaces IDENTIFYs of shards that share a rate-limit key by ``IDENTIFY_WINDOW_S``.
+
+    discord.py's default hook sleeps 5 s before every IDENTIFY but the first, whatever
+    ``max_concurrency`` Discord grants; this one waits only when the key was used
+    within the window, so a bot granted 16 starts 16 shards at once.
+    """
+
+    def __init__(self, clock: Clock, max_concurrency: int = 1) -> None:
+        self._clock = clock
+        self.max_concurrency = max(1, max_concurrency)
+        self._last: dict[int, float] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    async def wait(self, shard_id: int) -> None:
+        """Return when ``shard_id`` may IDENTIFY; counts it as identified then."""
+        key = shard_id % self.max_concurrency
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            last = self._last.get(key)
+            if last is not None:
+                await self._clock.sleep(last + IDENTIFY_WINDOW_S - self._clock.now())
+            self._last[key] = self._clock.now()
+
+
+class ShardedDiscordBot(DiscordBot, discord.AutoShardedClient):
+    """``DiscordBot`` over several gateway connections (``discord.AutoShardedClient``)."""
+
+    def __init__(
+        self,
+        context: AdapterContext[DiscordSettings],
+        *,
+        guild_ready_timeout: float,
+        shard_count: int | None,
+        shard_ids: list[int] | None,
+    ) -> None:
+        super().__init__(
+            context,
+            guild_ready_timeout=guild_ready_timeout,
+            shard_count=shard_count,
+            shard_ids=shard_ids,
+        )
+        self._pacer = IdentifyPacer(context.clock)
+        self._limits_read = False
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """Pace IDENTIFYs by the ``max_concurrency`` Discord grants (read once)."""
+        if not self._limits_read:
+            self._limits_read = True
+            try:
+                limits = await self.fetch_session_start_limits()
+            except (discord.HTTPException, discord.GatewayNotFound, OSError, KeyError) as exc:
+                log.warning(
+                    "Discord: could not read the session start limits (%r); "
+                    "identifying one shard per 5 s",
+                    exc,
+                )
+            else:
+                self._pacer.max_concurrency = max(1, limits.max_concurrency)
+                starting = len(self.shard_ids) if self.shard_ids else (self.shard_count or 1)
+                if limits.remaining < starting:
+                    log.warning(
+                        "Discord: only %d of %d session starts left; they reset in %.0f min",
+                        limits.remaining,
+                        limits.total,
+                        limits.reset_after / 60_000,
+                    )
+        await self._pacer.wait(shard_id or 0)
+
+    async def on_shard_ready(self, shard_id: int) -> None:
+        log.info("Discord: shard %d of %s connected", shard_id, self.shard_count)
+
+    async def on_shard_resumed(self, shard_id: int) -> None:
+        log.info("Discord: shard %d of %s resumed", shard_id, self.shard_count)
+
+    async def on_shard_disconnect(self, shard_id: int) -> None:
+        if not self.is_closed():
+            log.warning("Discord: shard %d of %s disconnected", shard_id, self.shard_count)
+
+
+def build_client(
+    context: AdapterContext[DiscordSettings], *, guild_ready_timeout: float
+) -> DiscordBot:
+    """The plain client when ``DISCORD_SHARD_COUNT`` is unset, else the sharded one.
+
+    discord.py documents ``Client(shard_id=…, shard_count=…)`` for one shard, but the
+    sharded client serves one shard as well and reports each shard's connection the
+    same way for any number of them, so it is used for every sharded setting.
+    """
+    settings = context.settings
+    if not settings.sharded:
+        return DiscordBot(context, guild_ready_timeout=guild_ready_timeout)
+    count = settings.shard_count if isinstance(settings.shard_count, int) else None
+    return ShardedDiscordBot(
+        context,
+        guild_ready_timeout=guild_ready_timeout,
+        shard_count=count,  # None: Discord's recommended count from GET /gateway/bot
+        shard_ids=list(settings.shard_ids) or None,  # None: every shard of the count
+    )
+
+
+def down_shards(client: discord.AutoShardedClient) -> list[int]:
+    """The shards this process runs whose gateway connection is not open now.
+
+    Empty before the count is known (``auto`` waits for ``GET /gateway/bot``): the
+    client is not ready then, which the adapter reports on its own.
+    """
+    count: Any = client.shard_count
+    if count is None:
+        return []
+    wanted = client.shard_ids if client.shard_ids is not None else range(count)
+    running = client.shards
+    return [i for i in wanted if i not in running or running[i].is_closed()]
