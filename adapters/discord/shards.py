@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import discord
 
@@ -52,8 +51,9 @@ class IdentifyPacer:
         key = shard_id % self.max_concurrency
         async with self._locks.setdefault(key, asyncio.Lock()):
             last = self._last.get(key)
-            if last is not None:
-                await self._clock.sleep(last + IDENTIFY_WINDOW_S - self._clock.now())
+            delay = 0.0 if last is None else last + IDENTIFY_WINDOW_S - self._clock.now()
+            if delay > 0:
+                await self._clock.sleep(delay)
             self._last[key] = self._clock.now()
 
 
@@ -139,7 +139,7 @@ def down_shards(client: discord.AutoShardedClient) -> list[int]:
     Empty before the count is known (``auto`` waits for ``GET /gateway/bot``): the
     client is not ready then, which the adapter reports on its own.
     """
-    count: Any = client.shard_count
+    count = client.shard_count
     if count is None:
         return []
     wanted = client.shard_ids if client.shard_ids is not None else range(count)

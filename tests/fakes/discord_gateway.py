@@ -76,6 +76,10 @@ class _Session:
         return shard_of(guild_id, self.shard[1]) == self.shard[0]
 
 
+# About the session itself, sent on whichever shard it is: no guild's, nor a DM's.
+_SESSION_EVENTS = frozenset({"READY", "RESUMED"})
+
+
 def _guild_of(event: str, data: Any) -> str | None:
     """The guild an event belongs to (which decides its shard); None for DMs."""
     if not isinstance(data, dict):
@@ -153,9 +157,13 @@ class FakeGateway:
         session = self._sessions.get(shard_id)
         return session is not None and session.live is not None and not session.live.closed
 
-    def shards_delivered(self, guild_id: str) -> set[int]:
-        """The shards whose sessions received events of ``guild_id``."""
-        return {d.shard for d in self.deliveries if d.guild_id == guild_id}
+    def shards_delivered(self, guild_id: str | None) -> set[int]:
+        """The shards whose sessions received events of ``guild_id`` (None: DMs)."""
+        return {
+            d.shard
+            for d in self.deliveries
+            if d.guild_id == guild_id and d.event not in _SESSION_EVENTS
+        }
 
     def has_intent(self, bit: int) -> bool:
         if bit == MESSAGE_CONTENT and not self.message_content_granted:
@@ -261,11 +269,10 @@ class FakeGateway:
             self.undelivered.append(Delivery(-1, event, guild_id))
             await self._notify()
             return 0
-        return await self._send(owner, event, data, guild_id)
+        return await self._send(owner, event, data)
 
-    async def _send(
-        self, session: _Session, event: str, data: Any, guild_id: str | None = None
-    ) -> int:
+    async def _send(self, session: _Session, event: str, data: Any) -> int:
+        guild_id = _guild_of(event, data)
         async with self._lock:
             session.seq += 1
             frame = {"op": 0, "t": event, "s": session.seq, "d": data}
