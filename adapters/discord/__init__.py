@@ -170,6 +170,13 @@ class DiscordAdapter:
             except _FATAL:
                 raise
             except Exception as exc:
+                sharded = isinstance(client, discord.AutoShardedClient)
+                if sharded and client.is_closed() and not self._closing:
+                    # The sharded client closes every shard when one stops on an event it
+                    # cannot handle, and a closed client cannot connect again: give up.
+                    raise GatewayLost(
+                        f"a shard stopped on an event discord.py could not handle ({exc!r})"
+                    ) from exc
                 if client.is_closed():
                     return
                 lasted = self._clock.now() - began

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
 from bot.errors import ConfigError
 from bot.metrics import Metrics
-from bot.ops import Readiness
+from bot.ops import OpsServer, Readiness
 from bot.ports import SystemClock
 from tests.e2e.discord import test_discord_adapter as adapter_tests
 from tests.e2e.discord.test_discord_adapter import Build, expected, final_answer, running_bot
@@ -87,24 +88,37 @@ async def test_a_guild_whose_shard_moves_to_another_process_keeps_its_conversati
     assert fake_discord.gateway.shards_delivered(stays[0]) == {0}
 
 
-async def test_readiness_names_the_shard_that_is_down(
+async def test_readyz_names_the_shard_that_is_down(
     fake_discord: FakeDiscord, fake_groq: FakeGroq, build: Build
 ) -> None:
     fake_discord.add_guild("other", shard=(1, 2))
     async with running_bot(build(discord_shard_count="2")) as (adapter, runtime):
-        readiness = Readiness([adapter], runtime.store, SystemClock(), Metrics())
-        assert await readiness.check() == {}
+        metrics = Metrics()
+        readiness = Readiness([adapter], runtime.store, SystemClock(), metrics)
+        ops = OpsServer(readiness, metrics, host="127.0.0.1", port=0)
+        await ops.start()
+        try:
+            readyz = f"http://127.0.0.1:{ops.port}/readyz"
+            assert (await _get(readyz))[0] == 200
 
-        fake_discord.gateway.refuse_connections = True  # shard 1 cannot come back
-        await fake_discord.gateway.drop(shard=1)
-        for _ in range(200):  # polled for up to 10 s: discord.py notices the close itself
-            if not adapter.connected:
-                break
-            await asyncio.sleep(0.05)
-        down = await readiness.check()
-        assert down.keys() == {"discord"} and down["discord"].startswith("shard 1 disconnected")
-        assert adapter.down_parts() == ["shard 1"]
-        assert fake_discord.gateway.shard_connected(0)
+            fake_discord.gateway.refuse_connections = True  # shard 1 cannot come back
+            await fake_discord.gateway.drop(shard=1)
+            for _ in range(200):  # polled for up to 10 s: discord.py notices the close itself
+                if not adapter.connected:
+                    break
+                await asyncio.sleep(0.05)
+            status, body = await _get(readyz)
+            assert fake_discord.gateway.shard_connected(0)  # only shard 1 went down
+        finally:
+            await ops.aclose()
+    assert status == 503, body
+    assert body["down"].keys() == {"discord"}
+    assert body["down"]["discord"].startswith("shard 1 disconnected for"), body
+
+
+async def _get(url: str) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        return response.status, await response.json()
 
 
 async def test_discord_requiring_sharding_is_a_config_error_naming_the_setting(
@@ -155,3 +169,17 @@ async def test_bad_shard_settings_stop_the_start_with_the_variable_named(
     code, _, err = await run_bot(["run"], env, cwd=tmp_path)
     assert code == 2, err
     assert "Invalid settings: DISCORD_SHARD_IDS" in err and named in err, err
+
+
+async def test_a_shard_deafened_by_a_malformed_event_ends_in_a_fatal_report(
+    fake_discord: FakeDiscord, build: Build
+) -> None:
+    """discord.py's sharded client closes itself (every shard) on an event it cannot
+    parse; the adapter reports that, naming the event, so the process is restarted."""
+    lost = adapter_tests.FatalReports()
+    async with running_bot(build(discord_shard_count="2"), on_fatal=lost) as (adapter, _):
+        await fake_discord.send_malformed("missing_author")
+        reason = await lost.first()
+        assert "a shard stopped" in reason and "author" in reason, reason
+        assert not adapter.connected
+    assert len(lost.reasons) == 1
