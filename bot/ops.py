@@ -84,7 +84,7 @@ class Readiness:
 
 
 def _parts_down(adapter: Adapter) -> str:
-    """ "shard 1, shard 2 " for an adapter of several connections, else nothing."""
+    """The parts down and a space ("shard 1, shard 2 "), or "" for one connection."""
     parts = adapter.down_parts() if isinstance(adapter, PartedAdapter) else []
     return f"{', '.join(parts)} " if parts else ""
 

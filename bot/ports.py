@@ -40,6 +40,7 @@ __all__ = [
     "AppendableSurface",
     "Clock",
     "Completions",
+    "ConversationOwner",
     "ConversationStore",
     "PartedAdapter",
     "PreferenceStore",
@@ -95,6 +96,17 @@ class Adapter(ReplyFinalizer, Protocol):
     async def start(self) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class ConversationOwner(Protocol):
+    """A ``ReplyFinalizer`` that hears only some of its platform's conversations, the
+    others going to other processes (Discord's shards), optionally implemented:
+    ``hears`` says whether this process does. A reply left streaming in a conversation
+    it does not hear may be streaming in another process right now, so it is left
+    for that one."""
+
+    def hears(self, key: ConversationKey) -> bool: ...
 
 
 @runtime_checkable

@@ -26,11 +26,11 @@ import yarl
 
 from adapters.discord.client import DiscordBot
 from adapters.discord.config import PLATFORM, DiscordSettings
-from adapters.discord.shards import build_client, down_shards
+from adapters.discord.shards import build_client, down_shards, hears
 from adapters.discord.surface import DiscordSurface
 from bot.adapter import AdapterContext
 from bot.errors import ConfigError, PlatformLost
-from bot.types import ReplyRef
+from bot.types import ConversationKey, ReplyRef
 
 __all__ = ["DiscordAdapter", "DiscordSettings"]
 
@@ -253,6 +253,11 @@ class DiscordAdapter:
                 "Discord is not ready after %.0f s; still connecting in the background.",
                 self._ready_timeout_s,
             )
+
+    def hears(self, key: ConversationKey) -> bool:
+        """Whether this process receives the conversation's messages: with
+        ``DISCORD_SHARD_IDS``, only its shards' guilds (``bot.ports.ConversationOwner``)."""
+        return hears(self._settings, key)
 
     async def finalize_reply(self, reply: ReplyRef, text: str) -> None:
         """Edit a reply an earlier process left streaming (``bot.ports.ReplyFinalizer``):

@@ -21,8 +21,16 @@ from adapters.discord.client import DiscordBot
 from adapters.discord.config import DiscordSettings
 from bot.adapter import AdapterContext
 from bot.ports import Clock
+from bot.types import ConversationKey
 
-__all__ = ["IdentifyPacer", "ShardedDiscordBot", "build_client", "down_shards"]
+__all__ = [
+    "IdentifyPacer",
+    "ShardedDiscordBot",
+    "build_client",
+    "down_shards",
+    "hears",
+    "shard_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +118,22 @@ class ShardedDiscordBot(DiscordBot, discord.AutoShardedClient):
     async def on_shard_disconnect(self, shard_id: int) -> None:
         if not self.is_closed():
             log.warning("Discord: shard %d of %s disconnected", shard_id, self.shard_count)
+
+
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """The shard Discord sends a guild's events to."""
+    return (guild_id >> 22) % shard_count
+
+
+def hears(settings: DiscordSettings, key: ConversationKey) -> bool:
+    """Whether a process with these settings receives the conversation's messages: all
+    of them without ``DISCORD_SHARD_IDS``; else its guild's shard's, and DMs on shard 0."""
+    count, ids = settings.shard_count, settings.shard_ids
+    if not isinstance(count, int) or not ids:
+        return True
+    if key.is_dm or not key.space.isdigit():
+        return 0 in ids
+    return shard_of(int(key.space), count) in ids
 
 
 def build_client(

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from adapters.discord.config import DiscordSettings
-from adapters.discord.shards import IDENTIFY_WINDOW_S, IdentifyPacer
+from adapters.discord.config import PLATFORM, DiscordSettings
+from adapters.discord.shards import IDENTIFY_WINDOW_S, IdentifyPacer, hears
+from bot.types import ConversationKey
 from tests.fakes.clock import FakeClock
 
 
@@ -74,3 +75,19 @@ async def test_max_concurrency_lets_shards_of_different_keys_identify_at_once() 
     for shard in range(4):  # keys 0, 1, 0, 1
         await pacer.wait(shard)
     assert clock.slept == [IDENTIFY_WINDOW_S]  # shard 2 waits for 0; by then 3's key is free
+
+
+@pytest.mark.parametrize(
+    ("count", "ids", "heard"),
+    [("", "", {0, 1, 2}), ("auto", "", {0, 1, 2}), ("3", "", {0, 1, 2}), ("3", "1,2", {1, 2}),
+     ("3", "0", {0})],
+)  # fmt: skip
+def test_a_process_hears_the_guilds_of_its_shards_and_dms_on_shard_zero(
+    monkeypatch: pytest.MonkeyPatch, count: str, ids: str, heard: set[int]
+) -> None:
+    settings = load(monkeypatch, DISCORD_SHARD_COUNT=count, DISCORD_SHARD_IDS=ids)
+    # A guild id whose timestamp bits (id >> 22) are 3k + shard: on that shard of 3.
+    guilds = {shard: ConversationKey(PLATFORM, space=str((300 + shard) << 22 | 7), channel="1")
+              for shard in range(3)}  # fmt: skip
+    assert {shard for shard, key in guilds.items() if hears(settings, key)} == heard
+    assert hears(settings, ConversationKey(PLATFORM, dm_user="5")) == (0 in heard)
