@@ -85,6 +85,13 @@ class ShardedDiscordBot(DiscordBot, discord.AutoShardedClient):
         self._pacer = IdentifyPacer(context.clock)
         self._limits_read = False
 
+    async def launch_shards(self) -> None:
+        """With ``auto`` discord.py connects to the URL ``GET /gateway/bot`` names; a set
+        ``DISCORD_GATEWAY_URL`` (a proxy) must win, so only the count is taken from it."""
+        if self.shard_count is None and self.settings.gateway_url and not self.is_closed():
+            self.shard_count, _, _ = await self.http.get_bot_gateway()
+        await super().launch_shards()
+
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
         """Pace IDENTIFYs by the ``max_concurrency`` Discord grants (read once)."""
         if not self._limits_read:

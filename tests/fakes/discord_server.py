@@ -216,6 +216,8 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
         # IDENTIFYs allowed per 5 s; large bots are granted 16, so a test starting
         # several shards need not wait 5 s between them.
         self.max_concurrency = 16
+        # GET /gateway/bot's ``url`` when not this fake's gateway (Discord names its own).
+        self.gateway_bot_url: str | None = None
         self.threads: dict[str, Json] = {}
         self.dm_channels: dict[str, str] = {}  # user id -> DM channel id
         self.messages: dict[str, FakeMessage] = {}
@@ -640,7 +642,7 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
         IDENTIFYs allowed per 5 s."""
         used = self.gateway.identifies
         return {
-            "url": self.ws_base,
+            "url": self.gateway_bot_url or self.ws_base,
             "shards": self.recommended_shards,
             "session_start_limit": {
                 "total": self.session_starts_total,

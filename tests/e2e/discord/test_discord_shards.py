@@ -8,6 +8,7 @@ answer is checked to have come from events delivered on its guild's shard only.
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +184,17 @@ async def test_a_shard_deafened_by_a_malformed_event_ends_in_a_fatal_report(
         assert "a shard stopped" in reason and "author" in reason, reason
         assert not adapter.connected
     assert len(lost.reasons) == 1
+
+
+async def test_auto_keeps_to_the_configured_gateway_url(
+    fake_discord: FakeDiscord, fake_groq: FakeGroq, build: Build
+) -> None:
+    """``DISCORD_GATEWAY_URL`` (a proxy) is where every shard connects, whatever URL
+    ``GET /gateway/bot`` names; only the recommended count is taken from it."""
+    with socket.socket() as unused:  # a loopback port nobody listens on
+        unused.bind(("127.0.0.1", 0))
+        fake_discord.gateway_bot_url = f"ws://127.0.0.1:{unused.getsockname()[1]}/gateway"
+    fake_discord.recommended_shards = 2
+    async with running_bot(build(discord_shard_count="auto")) as (adapter, _):
+        assert adapter.connected
+    assert sorted(fake_discord.gateway.identified_shards) == [[0, 2], [1, 2]]
