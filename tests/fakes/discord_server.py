@@ -624,7 +624,9 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
             app_id=self.app_id,
         )
 
-    def _guild_payload(self, guild_id: str) -> Json:
+    def _guild_payload(self, guild_id: str | None = None) -> Json:
+        """GUILD_CREATE of ``guild_id`` (default: the main guild)."""
+        guild_id = guild_id or self.guild_id
         roles = {guild_id: "@everyone", self.member_role: "member", self.muted_role: "muted"}
         return p.guild_create(
             guild_id,
