@@ -101,7 +101,7 @@ class Adapter(ReplyFinalizer, Protocol):
 @runtime_checkable
 class ConversationOwner(Protocol):
     """A ``ReplyFinalizer`` that hears only some of its platform's conversations, the
-    others going to other processes (Discord's shards), optionally implemented:
+    others going to other processes (a chat platform's shards), optionally implemented:
     ``hears`` says whether this process does. A reply left streaming in a conversation
     it does not hear may be streaming in another process right now, so it is left
     for that one."""

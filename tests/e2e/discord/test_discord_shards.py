@@ -51,6 +51,9 @@ async def test_one_process_runs_three_shards_and_answers_in_each(
             await final_answer(fake_discord, question.id, expected(1, f"question {i}"))
         dm = await fake_discord.send_dm("a private question")
         await final_answer(fake_discord, dm.channel_id, expected(1, "a private question"))
+        helped = await fake_discord.send_command("help")  # in the main guild
+        dm_helped = await fake_discord.send_command("help", dm=True)
+        await fake_discord.wait_for(lambda: helped.answered and dm_helped.answered)
 
     gateway = fake_discord.gateway
     assert sorted(gateway.identified_shards) == [[0, 3], [1, 3], [2, 3]]
@@ -60,6 +63,9 @@ async def test_one_process_runs_three_shards_and_answers_in_each(
     main_guild = fake_discord.guild_id
     assert gateway.shards_delivered(main_guild) == {shard_of(main_guild, 3)}
     assert gateway.shards_delivered(None) == {0}  # DMs (and only DMs) on shard 0
+    interactions = [(d.shard, d.guild_id) for d in gateway.deliveries
+                    if d.event == "INTERACTION_CREATE"]  # fmt: skip
+    assert interactions == [(shard_of(main_guild, 3), main_guild), (0, None)]
     assert gateway.undelivered == []
 
 
