@@ -11,6 +11,11 @@ session is closed and a fresh one identified after a bounded backoff. When that 
 failing, when Discord closes the session for good (bad token, intents), or when the
 gateway stays down longer than ``lost_after_s`` whatever discord.py tries, the adapter
 reports it through ``AdapterContext.on_fatal`` and the process exits for a restart.
+
+With ``DISCORD_SHARD_COUNT`` set the client is discord.py's ``AutoShardedClient``
+(``shards``): ``connected`` then needs every shard this process runs, ``down_parts``
+names those that are down, and ``hears`` tells the conversations of its shards' guilds
+from those another process answers.
 """
 
 from __future__ import annotations
