@@ -14,6 +14,10 @@ create and edit share one fixed 5-per-5 s window per channel (configurable). A r
 past its window is counted in ``count_429`` and, with ``enforce_rate_limits``,
 answered 429 with ``retry_after`` and a ``Via`` header.
 
+Sharding: ``GET /gateway/bot`` answers ``recommended_shards`` and a session start
+limit; the gateway sends each guild's events on its shard's session (see
+``discord_gateway``).
+
 Module layout: payload builders in ``discord_payloads``, the websocket in
 ``discord_gateway``, recording / rate limits in ``discord_http``, application
 commands in ``discord_interactions``.
@@ -172,7 +176,8 @@ class FakeMessage:
 
 
 class FakeDiscord(RestPlumbing, InteractionRoutes):
-    """One guild (two text channels, three humans, another bot, roles) plus DMs."""
+    """One guild (two text channels, three humans, another bot, roles) plus DMs;
+    ``add_guild`` adds guilds, on a chosen shard if need be."""
 
     def __init__(
         self,
@@ -412,7 +417,8 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
             mentions.append(ref.author)  # Discord pings the replied-to author by default
         channel_id = channel_id or self.channel_id
         files = [self._attachment(a) for a in attachments or []]
-        guild_id = self._guild_of(channel_id) or self.guild_id
+        found = self._guild_of(channel_id)
+        guild_id = found if isinstance(found, str) else self.guild_id
         msg = self._store(channel_id, guild_id, author, content, mentions, ref, files)
         await self._dispatch_message("MESSAGE_CREATE", msg)
         return msg
