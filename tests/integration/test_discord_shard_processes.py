@@ -13,8 +13,8 @@ from bot.durable import RESTART_NOTE
 from tests.e2e.discord.test_discord_adapter import expected
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.groq_server import FakeGroq
-from tests.integration.test_durable_restart import _replies
-from tests.process import bot_env, running_bot, until
+from tests.integration.test_durable_restart import _env, _replies
+from tests.process import running_bot, until
 
 pytestmark = pytest.mark.e2e
 
@@ -38,16 +38,8 @@ async def test_a_shard_process_starting_leaves_the_others_streaming_answer_alone
         second = discord.add_guild("second", shard=(1, 2))
 
         def env(shard_ids: str) -> dict[str, str]:
-            return bot_env(
-                GROQ_API_KEY=str(fake_groq.api_key),
-                API_BASE_URL=fake_groq.base_url,
-                DATABASE_PATH=str(database),
-                REPLY_CHECKPOINT_S="0.2",
-                DISCORD_EDIT_INTERVAL_S="0.2",
-                DISCORD_SHARD_COUNT="2",
-                DISCORD_SHARD_IDS=shard_ids,
-                **{k.upper(): v for k, v in discord.settings_overrides().items()},
-            )
+            shards = {"DISCORD_SHARD_COUNT": "2", "DISCORD_SHARD_IDS": shard_ids}
+            return {**_env(fake_groq, discord, database), **shards}
 
         (tmp_path / "a").mkdir()
         (tmp_path / "b").mkdir()
