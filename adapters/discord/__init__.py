@@ -31,7 +31,7 @@ import yarl
 
 from adapters.discord.client import DiscordBot
 from adapters.discord.config import PLATFORM, DiscordSettings
-from adapters.discord.shards import build_client, down_shards, hears
+from adapters.discord.shards import ShardedDiscordBot, build_client, down_shards, hears
 from adapters.discord.surface import DiscordSurface
 from bot.adapter import AdapterContext
 from bot.errors import ConfigError, PlatformLost
@@ -214,8 +214,16 @@ class DiscordAdapter:
                 down_since = None
             elif down_since is None:
                 down_since = now
-            elif now - down_since >= self._lost_after_s:
+            elif now - down_since >= self._lost_after_s + self._still_launching_s():
                 self._report_lost(f"the gateway has been down for {now - down_since:.0f} s")
+
+    def _still_launching_s(self) -> float:
+        """Extra patience before the first ready: shards identify a few per 5 s, so
+        many of them take minutes to start (no time while unsharded)."""
+        client = self._client
+        if not isinstance(client, ShardedDiscordBot) or client.is_ready():
+            return 0.0
+        return client.launch_allowance_s()
 
     def _gateway_ended(self, task: asyncio.Task[None]) -> None:
         """The gateway task ended while running: the bot no longer receives events."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 
 import discord
 
@@ -53,6 +54,10 @@ class IdentifyPacer:
         self.max_concurrency = max(1, max_concurrency)
         self._last: dict[int, float] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+
+    def allowance_s(self, shards: int) -> float:
+        """How long identifying ``shards`` shards may take at this pace."""
+        return IDENTIFY_WINDOW_S * math.ceil(shards / self.max_concurrency)
 
     async def wait(self, shard_id: int) -> None:
         """Return when ``shard_id`` may IDENTIFY; counts it as identified then."""
@@ -115,6 +120,23 @@ class ShardedDiscordBot(DiscordBot, discord.AutoShardedClient):
                         limits.reset_after / 60_000,
                     )
         await self._pacer.wait(shard_id or 0)
+
+    def launch_allowance_s(self) -> float:
+        """How long identifying every shard of this process may take (0 before the
+        count is known: ``GET /gateway/bot`` is a single request)."""
+        shards = len(self.shard_ids) if self.shard_ids else (self.shard_count or 0)
+        return self._pacer.allowance_s(shards)
+
+    async def on_ready(self) -> None:
+        first = not self._announced
+        await super().on_ready()
+        if first:
+            ids = self.shard_ids if self.shard_ids is not None else range(self.shard_count or 0)
+            log.info(
+                "Discord: this process runs shard(s) %s of %s",
+                ", ".join(map(str, ids)),
+                self.shard_count,
+            )
 
     async def on_shard_ready(self, shard_id: int) -> None:
         log.info("Discord: shard %d of %s connected", shard_id, self.shard_count)

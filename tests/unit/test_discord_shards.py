@@ -91,3 +91,9 @@ def test_a_process_hears_the_guilds_of_its_shards_and_dms_on_shard_zero(
               for shard in range(3)}  # fmt: skip
     assert {shard for shard, key in guilds.items() if hears(settings, key)} == heard
     assert hears(settings, ConversationKey(PLATFORM, dm_user="5")) == (0 in heard)
+
+
+def test_the_launch_allowance_grows_with_shards_per_rate_limit_key() -> None:
+    assert IdentifyPacer(FakeClock()).allowance_s(0) == 0
+    assert IdentifyPacer(FakeClock()).allowance_s(3) == 3 * IDENTIFY_WINDOW_S
+    assert IdentifyPacer(FakeClock(), max_concurrency=16).allowance_s(40) == 3 * IDENTIFY_WINDOW_S
