@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 from bot.context import estimate_tokens
 from bot.errors import BotError
-from bot.ports import Clock, ConversationStore, ReplyFinalizer
+from bot.ports import Clock, ConversationOwner, ConversationStore, ReplyFinalizer
 from bot.streaming.split import fence_closer
 from bot.types import ConversationKey, ReplyRef, TurnStatus, UnfinishedReply
 
@@ -153,7 +153,13 @@ async def finalize_unfinished(
     show its stored text and ``RESTART_NOTE`` (through the finalizer of its platform,
     by name), then it is stored as ``INTERRUPTED`` with that text. A reply whose
     messages can't be edited is stored all the same; one whose storing fails stays
-    ``STREAMING`` for the next start to try again."""
+    ``STREAMING`` for the next start to try again. One in a conversation another
+    process hears (``ConversationOwner``) is left alone: it may be streaming there."""
+    mine = [r for r in replies if _hears(finalizers.get(str(r.key.platform)), r)]
+    if len(mine) < len(replies):
+        left = len(replies) - len(mine)
+        log.info("leaving %d streaming answer(s) to the processes that hear them", left)
+    replies = mine
     if not replies:
         return
     log.info("finishing %d answer(s) left streaming by the previous run", len(replies))
@@ -161,6 +167,10 @@ async def finalize_unfinished(
         *(_finalize(store, reply, finalizers.get(str(reply.key.platform))) for reply in replies)
     )
     log.info("finished the %d answer(s) left streaming", len(replies))
+
+
+def _hears(finalizer: ReplyFinalizer | None, reply: UnfinishedReply) -> bool:
+    return not isinstance(finalizer, ConversationOwner) or finalizer.hears(reply.key)
 
 
 async def _finalize(

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from bot.errors import BotError
 from bot.metrics import CONTENT_TYPE, Metrics
-from bot.ports import Adapter, Clock, Store
+from bot.ports import Adapter, Clock, PartedAdapter, Store
 
 __all__ = ["OpsServer", "Readiness"]
 
@@ -28,7 +28,8 @@ _PING_TIMEOUT_S = 2.0
 class Readiness:
     """Whether every adapter is connected and the database answers; remembers since
     when each adapter has been disconnected (sampled every ``interval_s`` and on each
-    check), and keeps the ``adapter_connected`` gauge current."""
+    check), and keeps the ``adapter_connected`` gauge current. An adapter of several
+    connections (``PartedAdapter``) is reported with the parts that are down."""
 
     def __init__(
         self,
@@ -69,9 +70,9 @@ class Readiness:
         self.sample()
         now = self._clock.now()
         down = {
-            name: f"disconnected for {now - since:.0f} s"
-            for name, since in self._down_since.items()
-            if since is not None
+            adapter.name: _parts_down(adapter) + f"disconnected for {now - since:.0f} s"
+            for adapter in self._adapters
+            if (since := self._down_since.get(adapter.name)) is not None
         }
         try:
             await asyncio.wait_for(self._store.ping(), _PING_TIMEOUT_S)
@@ -80,6 +81,12 @@ class Readiness:
         except BotError as exc:
             down["database"] = str(exc.detail or exc)
         return down
+
+
+def _parts_down(adapter: Adapter) -> str:
+    """The parts down and a space ("shard 1, shard 2 "), or "" for one connection."""
+    parts = adapter.down_parts() if isinstance(adapter, PartedAdapter) else []
+    return f"{', '.join(parts)} " if parts else ""
 
 
 class OpsServer:

@@ -45,7 +45,9 @@ __all__ = [
     "ChannelSettingsStore",
     "Clock",
     "Completions",
+    "ConversationOwner",
     "ConversationStore",
+    "PartedAdapter",
     "PreferenceStore",
     "QuotaCounterStore",
     "QuotaGate",
@@ -100,6 +102,26 @@ class Adapter(ReplyFinalizer, Protocol):
     async def start(self) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class ConversationOwner(Protocol):
+    """A ``ReplyFinalizer`` that hears only some of its platform's conversations, the
+    others going to other processes (a chat platform's shards), optionally implemented:
+    ``hears`` says whether this process does. A reply left streaming in a conversation
+    it does not hear may be streaming in another process right now, so it is left
+    for that one."""
+
+    def hears(self, key: ConversationKey) -> bool: ...
+
+
+@runtime_checkable
+class PartedAdapter(Protocol):
+    """An adapter holding several connections (e.g. gateway shards), optionally
+    implemented beside ``Adapter``: ``down_parts`` names those down now ("shard 1"),
+    so a health check can say which; ``connected`` is False while any is down."""
+
+    def down_parts(self) -> list[str]: ...
 
 
 @runtime_checkable

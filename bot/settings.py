@@ -21,19 +21,28 @@ from bot.access import AccessPolicy, AllowDeny
 from bot.fallback import Chains, parse_chains
 from bot.types import PlatformHelp
 
-__all__ = ["AdapterSettings", "ChatAccessSettings", "EnvSettings", "IdList", "Secret", "Settings"]
+__all__ = [
+    "AdapterSettings",
+    "ChatAccessSettings",
+    "EnvSettings",
+    "IdList",
+    "Secret",
+    "Settings",
+    "split_ids",
+]
 
 GROQ_BASE_URL = "https://api.groq.com/openai/v1"
 _PG_SCHEMES = ("postgresql://", "postgres://")
 
 
-def _split_ids(value: object) -> object:
+def split_ids(value: object) -> object:
+    """``"1, 2,3"`` → ``["1", "2", "3"]``: a comma list from the environment."""
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
 
 
-IdList = Annotated[list[str], NoDecode, BeforeValidator(_split_ids)]
+IdList = Annotated[list[str], NoDecode, BeforeValidator(split_ids)]
 """A comma-separated list in the environment (``ADMIN_IDS=123,U456``)."""
 
 

@@ -11,6 +11,11 @@ session is closed and a fresh one identified after a bounded backoff. When that 
 failing, when Discord closes the session for good (bad token, intents), or when the
 gateway stays down longer than ``lost_after_s`` whatever discord.py tries, the adapter
 reports it through ``AdapterContext.on_fatal`` and the process exits for a restart.
+
+With ``DISCORD_SHARD_COUNT`` set the client is discord.py's ``AutoShardedClient``
+(``shards``): ``connected`` then needs every shard this process runs, ``down_parts``
+names those that are down, and ``hears`` tells the conversations of its shards' guilds
+from those another process answers.
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ import yarl
 
 from adapters.discord.client import DiscordBot
 from adapters.discord.config import PLATFORM, DiscordSettings
+from adapters.discord.shards import ShardedDiscordBot, build_client, down_shards, hears
 from adapters.discord.surface import DiscordSurface
 from bot.adapter import AdapterContext
 from bot.errors import ConfigError, PlatformLost
-from bot.types import ReplyRef
+from bot.types import ConversationKey, ReplyRef
 
 __all__ = ["DiscordAdapter", "DiscordSettings"]
 
@@ -44,6 +50,15 @@ LOST_AFTER_S = 300.0
 # Close codes after which discord.py closes the client: nothing but a restart (after a
 # fix) helps; PrivilegedIntentsRequired is 4014.
 _FATAL = (discord.ConnectionClosed, discord.PrivilegedIntentsRequired)
+
+# Close codes that a setting fixes (topics/opcodes-and-status-codes#gateway-close-event-codes).
+SHARD_HELP = {
+    4010: "Discord refused the shard this process asked for (close code 4010 Invalid shard): "
+    "check DISCORD_SHARD_COUNT and DISCORD_SHARD_IDS (each id below the count).",
+    4011: "Discord requires this bot to shard (close code 4011 Sharding required: it is in "
+    "too many servers for one connection). Set DISCORD_SHARD_COUNT=auto, or a count and "
+    "DISCORD_SHARD_IDS for each process.",
+}
 
 PRIVILEGED_HELP = (
     "Discord refused the MESSAGE CONTENT intent. Enable it in the Discord developer portal "
@@ -102,11 +117,21 @@ class DiscordAdapter:
 
     @property
     def connected(self) -> bool:
-        """Logged in and a gateway session is up."""
+        """Logged in and a gateway session is up (with shards: every one this process runs)."""
         client = self._client
         if client is None or not client.is_ready() or client.is_closed():
             return False
+        if isinstance(client, discord.AutoShardedClient):
+            return not down_shards(client)
         return client.ws is not None and client.ws.open
+
+    def down_parts(self) -> list[str]:
+        """The shards whose connection is down ("shard 1"); empty when unsharded
+        (``bot.ports.PartedAdapter``, for /readyz)."""
+        client = self._client
+        if not isinstance(client, discord.AutoShardedClient):
+            return []
+        return [f"shard {shard}" for shard in down_shards(client)]
 
     @property
     def client(self) -> DiscordBot | None:
@@ -119,7 +144,7 @@ class DiscordAdapter:
         if not self._settings.enabled() or token is None:
             raise ConfigError("DISCORD_BOT_TOKEN is not set.")
         apply_endpoints(self._settings)
-        client = DiscordBot(self._context, guild_ready_timeout=self._guild_ready_timeout)
+        client = build_client(self._context, guild_ready_timeout=self._guild_ready_timeout)
         self._client = client
         try:
             await client.login(token.get_secret_value())
@@ -150,6 +175,13 @@ class DiscordAdapter:
             except _FATAL:
                 raise
             except Exception as exc:
+                sharded = isinstance(client, discord.AutoShardedClient)
+                if sharded and client.is_closed() and not self._closing:
+                    # The sharded client closes every shard when one stops on an event it
+                    # cannot handle, and a closed client cannot connect again: give up.
+                    raise GatewayLost(
+                        f"a shard stopped on an event discord.py could not handle ({exc!r})"
+                    ) from exc
                 if client.is_closed():
                     return
                 lasted = self._clock.now() - began
@@ -182,8 +214,16 @@ class DiscordAdapter:
                 down_since = None
             elif down_since is None:
                 down_since = now
-            elif now - down_since >= self._lost_after_s:
+            elif now - down_since >= self._lost_after_s + self._still_launching_s():
                 self._report_lost(f"the gateway has been down for {now - down_since:.0f} s")
+
+    def _still_launching_s(self) -> float:
+        """Extra patience before the first ready: shards identify a few per 5 s, so
+        many of them take minutes to start (no time while unsharded)."""
+        client = self._client
+        if not isinstance(client, ShardedDiscordBot) or client.is_ready():
+            return 0.0
+        return client.launch_allowance_s()
 
     def _gateway_ended(self, task: asyncio.Task[None]) -> None:
         """The gateway task ended while running: the bot no longer receives events."""
@@ -192,6 +232,8 @@ class DiscordAdapter:
         error = task.exception()
         if isinstance(error, discord.PrivilegedIntentsRequired):
             self._report_lost(PRIVILEGED_HELP)
+        elif isinstance(error, discord.ConnectionClosed) and error.code in SHARD_HELP:
+            self._report_lost(SHARD_HELP[error.code])
         elif isinstance(error, discord.ConnectionClosed):
             self._report_lost(f"Discord closed the gateway for good (code {error.code})")
         else:
@@ -215,6 +257,8 @@ class DiscordAdapter:
             await self.aclose()
             if isinstance(error, discord.PrivilegedIntentsRequired):
                 raise ConfigError(PRIVILEGED_HELP)
+            if isinstance(error, discord.ConnectionClosed) and error.code in SHARD_HELP:
+                raise ConfigError(SHARD_HELP[error.code])
             raise PlatformLost(f"The Discord gateway connection failed: {error}")
         if not done:
             ready.cancel()
@@ -222,6 +266,11 @@ class DiscordAdapter:
                 "Discord is not ready after %.0f s; still connecting in the background.",
                 self._ready_timeout_s,
             )
+
+    def hears(self, key: ConversationKey) -> bool:
+        """Whether this process receives the conversation's messages: with
+        ``DISCORD_SHARD_IDS``, only its shards' guilds (``bot.ports.ConversationOwner``)."""
+        return hears(self._settings, key)
 
     async def finalize_reply(self, reply: ReplyRef, text: str) -> None:
         """Edit a reply an earlier process left streaming (``bot.ports.ReplyFinalizer``):
@@ -248,6 +297,12 @@ class DiscordAdapter:
         # be shown any more, so waiting would only burn tokens; the next start notes them.
         await client.drain(0.0 if client.is_closed() else self._shutdown_grace_s)
         await client.close()
+        # close() leaves discord.py's task that fires on_ready a moment after a
+        # session's last GUILD_CREATE: it would schedule the handler on a loop that
+        # is being shut down (a coroutine never awaited).
+        ready_task = client._connection._ready_task
+        if ready_task is not None:
+            ready_task.cancel()
         if gateway is not None:
             gateway.remove_done_callback(self._gateway_ended)
             gateway.cancel()  # when it sleeps before a fresh session

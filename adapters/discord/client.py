@@ -110,8 +110,13 @@ class DiscordBot(discord.Client):
     every top-level message of a channel whose mode is ``all``."""
 
     def __init__(
-        self, context: AdapterContext[DiscordSettings], *, guild_ready_timeout: float
+        self,
+        context: AdapterContext[DiscordSettings],
+        *,
+        guild_ready_timeout: float,
+        **options: Any,
     ) -> None:
+        """``options`` go to discord.py's client as they are (``shard_count``, …)."""
         intents = discord.Intents.default()
         intents.message_content = True  # privileged: must be enabled in the developer portal
         super().__init__(
@@ -119,6 +124,7 @@ class DiscordBot(discord.Client):
             guild_ready_timeout=guild_ready_timeout,
             allowed_mentions=NO_MENTIONS,
             max_ratelimit_timeout=MAX_RATELIMIT_WAIT_S,
+            **options,
         )
         self.context = context
         self.settings = context.settings

@@ -14,6 +14,10 @@ create and edit share one fixed 5-per-5 s window per channel (configurable). A r
 past its window is counted in ``count_429`` and, with ``enforce_rate_limits``,
 answered 429 with ``retry_after`` and a ``Via`` header.
 
+Sharding: ``GET /gateway/bot`` answers ``recommended_shards`` and a session start
+limit; the gateway sends each guild's events on its shard's session (see
+``discord_gateway``).
+
 Module layout: payload builders in ``discord_payloads``, the websocket in
 ``discord_gateway``, recording / rate limits in ``discord_http``, application
 commands in ``discord_interactions``.
@@ -38,6 +42,7 @@ from tests.fakes.discord_gateway import (
     GUILD_MESSAGES,
     MESSAGE_CONTENT,
     FakeGateway,
+    shard_of,
 )
 from tests.fakes.discord_http import (
     API,
@@ -171,7 +176,8 @@ class FakeMessage:
 
 
 class FakeDiscord(RestPlumbing, InteractionRoutes):
-    """One guild (two text channels, three humans, another bot, roles) plus DMs."""
+    """One guild (two text channels, three humans, another bot, roles) plus DMs;
+    ``add_guild`` adds guilds, on a chosen shard if need be."""
 
     def __init__(
         self,
@@ -206,6 +212,17 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
         self.other_bot = FakeUser(s(), "otherbot", bot=True)
         self.users = [self.bot, self.alice, self.bob, self.carol, self.other_bot]
         self.channels = {self.channel_id: "general", self.other_channel_id: "random"}
+        # Every text channel's guild, and every guild's name (``add_guild`` adds more).
+        self.channel_guilds = {c: self.guild_id for c in self.channels}
+        self.guild_names = {self.guild_id: "Test Guild"}
+        # GET /gateway/bot's ``shards``: the number Discord recommends for the bot.
+        self.recommended_shards = 1
+        self.session_starts_total = 1000
+        # IDENTIFYs allowed per 5 s; large bots are granted 16, so a test starting
+        # several shards need not wait 5 s between them.
+        self.max_concurrency = 16
+        # GET /gateway/bot's ``url`` when not this fake's gateway (Discord names its own).
+        self.gateway_bot_url: str | None = None
         self.threads: dict[str, Json] = {}
         self.dm_channels: dict[str, str] = {}  # user id -> DM channel id
         self.messages: dict[str, FakeMessage] = {}
@@ -219,7 +236,7 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
         self.gateway = FakeGateway(
             token=lambda: self.token,
             ready=self._ready_payload,
-            guilds=lambda: [self._guild_payload()],
+            guilds=lambda: [self._guild_payload(g) for g in self.guild_names],
             members_chunk=lambda gid: p.members_chunk(gid, self.users),
             notify=self._notify,
         )
@@ -236,6 +253,7 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
         r.add_get(API + "/users/@me", lambda _: self._static(self._me()))
         r.add_get(API + "/oauth2/applications/@me", lambda _: self._static(app_info))
         r.add_get(API + "/gateway", lambda _: self._static({"url": self.ws_base}))
+        r.add_get(API + "/gateway/bot", lambda _: self._static(self._gateway_bot()))
         r.add_get(API + "/channels/{channel_id}", self._get_channel)
         r.add_post(API + "/channels/{channel_id}/messages", self._create_message)
         r.add_get(API + "/channels/{channel_id}/messages/{message_id}", self._get_message)
@@ -356,6 +374,24 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
     def final_content(self, message_id: str) -> str:
         return self.messages[message_id].content
 
+    def add_guild(self, name: str, *, shard: tuple[int, int] | None = None) -> tuple[str, str]:
+        """Another guild with one text channel ("general"), the same members and roles;
+        with ``shard=(i, n)`` its id is one Discord routes to shard i of n. Returns
+        (guild id, channel id). Add guilds before the bot connects: no GUILD_CREATE is
+        sent for a guild added later."""
+        guild_id = self.snowflake()
+        if shard is not None:
+            shard_id, count = shard
+            ms, low = int(guild_id) >> 22, int(guild_id) & 0x3FFFFF
+            ms += (shard_id - ms) % count  # the timestamp bits decide the shard
+            guild_id = str((ms << 22) | low)
+            assert shard_of(guild_id, count) == shard_id
+        channel_id = self.snowflake()
+        self.guild_names[guild_id] = name
+        self.channels[channel_id] = "general"
+        self.channel_guilds[channel_id] = guild_id
+        return guild_id, channel_id
+
     def dm_channel_id(self, user: FakeUser) -> str:
         return self.dm_channels.setdefault(user.id, self.snowflake())
 
@@ -381,7 +417,9 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
             mentions.append(ref.author)  # Discord pings the replied-to author by default
         channel_id = channel_id or self.channel_id
         files = [self._attachment(a) for a in attachments or []]
-        msg = self._store(channel_id, self.guild_id, author, content, mentions, ref, files)
+        found = self._guild_of(channel_id)
+        guild_id = found if isinstance(found, str) else self.guild_id
+        msg = self._store(channel_id, guild_id, author, content, mentions, ref, files)
         await self._dispatch_message("MESSAGE_CREATE", msg)
         return msg
 
@@ -484,8 +522,10 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
 
     def _guild_of(self, channel_id: str) -> str | bool | None:
         """The channel's guild id, None for a DM channel, False when unknown."""
-        if channel_id in self.channels or channel_id in self.threads:
-            return self.guild_id
+        if channel_id in self.threads:
+            return str(self.threads[channel_id]["guild_id"])
+        if channel_id in self.channels:
+            return self.channel_guilds[channel_id]
         return None if channel_id in self.dm_channels.values() else False
 
     async def _get_channel(self, request: web.Request) -> web.Response:
@@ -493,7 +533,8 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
         if cid in self.threads:
             return json_response(self.threads[cid])
         if cid in self.channels:
-            return json_response(p.text_channel(cid, self.channels[cid], self.guild_id))
+            guild_id = self.channel_guilds[cid]
+            return json_response(p.text_channel(cid, self.channels[cid], guild_id))
         for user in self.users:
             if self.dm_channels.get(user.id) == cid:
                 return json_response(p.dm_channel(cid, user))
@@ -565,7 +606,7 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
         # A thread started from a message has the message's id, as on real Discord.
         data = p.thread(
             thread_id=message_id,
-            guild_id=self.guild_id,
+            guild_id=self.channel_guilds[channel_id],
             parent_id=channel_id,
             owner_id=self.bot.id,
             name=str(body.get("name") or "thread")[:100],
@@ -589,13 +630,32 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
             app_id=self.app_id,
         )
 
-    def _guild_payload(self) -> Json:
-        roles = {self.guild_id: "@everyone", self.member_role: "member", self.muted_role: "muted"}
+    def _guild_payload(self, guild_id: str | None = None) -> Json:
+        """GUILD_CREATE of ``guild_id`` (default: the main guild)."""
+        guild_id = guild_id or self.guild_id
+        roles = {guild_id: "@everyone", self.member_role: "member", self.muted_role: "muted"}
         return p.guild_create(
-            self.guild_id,
-            name="Test Guild",
-            channels=self.channels,
+            guild_id,
+            name=self.guild_names[guild_id],
+            channels={c: n for c, n in self.channels.items() if self.channel_guilds[c] == guild_id},
             members=self.users,
             roles=roles,
-            threads=list(self.threads.values()),
+            threads=[t for t in self.threads.values() if t["guild_id"] == guild_id],
         )
+
+    def _gateway_bot(self) -> Json:
+        """GET /gateway/bot (docs: topics/gateway#get-gateway-bot): the url, the
+        recommended shard count and the session start limit; ``remaining`` falls by one
+        per IDENTIFY, ``reset_after`` is in milliseconds, ``max_concurrency`` is the
+        IDENTIFYs allowed per 5 s."""
+        used = self.gateway.identifies
+        return {
+            "url": self.gateway_bot_url or self.ws_base,
+            "shards": self.recommended_shards,
+            "session_start_limit": {
+                "total": self.session_starts_total,
+                "remaining": max(0, self.session_starts_total - used),
+                "reset_after": 14_400_000,
+                "max_concurrency": self.max_concurrency,
+            },
+        }

@@ -401,3 +401,27 @@ async def test_a_full_disk_after_streaming_is_said_on_the_reply(tmp_path: Path) 
         assert full_answer(4000).startswith(left.content.strip()) and left.content
     finally:
         await store.aclose()
+
+
+@dataclass
+class OwningFinalizer(Finalizer):
+    """A finalizer of a process that hears only some conversations (a shard's)."""
+
+    heard: set[str] = field(default_factory=set)
+
+    def hears(self, key: ConversationKey) -> bool:
+        return key.channel in self.heard
+
+
+async def test_finalize_leaves_replies_another_process_hears_streaming() -> None:
+    store = InMemoryStore()
+    here = Platform("here")
+    mine, theirs = ConversationKey(here, channel="1"), ConversationKey(here, channel="2")
+    await _streaming(store, mine, "mine", ReplyRef("1", ("m1",)))
+    left = await _streaming(store, theirs, "theirs", ReplyRef("2", ("m2",)))
+    finalizer = OwningFinalizer(heard={"1"})
+
+    await finalize_unfinished(store, await store.streaming_replies([here]), {"here": finalizer})
+
+    assert finalizer.calls == [(ReplyRef("1", ("m1",)), f"mine\n\n{RESTART_NOTE}")]
+    assert [r.message_id for r in await store.streaming_replies([here])] == [left]
