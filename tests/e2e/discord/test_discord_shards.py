@@ -19,16 +19,19 @@ from bot.errors import ConfigError
 from bot.metrics import Metrics
 from bot.ops import OpsServer, Readiness
 from bot.ports import SystemClock
-from tests.e2e.discord import test_discord_adapter as adapter_tests
-from tests.e2e.discord.test_discord_adapter import Build, expected, final_answer, running_bot
+from tests.e2e.discord.conftest import Build
+from tests.e2e.discord.test_discord_adapter import (
+    FatalReports,
+    expected,
+    final_answer,
+    running_bot,
+)
 from tests.fakes.discord_gateway import shard_of
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.groq_server import FakeGroq
 from tests.process import bot_env, run_bot
 
 pytestmark = pytest.mark.e2e
-
-build = adapter_tests.build  # the fixture: settings pointing the adapter at both fakes
 
 
 @pytest.mark.parametrize(
@@ -183,7 +186,7 @@ async def test_a_shard_deafened_by_a_malformed_event_ends_in_a_fatal_report(
 ) -> None:
     """discord.py's sharded client closes itself (every shard) on an event it cannot
     parse; the adapter reports that, naming the event, so the process is restarted."""
-    lost = adapter_tests.FatalReports()
+    lost = FatalReports()
     async with running_bot(build(discord_shard_count="2"), on_fatal=lost) as (adapter, _):
         await fake_discord.send_malformed("missing_author")
         reason = await lost.first()
