@@ -470,15 +470,24 @@ class Engine(CommandsMixin):
         if self.quota is None:
             return _UNMETERED
 
+        began: float | None = None  # when the quota first made this request wait
+
         async def on_wait(seconds: float, reason: WaitReason) -> None:
-            if self.metrics is not None:
-                self.metrics.quota_wait(seconds)
+            nonlocal began
+            if began is None:
+                began = self.clock.now()
             await sink.status(_wait_text(seconds, reason))
 
         estimate = prompt_tokens + (request.max_tokens or 0)
-        return await self.quota.admit(
-            user, request.model, estimate, user_tokens=prompt_tokens, on_wait=on_wait
-        )
+        try:
+            return await self.quota.admit(
+                user, request.model, estimate, user_tokens=prompt_tokens, on_wait=on_wait
+            )
+        finally:
+            # The wait as it was, not as announced: one per request that waited, admitted
+            # or refused in the end.
+            if began is not None and self.metrics is not None:
+                self.metrics.quota_wait(self.clock.now() - began)
 
     async def _completed(self, incoming: Incoming, sink: ReplySink, answer: _Answer) -> None:
         text = answer.text.strip()

@@ -41,6 +41,7 @@ __all__ = [
     "Clock",
     "Completions",
     "ConversationStore",
+    "PlatformMetrics",
     "PreferenceStore",
     "QuotaCounterStore",
     "QuotaGate",
@@ -278,6 +279,10 @@ class ConversationStore(Protocol):
         """Forget the conversation's messages and preferences; return messages removed."""
         ...
 
+    async def count_conversations(self) -> int:
+        """How many conversations are stored (the operator's gauge, read at each scrape)."""
+        ...
+
 
 class PreferenceStore(Protocol):
     """Per-user and per-conversation model and persona. Raises ``StoreError``."""
@@ -378,6 +383,21 @@ class QuotaGate(Protocol):
     async def report(self, user: UserRef, *, admin: bool, current_model: str | None = None) -> str:
         """The ``/usage`` text: the user's use and limits (``admin``: also the account's);
         ``current_model`` is the model the user's next turn uses."""
+        ...
+
+
+class PlatformMetrics(Protocol):
+    """What an adapter reports for the operator's metrics (``bot.metrics.Metrics``; a
+    no-op while the endpoint is off). ``platform`` is the adapter's ``name``. Calls are
+    cheap and never raise; report per reply or per platform answer, never per token."""
+
+    def platform_rate_limited(self, platform: str, route: str) -> None:
+        """The platform answered 429 on ``route``: a request route with its ids replaced
+        by placeholders, or an API method name (few distinct values, never an id)."""
+        ...
+
+    def reply_edits(self, platform: str, edits: int) -> None:
+        """A reply ended after ``edits`` calls that changed its messages once posted."""
         ...
 
 

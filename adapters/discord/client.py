@@ -28,8 +28,9 @@ import discord
 
 from adapters.discord.attachments import CdnPolicy, Downloader, NotedSink, collect
 from adapters.discord.commands import CommandTree, Interaction, build_commands
-from adapters.discord.config import DiscordSettings
+from adapters.discord.config import PLATFORM, DiscordSettings
 from adapters.discord.ordering import Ticket, Turnstile
+from adapters.discord.ratelimits import rate_limit_trace
 from adapters.discord.surface import (
     NO_MENTIONS,
     PLATFORM_ERRORS,
@@ -54,7 +55,6 @@ from bot.access import Requester
 from bot.adapter import AdapterContext
 from bot.errors import BotError
 from bot.ports import ReplySink
-from bot.streaming import EditingSink
 
 __all__ = ["INVITE_PERMISSIONS", "DiscordBot", "invite_url"]
 
@@ -116,6 +116,7 @@ class DiscordBot(discord.Client):
             guild_ready_timeout=guild_ready_timeout,
             allowed_mentions=NO_MENTIONS,
             max_ratelimit_timeout=MAX_RATELIMIT_WAIT_S,
+            http_trace=rate_limit_trace(context.metrics, PLATFORM),
         )
         self.context = context
         self.settings = context.settings
@@ -261,7 +262,7 @@ class DiscordBot(discord.Client):
             reply_to=reply_to,
             on_post=(lambda mid: self._remember(mid, root)) if reply_to and root else None,
         )
-        sink: ReplySink = EditingSink(surface, pacer=self.context.pacer, clock=self.context.clock)
+        sink: ReplySink = self.context.editing_sink(surface, PLATFORM)
         notes = [*target.notes, *collected.notes]
         if notes:
             sink = NotedSink(sink, notes)

@@ -35,6 +35,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.app import Identity, SlackBot
 from adapters.slack.config import PLATFORM, SlackSettings
+from adapters.slack.ratelimits import RateLimitCounter
 from adapters.slack.surface import ReplyTarget, SlackSurface
 from bot.adapter import AdapterContext
 from bot.errors import ConfigError, PlatformLost
@@ -119,6 +120,7 @@ class SlackAdapter:
             base_url=base,
             session=session,
             retry_handlers=[
+                RateLimitCounter(self._context.metrics, PLATFORM),  # first: it sees every 429
                 AsyncConnectionErrorRetryHandler(),
                 AsyncRateLimitErrorRetryHandler(max_retry_count=2),
             ],

@@ -27,7 +27,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.commands import SlashCommands
-from adapters.slack.config import SlackSettings
+from adapters.slack.config import PLATFORM, SlackSettings
 from adapters.slack.surface import ReplyNotDelivered, ReplyTarget, SlackSurface, slack_call
 from adapters.slack.translate import (
     Route,
@@ -40,7 +40,6 @@ from adapters.slack.translate import (
 from bot.access import Requester
 from bot.adapter import AdapterContext
 from bot.errors import BotError
-from bot.streaming import EditingSink
 
 __all__ = ["SUGGESTED_PROMPTS", "Identity", "SlackBot"]
 
@@ -227,9 +226,7 @@ class SlackBot:
                 pacer=context.pacer,
                 clock=context.clock,
             )
-            await self.engine.handle(
-                incoming, EditingSink(surface, pacer=context.pacer, clock=context.clock)
-            )
+            await self.engine.handle(incoming, context.editing_sink(surface, PLATFORM))
         except Exception:  # top of a task: log it, keep the app running
             log.exception("answering Slack message %s failed", event.get("ts"))
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Literal
@@ -77,7 +77,8 @@ class EditingSink:
     rewritten by editing (never appended to): ``finish`` makes them show its text.
 
     ``message_ids``, ``posts`` and ``edits`` (calls made, failed ones included; opens
-    count as posts, appends and closes as edits) are for benchmarks.
+    count as posts, appends and closes as edits) are for benchmarks; ``on_end`` is told
+    ``edits`` once the reply has ended (the operator's edits-per-reply metric).
     """
 
     def __init__(
@@ -89,8 +90,10 @@ class EditingSink:
         status_prefix: str = "⏳ ",
         error_prefix: str = "⚠️ ",
         messages: Sequence[str] = (),
+        on_end: Callable[[int], None] | None = None,
     ) -> None:
         self._surface = surface
+        self._on_end = on_end
         # The surface while the reply appends to messages (None once it posts and edits).
         stream = surface if isinstance(surface, AppendableSurface) else None
         self._stream = None if messages else stream  # messages taken over are edited
@@ -197,8 +200,12 @@ class EditingSink:
         self._wake.set()
         # An interim update waiting in the pacer is the final write now: it goes ahead.
         self._pacer.reconsider(self._limits.budget_key)
-        # Cancelling the caller cancels the flusher too, and waits for its cleanup.
-        await task
+        try:
+            # Cancelling the caller cancels the flusher too, and waits for its cleanup.
+            await task
+        finally:
+            if self._on_end is not None:
+                self._on_end(self.edits)
 
     async def _run(self) -> None:
         try:

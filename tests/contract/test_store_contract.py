@@ -449,3 +449,13 @@ async def test_reset_forgets_streaming_replies_too(store: Store) -> None:
 
 async def test_ping_answers_while_open(store: Store) -> None:
     await store.ping()
+
+
+async def test_count_conversations_follows_creation_and_reset(store: Store) -> None:
+    assert await store.count_conversations() == 0
+    await add(store, CHANNEL, "hi", 1)
+    await add(store, CHANNEL, "again", 1)
+    await add(store, DM, "hello", 1)
+    assert await store.count_conversations() == 2
+    await store.reset(CHANNEL)
+    assert await store.count_conversations() == 1

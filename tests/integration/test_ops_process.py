@@ -13,11 +13,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.groq_server import FakeGroq
 from tests.process import bot_env
+from tests.scrape import sample
 
 pytestmark = pytest.mark.e2e
 
@@ -36,14 +36,6 @@ async def _get(url: str) -> tuple[int, str]:
             return r.status, await r.text()
     except aiohttp.ClientConnectionError:
         return 0, ""
-
-
-def _sample(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return float(s.value)
-    return 0.0
 
 
 async def _until(check: Callable[[], object], within: float, proc: asyncio.subprocess.Process,
@@ -87,16 +79,16 @@ async def test_readyz_follows_the_gateway_and_metrics_count_one_mention(
 
             async def answered() -> bool:
                 text = (await _get(f"{base}/metrics"))[1]
-                return _sample(text, "groqbot_replies_total", **DISCORD) > _sample(
+                return sample(text, "groqbot_replies_total", **DISCORD) > sample(
                     before, "groqbot_replies_total", **DISCORD
                 )
 
             await _until(answered, 30, proc, log)
             after = (await _get(f"{base}/metrics"))[1]
             for name in ("groqbot_replies_total", "groqbot_reply_first_text_seconds_count"):
-                assert _sample(after, name, **DISCORD) - _sample(before, name, **DISCORD) == 1
-            assert _sample(after, "groqbot_replies_total", outcome="complete", **DISCORD) == 1
-            assert _sample(after, "groqbot_adapter_connected", adapter="discord") == 1
+                assert sample(after, name, **DISCORD) - sample(before, name, **DISCORD) == 1
+            assert sample(after, "groqbot_replies_total", outcome="complete", **DISCORD) == 1
+            assert sample(after, "groqbot_adapter_connected", adapter="discord") == 1
 
             discord.gateway.refuse_connections = True
             await discord.drop_gateway()
