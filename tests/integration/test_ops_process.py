@@ -1,6 +1,7 @@
 """``python -m bot run`` with the operator endpoint on, against fake Discord and the
-fake model, as a supervisor and Prometheus see it: /readyz follows the gateway, and
-one answered mention moves the reply counter and the first-text histogram by one."""
+fake model, as a supervisor and Prometheus see it: /readyz follows the gateway; one
+answered mention moves the reply counter, the first-text and edits histograms by one
+and shows its conversation; a 429 from Discord is counted with its route."""
 
 from __future__ import annotations
 
@@ -85,9 +86,32 @@ async def test_readyz_follows_the_gateway_and_metrics_count_one_mention(
 
             await _until(answered, 30, proc, log)
             after = (await _get(f"{base}/metrics"))[1]
-            for name in ("groqbot_replies_total", "groqbot_reply_first_text_seconds_count"):
+            for name in (
+                "groqbot_replies_total",
+                "groqbot_reply_first_text_seconds_count",
+                "groqbot_reply_edits_count",  # one reply's edits, reported when it ended
+            ):
                 assert sample(after, name, **DISCORD) - sample(before, name, **DISCORD) == 1
             assert sample(after, "groqbot_replies_total", outcome="complete", **DISCORD) == 1
+            assert sample(after, "groqbot_conversations") >= 1  # the mention's thread
+            assert sample(after, "groqbot_build_info") == 1
+
+            # Discord answers the reply's first post 429 (retry_after 0.3 s, with Via:
+            # discord.py sleeps and retries); the counter names the route, ids removed.
+            discord.inject("POST", r"^/channels/\d+/messages$", retry_after=0.3)
+            await discord.send_message("and again", author=discord.alice, mention=True)
+
+            async def answered_again() -> bool:
+                text = (await _get(f"{base}/metrics"))[1]
+                return sample(text, "groqbot_replies_total", **DISCORD) == 2
+
+            await _until(answered_again, 30, proc, log)
+            limited = (await _get(f"{base}/metrics"))[1]
+            assert discord.injected_429 == 1
+            route = "POST /channels/{id}/messages"
+            assert sample(limited, "groqbot_platform_rate_limited_total", route=route,
+                          **DISCORD) == 1  # fmt: skip
+            assert sample(limited, "groqbot_platform_rate_limited_total", **DISCORD) == 1
             assert sample(after, "groqbot_adapter_connected", adapter="discord") == 1
 
             discord.gateway.refuse_connections = True
