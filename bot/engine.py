@@ -73,6 +73,9 @@ log = logging.getLogger(__name__)
 INTERNAL_ERROR_TEXT = "Something went wrong on our side; the error was logged. Please try again."
 # Errors caused by the user's message itself: keep it out of future context.
 _INPUT_ERRORS = (InputRejected, ContextTooLong, EmptyStream, RequestTooLarge, QuotaExceeded)
+# What the user's own message or share caused: logged at INFO (an account-wide quota
+# refusal is the operator's concern: WARNING, like every other failure).
+_REFUSALS = (InputRejected, ContextTooLong, RequestTooLarge, QuotaExceeded)
 # How servers report a prompt that overflows their context window.
 _OVERFLOW = (ContextTooLong, EmptyStream)
 # A learned window never goes below this: under it no trimming can help.
@@ -295,7 +298,7 @@ class Engine(CommandsMixin):
             smaller = self._smaller_window(model, request, prompt, exc)
             if smaller is None:
                 raise
-            log.warning(
+            log.info(
                 "request of ~%d tokens overflowed %s (%s); retrying with a %d-token window",
                 prompt,
                 model.id,
@@ -412,7 +415,8 @@ class Engine(CommandsMixin):
             metrics.model_request(request.model)
 
         async def on_retry(error: UpstreamError, attempt: int, delay: float) -> None:
-            log.warning("retry %d in %.1fs after: %s", attempt, delay, error)
+            # Not a failure (yet): the client logs the retry at INFO; the turn's end logs
+            # the one line of a failure the user sees.
             reservation.note_retry()
             if metrics is not None:
                 metrics.upstream_retry(rate_limited=isinstance(error, UpstreamRateLimited))
@@ -498,6 +502,7 @@ class Engine(CommandsMixin):
                     "The answer length limit was used up before the answer began (the model "
                     "spent it thinking): ask for less, or raise MAX_OUTPUT_TOKENS."
                 )
+            log.warning("the model returned no text (finish_reason %s)", answer.finish_reason)
             await self._save(incoming, sink, answer, note, TurnStatus.FAILED)
             await sink.fail(note)
             return
@@ -526,6 +531,8 @@ class Engine(CommandsMixin):
     ) -> None:
         if isinstance(exc, QuotaExceeded) and not exc.notify:
             log.info("quota refusal (%s), user already notified this window", exc.scope)
+        elif isinstance(exc, _REFUSALS) and not _account_wide(exc):
+            log.info("turn refused: %s %s", type(exc).__name__, exc.detail or exc.user_text)
         else:
             log.warning("turn failed: %s %s", type(exc).__name__, exc.detail or exc.user_text)
         if isinstance(sink, MeteredSink) and isinstance(exc, QuotaExceeded):
@@ -561,7 +568,7 @@ class Engine(CommandsMixin):
                 clean_text(text), tokens=tokens, status=status, ref=sink.reply_ref
             )
         except BotError as exc:
-            log.warning("storing the reply failed, retrying once: %s", exc.detail or exc)
+            log.info("storing the reply failed, retrying once: %s", exc.detail or exc)
             await self.clock.sleep(_SAVE_RETRY_DELAY_S)
             try:
                 await answer.record.save(
@@ -631,6 +638,11 @@ async def _unless_slow(work: Coroutine[Any, Any, None], within_s: float = 2.0) -
         task.cancel()
     except Exception:
         log.exception("finishing a reply cut short failed")
+
+
+def _account_wide(exc: BotError) -> bool:
+    """A quota refusal for the whole bot, not for this user's share."""
+    return isinstance(exc, QuotaExceeded) and exc.scope != "user"
 
 
 def _wait_text(seconds: float, reason: WaitReason) -> str:

@@ -130,7 +130,12 @@ class ReplySink(Protocol):
 
 @runtime_checkable
 class Surface(Protocol):
-    """Platform primitives that ``bot.streaming.EditingSink`` drives for one reply."""
+    """Platform primitives that ``bot.streaming.EditingSink`` drives for one reply.
+
+    A call that fails raises. A surface that logged the failure itself (with where it
+    happened) raises a ``BotError``, and the sink logs it at INFO only: a failure the
+    user sees has one line at WARNING or above, not one per layer.
+    """
 
     @property
     def limits(self) -> SurfaceLimits: ...

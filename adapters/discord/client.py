@@ -54,6 +54,7 @@ from adapters.discord.translate import (
 from bot.access import Requester
 from bot.adapter import AdapterContext
 from bot.errors import BotError
+from bot.log import conversation_context
 from bot.ports import ReplySink
 
 __all__ = ["INVITE_PERMISSIONS", "DiscordBot", "invite_url"]
@@ -239,6 +240,21 @@ class DiscordBot(discord.Client):
         plan = await self._route(message, mentioned)
         if plan is None or self._looks_blank(message, plan, mentioned):
             return
+        # Lines about this answer (its thread, its attachments) name its conversation.
+        with conversation_context(
+            plan.key.storage_id(), user_id=user_ref(message.author).storage_id()
+        ):
+            await self._answer_in(message, ticket, plan, role_id)
+
+    async def _answer_in(
+        self,
+        message: discord.Message,
+        ticket: Ticket,
+        plan: Route,
+        role_id: int | None,
+    ) -> None:
+        """The rest of ``_answer``, for a message it will answer per ``plan``."""
+        assert self.user is not None
         if plan.open_thread:
             ticket.pass_on()  # a new thread is a new conversation: nothing to keep order with
         text = strip_mentions(message.content, self.user.id, role_id)

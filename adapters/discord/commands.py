@@ -19,6 +19,7 @@ from adapters.discord.surface import MAX_CHARS, NO_MENTIONS
 from adapters.discord.translate import key_for_channel, user_ref
 from bot.engine import Engine
 from bot.errors import BotError
+from bot.log import conversation_context
 from bot.types import CommandReply, ConversationKey, UserRef
 
 __all__ = ["CommandTree", "build_commands", "fit", "model_choices"]
@@ -124,13 +125,15 @@ class CommandTree(app_commands.CommandTree[Any]):
         self, interaction: Interaction, error: app_commands.AppCommandError, /
     ) -> None:
         cause = error.__cause__ if isinstance(error, app_commands.CommandInvokeError) else error
-        if isinstance(cause, BotError):
-            text = cause.user_text
-        else:
-            log.error(
-                "command /%s failed", getattr(interaction.command, "name", "?"), exc_info=cause
-            )
-            text = FAILED
+        name = getattr(interaction.command, "name", "?")
+        user, key = _who(interaction)
+        with conversation_context(key.storage_id() if key else "-", user_id=user.storage_id()):
+            if isinstance(cause, BotError):
+                log.warning("command /%s failed: %s", name, cause.detail or cause.user_text)
+                text = cause.user_text
+            else:
+                log.error("command /%s failed", name, exc_info=cause)
+                text = FAILED
         try:
             await _answer(interaction, CommandReply(text))
         except discord.HTTPException as exc:
