@@ -52,7 +52,7 @@ from adapters.discord.translate import (
     user_ref,
 )
 from bot.access import Requester
-from bot.adapter import AdapterContext
+from bot.adapter import NO_METRICS, AdapterContext
 from bot.errors import BotError
 from bot.log import conversation_context
 from bot.ports import ReplySink
@@ -110,6 +110,11 @@ class DiscordBot(discord.Client):
     def __init__(
         self, context: AdapterContext[DiscordSettings], *, guild_ready_timeout: float
     ) -> None:
+        # Off with the metrics: aiohttp's tracing costs a little on every request.
+        tracing: dict[str, Any] = (
+            {} if context.metrics is NO_METRICS
+            else {"http_trace": rate_limit_trace(context.metrics, PLATFORM)}
+        )  # fmt: skip
         intents = discord.Intents.default()
         intents.message_content = True  # privileged: must be enabled in the developer portal
         super().__init__(
@@ -117,7 +122,7 @@ class DiscordBot(discord.Client):
             guild_ready_timeout=guild_ready_timeout,
             allowed_mentions=NO_MENTIONS,
             max_ratelimit_timeout=MAX_RATELIMIT_WAIT_S,
-            http_trace=rate_limit_trace(context.metrics, PLATFORM),
+            **tracing,
         )
         self.context = context
         self.settings = context.settings
