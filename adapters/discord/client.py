@@ -344,12 +344,12 @@ class DiscordBot(discord.Client):
             return True
         if thread.parent_id is None:
             return False
+        key = channel_key(thread.guild.id, thread.parent_id, thread.id)
         try:
-            known = await self.engine.has_conversation(
-                channel_key(thread.guild.id, thread.parent_id, thread.id)
-            )
+            known = await self.engine.has_conversation(key)
         except BotError as exc:
-            log.warning("could not tell whether thread %s is a conversation: %s", thread.id, exc)
+            with conversation_context(key.storage_id()):
+                log.warning("could not tell whether this thread is a conversation: %s", exc)
             return False
         if known:
             self._threads.add(thread.id)

@@ -134,10 +134,10 @@ class CommandTree(app_commands.CommandTree[Any]):
             else:
                 log.error("command /%s failed", name, exc_info=cause)
                 text = FAILED
-        try:
-            await _answer(interaction, CommandReply(text))
-        except discord.HTTPException as exc:
-            log.warning("could not report a command error: %s", exc)
+            try:
+                await _answer(interaction, CommandReply(text))
+            except discord.HTTPException as exc:
+                log.warning("could not report a command error: %s", exc)
 
 
 def build_commands(engine: Engine) -> list[Command]:

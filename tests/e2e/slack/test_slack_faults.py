@@ -136,6 +136,12 @@ async def test_outage_past_the_deadline_is_given_up_and_logged_with_the_conversa
     assert gave_up.levelno == logging.ERROR
     assert sent.channel in gave_up.getMessage() and sent.ts in gave_up.getMessage()
     assert bugs(caplog) == []
+    # The one line above INFO for the reply the user never got (the sink's own retry and
+    # its giving up are INFO: the surface said it, with where).
+    ours = ("bot.", "adapters.")
+    assert [
+        r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith(ours)
+    ] == [gave_up]
 
 
 # ----- HTTP mode: bodies that can't be read -----
