@@ -1,8 +1,9 @@
-"""Shared fixtures: the fake Groq server and a Settings factory pointed at it."""
+"""Shared fixtures: the fake Groq server, a Settings factory pointed at it, JSON logs."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from bot.settings import Settings
 from tests.fakes.groq_server import FakeGroq
 from tests.fakes.server_profiles import ProfileName
+from tests.logs import JsonLog
 
 
 @asynccontextmanager
@@ -72,3 +74,13 @@ def settings_factory(
         return Settings(_env_file=None, **values)
 
     return build
+
+
+@pytest.fixture
+def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[JsonLog]:
+    """LOG_FORMAT=json captured (``JsonLog.start`` turns it on); the root logger's
+    handlers are removed afterwards."""
+    try:
+        yield JsonLog(capsys)
+    finally:
+        logging.getLogger().handlers.clear()

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 
 from bot.log import configure_logging
 
-__all__ = ["JsonLog", "Reader", "json_logs"]
+__all__ = ["JsonLog", "Reader"]
 
 Reader = Callable[[], list[dict[str, Any]]]
 
@@ -38,12 +37,3 @@ class JsonLog:
         """Every line so far."""
         self.new_lines()
         return list(self._lines)
-
-
-@pytest.fixture
-def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[JsonLog]:
-    """A ``JsonLog``; the root logger's handlers are removed afterwards."""
-    try:
-        yield JsonLog(capsys)
-    finally:
-        logging.getLogger().handlers.clear()

@@ -13,9 +13,7 @@ from bot.settings import Settings
 from bot.types import ConversationKey, Incoming, Platform, TurnStatus, UserRef
 from tests.fakes.groq_server import FakeGroq
 from tests.fakes.sink import RecordingSink
-from tests.logs import JsonLog, json_logs
-
-__all__ = ["json_logs"]  # the fixture, used here
+from tests.logs import JsonLog
 
 SECRET = "sk-very-secret-key-1234567890"
 

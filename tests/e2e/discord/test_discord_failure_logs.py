@@ -22,9 +22,9 @@ from tests.e2e.discord.test_discord_adapter import (
 )
 from tests.fakes.discord_server import FakeDiscord, FakeMessage
 from tests.fakes.groq_server import FakeGroq
-from tests.logs import JsonLog, json_logs
+from tests.logs import JsonLog
 
-__all__ = ["build", "json_logs"]  # the fixtures, used here
+__all__ = ["build"]  # the fixture, used here
 
 pytestmark = pytest.mark.e2e
 
