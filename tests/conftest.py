@@ -79,8 +79,11 @@ def settings_factory(
 @pytest.fixture
 def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[JsonLog]:
     """LOG_FORMAT=json captured (``JsonLog.start`` turns it on); the root logger's
-    handlers are removed afterwards."""
+    handlers and level are put back afterwards."""
+    root = logging.getLogger()
+    level = root.level
     try:
         yield JsonLog(capsys)
     finally:
-        logging.getLogger().handlers.clear()
+        root.handlers.clear()
+        root.setLevel(level)
