@@ -52,6 +52,7 @@ async def test_non_json_5xx_on_a_reply_call_is_handled_like_any_failure(
     method: str,
     body: str,
 ) -> None:
+    caplog.set_level(logging.INFO)  # a post retried until delivered is no failure: INFO
     settings = slack_settings(slack_native_streaming=method != "chat.postMessage")
     fake_groq.token_delay_s = 0.06  # ~0.5 s of streaming: appends after the start
     fake_slack.inject_5xx(method, **BODIES[body])
