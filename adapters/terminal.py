@@ -19,7 +19,6 @@ from typing import TextIO
 
 from bot.adapter import AdapterContext
 from bot.settings import AdapterSettings
-from bot.streaming import EditingSink
 from bot.types import ConversationKey, Incoming, Platform, PlatformHelp, SurfaceLimits, UserRef
 
 __all__ = ["PLATFORM", "TerminalAdapter", "TerminalSettings", "TerminalSurface"]
@@ -199,8 +198,7 @@ class TerminalAdapter:
         self._out.write(_LABEL)
         self._out.flush()
         surface = TerminalSurface(self._out, label=_LABEL)
-        sink = EditingSink(surface, pacer=self._context.pacer, clock=self._context.clock)
-        await self._engine.handle(incoming, sink)
+        await self._engine.handle(incoming, self._context.editing_sink(surface, PLATFORM))
         surface.end_line()
 
     def _print(self, text: str) -> None:

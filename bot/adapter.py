@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from bot.engine import Engine
-from bot.ports import Adapter, Clock, Surface
+from bot.ports import Adapter, Clock, PlatformMetrics, Surface
 from bot.settings import AdapterSettings
 from bot.streaming import EditingSink, EditPacer
 from bot.types import TurnStatus
 
-__all__ = ["AdapterContext", "AdapterSpec", "FatalHandler"]
+__all__ = ["NO_METRICS", "AdapterContext", "AdapterSpec", "FatalHandler"]
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,25 @@ def _unsupervised(reason: str) -> None:
     log.critical("%s; nothing will restart the adapter", reason)
 
 
+class _NoMetrics:
+    """``PlatformMetrics`` while the operator endpoint is off: nothing would read them."""
+
+    __slots__ = ()
+
+    def platform_rate_limited(self, platform: str, route: str) -> None:
+        pass
+
+    def reply_edits(self, platform: str, edits: int) -> None:
+        pass
+
+
+NO_METRICS: PlatformMetrics = _NoMetrics()
+
+
 @dataclass(frozen=True, slots=True)
 class AdapterContext(Generic[S]):
     """Everything an adapter may use: the engine's operations, the shared edit pacer
-    and clock, and its own settings group.
+    and clock, its own settings group, and ``metrics`` for what only it can count.
 
     ``on_fatal`` is how an adapter reports that it can no longer hear its platform and
     has given up repairing that itself (reconnecting): instead of running on deaf, the
@@ -54,6 +69,19 @@ class AdapterContext(Generic[S]):
     shutdown_grace_s: float = 5.0
     """How long ``aclose`` lets replies in flight finish before cancelling them: well
     inside ``serve``'s shutdown deadline, so a cancelled reply still gets its note."""
+    metrics: PlatformMetrics = NO_METRICS
+    """Where the adapter reports its platform's 429s and each reply's edits."""
+
+    def editing_sink(self, surface: Surface, platform: str) -> EditingSink:
+        """A reply's ``EditingSink`` over ``surface``, on the shared pacer and clock, that
+        reports its edits to ``metrics`` when it ends (``platform``: the adapter's name)."""
+        metrics = self.metrics
+        return EditingSink(
+            surface,
+            pacer=self.pacer,
+            clock=self.clock,
+            on_end=lambda edits: metrics.reply_edits(platform, edits),
+        )
 
     async def rewrite_reply(self, surface: Surface, message_ids: Sequence[str], text: str) -> None:
         """Make the messages an earlier process posted for a reply (``message_ids``, on

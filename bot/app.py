@@ -7,10 +7,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from bot.adapter import AdapterContext, AdapterSpec, FatalHandler
+from bot.adapter import NO_METRICS, AdapterContext, AdapterSpec, FatalHandler
 from bot.commands import window_text
 from bot.context import estimate_tokens, history_budget
 from bot.durable import finalize_unfinished
@@ -30,7 +30,7 @@ from bot.llm.client import CompletionsClient
 from bot.llm.provider import Provider, ProviderKind
 from bot.metrics import Metrics
 from bot.ops import OpsServer, Readiness
-from bot.ports import Adapter, Clock, Store, SystemClock
+from bot.ports import Adapter, Clock, PlatformMetrics, Store, SystemClock
 from bot.settings import GROQ_BASE_URL, HOSTED_CONCURRENCY, AdapterSettings, Settings
 from bot.store import InMemoryStore, PostgresStore, SqliteStore
 from bot.streaming import EditPacer
@@ -63,9 +63,9 @@ class Runtime:
     def context(self, settings: S, *, on_fatal: FatalHandler | None = None) -> AdapterContext[S]:
         """What an adapter with ``settings`` is built from (``on_fatal``: see
         ``AdapterContext``; by default a fatal report is only logged)."""
-        if on_fatal is None:
-            return AdapterContext(self.engine, self.pacer, self.clock, settings)
-        return AdapterContext(self.engine, self.pacer, self.clock, settings, on_fatal)
+        metrics: PlatformMetrics = NO_METRICS if self.metrics is None else self.metrics
+        context = AdapterContext(self.engine, self.pacer, self.clock, settings, metrics=metrics)
+        return context if on_fatal is None else replace(context, on_fatal=on_fatal)
 
 
 @asynccontextmanager
@@ -227,7 +227,9 @@ async def _start_ops(runtime: Runtime, adapters: Sequence[Adapter]) -> OpsServer
     if settings.metrics_port is None or metrics is None:
         return None
     readiness = Readiness(adapters, runtime.store, runtime.clock, metrics)
-    ops = OpsServer(readiness, metrics, host=settings.metrics_host, port=settings.metrics_port)
+    ops = OpsServer(
+        readiness, metrics, runtime.store, host=settings.metrics_host, port=settings.metrics_port
+    )
     try:
         await ops.start()
     except OSError as exc:

@@ -86,6 +86,9 @@ log = logging.getLogger(__name__)
 INTERNAL_ERROR_TEXT = "Something went wrong on our side; the error was logged. Please try again."
 # Errors caused by the user's message itself: keep it out of future context.
 _INPUT_ERRORS = (InputRejected, ContextTooLong, EmptyStream, RequestTooLarge, QuotaExceeded)
+# What the user's own message or share caused: logged at INFO (an account-wide quota
+# refusal is the operator's concern: WARNING, like every other failure).
+_REFUSALS = (InputRejected, ContextTooLong, RequestTooLarge, QuotaExceeded)
 # How servers report a prompt that overflows their context window.
 _OVERFLOW = (ContextTooLong, EmptyStream)
 # A learned window never goes below this: under it no trimming can help.
@@ -436,7 +439,7 @@ class Engine(ChannelCommandsMixin):
             smaller = self._smaller_window(model, request, prompt, exc)
             if smaller is None:
                 raise
-            log.warning(
+            log.info(
                 "request of ~%d tokens overflowed %s (%s); retrying with a %d-token window",
                 prompt,
                 model.id,
@@ -561,7 +564,8 @@ class Engine(ChannelCommandsMixin):
         async def on_retry(error: UpstreamError, attempt: int, delay: float) -> None:
             if can_leave and error.status == 503:
                 raise error  # over capacity: another model answers now, not after backoff
-            log.warning("retry %d in %.1fs after: %s", attempt, delay, error)
+            # Not a failure (yet): the client logs the retry at INFO; the turn's end logs
+            # the one line of a failure the user sees.
             reservation.note_retry()
             if metrics is not None:
                 metrics.upstream_retry(rate_limited=isinstance(error, UpstreamRateLimited))
@@ -628,9 +632,12 @@ class Engine(ChannelCommandsMixin):
         if quota is None:
             return _UNMETERED
 
+        began: float | None = None  # when the quota first made this request wait
+
         async def on_wait(seconds: float, reason: WaitReason) -> None:
-            if self.metrics is not None:
-                self.metrics.quota_wait(seconds)
+            nonlocal began
+            if began is None:
+                began = self.clock.now()
             await sink.status(_wait_text(seconds, reason))
 
         estimate = prompt_tokens + (request.max_tokens or 0)
@@ -648,6 +655,11 @@ class Engine(ChannelCommandsMixin):
             wait, limit = quota.predict_wait(request.model, estimate)
             reason = _quota_reason(request.model, max(wait, exc.retry_in_s), limit)
             raise _LeaveModel(reason) from exc
+        finally:
+            # The wait as it was, not as announced: one per request that waited, admitted
+            # or refused in the end.
+            if began is not None and self.metrics is not None:
+                self.metrics.quota_wait(self.clock.now() - began)
 
     async def _completed(self, incoming: Incoming, sink: ReplySink, answer: _Answer) -> None:
         text = answer.text.strip()
@@ -658,6 +670,7 @@ class Engine(ChannelCommandsMixin):
                     "The answer length limit was used up before the answer began (the model "
                     "spent it thinking): ask for less, or raise MAX_OUTPUT_TOKENS."
                 )
+            log.warning("the model returned no text (finish_reason %s)", answer.finish_reason)
             await self._save(incoming, sink, answer, note, TurnStatus.FAILED)
             await sink.fail(note)
             return
@@ -694,6 +707,8 @@ class Engine(ChannelCommandsMixin):
     ) -> None:
         if isinstance(exc, QuotaExceeded) and not exc.notify:
             log.info("quota refusal (%s), user already notified this window", exc.scope)
+        elif isinstance(exc, _REFUSALS) and not _account_wide(exc):
+            log.info("turn refused: %s %s", type(exc).__name__, exc.detail or exc.user_text)
         else:
             log.warning("turn failed: %s %s", type(exc).__name__, exc.detail or exc.user_text)
         if isinstance(sink, MeteredSink) and isinstance(exc, QuotaExceeded):
@@ -729,7 +744,7 @@ class Engine(ChannelCommandsMixin):
                 clean_text(text), tokens=tokens, status=status, ref=sink.reply_ref
             )
         except BotError as exc:
-            log.warning("storing the reply failed, retrying once: %s", exc.detail or exc)
+            log.info("storing the reply failed, retrying once: %s", exc.detail or exc)
             await self.clock.sleep(_SAVE_RETRY_DELAY_S)
             try:
                 await answer.record.save(
@@ -877,6 +892,11 @@ async def _unless_slow(work: Coroutine[Any, Any, None], within_s: float = 2.0) -
         task.cancel()
     except Exception:
         log.exception("finishing a reply cut short failed")
+
+
+def _account_wide(exc: BotError) -> bool:
+    """A quota refusal for the whole bot, not for this user's share."""
+    return isinstance(exc, QuotaExceeded) and exc.scope != "user"
 
 
 def _wait_text(seconds: float, reason: WaitReason) -> str:

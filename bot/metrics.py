@@ -32,6 +32,8 @@ OUTCOMES = ("complete", "interrupted", "failed", "refused")
 # Chat replies: first text within a second or two, whole answers up to minutes.
 _LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 _WAIT_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+# A short answer is a post and its final edit; a long one at one edit a second, ~100.
+_EDIT_BUCKETS = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 50.0, 100.0, 200.0)
 
 
 def _version() -> str:
@@ -95,6 +97,20 @@ class Metrics:
         )  # fmt: skip
         for event in ("hit", "miss", "store"):  # at 0 from the start, for rate queries
             self._cache.labels(event)
+        self._platform_429 = Counter(
+            "groqbot_platform_rate_limited",
+            "429 answers from a chat platform, by platform and route (API path or method).",
+            ["platform", "route"], registry=r,
+        )  # fmt: skip
+        self._edits = Histogram(
+            "groqbot_reply_edits",
+            "Calls that changed a reply's messages after posting them (edits, appends).",
+            ["platform"], buckets=_EDIT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._conversations = Gauge(
+            "groqbot_conversations", "Conversations in the store (counted at each scrape).",
+            registry=r,
+        )  # fmt: skip
         self._connected = Gauge(
             "groqbot_adapter_connected", "1 while the adapter can hear its platform.",
             ["adapter"], registry=r,
@@ -142,6 +158,7 @@ class Metrics:
         self._upstream_429.inc()
 
     def quota_wait(self, seconds: float) -> None:
+        """A request waited ``seconds`` for the quota to admit it (or refuse it)."""
         self._quota_waits.observe(seconds)
 
     # ----- the response cache -----
@@ -157,6 +174,17 @@ class Metrics:
 
     def adapter_connected(self, adapter: str, connected: bool) -> None:
         self._connected.labels(adapter).set(1 if connected else 0)
+
+    def platform_rate_limited(self, platform: str, route: str) -> None:
+        self._platform_429.labels(platform, route).inc()
+
+    def reply_edits(self, platform: str, edits: int) -> None:
+        self._edits.labels(platform).observe(edits)
+
+    # ----- the store -----
+
+    def conversations(self, count: int) -> None:
+        self._conversations.set(count)
 
 
 class MeteredSink:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -21,8 +23,25 @@ __all__ = ["OpsServer", "Readiness"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 # A database that takes longer than this to answer "SELECT 1" is not ready.
 _PING_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class _NoAnswer:
+    why: str
+
+
+async def _ask_database(query: Awaitable[T]) -> T | _NoAnswer:
+    """``query``'s answer, or why the database gave none within ``_PING_TIMEOUT_S``."""
+    try:
+        return await asyncio.wait_for(query, _PING_TIMEOUT_S)
+    except TimeoutError:
+        return _NoAnswer(f"no answer within {_PING_TIMEOUT_S:.0f} s")
+    except BotError as exc:
+        return _NoAnswer(str(exc.detail or exc))
 
 
 class Readiness:
@@ -74,12 +93,9 @@ class Readiness:
             for adapter in self._adapters
             if (since := self._down_since.get(adapter.name)) is not None
         }
-        try:
-            await asyncio.wait_for(self._store.ping(), _PING_TIMEOUT_S)
-        except TimeoutError:
-            down["database"] = f"no answer within {_PING_TIMEOUT_S:.0f} s"
-        except BotError as exc:
-            down["database"] = str(exc.detail or exc)
+        answer = await _ask_database(self._store.ping())
+        if isinstance(answer, _NoAnswer):
+            down["database"] = answer.why
         return down
 
 
@@ -90,11 +106,16 @@ def _parts_down(adapter: Adapter) -> str:
 
 
 class OpsServer:
-    """Serves the three endpoints on ``host``:``port`` while entered."""
+    """Serves the three endpoints on ``host``:``port`` while entered; each scrape of
+    ``/metrics`` first counts the conversations in ``store``."""
 
-    def __init__(self, readiness: Readiness, metrics: Metrics, *, host: str, port: int) -> None:
+    def __init__(
+        self, readiness: Readiness, metrics: Metrics, store: Store, *, host: str, port: int
+    ) -> None:
         self._readiness = readiness
         self._metrics = metrics
+        self._store = store
+        self._count_failing = False
         self._host, self._port = host, port
         self._runner: web.AppRunner | None = None
         self._sampler: asyncio.Task[None] | None = None
@@ -143,6 +164,19 @@ class OpsServer:
         return web.json_response({"status": "ready"})
 
     async def _metrics_page(self, request: web.Request) -> web.Response:
+        await self._count_conversations()
         response = web.Response(body=self._metrics.exposition())
         response.headers["Content-Type"] = CONTENT_TYPE
         return response
+
+    async def _count_conversations(self) -> None:
+        """Update the conversations gauge; when the database can't say, the scrape still
+        answers (the gauge keeps its last value) and the log says so once per outage."""
+        count = await _ask_database(self._store.count_conversations())
+        if isinstance(count, _NoAnswer):
+            if not self._count_failing:
+                log.warning("/metrics: could not count the conversations: %s", count.why)
+            self._count_failing = True
+            return
+        self._count_failing = False
+        self._metrics.conversations(count)

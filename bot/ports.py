@@ -48,6 +48,7 @@ __all__ = [
     "ConversationOwner",
     "ConversationStore",
     "PartedAdapter",
+    "PlatformMetrics",
     "PreferenceStore",
     "QuotaCounterStore",
     "QuotaGate",
@@ -157,7 +158,12 @@ class ReplySink(Protocol):
 
 @runtime_checkable
 class Surface(Protocol):
-    """Platform primitives that ``bot.streaming.EditingSink`` drives for one reply."""
+    """Platform primitives that ``bot.streaming.EditingSink`` drives for one reply.
+
+    A call that fails raises. A surface that logged the failure itself (with where it
+    happened) raises a ``BotError``, and the sink logs it at INFO only: a failure the
+    user sees has one line at WARNING or above, not one per layer.
+    """
 
     @property
     def limits(self) -> SurfaceLimits: ...
@@ -304,6 +310,10 @@ class ConversationStore(Protocol):
 
     async def reset(self, key: ConversationKey) -> int:
         """Forget the conversation's messages and preferences; return messages removed."""
+        ...
+
+    async def count_conversations(self) -> int:
+        """How many conversations are stored (the operator's gauge, read at each scrape)."""
         ...
 
 
@@ -495,6 +505,21 @@ class QuotaGate(Protocol):
     async def report(self, user: UserRef, *, admin: bool, current_model: str | None = None) -> str:
         """The ``/usage`` text: the user's use and limits (``admin``: also the account's);
         ``current_model`` is the model the user's next turn uses."""
+        ...
+
+
+class PlatformMetrics(Protocol):
+    """What an adapter reports for the operator's metrics (``bot.metrics.Metrics``; a
+    no-op while the endpoint is off). ``platform`` is the adapter's ``name``. Calls are
+    cheap and never raise; report per reply or per platform answer, never per token."""
+
+    def platform_rate_limited(self, platform: str, route: str) -> None:
+        """The platform answered 429 on ``route``: a request route with its ids replaced
+        by placeholders, or an API method name (few distinct values, never an id)."""
+        ...
+
+    def reply_edits(self, platform: str, edits: int) -> None:
+        """A reply ended after ``edits`` calls that changed its messages once posted."""
         ...
 
 

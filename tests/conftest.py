@@ -1,7 +1,8 @@
-"""Shared fixtures: the fake Groq server and a Settings factory pointed at it."""
+"""Shared fixtures: the fake Groq server, a Settings factory pointed at it, JSON logs."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ import pytest
 from bot.settings import Settings
 from tests.fakes.groq_server import FakeGroq
 from tests.fakes.server_profiles import ProfileName
+from tests.logs import JsonLog
 from tests.pg_cluster import PgCluster, pg_available
 
 
@@ -102,3 +104,16 @@ def pg_dsn(pg_cluster: PgCluster) -> Iterator[str]:
         yield dsn
     finally:
         pg_cluster.drop_database(dsn)
+
+
+@pytest.fixture
+def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[JsonLog]:
+    """LOG_FORMAT=json captured (``JsonLog.start`` turns it on); the root logger's
+    handlers and level are put back afterwards."""
+    root = logging.getLogger()
+    level = root.level
+    try:
+        yield JsonLog(capsys)
+    finally:
+        root.handlers.clear()
+        root.setLevel(level)

@@ -29,8 +29,9 @@ import discord
 
 from adapters.discord.attachments import CdnPolicy, Downloader, NotedSink, collect
 from adapters.discord.commands import CommandTree, Interaction, build_commands
-from adapters.discord.config import DiscordSettings
+from adapters.discord.config import PLATFORM, DiscordSettings
 from adapters.discord.ordering import Ticket, Turnstile
+from adapters.discord.ratelimits import rate_limit_trace
 from adapters.discord.surface import (
     NO_MENTIONS,
     PLATFORM_ERRORS,
@@ -53,10 +54,10 @@ from adapters.discord.translate import (
     user_ref,
 )
 from bot.access import Requester
-from bot.adapter import AdapterContext
+from bot.adapter import NO_METRICS, AdapterContext
 from bot.errors import BotError
+from bot.log import conversation_context
 from bot.ports import ReplySink
-from bot.streaming import EditingSink
 
 __all__ = ["INVITE_PERMISSIONS", "DiscordBot", "invite_url"]
 
@@ -117,6 +118,11 @@ class DiscordBot(discord.Client):
         **options: Any,
     ) -> None:
         """``options`` go to discord.py's client as they are (``shard_count``, …)."""
+        # Off with the metrics: aiohttp's tracing costs a little on every request.
+        tracing: dict[str, Any] = (
+            {} if context.metrics is NO_METRICS
+            else {"http_trace": rate_limit_trace(context.metrics, PLATFORM)}
+        )  # fmt: skip
         intents = discord.Intents.default()
         intents.message_content = True  # privileged: must be enabled in the developer portal
         super().__init__(
@@ -125,6 +131,7 @@ class DiscordBot(discord.Client):
             allowed_mentions=NO_MENTIONS,
             max_ratelimit_timeout=MAX_RATELIMIT_WAIT_S,
             **options,
+            **tracing,
         )
         self.context = context
         self.settings = context.settings
@@ -247,6 +254,21 @@ class DiscordBot(discord.Client):
         plan = await self._route(message, mentioned)
         if plan is None or self._looks_blank(message, plan, mentioned):
             return
+        # Lines about this answer (its thread, its attachments) name its conversation.
+        with conversation_context(
+            plan.key.storage_id(), user_id=user_ref(message.author).storage_id()
+        ):
+            await self._answer_in(message, ticket, plan, role_id)
+
+    async def _answer_in(
+        self,
+        message: discord.Message,
+        ticket: Ticket,
+        plan: Route,
+        role_id: int | None,
+    ) -> None:
+        """The rest of ``_answer``, for a message it will answer per ``plan``."""
+        assert self.user is not None
         if plan.open_thread:
             ticket.pass_on()  # a new thread is a new conversation: nothing to keep order with
         text = strip_mentions(message.content, self.user.id, role_id)
@@ -270,7 +292,7 @@ class DiscordBot(discord.Client):
             reply_to=reply_to,
             on_post=(lambda mid: self._remember(mid, root)) if reply_to and root else None,
         )
-        sink: ReplySink = EditingSink(surface, pacer=self.context.pacer, clock=self.context.clock)
+        sink: ReplySink = self.context.editing_sink(surface, PLATFORM)
         notes = [*target.notes, *collected.notes]
         if notes:
             sink = NotedSink(sink, notes)
@@ -339,12 +361,12 @@ class DiscordBot(discord.Client):
             return True
         if thread.parent_id is None:
             return False
+        key = channel_key(thread.guild.id, thread.parent_id, thread.id)
         try:
-            known = await self.engine.has_conversation(
-                channel_key(thread.guild.id, thread.parent_id, thread.id)
-            )
+            known = await self.engine.has_conversation(key)
         except BotError as exc:
-            log.warning("could not tell whether thread %s is a conversation: %s", thread.id, exc)
+            with conversation_context(key.storage_id()):
+                log.warning("could not tell whether this thread is a conversation: %s", exc)
             return False
         if known:
             self._threads.add(thread.id)

@@ -22,6 +22,7 @@ from adapters.discord.translate import channel_ref_for, key_for_channel, user_re
 from bot.channel_commands import CLEARABLE
 from bot.engine import Engine
 from bot.errors import BotError
+from bot.log import conversation_context
 from bot.types import ChannelRef, CommandReply, ConversationKey, UserRef
 
 __all__ = ["CommandTree", "build_commands", "fit", "model_choices"]
@@ -128,17 +129,19 @@ class CommandTree(app_commands.CommandTree[Any]):
         self, interaction: Interaction, error: app_commands.AppCommandError, /
     ) -> None:
         cause = error.__cause__ if isinstance(error, app_commands.CommandInvokeError) else error
-        if isinstance(cause, BotError):
-            text = cause.user_text
-        else:
-            log.error(
-                "command /%s failed", getattr(interaction.command, "name", "?"), exc_info=cause
-            )
-            text = FAILED
-        try:
-            await _answer(interaction, CommandReply(text))
-        except discord.HTTPException as exc:
-            log.warning("could not report a command error: %s", exc)
+        name = getattr(interaction.command, "name", "?")
+        user, key = _who(interaction)
+        with conversation_context(key.storage_id() if key else "-", user_id=user.storage_id()):
+            if isinstance(cause, BotError):
+                log.warning("command /%s failed: %s", name, cause.detail or cause.user_text)
+                text = cause.user_text
+            else:
+                log.error("command /%s failed", name, exc_info=cause)
+                text = FAILED
+            try:
+                await _answer(interaction, CommandReply(text))
+            except discord.HTTPException as exc:
+                log.warning("could not report a command error: %s", exc)
 
 
 def build_commands(engine: Engine) -> list[AnyCommand]:

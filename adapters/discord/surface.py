@@ -220,14 +220,18 @@ class DiscordSurface:
         if self._failing_since is None:
             self._failing_since = now
         left = self._failing_since + self._deadline_s - now
+        # Once per run of failures at WARNING or above: the sink's own retry would
+        # repeat the line (it logs the ReplyNotDelivered it gets at INFO only).
+        repeat = self._gave_up
+        if delay is None or delay > left:
+            self._gave_up = True
         if delay is None:
-            log.warning("%s failed [%s]: %s", what, self._conversation, detail)
+            level = logging.INFO if repeat else logging.WARNING
+            log.log(level, "%s failed [%s]: %s", what, self._conversation, detail)
             raise ReplyNotDelivered(detail=detail) from None
         if delay > left:
             failing = now - self._failing_since
-            # Once per run of failures: the sink's own retry would repeat the line.
-            level = logging.WARNING if self._gave_up else logging.ERROR
-            self._gave_up = True
+            level = logging.INFO if repeat else logging.ERROR
             log.log(
                 level,
                 "%s failed for %.0f s, giving up [%s]: %s (next try in %.1f s is past "

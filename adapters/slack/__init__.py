@@ -35,8 +35,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.app import Identity, SlackBot
 from adapters.slack.config import PLATFORM, SlackSettings
+from adapters.slack.ratelimits import RateLimitCounter
 from adapters.slack.surface import ReplyTarget, SlackSurface
-from bot.adapter import AdapterContext
+from bot.adapter import NO_METRICS, AdapterContext
 from bot.errors import ConfigError, PlatformLost
 from bot.types import ReplyRef
 
@@ -114,11 +115,15 @@ class SlackAdapter:
 
     def _client(self, session: aiohttp.ClientSession) -> AsyncWebClient:
         base = (self._settings.api_base_url or DEFAULT_API_BASE).rstrip("/") + "/"
+        metrics = self._context.metrics
+        # The counter comes first: the client asks each handler in turn, until one retries.
+        counting = [] if metrics is NO_METRICS else [RateLimitCounter(metrics, PLATFORM)]
         return AsyncWebClient(
             token=_secret(self._settings.bot_token),
             base_url=base,
             session=session,
             retry_handlers=[
+                *counting,
                 AsyncConnectionErrorRetryHandler(),
                 AsyncRateLimitErrorRetryHandler(max_retry_count=2),
             ],

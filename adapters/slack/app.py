@@ -40,7 +40,7 @@ from adapters.slack.translate import (
 from bot.access import Requester
 from bot.adapter import AdapterContext
 from bot.errors import BotError
-from bot.streaming import EditingSink
+from bot.log import conversation_context
 
 __all__ = ["SUGGESTED_PROMPTS", "Identity", "SlackBot"]
 
@@ -214,30 +214,29 @@ class SlackBot:
             if not self._allowed(user, route.channel):
                 log.debug("message %s ignored by the allow/deny lists", event.get("ts"))
                 return
-            if route.needs_history and not await self._known_thread(route):
-                return
-            channel = route.key.channel_ref
-            if route.needs_mode_all and not (channel and await self.engine.answers_all(channel)):
-                return
-            if not route.key.is_dm:
-                self._threads.add(route.key.storage_id())
-            incoming = to_incoming(event, route, bot_user_id=self.identity.bot_user_id)
-            target = ReplyTarget(
-                self.identity.team_id, route.channel, route.thread_ts, user, route.assistant
-            )
-            context = self.context
-            surface = SlackSurface(
-                self.client,
-                target,
-                settings=self.settings,
-                pacer=context.pacer,
-                clock=context.clock,
-            )
-            await self.engine.handle(
-                incoming, EditingSink(surface, pacer=context.pacer, clock=context.clock)
-            )
+            # Lines about this answer name its conversation.
+            with conversation_context(route.key.storage_id(), user_id=user_ref(user).storage_id()):
+                await self._answer_allowed(event, route, user)
         except Exception:  # top of a task: log it, keep the app running
             log.exception("answering Slack message %s failed", event.get("ts"))
+
+    async def _answer_allowed(self, event: Body, route: Route, user: str) -> None:
+        if route.needs_history and not await self._known_thread(route):
+            return
+        channel = route.key.channel_ref
+        if route.needs_mode_all and not (channel and await self.engine.answers_all(channel)):
+            return
+        if not route.key.is_dm:
+            self._threads.add(route.key.storage_id())
+        incoming = to_incoming(event, route, bot_user_id=self.identity.bot_user_id)
+        target = ReplyTarget(
+            self.identity.team_id, route.channel, route.thread_ts, user, route.assistant
+        )
+        context = self.context
+        surface = SlackSurface(
+            self.client, target, settings=self.settings, pacer=context.pacer, clock=context.clock
+        )
+        await self.engine.handle(incoming, context.editing_sink(surface, PLATFORM))
 
     async def _known_thread(self, route: Route) -> bool:
         """A thread the bot was mentioned in before (this run, or stored history)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from adapters.slack.format import to_mrkdwn
 from adapters.slack.translate import dm_key, is_dm_channel, user_ref
 from bot.engine import Engine
 from bot.errors import BotError
+from bot.log import conversation_context
 from bot.types import ChannelRef, CommandReply, ModelInfo, UserRef
 
 __all__ = ["COMMANDS", "MODEL_ACTION_ID", "Answer", "SlashCommands", "model_picker"]
@@ -93,11 +95,21 @@ class SlashCommands:
 
     async def _on_command(self, ack: AsyncAck, body: Body, respond: AsyncRespond) -> None:
         await ack()  # within Slack's 3 s; the (maybe slow) answer follows
-        self._spawn(self._answer(self.run(body), respond, replace=False))
+        with self._logged_as(str(body.get("user_id", "")), str(body.get("channel_id", ""))):
+            self._spawn(self._answer(self.run(body), respond, replace=False))
 
     async def _on_pick(self, ack: AsyncAck, body: Body, respond: AsyncRespond) -> None:
         await ack()
-        self._spawn(self._answer(self.pick(body), respond, replace=True))
+        channel = (body.get("channel") or body.get("container") or {}).get("id", "")
+        with self._logged_as(str((body.get("user") or {}).get("id", "")), str(channel)):
+            self._spawn(self._answer(self.pick(body), respond, replace=True))
+
+    def _logged_as(self, user_id: str, channel: str) -> AbstractContextManager[None]:
+        """Log lines of the task spawned inside name the user (hashed) and, in a DM, the
+        conversation (a slash command doesn't say which thread it was typed in)."""
+        key = dm_key(self._team_id, user_id) if is_dm_channel(channel) else None
+        user = user_ref(user_id).storage_id() if user_id else ""
+        return conversation_context(key.storage_id() if key else "-", user_id=user)
 
     async def _answer(
         self, work: Coroutine[Any, Any, Answer], respond: AsyncRespond, *, replace: bool
@@ -105,6 +117,7 @@ class SlashCommands:
         try:
             reply = await work
         except BotError as exc:
+            log.warning("Slack command failed: %s", exc.detail or exc.user_text)
             reply = Answer(exc.user_text)
         except Exception:  # top of a task: tell the user, keep the details in the log
             log.exception("Slack command failed")

@@ -480,8 +480,15 @@ class SlackSurface:
 
     async def _retry_or_raise(self, what: str, failed: Failure) -> None:
         """Sleep before the next try, or log and raise ``ReplyNotDelivered``."""
+        target = self._target
+        where = f"channel {target.channel} (thread {target.thread_ts or 'none'}, "
+        where += f"team {target.team_id})"
         if not failed.transient:
-            log.warning("Slack %s failed: %s", what, failed)
+            # At WARNING once per run of failures: the sink's own retry would repeat it
+            # (it logs the ReplyNotDelivered it gets at INFO only).
+            level = logging.INFO if self._gave_up else logging.WARNING
+            self._gave_up = True
+            log.log(level, "Slack %s to %s failed: %s", what, where, failed)
             raise ReplyNotDelivered(detail=f"{what}: {failed}")
         now = self._clock.now()
         if self._failing_since is None:
@@ -491,14 +498,11 @@ class SlackSurface:
         self._failures += 1
         failing_for = now - self._failing_since
         if failing_for + delay <= RETRY_DEADLINE_S:
-            log.warning("Slack %s failed (%s), retrying in %.1f s", what, failed, delay)
+            log.info("Slack %s failed (%s), retrying in %.1f s", what, failed, delay)
             await self._clock.sleep(delay)
             return
-        target = self._target
-        where = f"channel {target.channel} (thread {target.thread_ts or 'none'}, "
-        where += f"team {target.team_id})"
         if self._gave_up:  # said once per outage; later calls fail at once
-            log.warning("Slack %s to %s failed again: %s", what, where, failed)
+            log.info("Slack %s to %s failed again: %s", what, where, failed)
         else:
             self._gave_up = True
             log.error(

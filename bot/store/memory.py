@@ -197,6 +197,9 @@ class InMemoryStore:
             self._streaming.discard(message.id)
         return len(conversation.messages)
 
+    async def count_conversations(self) -> int:
+        return len(self._conversations)
+
     async def prefs(self, user: UserRef, key: ConversationKey | None) -> Prefs:
         mine = self._user_prefs.get(user.storage_id(), Prefs())
         conversation = self._conversations.get(key.storage_id()) if key is not None else None

@@ -373,6 +373,10 @@ class PostgresStore:
             await conn.execute(_DELETE_CONVERSATION, conversation_id)
         return removed
 
+    async def count_conversations(self) -> int:
+        async with self._connection() as conn:
+            return int(await conn.fetchval("SELECT COUNT(*) FROM conversations"))
+
     # ----- preferences -----
 
     async def prefs(self, user: UserRef, key: ConversationKey | None) -> Prefs:

@@ -320,6 +320,11 @@ class SqliteStore:
             await _execute(conn, DELETE_CONVERSATION_SQL, (conversation_id,))
         return removed
 
+    async def count_conversations(self) -> int:
+        async with self._read() as conn:
+            rows = await _fetchall(conn, "SELECT COUNT(*) FROM conversations")
+        return int(rows[0][0])
+
     async def _upsert_conversation(
         self, conn: aiosqlite.Connection, key: ConversationKey, now: float
     ) -> int:

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Literal
 
+from bot.errors import BotError
 from bot.ports import AppendableSurface, Clock, Surface
 from bot.streaming.pacer import EditPacer, Urgency
 from bot.streaming.split import StreamSplitter, fence_closer
@@ -77,7 +78,8 @@ class EditingSink:
     rewritten by editing (never appended to): ``finish`` makes them show its text.
 
     ``message_ids``, ``posts`` and ``edits`` (calls made, failed ones included; opens
-    count as posts, appends and closes as edits) are for benchmarks.
+    count as posts, appends and closes as edits) are for benchmarks; ``on_end`` is told
+    ``edits`` once the reply has ended (the operator's edits-per-reply metric).
     """
 
     def __init__(
@@ -89,8 +91,10 @@ class EditingSink:
         status_prefix: str = "⏳ ",
         error_prefix: str = "⚠️ ",
         messages: Sequence[str] = (),
+        on_end: Callable[[int], None] | None = None,
     ) -> None:
         self._surface = surface
+        self._on_end = on_end
         # The surface while the reply appends to messages (None once it posts and edits).
         stream = surface if isinstance(surface, AppendableSurface) else None
         self._stream = None if messages else stream  # messages taken over are edited
@@ -197,8 +201,12 @@ class EditingSink:
         self._wake.set()
         # An interim update waiting in the pacer is the final write now: it goes ahead.
         self._pacer.reconsider(self._limits.budget_key)
-        # Cancelling the caller cancels the flusher too, and waits for its cleanup.
-        await task
+        try:
+            # Cancelling the caller cancels the flusher too, and waits for its cleanup.
+            await task
+        finally:
+            if self._on_end is not None:
+                self._on_end(self.edits)
 
     async def _run(self) -> None:
         try:
@@ -423,13 +431,14 @@ class EditingSink:
             self._post_failures += 1
             if self._post_failures >= 2:
                 self._dead = True
-                log.error(
+                log.log(
+                    _failure_level(exc, logging.ERROR),
                     "posting reply message %d failed twice, giving up: %s",
                     len(self._messages) + 1,
                     _describe(exc),
                 )
-            else:
-                log.warning("posting reply message failed, retrying once: %s", _describe(exc))
+            else:  # not a failure the user sees (yet)
+                log.info("posting reply message failed, retrying once: %s", _describe(exc))
             return
         self._post_failures = 0
         self._messages.append(_Message(message_id, call.content, open=call.op == "open"))
@@ -453,18 +462,16 @@ class EditingSink:
             if self._stream_failed(call, exc):
                 return
             message.failures += 1
+            level = _failure_level(exc, logging.ERROR)
             if message.failures >= _DEAD_AFTER:
                 message.dead = True
-                log.error(
-                    "editing message %s keeps failing, leaving it: %s", message.id, _describe(exc)
-                )
+                log.log(level, "editing message %s keeps failing, leaving it: %s", message.id,
+                        _describe(exc))  # fmt: skip
             elif message.failures % 2 == 0:
                 message.shown, message.open = call.content, False  # wait for newer text
-                log.error("editing message %s failed twice: %s", message.id, _describe(exc))
-            else:
-                log.warning(
-                    "editing message %s failed, retrying once: %s", message.id, _describe(exc)
-                )
+                log.log(level, "editing message %s failed twice: %s", message.id, _describe(exc))
+            else:  # not a failure the user sees (yet)
+                log.info("editing message %s failed, retrying once: %s", message.id, _describe(exc))
             return
         message.failures = 0
         message.shown, message.open = call.content, call.op == "append"
@@ -496,6 +503,13 @@ class EditingSink:
             await typing.__aexit__(None, None, None)
         except Exception as exc:
             log.warning("stopping the typing indicator failed: %s", _describe(exc))
+
+
+def _failure_level(exc: BaseException, level: int) -> int:
+    """``level`` for a failure only the sink saw; INFO for a ``BotError``, which the
+    surface raised after logging the failure itself (with where it happened): a failure
+    the user sees gets one line at WARNING or above, not one per layer."""
+    return logging.INFO if isinstance(exc, BotError) else level
 
 
 def _describe(exc: BaseException) -> str:

@@ -713,3 +713,13 @@ async def test_a_turn_lease_is_held_and_released(store: Store) -> None:
     async with store.turn_lease(THREAD):  # released: taken again at once
         pass
     assert contents(await store.window(THREAD, token_budget=100)) == ["inside the lease"]
+
+
+async def test_count_conversations_follows_creation_and_reset(store: Store) -> None:
+    assert await store.count_conversations() == 0
+    await add(store, CHANNEL, "hi", 1)
+    await add(store, CHANNEL, "again", 1)
+    await add(store, DM, "hello", 1)
+    assert await store.count_conversations() == 2
+    await store.reset(CHANNEL)
+    assert await store.count_conversations() == 1

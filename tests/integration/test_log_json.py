@@ -5,43 +5,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterator
-from typing import Any
-
-import pytest
+from collections.abc import Callable
 
 from bot.app import open_runtime
-from bot.log import configure_logging, conversation_context, user_hash
+from bot.log import conversation_context, user_hash
 from bot.settings import Settings
 from bot.types import ConversationKey, Incoming, Platform, TurnStatus, UserRef
 from tests.fakes.groq_server import FakeGroq
 from tests.fakes.sink import RecordingSink
+from tests.logs import JsonLog
 
 SECRET = "sk-very-secret-key-1234567890"
 
 
-Reader = Callable[[], list[dict[str, Any]]]
-
-
-@pytest.fixture
-def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], Reader]]:
-    """Turns on JSON logging at INFO to stderr (inside the test: pytest swaps stderr
-    between phases) and returns a reader of the lines logged so far, parsed."""
-
-    def start() -> Reader:
-        configure_logging("INFO", [SECRET], log_format="json")
-        return lambda: [json.loads(line) for line in capsys.readouterr().err.splitlines()]
-
-    try:
-        yield start
-    finally:
-        logging.getLogger().handlers.clear()
-
-
 def test_each_line_is_one_json_object_with_its_conversation_and_no_secret(
-    json_logs: Callable[[], Reader],
+    json_logs: JsonLog,
 ) -> None:
-    read = json_logs()
+    read = json_logs.start([SECRET])
     key = ConversationKey(Platform("discord"), channel="42", space="7")
     logging.getLogger("bot.outside").info("starting")
     with conversation_context(key.storage_id()):
@@ -61,7 +41,7 @@ def test_each_line_is_one_json_object_with_its_conversation_and_no_secret(
 
 
 async def test_a_turn_logs_no_message_text_at_info(
-    json_logs: Callable[[], Reader],
+    json_logs: JsonLog,
     fake_groq: FakeGroq,
     settings_factory: Callable[..., Settings],
 ) -> None:
@@ -69,7 +49,7 @@ async def test_a_turn_logs_no_message_text_at_info(
     user = UserRef(Platform("terminal"), "alice", "Alice")
     key = ConversationKey(Platform("terminal"), dm_user="alice")
     text = "my zebra-quokka question nobody else may read"
-    read = json_logs()
+    read = json_logs.start([SECRET])
     async with open_runtime(settings_factory()) as rt:
         sink = RecordingSink()
         await asyncio.wait_for(rt.engine.handle(Incoming(key, user, text, "m"), sink), 15)

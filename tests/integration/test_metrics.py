@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from prometheus_client.parser import text_string_to_metric_families
-
+from adapters.terminal import TerminalSettings
 from bot.app import Runtime, open_runtime
 from bot.settings import Settings
-from bot.types import ConversationKey, Incoming, Platform, TurnStatus, UserRef
+from bot.types import ConversationKey, Incoming, Platform, SurfaceLimits, TurnStatus, UserRef
 from tests.fakes.groq_server import FakeGroq
 from tests.fakes.sink import RecordingSink
+from tests.fakes.surface import RecordingSurface
+from tests.scrape import sample_of
 
 ALICE = UserRef(Platform("terminal"), "alice", "Alice")
 DM_ALICE = ConversationKey(Platform("terminal"), dm_user="alice")
@@ -20,13 +21,7 @@ DM_ALICE = ConversationKey(Platform("terminal"), dm_user="alice")
 
 def sample(rt: Runtime, name: str, **labels: str) -> float:
     """The value of the sample ``name`` with ``labels`` (0 when absent)."""
-    assert rt.metrics is not None
-    text = rt.metrics.exposition().decode()
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return float(s.value)
-    return 0.0
+    return sample_of(rt.metrics, name, **labels)
 
 
 async def test_nothing_is_recorded_while_the_endpoint_is_off(
@@ -109,3 +104,37 @@ async def test_a_fallback_counts_by_the_model_left_the_model_tried_and_why(
         assert sample(rt, "groqbot_model_fallbacks_total", **then) == 1
         assert sample(rt, "groqbot_upstream_rate_limited_total") == 1  # the 429 left behind
         assert sample(rt, "groqbot_replies_total", outcome="complete", platform="terminal") == 1
+
+
+async def test_a_wait_for_the_quota_is_measured_once_as_it_lasted(
+    fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
+) -> None:
+    """The second message waits behind the first (one in flight per user): one wait,
+    as long as the first answer took (announced waits are estimates, not durations)."""
+    fake_groq.script("stall", times=1, after_tokens=1, seconds=0.3)
+    async with open_runtime(settings_factory(quota_user_max_in_flight=1, metrics_port=0)) as rt:
+        first = asyncio.create_task(ask(rt, "one"))
+        while not fake_groq.chat_requests:  # noqa: ASYNC110 (the fake has no event for it)
+            await asyncio.sleep(0.01)
+        elsewhere = ConversationKey(Platform("terminal"), channel="elsewhere")
+        second = RecordingSink()  # another conversation: only the quota orders the two
+        await asyncio.wait_for(rt.engine.handle(Incoming(elsewhere, ALICE, "two", "m"), second), 15)
+        assert (await first).status_ is second.status_ is TurnStatus.COMPLETE
+        assert sample(rt, "groqbot_quota_wait_seconds_count") == 1
+        assert sample(rt, "groqbot_quota_wait_seconds_sum") > 0
+
+
+async def test_a_reply_reports_its_edits_once_by_platform(
+    fake_groq: FakeGroq, settings_factory: Callable[..., Settings]
+) -> None:
+    fake_groq.token_delay_s = 0.05  # streamed over several edits
+    async with open_runtime(settings_factory(metrics_port=0)) as rt:
+        surface = RecordingSurface(SurfaceLimits(2000, min_edit_interval_s=0.2), clock=rt.clock)
+        sink = rt.context(TerminalSettings()).editing_sink(surface, "terminal")
+        await asyncio.wait_for(rt.engine.handle(Incoming(DM_ALICE, ALICE, "hi", "m"), sink), 15)
+        t = {"platform": "terminal"}
+        assert sample(rt, "groqbot_reply_edits_count", **t) == 1
+        assert (
+            sample(rt, "groqbot_reply_edits_sum", **t) == sink.edits == len(surface.calls("edit"))
+        )
+        assert sink.edits >= 1  # the final text, after the first post

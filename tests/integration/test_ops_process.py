@@ -1,6 +1,7 @@
 """``python -m bot run`` with the operator endpoint on, against fake Discord and the
-fake model, as a supervisor and Prometheus see it: /readyz follows the gateway, and
-one answered mention moves the reply counter and the first-text histogram by one."""
+fake model, as a supervisor and Prometheus see it: /readyz follows the gateway; one
+answered mention moves the reply counter, the first-text and edits histograms by one
+and shows its conversation; a 429 from Discord is counted with its route."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.groq_server import FakeGroq
 from tests.process import bot_env
+from tests.scrape import sample
 
 pytestmark = pytest.mark.e2e
 
@@ -36,14 +37,6 @@ async def _get(url: str) -> tuple[int, str]:
             return r.status, await r.text()
     except aiohttp.ClientConnectionError:
         return 0, ""
-
-
-def _sample(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return float(s.value)
-    return 0.0
 
 
 async def _until(check: Callable[[], object], within: float, proc: asyncio.subprocess.Process,
@@ -87,16 +80,39 @@ async def test_readyz_follows_the_gateway_and_metrics_count_one_mention(
 
             async def answered() -> bool:
                 text = (await _get(f"{base}/metrics"))[1]
-                return _sample(text, "groqbot_replies_total", **DISCORD) > _sample(
+                return sample(text, "groqbot_replies_total", **DISCORD) > sample(
                     before, "groqbot_replies_total", **DISCORD
                 )
 
             await _until(answered, 30, proc, log)
             after = (await _get(f"{base}/metrics"))[1]
-            for name in ("groqbot_replies_total", "groqbot_reply_first_text_seconds_count"):
-                assert _sample(after, name, **DISCORD) - _sample(before, name, **DISCORD) == 1
-            assert _sample(after, "groqbot_replies_total", outcome="complete", **DISCORD) == 1
-            assert _sample(after, "groqbot_adapter_connected", adapter="discord") == 1
+            for name in (
+                "groqbot_replies_total",
+                "groqbot_reply_first_text_seconds_count",
+                "groqbot_reply_edits_count",  # one reply's edits, reported when it ended
+            ):
+                assert sample(after, name, **DISCORD) - sample(before, name, **DISCORD) == 1
+            assert sample(after, "groqbot_replies_total", outcome="complete", **DISCORD) == 1
+            assert sample(after, "groqbot_conversations") >= 1  # the mention's thread
+            assert sample(after, "groqbot_build_info") == 1
+
+            # Discord answers the reply's first post 429 (retry_after 0.3 s, with Via:
+            # discord.py sleeps and retries); the counter names the route, ids removed.
+            discord.inject("POST", r"^/channels/\d+/messages$", retry_after=0.3)
+            await discord.send_message("and again", author=discord.alice, mention=True)
+
+            async def answered_again() -> bool:
+                text = (await _get(f"{base}/metrics"))[1]
+                return sample(text, "groqbot_replies_total", **DISCORD) == 2
+
+            await _until(answered_again, 30, proc, log)
+            limited = (await _get(f"{base}/metrics"))[1]
+            assert discord.injected_429 == 1
+            route = "POST /channels/{id}/messages"
+            assert sample(limited, "groqbot_platform_rate_limited_total", route=route,
+                          **DISCORD) == 1  # fmt: skip
+            assert sample(limited, "groqbot_platform_rate_limited_total", **DISCORD) == 1
+            assert sample(after, "groqbot_adapter_connected", adapter="discord") == 1
 
             discord.gateway.refuse_connections = True
             await discord.drop_gateway()

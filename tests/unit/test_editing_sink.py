@@ -8,6 +8,7 @@ import logging
 
 import pytest
 
+from bot.errors import BotError
 from bot.ports import ReplySink
 from bot.streaming import EditingSink, EditPacer, split_for_limit
 from bot.types import SurfaceLimits, TurnStatus
@@ -351,11 +352,14 @@ async def test_a_failed_edit_is_retried_once(caplog: pytest.LogCaptureFixture) -
     await sink.update("one")
     await settle()
     surface.fail_next("edit", RuntimeError("503"))
-    with caplog.at_level(logging.WARNING, logger="bot.streaming.editing_sink"):
+    with caplog.at_level(logging.INFO, logger="bot.streaming.editing_sink"):
         await clock.run(sink.finish("one two", DONE))
     assert surface.texts() == ["one two"]
     assert [op.ok for op in surface.calls("edit")] == [False, True]
-    assert "retrying once" in caplog.text
+    # Retried and shown in the end: no failure the user sees, so nothing above INFO.
+    [retried] = [r for r in caplog.records if "retrying once" in r.getMessage()]
+    assert retried.levelno == logging.INFO
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 async def test_an_edit_failing_twice_is_dropped_and_never_raised() -> None:
@@ -400,7 +404,24 @@ async def test_first_post_failing_twice_fails_quietly(caplog: pytest.LogCaptureF
     await clock.run(sink.finish("Hello again", DONE))
     assert surface.texts() == [] and sink.posts == 2
     assert not surface.typing_active
-    assert "failed twice" in caplog.text
+    # One line above INFO for the failure the user sees (no answer): the last one.
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(loud) == 1 and "failed twice" in loud[0].getMessage()
+
+
+async def test_a_failure_the_surface_logged_itself_stays_at_info_here(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A surface raises a ``BotError`` for a failure it logged (with where it was)."""
+    caplog.set_level(logging.INFO, logger="bot.streaming.editing_sink")
+    sink, surface, clock = make()
+    surface.fail_next("post", BotError(detail="403 missing access"), times=2)
+    await sink.update("Hello")
+    await clock.run(sink.finish("Hello", DONE))
+    assert surface.texts() == [] and sink.posts == 2
+    posting = [r for r in caplog.records if "posting reply message" in r.getMessage()]
+    assert [r.levelno for r in posting] == [logging.INFO, logging.INFO]
+    assert "403 missing access" in posting[-1].getMessage()
 
 
 async def test_a_broken_typing_indicator_is_only_logged() -> None:

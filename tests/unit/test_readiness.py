@@ -1,14 +1,21 @@
-"""``bot.ops.Readiness``: what /readyz reports, without HTTP, on a fake clock."""
+"""``bot.ops.Readiness``: what /readyz reports, without HTTP, on a fake clock; and the
+conversations gauge ``/metrics`` counts at each scrape (served on 127.0.0.1)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import aiohttp
+import pytest
 
 from bot.errors import StoreError
 from bot.metrics import Metrics
-from bot.ops import Readiness
+from bot.ops import OpsServer, Readiness
 from bot.store import InMemoryStore
+from bot.types import ConversationKey, Platform
 from tests.fakes.clock import FakeClock
+from tests.scrape import sample
 
 
 class Switch:
@@ -48,3 +55,46 @@ async def test_a_database_that_fails_or_hangs_is_down() -> None:
     assert await failing.check() == {"database": "disk I/O error"}
     hanging = Readiness([up], FailingStore(hang=True), clock, Metrics())  # type: ignore[list-item]
     assert await asyncio.wait_for(hanging.check(), 5) == {"database": "no answer within 2 s"}
+
+
+class CountingStore(InMemoryStore):
+    """Counts conversations until ``failing`` is set."""
+
+    failing = False
+
+    async def count_conversations(self) -> int:
+        if self.failing:
+            raise StoreError(detail="database is locked")
+        return await super().count_conversations()
+
+
+async def test_metrics_count_conversations_and_still_answer_while_the_count_fails(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store, metrics = CountingStore(), Metrics()
+    await store.add_message(ConversationKey(Platform("t"), channel="c"), role="user", content="x")
+    readiness = Readiness([], store, FakeClock(), metrics)
+    ops = OpsServer(readiness, metrics, store, host="127.0.0.1", port=0)
+    await ops.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def scrape() -> str:
+                async with http.get(f"http://127.0.0.1:{ops.port}/metrics") as r:
+                    assert r.status == 200
+                    return await r.text()
+
+            assert sample(await scrape(), "groqbot_conversations") == 1
+            store.failing = True
+            with caplog.at_level(logging.WARNING, logger="bot.ops"):
+                for _ in range(3):  # the last known count, and one line for the outage
+                    assert sample(await scrape(), "groqbot_conversations") == 1
+            loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+            [line] = [r.getMessage() for r in loud if r.name == "bot.ops"]
+            assert "database is locked" in line
+            store.failing = False
+            another = ConversationKey(Platform("t"), channel="d")
+            await store.add_message(another, role="user", content="y")
+            assert sample(await scrape(), "groqbot_conversations") == 2
+    finally:
+        await ops.aclose()

@@ -13,6 +13,7 @@ import pytest
 from tests.e2e.slack.conftest import ScaledClock, SlackConfig, running_adapter
 from tests.fakes.groq_server import FakeGroq
 from tests.fakes.slack_server import Delivery, FakeMessage, FakeSlack
+from tests.scrape import sample_of
 
 pytestmark = pytest.mark.e2e
 
@@ -318,17 +319,26 @@ async def test_cache_command_clears_for_admins_only(
 async def test_stream_falls_back_to_post_and_update(
     fake_slack: FakeSlack, fake_groq: FakeGroq, slack_settings: SettingsFactory
 ) -> None:
-    settings = slack_settings()
+    settings = slack_settings(metrics_port=0)
     fake_slack.fail("chat.startStream", "unknown_method", times=None)
     fake_slack.inject_429("chat.update", retry_after=1)
     fake_groq.token_delay_s = 0.03
-    async with running_adapter(settings):
+    async with running_adapter(settings) as (_, runtime):
         sent = await fake_slack.mention(fake_slack.alice, "no streams here")
         reply = await final_reply(fake_slack, sent, answer(settings, "no streams here"))
 
     assert reply.streaming is None and len(fake_slack.bot_replies(sent.channel, sent.ts)) == 1
     assert fake_slack.injected_429 == 1  # honoured: the reply still completed
     assert fake_slack.calls_to("chat.postMessage")
+    # The 429 slack-sdk slept through is counted, by method.
+    slack = {"platform": "slack"}
+    limited = sample_of(runtime.metrics, "groqbot_platform_rate_limited_total", **slack)
+    assert limited == 1
+    assert sample_of(runtime.metrics, "groqbot_platform_rate_limited_total", route="chat.update")
+    assert sample_of(runtime.metrics, "groqbot_reply_edits_count", **slack) == 1
+    # One edit per update that went through (the 429 was the SDK's, not the sink's).
+    edits = [c for c in fake_slack.calls_to("chat.update") if c.status == 200]
+    assert sample_of(runtime.metrics, "groqbot_reply_edits_sum", **slack) == len(edits) >= 1
 
 
 async def test_auth_test_is_called_once_however_many_mentions_arrive_at_once(

@@ -52,6 +52,7 @@ async def test_non_json_5xx_on_a_reply_call_is_handled_like_any_failure(
     method: str,
     body: str,
 ) -> None:
+    caplog.set_level(logging.INFO)  # a post retried until delivered is no failure: INFO
     settings = slack_settings(slack_native_streaming=method != "chat.postMessage")
     fake_groq.token_delay_s = 0.06  # ~0.5 s of streaming: appends after the start
     fake_slack.inject_5xx(method, **BODIES[body])
@@ -136,6 +137,12 @@ async def test_outage_past_the_deadline_is_given_up_and_logged_with_the_conversa
     assert gave_up.levelno == logging.ERROR
     assert sent.channel in gave_up.getMessage() and sent.ts in gave_up.getMessage()
     assert bugs(caplog) == []
+    # The one line above INFO for the reply the user never got (the sink's own retry and
+    # its giving up are INFO: the surface said it, with where).
+    ours = ("bot.", "adapters.")
+    assert [
+        r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith(ours)
+    ] == [gave_up]
 
 
 # ----- HTTP mode: bodies that can't be read -----
