@@ -13,18 +13,11 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.discord.test_discord_adapter import (
-    Build,
-    build,
-    expected,
-    final_answer,
-    running_bot,
-)
+from tests.e2e.discord.conftest import Build
+from tests.e2e.discord.test_discord_adapter import expected, final_answer, running_bot
 from tests.fakes.discord_server import FakeDiscord, FakeMessage
 from tests.fakes.groq_server import FakeGroq
 from tests.logs import JsonLog
-
-__all__ = ["build"]  # the fixture, used here
 
 pytestmark = pytest.mark.e2e
 
