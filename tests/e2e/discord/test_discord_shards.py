@@ -105,7 +105,7 @@ async def test_readyz_names_the_shard_that_is_down(
     async with running_bot(build(discord_shard_count="2")) as (adapter, runtime):
         metrics = Metrics()
         readiness = Readiness([adapter], runtime.store, SystemClock(), metrics)
-        ops = OpsServer(readiness, metrics, host="127.0.0.1", port=0)
+        ops = OpsServer(readiness, metrics, runtime.store, host="127.0.0.1", port=0)
         await ops.start()
         try:
             readyz = f"http://127.0.0.1:{ops.port}/readyz"
