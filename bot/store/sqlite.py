@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -171,8 +172,7 @@ class SqliteStore:
                     await conn.close()
 
     async def ping(self) -> None:
-        async with self._read() as conn:
-            await _fetchall(conn, "SELECT 1")
+        await self._call(lambda db: db.execute("SELECT 1").fetchall(), write=False)
 
     # ----- transactions -----
 
@@ -181,30 +181,13 @@ class SqliteStore:
             raise StoreError(detail=f"{self._path}: store used before open() or after aclose()")
         return self._conn
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One ``BEGIN IMMEDIATE`` … COMMIT under the lock; rollback on any exception."""
-        async with self._lock:
-            conn = self._connection()
-            with map_store_errors(self._path):
-                try:
-                    # Inside the try: a cancelled BEGIN still runs on the worker thread,
-                    # and the queued rollback must follow it.
-                    await _execute(conn, "BEGIN IMMEDIATE")
-                    yield conn
-                    await conn.commit()
-                except BaseException:
-                    # A no-op when nothing is open (the BEGIN failed, or a cancelled
-                    # COMMIT went through after all).
-                    await conn.rollback()
-                    raise
-
     async def _call(self, work: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
         """Run ``work`` on the worker thread in one hop, a write as one ``BEGIN
         IMMEDIATE`` … COMMIT (rolled back if it raises), under the same lock.
 
         A statement through aiosqlite costs 2–3 hops to its thread; a turn made ~33.
-        ``work`` runs whole even if the caller is cancelled, so a write never stays open.
+        Every transaction and read here is one such call. ``work`` runs whole even if the
+        caller is cancelled, so a write never stays open.
         """
         async with self._lock:
             conn = self._connection()
@@ -213,13 +196,6 @@ class SqliteStore:
                 run: Any = conn._execute
                 result: T = await run(_transaction if write else _plain, conn._conn, work)
                 return result
-
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            conn = self._connection()
-            with map_store_errors(self._path):
-                yield conn
 
     def _now(self) -> float:
         return self._clock.time() if self._clock is not None else time.time()
@@ -270,8 +246,7 @@ class SqliteStore:
 
     async def streaming_replies(self, platforms: Collection[Platform]) -> list[UnfinishedReply]:
         wanted = {str(p) for p in platforms}
-        async with self._read() as conn:
-            rows = await _fetchall(conn, _STREAMING_SQL)
+        rows = await self._call(lambda db: db.execute(_STREAMING_SQL).fetchall(), write=False)
         found: list[UnfinishedReply] = []
         for message_id, platform, space, channel, thread, dm_user, *rest in rows:
             if platform not in wanted:
@@ -321,23 +296,17 @@ class SqliteStore:
         return picked
 
     async def reset(self, key: ConversationKey) -> int:
-        async with self._write() as conn:
-            conversation_id = await _conversation_id(conn, key)
+        def forget(db: sqlite3.Connection) -> int:
+            conversation_id = _conversation_id_sync(db, key)
             if conversation_id is None:
                 return 0
-            removed, _ = await _execute(
-                conn, "DELETE FROM messages WHERE conversation_id = ?", (conversation_id,)
-            )
+            sql = "DELETE FROM messages WHERE conversation_id = ?"
+            removed = db.execute(sql, (conversation_id,)).rowcount
             # The row also carries the conversation's prefs: forget them with it.
-            await _execute(conn, "DELETE FROM conversations WHERE id = ?", (conversation_id,))
-        return removed
+            db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+            return removed
 
-    async def _upsert_conversation(
-        self, conn: aiosqlite.Connection, key: ConversationKey, now: float
-    ) -> int:
-        row = (key.storage_id(), str(key.platform), key.space, key.channel, key.thread)
-        rows = await _fetchall(conn, _UPSERT_CONVERSATION_SQL, (*row, key.dm_user, now, now))
-        return int(rows[0][0])
+        return await self._call(forget, write=True)
 
     # ----- preferences -----
 
@@ -373,22 +342,21 @@ class SqliteStore:
     ) -> None:
         # ``column`` is one of our two literals, never user input.
         now = self._now()
-        async with self._write() as conn:
+
+        def store(db: sqlite3.Connection) -> None:
             if isinstance(target, UserRef):
-                await _execute(
-                    conn,
+                db.execute(
                     f"INSERT INTO user_prefs (user_id, {column}, updated_at) VALUES (?, ?, ?)"
                     f" ON CONFLICT (user_id) DO UPDATE SET {column} = excluded.{column},"
                     " updated_at = excluded.updated_at",
                     (target.storage_id(), value, now),
                 )
             else:
-                conversation_id = await self._upsert_conversation(conn, target, now)
-                await _execute(
-                    conn,
-                    f"UPDATE conversations SET {column} = ? WHERE id = ?",
-                    (value, conversation_id),
-                )
+                conversation_id = _upsert_conversation_sync(db, target, now)
+                sql = f"UPDATE conversations SET {column} = ? WHERE id = ?"
+                db.execute(sql, (value, conversation_id))
+
+        await self._call(store, write=True)
 
     # ----- usage ledger -----
 
@@ -409,14 +377,13 @@ class SqliteStore:
         await self._call(lambda db: db.execute(sql, params), write=True)
 
     async def usage_since(self, user: UserRef, since: float) -> UsageSummary:
-        async with self._read() as conn:
-            rows = await _fetchall(
-                conn,
-                "SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0),"
-                " COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(estimated), 0) FROM usage"
-                " WHERE user_id = ? AND at >= ?",
-                (user.storage_id(), since),
-            )
+        sql = (
+            "SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0),"
+            " COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(estimated), 0) FROM usage"
+            " WHERE user_id = ? AND at >= ?"
+        )
+        params = (user.storage_id(), since)
+        rows = await self._call(lambda db: db.execute(sql, params).fetchall(), write=False)
         requests, prompt, completion, estimated = rows[0]
         return UsageSummary(int(requests), int(prompt), int(completion), int(estimated))
 
@@ -425,15 +392,15 @@ class SqliteStore:
 
         The lock is held per batch only, so a long export never stalls the bot.
         """
+        sql = (
+            "SELECT id, user_id, platform, model, prompt_tokens, completion_tokens, at,"
+            " estimated FROM usage WHERE id > ? ORDER BY id LIMIT ?"
+        )
         after = 0
         while True:
-            async with self._read() as conn:
-                rows = await _fetchall(
-                    conn,
-                    "SELECT id, user_id, platform, model, prompt_tokens, completion_tokens, at,"
-                    " estimated FROM usage WHERE id > ? ORDER BY id LIMIT ?",
-                    (after, _USAGE_BATCH),
-                )
+            rows = await self._call(
+                functools.partial(_fetch, sql, (after, _USAGE_BATCH)), write=False
+            )
             for row_id, user_id, platform, model, prompt, completion, at, estimated in rows:
                 after = row_id
                 user = UserRef(Platform(platform), user_id.removeprefix(f"{platform}:"))
@@ -446,34 +413,28 @@ class SqliteStore:
     # ----- quota counters -----
 
     async def load_quota_counters(self, since: float) -> list[QuotaCounter]:
-        async with self._read() as conn:
-            rows = await _fetchall(
-                conn,
-                "SELECT subject, dimension, window_start, used FROM quota_counters"
-                " WHERE window_start >= ? ORDER BY subject, dimension, window_start",
-                (since,),
-            )
+        sql = (
+            "SELECT subject, dimension, window_start, used FROM quota_counters"
+            " WHERE window_start >= ? ORDER BY subject, dimension, window_start"
+        )
+        rows = await self._call(lambda db: db.execute(sql, (since,)).fetchall(), write=False)
         return [QuotaCounter(s, d, float(w), float(u)) for s, d, w, u in rows]
 
     async def save_quota_counters(self, counters: Sequence[QuotaCounter]) -> None:
         if not counters:
             return
-        async with self._write() as conn:
-            cursor = await conn.executemany(
-                "INSERT INTO quota_counters (subject, dimension, window_start, used)"
-                " VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (subject, dimension, window_start)"
-                " DO UPDATE SET used = excluded.used",
-                [(c.subject, c.dimension, c.window_start, c.used) for c in counters],
-            )
-            await cursor.close()
+        sql = (
+            "INSERT INTO quota_counters (subject, dimension, window_start, used)"
+            " VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (subject, dimension, window_start)"
+            " DO UPDATE SET used = excluded.used"
+        )
+        rows = [(c.subject, c.dimension, c.window_start, c.used) for c in counters]
+        await self._call(lambda db: db.executemany(sql, rows), write=True)
 
     async def prune_quota_counters(self, before: float) -> int:
-        async with self._write() as conn:
-            removed, _ = await _execute(
-                conn, "DELETE FROM quota_counters WHERE window_start < ?", (before,)
-            )
-        return removed
+        sql = "DELETE FROM quota_counters WHERE window_start < ?"
+        return await self._call(lambda db: db.execute(sql, (before,)).rowcount, write=True)
 
 
 def _ref_columns(ref: ReplyRef) -> tuple[str, str]:
@@ -489,13 +450,6 @@ def _message_ids(column: str) -> tuple[str, ...]:
     return tuple(str(i) for i in ids) if isinstance(ids, list) else ()
 
 
-async def _conversation_id(conn: aiosqlite.Connection, key: ConversationKey) -> int | None:
-    rows = await _fetchall(
-        conn, "SELECT id FROM conversations WHERE storage_id = ?", (key.storage_id(),)
-    )
-    return int(rows[0][0]) if rows else None
-
-
 def _transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
     """``work`` inside ``BEGIN IMMEDIATE`` … COMMIT, on the worker thread."""
     db.execute("BEGIN IMMEDIATE")
@@ -507,6 +461,10 @@ def _transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]
             db.execute("ROLLBACK")
         raise
     return result
+
+
+def _fetch(sql: str, params: Sequence[Any], db: sqlite3.Connection) -> list[Any]:
+    return db.execute(sql, params).fetchall()
 
 
 def _plain(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
