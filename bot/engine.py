@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.commands import CommandsMixin
 from bot.context import (
@@ -43,7 +43,6 @@ from bot.errors import (
 )
 from bot.limits.report import format_duration
 from bot.log import conversation_context
-from bot.metrics import MeteredSink, Metrics
 from bot.ports import Clock, Completions, QuotaGate, ReplySink, Reservation, Store
 from bot.reasoning import ThinkSplitter, reasoning_params
 from bot.settings import HOSTED_CONCURRENCY, Settings
@@ -65,6 +64,9 @@ from bot.types import (
     UserRef,
     WaitReason,
 )
+
+if TYPE_CHECKING:  # prometheus-client loads only when the operator endpoint is on
+    from bot.metrics import MeteredSink, Metrics
 
 __all__ = ["Engine"]
 
@@ -161,6 +163,8 @@ class Engine(CommandsMixin):
         """Answer one user message through ``sink``. Never raises for expected failures."""
         metered: MeteredSink | None = None
         if self.metrics is not None:
+            from bot.metrics import MeteredSink  # loaded with Metrics (METRICS_PORT set)
+
             sink = metered = MeteredSink(sink, self.metrics, incoming.key.platform, self.clock)
         try:
             await self._handle(incoming, sink)
@@ -519,8 +523,11 @@ class Engine(CommandsMixin):
             log.info("quota refusal (%s), user already notified this window", exc.scope)
         else:
             log.warning("turn failed: %s %s", type(exc).__name__, exc.detail or exc.user_text)
-        if isinstance(sink, MeteredSink) and isinstance(exc, QuotaExceeded):
-            sink.refused = True
+        if self.metrics is not None and isinstance(exc, QuotaExceeded):
+            from bot.metrics import MeteredSink
+
+            if isinstance(sink, MeteredSink):
+                sink.refused = True
         if self.metrics is not None and isinstance(exc, UpstreamRateLimited):
             self.metrics.upstream_rate_limited()  # the last 429: earlier ones were retried
         try:
