@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -101,12 +102,35 @@ class _Answer:
     reasoning: str = ""
     usage: Usage | None = None
     finish_reason: str | None = None
+    # The reasoning last quoted and its quote: called per delta, ``visible`` quotes the
+    # reasoning again only when it grew (never while the answer's text streams).
+    _quoted_from: str = ""
+    _quoted: str = ""
 
     def visible(self, show_reasoning: bool) -> str:
-        if not (show_reasoning and self.reasoning.strip()):
+        """The text to show: the answer, below the reasoning quoted when shown."""
+        if not show_reasoning:
             return self.text
-        quoted = "\n".join(f"> {line}" for line in self.reasoning.strip().splitlines())
+        if self.reasoning is not self._quoted_from:
+            self._quoted_from, self._quoted = self.reasoning, quote_lines(self.reasoning)
+        quoted = self._quoted
+        if not quoted:
+            return self.text
         return f"{quoted}\n\n{self.text}" if self.text else quoted
+
+
+# Every line break str.splitlines knows besides LF.
+_OTHER_BREAKS = re.compile("[\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def quote_lines(text: str) -> str:
+    """``text`` stripped, each of its lines prefixed with "> " ("" for blank text)."""
+    text = text.strip()
+    if not text:
+        return ""
+    if _OTHER_BREAKS.search(text) is None:  # the usual case: one C-level pass
+        return "> " + text.replace("\n", "\n> ")
+    return "\n".join(f"> {line}" for line in text.splitlines())
 
 
 class _Unmetered:
