@@ -1,23 +1,26 @@
-"""Whole-bot CPU per streamed reply, next to a floor bot (issue 14).
+"""Whole-bot CPU per streamed reply, next to floor bots (issue 14).
 
-The bot (``python -m bot run``) and the floor bot (``floor_bot.py``: discord.py + plain
-httpx, ``json.loads`` per SSE event, one post and at most one edit per second, its
-reader never blocked on Discord) run as their own processes, each on its own fake
-Discord, both against one FakeGroq answering at about 500 tokens/s (one ~200-word
-answer, 1 token per SSE event, or ``--tokens-per-event``). At each level (1, 20 and 200
-concurrent conversations by default; 1 means 10 conversations one after another), both
-bots answer a warm-up conversation, then alternate for ``--rounds`` rounds (bot then
-floor, floor then bot, ...): each round every user mentions the bot in a channel of
-its own and the round ends when every answer is complete on the fake Discord.
+The bot (``python -m bot run``) and the floor bots (``floor_bot.py``: discord.py, and
+httpx or aiohttp, ``json.loads`` per SSE event, one post and at most one edit per
+second, the reader never blocked on Discord) run as their own processes, each on its
+own fake Discord, all against one FakeGroq answering at about 500 tokens/s (one
+~200-word answer, 1 token per SSE event, or ``--tokens-per-event``; the account's
+limits far above the load, so the bot's quota never queues). At each level (1, 20 and
+200 concurrent conversations by default; 1 means 10 conversations one after another),
+each bot answers a warm-up conversation, then they alternate for ``--rounds`` rounds
+(the order reversed every other round): each round every user mentions the bot in a
+channel of its own, and the round ends when every answer is complete on the fake
+Discord.
 
 CPU: the user + system time of the bot's whole process tree over the round, read from
 ``/proc/<pid>/stat`` (utime, stime, and cutime/cstime of reaped children) for the
 process and every live descendant (found by their parent pid in ``/proc/*/stat``); the
 fakes run in this process and are not counted. psutil is not a dependency. Printed:
 the medians of CPU s/reply per bot per level and the ratios (the figure that counts;
-the machine's other load moves both alike), the bot's first-text p50/p99 at the
-largest level beside what Discord's buckets allow there (``platform_bound.py``), and
-each bot's idle RSS (``VmRSS`` after start-up and one reply).
+the machine's other load moves all alike), each bot's first-text p50/p99 at the
+largest level beside what Discord's buckets allow there (``platform_bound.py``) and
+split into event -> request at the model (of which event -> thread-open call) and
+first token -> shown, and each bot's idle RSS (``VmRSS`` after start-up and one reply).
 
 Run: ``.venv/bin/python benchmarks/bench_cpu.py [--levels 1,20,200] [--rounds 3]
 [--tokens-per-event 1] [--floors httpx,aiohttp] [--profile DIR]`` (``--profile``:
@@ -108,6 +111,7 @@ class Contender:
     first_text: list[float] = field(default_factory=list)  # seconds, every reply
     bounds: list[float] = field(default_factory=list)  # what the buckets allow the same
     intake: list[float] = field(default_factory=list)  # event -> request at the fake model
+    opened: list[float] = field(default_factory=list)  # event -> thread-open call arrives
     relay: list[float] = field(default_factory=list)  # first token -> answer text shown
     idle_rss_mb: float = 0.0
     unfinished: int = 0
@@ -133,10 +137,11 @@ async def one_round(who: Contender, groq: FakeGroq, tag: str, sequential: bool) 
     fake, bot = who.fake, who.process
     starts: dict[str, float] = {}
     asked: dict[str, str] = {}
+    where: dict[str, str] = {}
     mark = len(fake.calls)
 
     async def ask(question: str, user: FakeUser, channel: str) -> None:
-        starts[question] = time.monotonic()
+        starts[question], where[question] = time.monotonic(), channel
         message = await fake.send_message(question, author=user, mention=True, channel_id=channel)
         asked[question] = message.id
 
@@ -166,6 +171,11 @@ async def one_round(who: Contender, groq: FakeGroq, tag: str, sequential: bool) 
     who.cpu_per_reply.append((tree_cpu_seconds(bot.pid) - cpu0) / len(questions))
     times = model_times(groq, questions)
     by_channel = answer_calls(fake.calls[mark:])
+    thread_calls = {
+        c.path.split("/")[4]: c.t
+        for c in fake.calls[mark:]
+        if c.method == "POST" and c.path.endswith("/threads") and c.path.count("/") == 5
+    }
     threads = _window_factory(fake.default_limit, 1.0)
     posts = _window_factory(fake.message_limit, fake.message_window_s)
     for question in sorted(questions, key=lambda q: starts[q]):
@@ -178,10 +188,12 @@ async def one_round(who: Contender, groq: FakeGroq, tag: str, sequential: bool) 
         ttft = first_token - arrived  # the fake model's own, taken out of both figures
         who.first_text.append(first.t - sent - ttft)
         who.intake.append(arrived - sent)
+        if asked[question] in thread_calls:
+            who.opened.append(thread_calls[asked[question]] - sent)
         who.relay.append(first.t - first_token)
         # The ideal bot: thread started at the event, first post at the first token of a
         # request sent at the event, through the windows the fake Discord enforces.
-        created = threads(_channel_of(who, question, questions)).admit(sent)
+        created = threads(where[question]).admit(sent)
         shown = posts(asked[question]).admit(max(sent + ttft, created))
         who.bounds.append(shown - sent - ttft)
 
@@ -189,11 +201,6 @@ async def one_round(who: Contender, groq: FakeGroq, tag: str, sequential: bool) 
 def _window_factory(limit: int, window_s: float) -> Callable[[str], FixedWindow]:
     windows: dict[str, FixedWindow] = {}
     return lambda key: windows.setdefault(key, FixedWindow(limit, window_s))
-
-
-def _channel_of(who: Contender, question: str, questions: list[str]) -> str:
-    index = questions.index(question)
-    return who.channels[index] if index < len(who.channels) else who.channels[0]
 
 
 @contextlib.asynccontextmanager
@@ -268,11 +275,16 @@ async def level(
     groq.pieces_per_event = per_event
     groq.token_delay_s = per_event / TOKENS_PER_S
     groq.reply_words = REPLY_WORDS
+    # The bots share the fake's account: limits far above the load, or the bot's quota
+    # mirror (which sees the floors' use in the headers as another client's) would
+    # queue its requests at 200 conversations (bench_quota.py measures that queue).
+    groq.limit_rpm, groq.limit_rpd = 10**6, 10**8
+    groq.limit_tpm, groq.limit_tpd = 10**9, 10**10
     await groq.start()
     try:
         async with contextlib.AsyncExitStack() as stack:
             everyone: list[Contender] = []
-            for name in ["bot", *(f"floor-{client}" for client in floors)]:
+            for name in ["bot", *(f"floor-{client}" for client in floors if client)]:
                 fake = await stack.enter_async_context(FakeDiscord())
                 everyone.append(Contender(name, fake, *populate(fake, conversations)))
             for who in everyone:
@@ -341,7 +353,8 @@ def report(levels: list[Level], rounds: int, per_event: int) -> None:
         print(
             f"  {who.name}: p50 {ms(who.first_text)} / p99 {ms(who.first_text, 0.99)}; "
             f"Discord's buckets allow p50 {ms(who.bounds)} / p99 {ms(who.bounds, 0.99)}; "
-            f"event->request p50 {ms(who.intake)} / p99 {ms(who.intake, 0.99)}, "
+            f"event->request p50 {ms(who.intake)} / p99 {ms(who.intake, 0.99)} "
+            f"(event->thread-open call p50 {ms(who.opened)} / p99 {ms(who.opened, 0.99)}), "
             f"first token->shown p50 {ms(who.relay)} / p99 {ms(who.relay, 0.99)}"
         )
     print("idle RSS (VmRSS after start-up and one reply), MiB:")
