@@ -16,7 +16,7 @@ import signal
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,10 +118,13 @@ def bot_environment(fake: FakeGroq, database: Path, **overrides: str) -> dict[st
 
 
 class BotProcess:
-    """``python -m bot run`` in a scratch directory (so no ``.env`` is read)."""
+    """``python -m bot run`` in a scratch directory (so no ``.env`` is read); ``argv``
+    runs another program instead (``bench_cpu.py``'s floor bot)."""
 
-    def __init__(self, env: Mapping[str, str], workdir: Path) -> None:
-        self._env, self._workdir = dict(env), workdir
+    def __init__(
+        self, env: Mapping[str, str], workdir: Path, argv: Sequence[str] = ("-m", "bot", "run")
+    ) -> None:
+        self._env, self._workdir, self._argv = dict(env), workdir, tuple(argv)
         self.log_path = workdir / "bot.log"
         self._proc: asyncio.subprocess.Process | None = None
 
@@ -134,9 +137,7 @@ class BotProcess:
         with self.log_path.open("wb") as log:
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable,
-                "-m",
-                "bot",
-                "run",
+                *self._argv,
                 env=self._env,
                 cwd=self._workdir,
                 stdout=log,
@@ -175,9 +176,11 @@ class BotProcess:
 
 
 @contextlib.asynccontextmanager
-async def running(env: Mapping[str, str], workdir: Path) -> AsyncIterator[BotProcess]:
+async def running(
+    env: Mapping[str, str], workdir: Path, argv: Sequence[str] = ("-m", "bot", "run")
+) -> AsyncIterator[BotProcess]:
     """A started ``BotProcess``, stopped on exit."""
-    bot = BotProcess(env, workdir)
+    bot = BotProcess(env, workdir, argv)
     await bot.start()
     try:
         yield bot

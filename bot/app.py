@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.adapter import NO_METRICS, AdapterContext, AdapterSpec, FatalHandler
 from bot.commands import window_text
@@ -28,13 +28,15 @@ from bot.limits.config import QuotaConfig
 from bot.limits.quota import QuotaManager
 from bot.llm.client import CompletionsClient
 from bot.llm.provider import Provider, ProviderKind
-from bot.metrics import Metrics
-from bot.ops import OpsServer, Readiness
 from bot.ports import Adapter, Clock, PlatformMetrics, Store, SystemClock
 from bot.settings import GROQ_BASE_URL, HOSTED_CONCURRENCY, AdapterSettings, Settings
 from bot.store import InMemoryStore, PostgresStore, SqliteStore
 from bot.streaming import EditPacer
 from bot.types import ModelInfo, Platform, UnfinishedReply
+
+if TYPE_CHECKING:  # prometheus-client and aiohttp's server load only with METRICS_PORT
+    from bot.metrics import Metrics
+    from bot.ops import OpsServer
 
 __all__ = ["Preflight", "Runtime", "open_runtime", "preflight", "serve"]
 
@@ -82,7 +84,11 @@ async def open_runtime(
     first, because the account quota depends on it (the Groq table applies to Groq only).
     """
     clock = clock or SystemClock()
-    metrics = Metrics() if settings.metrics_port is not None else None
+    metrics: Metrics | None = None
+    if settings.metrics_port is not None:
+        from bot.metrics import Metrics
+
+        metrics = Metrics()
     async with AsyncExitStack() as stack:
         store = _store(settings, clock, ephemeral=ephemeral)
         try:
@@ -226,6 +232,8 @@ async def _start_ops(runtime: Runtime, adapters: Sequence[Adapter]) -> OpsServer
     settings, metrics = runtime.settings, runtime.metrics
     if settings.metrics_port is None or metrics is None:
         return None
+    from bot.ops import OpsServer, Readiness
+
     readiness = Readiness(adapters, runtime.store, runtime.clock, metrics)
     ops = OpsServer(
         readiness, metrics, runtime.store, host=settings.metrics_host, port=settings.metrics_port

@@ -74,7 +74,10 @@ class ReplyRecord:
         if self._writing is not None:
             return  # one write at a time; a later note carries the newest text
         tried = self._tried
-        if ref == (tried[1] if tried is not None else _NOT_POSTED) and (
+        before = tried[1] if tried is not None else _NOT_POSTED
+        # Per delta: the sink hands back the same ReplyRef object until it posts, so
+        # identity settles it before the dataclass comparison.
+        if (ref is before or ref == before) and (
             self._clock.now() < self._due or (text, ref) == self._saved
         ):
             return  # no new message, and the text's next checkpoint is not due

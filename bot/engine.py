@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.channel_commands import ChannelCommandsMixin
 from bot.context import (
@@ -47,7 +48,6 @@ from bot.errors import (
 from bot.fallback import Chains, FallbackReason, Why, candidates
 from bot.limits.report import format_duration
 from bot.log import conversation_context
-from bot.metrics import MeteredSink, Metrics
 from bot.ports import Clock, Completions, QuotaGate, ReplySink, Reservation, Store
 from bot.reasoning import ThinkSplitter, reasoning_params
 from bot.response_cache import (
@@ -78,6 +78,9 @@ from bot.types import (
     UserRef,
     WaitReason,
 )
+
+if TYPE_CHECKING:  # prometheus-client loads only when the operator endpoint is on
+    from bot.metrics import MeteredSink, Metrics
 
 __all__ = ["Engine"]
 
@@ -123,11 +126,20 @@ class _Answer:
     cache_key: str | None = None  # set when the request may be cached
     cached: bool = False  # replayed from the response cache
     note: str = ""  # which model answered and why, when not the chosen one
+    # The reasoning last quoted and its quote: called per delta, ``visible`` quotes the
+    # reasoning again only when it grew (never while the answer's text streams).
+    _quoted_from: str = ""
+    _quoted: str = ""
 
     def visible(self, show_reasoning: bool) -> str:
-        if not (show_reasoning and self.reasoning.strip()):
+        """The text to show: the answer, below the reasoning quoted when shown."""
+        if not show_reasoning:
             return self.text
-        quoted = "\n".join(f"> {line}" for line in self.reasoning.strip().splitlines())
+        if self.reasoning is not self._quoted_from:
+            self._quoted_from, self._quoted = self.reasoning, quote_lines(self.reasoning)
+        quoted = self._quoted
+        if not quoted:
+            return self.text
         return f"{quoted}\n\n{self.text}" if self.text else quoted
 
 
@@ -138,6 +150,20 @@ class _LeaveModel(Exception):
     def __init__(self, reason: FallbackReason) -> None:
         super().__init__(reason.text())
         self.reason = reason
+
+
+# Every line break str.splitlines knows besides LF.
+_OTHER_BREAKS = re.compile("[\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def quote_lines(text: str) -> str:
+    """``text`` stripped, each of its lines prefixed with "> " ("" for blank text)."""
+    text = text.strip()
+    if not text:
+        return ""
+    if _OTHER_BREAKS.search(text) is None:  # the usual case: one C-level pass
+        return "> " + text.replace("\n", "\n> ")
+    return "\n".join(f"> {line}" for line in text.splitlines())
 
 
 class _Unmetered:
@@ -197,6 +223,8 @@ class Engine(ChannelCommandsMixin):
         """Answer one user message through ``sink``. Never raises for expected failures."""
         metered: MeteredSink | None = None
         if self.metrics is not None:
+            from bot.metrics import MeteredSink  # loaded with Metrics (METRICS_PORT set)
+
             sink = metered = MeteredSink(sink, self.metrics, incoming.key.platform, self.clock)
         try:
             await self._handle(incoming, sink)
@@ -711,8 +739,11 @@ class Engine(ChannelCommandsMixin):
             log.info("turn refused: %s %s", type(exc).__name__, exc.detail or exc.user_text)
         else:
             log.warning("turn failed: %s %s", type(exc).__name__, exc.detail or exc.user_text)
-        if isinstance(sink, MeteredSink) and isinstance(exc, QuotaExceeded):
-            sink.refused = True
+        if self.metrics is not None and isinstance(exc, QuotaExceeded):
+            from bot.metrics import MeteredSink
+
+            if isinstance(sink, MeteredSink):
+                sink.refused = True
         if self.metrics is not None and isinstance(exc, UpstreamRateLimited):
             self.metrics.upstream_rate_limited()  # the last 429: earlier ones were retried
         try:

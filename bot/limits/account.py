@@ -204,7 +204,7 @@ class ModelAccount:
         changed."""
         served = snap.status is None or 200 <= snap.status < 300
         if served:
-            self.budget.hear()
+            self.budget.hear(now)
         elif snap.status in _REFUSED:
             self.budget.refused(now)
         gap, self._heard_at = now - self._heard_at, now

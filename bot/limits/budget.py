@@ -5,6 +5,7 @@ Pure arithmetic with an injected ``now``, like the meters it groups.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 
 from bot.limits.meters import Headroom, RefillBucket
@@ -16,6 +17,9 @@ __all__ = ["AccountBudget"]
 # Headroom for another client's use is held this many minutes after its last jump (and
 # let go over as many more): long enough to span that client's pauses between bursts.
 _HOLD_MINUTES = 3.0
+# The travel spare never exceeds this: beyond it a request is held up somewhere (a full
+# connection pool), not travelling, and waiting longer would only delay it.
+_MAX_TRAVEL_S = 1.0
 
 
 class AccountBudget:
@@ -33,11 +37,19 @@ class AccountBudget:
     In flight: ``in_flight`` reservations not yet committed, of which ``heard`` have had
     an answer's headers (so the server surely counted them), ``largest`` the biggest
     reservation among them; ``unheard`` bounds what the server may not have counted yet.
+
+    Travel: the server counts a request when it arrives, the mirror when it reserves,
+    so the server's buckets drain from a later instant; when requests travel for
+    different times, the server can be ahead of the mirror by the refill of that spread.
+    ``travel_s`` is the longest reservation-to-headers time of the last minutes (FIFO
+    pairing, so each sample is at least the real one's): the least a queued request
+    waits past the moment the mirror says it fits.
     """
 
     __slots__ = (
         "_day_s",
         "_minute_s",
+        "_sent",
         "buckets",
         "headroom",
         "heard",
@@ -45,6 +57,7 @@ class AccountBudget:
         "largest",
         "refunds",
         "shadows",
+        "travel",
     )
 
     def __init__(self, limits: ModelLimits, *, minute_s: float, day_s: float) -> None:
@@ -56,6 +69,8 @@ class AccountBudget:
         self.in_flight = 0
         self.heard = 0
         self.largest = 0.0
+        self.travel = Headroom(minute_s)
+        self._sent: deque[float] = deque()  # reservation times of the unheard, oldest first
         for dim in DIMENSIONS:
             limit = limits.get(dim)
             if limit is not None:
@@ -104,6 +119,7 @@ class AccountBudget:
         for shadow in self.shadows.values():
             shadow.take(tokens, now)
         self.in_flight += 1
+        self._sent.append(now)
         if tokens > self.largest:
             self.largest = float(tokens)
 
@@ -128,6 +144,10 @@ class AccountBudget:
         # Which request ended is unknown: counting it as heard keeps ``unheard`` an
         # upper bound.
         self.heard = max(0, min(self.heard - 1, self.in_flight))
+        # One that ended unheard (failed before its headers) leaves a time behind: drop
+        # the newest, so the oldest stays paired and travel is not underestimated.
+        while len(self._sent) > self.in_flight - self.heard:
+            self._sent.pop()
         if not self.in_flight:
             self.largest = 0.0
 
@@ -140,9 +160,15 @@ class AccountBudget:
             if dim[0] == "r":
                 meter.add(-1, now)
 
-    def hear(self) -> None:
+    def hear(self, now: float) -> None:
         """An answer's headers arrived: one more request in flight was surely counted."""
         self.heard = min(self.heard + 1, self.in_flight)
+        if self._sent:
+            self.travel.note(now - self._sent.popleft(), now)
+
+    def travel_s(self, now: float) -> float:
+        """How long requests have been travelling lately (see the class docstring)."""
+        return min(self.travel.value(now), _MAX_TRAVEL_S)
 
     def unheard(self) -> float:
         """At most this many tokens are reserved here that the server may not count yet."""

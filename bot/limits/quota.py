@@ -15,8 +15,9 @@ Window model (the meters live in ``bot.limits.meters``)
   taking away later never leaves a draining bucket lower, so the mirror stays at or
   above the server's level for our own use. The exceptions are small and bounded:
   a reservation drains while it travels, so the server can be ahead by refill rate ×
-  the spread of request latencies (about 10 tokens of a 6,000 TPM limit per 100 ms),
-  and a prompt the server counts larger than our estimate; the headers correct both.
+  the spread of request latencies (about 10 tokens of a 6,000 TPM limit per 100 ms;
+  a queued request waits the recent travel time past its moment to cover it), and a
+  prompt the server counts larger than our estimate; the headers correct both.
   Other clients on the key are what the headers are for: every response's
   ``x-ratelimit-*`` pair (Groq: requests per *day*, tokens per *minute*) and a 429's
   "Used N" lift the mirror to the server's level (never lower it: our reservations for
@@ -568,10 +569,11 @@ class QuotaManager:
                     if on_wait is not None and now + need > eta + _REANNOUNCE_S:
                         eta = now + need
                         await on_wait(need, WaitReason.CAPACITY)
-                    # A few ms past the computed moment: the server counts that instant
-                    # in its own arithmetic, and a request landing exactly at its limit
-                    # may round over it.
-                    delay = min(need + self._config.spare_s, delay)
+                    # Past the computed moment by what the server is ahead (requests'
+                    # travel, see ``AccountBudget``) and a few ms: the server counts
+                    # that instant in its own arithmetic and may round over its limit.
+                    spare = self._config.spare_s + account.budget.travel_s(now)
+                    delay = min(need + spare, delay)
                 elif delay <= 0:
                     raise _timed_out(account.model, now - start, max_wait)
                 await self._sleep_or_wake(wake, delay)

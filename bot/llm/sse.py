@@ -123,23 +123,30 @@ def parse_usage(value: object) -> Usage | None:
     )
 
 
-def _chunk_usage(chunk: Mapping[str, object]) -> Usage | None:
-    x_groq = chunk.get("x_groq")
-    return parse_usage(chunk.get("usage")) or (
-        parse_usage(x_groq.get("usage")) if isinstance(x_groq, Mapping) else None
+# What a streamed chunk is made of comes from json.loads: objects are dicts, so the
+# per-event checks below test for dict (a Mapping isinstance is an ABC walk, several
+# times the cost, once per event and field).
+
+
+def _chunk_usage(chunk: dict[str, object]) -> Usage | None:
+    usage, x_groq = chunk.get("usage"), chunk.get("x_groq")
+    if usage is None and not (isinstance(x_groq, dict) and "usage" in x_groq):
+        return None  # most chunks: no usage anywhere
+    return parse_usage(usage) or (
+        parse_usage(x_groq.get("usage")) if isinstance(x_groq, dict) else None
     )
 
 
-def _first_choice(payload: Mapping[str, object]) -> Mapping[str, object]:
+def _first_choice(payload: dict[str, object]) -> dict[str, object]:
     choices = payload.get("choices")
     if isinstance(choices, list):
         for choice in choices:
-            if isinstance(choice, Mapping) and choice.get("index", 0) == 0:
+            if isinstance(choice, dict) and choice.get("index", 0) == 0:
                 return choice
     return {}
 
 
-def _reasoning(part: Mapping[str, object]) -> str:
+def _reasoning(part: dict[str, object]) -> str:
     value = part.get("reasoning") or part.get("reasoning_content")
     return value if isinstance(value, str) else ""
 
@@ -167,6 +174,9 @@ class ChatStreamParser:
         decoder = self._decoder
         events: list[ChatEvent] = []
         for line in decoder.lines(chunk):
+            if line.startswith("data: "):  # nearly every line: skip the general parse
+                decoder._data.append(line[6:])
+                continue
             if line:
                 decoder.feed_line(line)
                 continue
@@ -212,18 +222,18 @@ class ChatStreamParser:
             raise UpstreamServerError(
                 detail=f"malformed stream chunk: {scrub(data[:200], self._secrets)!r}"
             ) from None
-        if not isinstance(chunk, Mapping):
+        if not isinstance(chunk, dict):
             raise UpstreamServerError(detail="stream chunk is not a JSON object")
         error = chunk.get("error")
-        if isinstance(error, Mapping):
+        if isinstance(error, dict):
             raise self._error(error)
         if error or event == "error":
             raise self._error({"message": str(error)} if error else chunk)
         return self._chunk_events(chunk)
 
-    def _chunk_events(self, chunk: Mapping[str, object]) -> list[ChatEvent]:
+    def _chunk_events(self, chunk: dict[str, object]) -> list[ChatEvent]:
         x_groq = chunk.get("x_groq")
-        stopped = x_groq.get("error") if isinstance(x_groq, Mapping) else None
+        stopped = x_groq.get("error") if isinstance(x_groq, dict) else None
         if isinstance(stopped, str) and stopped:
             # Groq's way of saying the generation stopped early on its side.
             raise self._error({"message": stopped, "type": "internal_server_error"})
@@ -233,7 +243,7 @@ class ChatStreamParser:
         if isinstance(reason, str):
             self.finish_reason = reason
         delta = choice.get("delta")
-        if not isinstance(delta, Mapping):
+        if not isinstance(delta, dict):
             return []
         events: list[ChatEvent] = []
         reasoning = _reasoning(delta)

@@ -11,6 +11,7 @@ into the httpx ones the default transport raises for the same failure, so
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
@@ -66,22 +67,23 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     at most ``max_connections`` connections; the request's httpx timeouts apply
     (``read`` per socket read, ``connect``, ``pool`` for getting a connection).
 
-    Like httpx's default, it verifies TLS with httpx's context and honours the proxy
-    environment variables; it speaks HTTP/1.1 only, and sends request bodies held in
-    memory (the client's JSON), not streamed ones.
+    Like httpx's default, it verifies TLS with httpx's context (made at the first https
+    request: loading the CA bundle costs ~1 MB that a local http server never needs) and
+    honours the proxy environment variables; it speaks HTTP/1.1 only, and sends request
+    bodies held in memory (the client's JSON), not streamed ones.
     """
 
     def __init__(self, *, max_connections: int = 100, keepalive_expiry_s: float = 5.0) -> None:
         self._max_connections = max_connections
         self._keepalive_s = keepalive_expiry_s
         self._session: aiohttp.ClientSession | None = None
+        self._tls: ssl.SSLContext | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections,
                 keepalive_timeout=self._keepalive_s,
-                ssl=httpx.create_ssl_context(),
             )
             self._session = aiohttp.ClientSession(
                 connector=connector, trust_env=True, auto_decompress=False
@@ -91,6 +93,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", {})
         session = self._get_session()
+        tls: ssl.SSLContext | bool = True  # unused for http
+        if request.url.scheme == "https":
+            if self._tls is None:
+                self._tls = httpx.create_ssl_context()
+            tls = self._tls
         with _mapped():
             response = await session.request(
                 request.method,
@@ -99,6 +106,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 data=request.content or None,
                 allow_redirects=False,
                 compress=False,
+                ssl=tls,
                 timeout=aiohttp.ClientTimeout(
                     sock_connect=timeout.get("connect"),
                     sock_read=timeout.get("read"),

@@ -34,6 +34,7 @@ from bot.store.queries import (
     CLAIM_EVENT_SQL,
     CONVERSATION_ID_SQL,
     CONVERSATION_PREFS_SQL,
+    COUNT_CONVERSATIONS_SQL,
     DELETE_CONVERSATION_SQL,
     DELETE_MESSAGES_SQL,
     INSERT_MESSAGE_SQL,
@@ -375,7 +376,7 @@ class PostgresStore:
 
     async def count_conversations(self) -> int:
         async with self._connection() as conn:
-            return int(await conn.fetchval("SELECT COUNT(*) FROM conversations"))
+            return int(await conn.fetchval(COUNT_CONVERSATIONS_SQL))
 
     # ----- preferences -----
 

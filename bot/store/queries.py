@@ -42,6 +42,7 @@ __all__ = [
     "CLAIM_EVENT_SQL",
     "CONVERSATION_ID_SQL",
     "CONVERSATION_PREFS_SQL",
+    "COUNT_CONVERSATIONS_SQL",
     "DELETE_CONVERSATION_SQL",
     "DELETE_MESSAGES_SQL",
     "INSERT_MESSAGE_SQL",
@@ -119,6 +120,7 @@ UPSERT_CONVERSATION_SQL = (
     " RETURNING id"
 )
 CONVERSATION_ID_SQL = "SELECT id FROM conversations WHERE storage_id = ?"
+COUNT_CONVERSATIONS_SQL = "SELECT COUNT(*) FROM conversations"
 # The same by the conversation's storage id: one round trip less to a server.
 WINDOW_BY_KEY_SQL = WINDOW_SQL.replace(
     "conversation_id = ?", f"conversation_id = ({CONVERSATION_ID_SQL})"

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +37,7 @@ from bot.store.queries import (
     CLAIM_EVENT_SQL,
     CONVERSATION_ID_SQL,
     CONVERSATION_PREFS_SQL,
+    COUNT_CONVERSATIONS_SQL,
     DELETE_CONVERSATION_SQL,
     DELETE_MESSAGES_SQL,
     INSERT_MESSAGE_SQL,
@@ -192,8 +194,7 @@ class SqliteStore:
                     await conn.close()
 
     async def ping(self) -> None:
-        async with self._read() as conn:
-            await _fetchall(conn, "SELECT 1")
+        await self._call(lambda db: db.execute("SELECT 1").fetchall(), write=False)
 
     # ----- transactions -----
 
@@ -202,30 +203,13 @@ class SqliteStore:
             raise StoreError(detail=f"{self._path}: store used before open() or after aclose()")
         return self._conn
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One ``BEGIN IMMEDIATE`` … COMMIT under the lock; rollback on any exception."""
-        async with self._lock:
-            conn = self._connection()
-            with map_store_errors(self._path):
-                try:
-                    # Inside the try: a cancelled BEGIN still runs on the worker thread,
-                    # and the queued rollback must follow it.
-                    await _execute(conn, "BEGIN IMMEDIATE")
-                    yield conn
-                    await conn.commit()
-                except BaseException:
-                    # A no-op when nothing is open (the BEGIN failed, or a cancelled
-                    # COMMIT went through after all).
-                    await conn.rollback()
-                    raise
-
     async def _call(self, work: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
         """Run ``work`` on the worker thread in one hop, a write as one ``BEGIN
         IMMEDIATE`` … COMMIT (rolled back if it raises), under the same lock.
 
         A statement through aiosqlite costs 2–3 hops to its thread; a turn made ~33.
-        ``work`` runs whole even if the caller is cancelled, so a write never stays open.
+        Every transaction and read here is one such call. ``work`` runs whole even if the
+        caller is cancelled, so a write never stays open.
         """
         async with self._lock:
             conn = self._connection()
@@ -234,13 +218,6 @@ class SqliteStore:
                 run: Any = conn._execute
                 result: T = await run(_transaction if write else _plain, conn._conn, work)
                 return result
-
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            conn = self._connection()
-            with map_store_errors(self._path):
-                yield conn
 
     def _now(self) -> float:
         return self._clock.time() if self._clock is not None else time.time()
@@ -285,8 +262,7 @@ class SqliteStore:
         await self._call(lambda db: db.execute(CHECKPOINT_SQL, params), write=True)
 
     async def streaming_replies(self, platforms: Collection[Platform]) -> list[UnfinishedReply]:
-        async with self._read() as conn:
-            rows = await _fetchall(conn, STREAMING_SQL)
+        rows = await self._call(lambda db: db.execute(STREAMING_SQL).fetchall(), write=False)
         return unfinished_replies(rows, platforms)
 
     async def window(
@@ -311,24 +287,19 @@ class SqliteStore:
         return walk.messages()
 
     async def reset(self, key: ConversationKey) -> int:
-        async with self._write() as conn:
-            conversation_id = await _conversation_id(conn, key)
+        def forget(db: sqlite3.Connection) -> int:
+            conversation_id = _conversation_id_sync(db, key)
             if conversation_id is None:
                 return 0
-            removed, _ = await _execute(conn, DELETE_MESSAGES_SQL, (conversation_id,))
+            removed = db.execute(DELETE_MESSAGES_SQL, (conversation_id,)).rowcount
             # The row also carries the conversation's prefs: forget them with it.
-            await _execute(conn, DELETE_CONVERSATION_SQL, (conversation_id,))
-        return removed
+            db.execute(DELETE_CONVERSATION_SQL, (conversation_id,))
+            return int(removed)
+
+        return await self._call(forget, write=True)
 
     async def count_conversations(self) -> int:
-        async with self._read() as conn:
-            rows = await _fetchall(conn, "SELECT COUNT(*) FROM conversations")
-        return int(rows[0][0])
-
-    async def _upsert_conversation(
-        self, conn: aiosqlite.Connection, key: ConversationKey, now: float
-    ) -> int:
-        rows = await _fetchall(conn, UPSERT_CONVERSATION_SQL, conversation_row(key, now))
+        rows = await self._call(functools.partial(_fetch, COUNT_CONVERSATIONS_SQL, ()), write=False)
         return int(rows[0][0])
 
     # ----- preferences -----
@@ -357,23 +328,25 @@ class SqliteStore:
         self, target: UserRef | ConversationKey, columns: dict[str, str | int | None]
     ) -> None:
         now = self._now()
-        async with self._write() as conn:
+
+        def store(db: sqlite3.Connection) -> None:
             if isinstance(target, UserRef):
                 sql = upsert_user_pref_sql(columns)
-                await _execute(conn, sql, (target.storage_id(), *columns.values(), now))
+                db.execute(sql, (target.storage_id(), *columns.values(), now))
             else:
-                conversation_id = await self._upsert_conversation(conn, target, now)
+                conversation_id = _upsert_conversation_sync(db, target, now)
                 sql = set_conversation_pref_sql(columns)
-                await _execute(conn, sql, (*columns.values(), conversation_id))
+                db.execute(sql, (*columns.values(), conversation_id))
+
+        await self._call(store, write=True)
 
     # ----- channel settings -----
 
     async def channel_settings(self, channel: ChannelRef) -> ChannelSettings:
-        params = channel_key(channel)
-        sql = CHANNEL_SETTINGS_SQL
-        return channel_settings(
-            await self._call(lambda db: db.execute(sql, params).fetchall(), write=False)
+        rows = await self._call(
+            functools.partial(_fetch, CHANNEL_SETTINGS_SQL, channel_key(channel)), write=False
         )
+        return channel_settings(rows)
 
     async def set_channel_settings(
         self, channel: ChannelRef, changes: Mapping[ChannelField, str | None], *, by: str
@@ -389,8 +362,8 @@ class SqliteStore:
         await self._call(lambda db: db.execute(INSERT_USAGE_SQL, params), write=True)
 
     async def usage_since(self, user: UserRef, since: float) -> UsageSummary:
-        async with self._read() as conn:
-            rows = await _fetchall(conn, USAGE_SINCE_SQL, (user.storage_id(), since))
+        params = (user.storage_id(), since)
+        rows = await self._call(functools.partial(_fetch, USAGE_SINCE_SQL, params), write=False)
         return usage_summary(rows[0])
 
     async def iter_usage(self) -> AsyncIterator[UsageEntry]:
@@ -400,8 +373,9 @@ class SqliteStore:
         """
         after = 0
         while True:
-            async with self._read() as conn:
-                rows = await _fetchall(conn, ITER_USAGE_SQL, (after, USAGE_BATCH))
+            rows = await self._call(
+                functools.partial(_fetch, ITER_USAGE_SQL, (after, USAGE_BATCH)), write=False
+            )
             for row in rows:
                 after = row[0]
                 yield usage_entry(row)
@@ -411,27 +385,27 @@ class SqliteStore:
     # ----- quota counters -----
 
     async def load_quota_counters(self, since: float) -> list[QuotaCounter]:
-        async with self._read() as conn:
-            rows = await _fetchall(conn, LOAD_COUNTERS_SQL, (since,))
+        rows = await self._call(functools.partial(_fetch, LOAD_COUNTERS_SQL, (since,)), write=False)
         return [QuotaCounter(s, d, float(w), float(u)) for s, d, w, u in rows]
 
     async def save_quota_counters(self, counters: Sequence[QuotaCounter]) -> None:
         if not counters:
             return
-        async with self._write() as conn:
-            cursor = await conn.executemany(UPSERT_COUNTER_SQL, [counter_row(c) for c in counters])
-            await cursor.close()
+        rows = [counter_row(c) for c in counters]
+        await self._call(lambda db: db.executemany(UPSERT_COUNTER_SQL, rows), write=True)
 
     async def prune_quota_counters(self, before: float) -> int:
-        async with self._write() as conn:
-            removed, _ = await _execute(conn, PRUNE_COUNTERS_SQL, (before,))
-        return removed
+        return await self._call(
+            lambda db: int(db.execute(PRUNE_COUNTERS_SQL, (before,)).rowcount), write=True
+        )
 
     # ----- response cache -----
 
     async def cache_get(self, key: str, *, fresh_since: float) -> CachedAnswer | None:
-        async with self._read() as conn:
-            return cached_answer(await _fetchall(conn, CACHE_GET_SQL, (key, fresh_since)))
+        rows = await self._call(
+            functools.partial(_fetch, CACHE_GET_SQL, (key, fresh_since)), write=False
+        )
+        return cached_answer(rows)
 
     async def cache_put(
         self, key: str, answer: CachedAnswer, *, max_entries: int, stale_before: float
@@ -451,8 +425,7 @@ class SqliteStore:
         return await self._call(lambda db: db.execute(CACHE_CLEAR_SQL).rowcount, write=True)
 
     async def cache_size(self) -> int:
-        async with self._read() as conn:
-            rows = await _fetchall(conn, CACHE_COUNT_SQL)
+        rows = await self._call(functools.partial(_fetch, CACHE_COUNT_SQL, ()), write=False)
         return int(rows[0][0])
 
     # ----- fleet coordination -----
@@ -475,11 +448,6 @@ class SqliteStore:
         return contextlib.nullcontext()
 
 
-async def _conversation_id(conn: aiosqlite.Connection, key: ConversationKey) -> int | None:
-    rows = await _fetchall(conn, CONVERSATION_ID_SQL, (key.storage_id(),))
-    return int(rows[0][0]) if rows else None
-
-
 def _transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
     """``work`` inside ``BEGIN IMMEDIATE`` … COMMIT, on the worker thread."""
     db.execute("BEGIN IMMEDIATE")
@@ -491,6 +459,10 @@ def _transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]
             db.execute("ROLLBACK")
         raise
     return result
+
+
+def _fetch(sql: str, params: Sequence[Any], db: sqlite3.Connection) -> list[Any]:
+    return db.execute(sql, params).fetchall()
 
 
 def _plain(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:

@@ -97,6 +97,9 @@ class EditingSink:
         self._on_end = on_end
         # The surface while the reply appends to messages (None once it posts and edits).
         stream = surface if isinstance(surface, AppendableSurface) else None
+        # Checked once: isinstance against a runtime Protocol walks its attributes, which
+        # per streamed update was a few per cent of the bot's CPU.
+        self._appendable = stream is not None
         self._stream = None if messages else stream  # messages taken over are edited
         limits = self._stream.append_limits if self._stream is not None else None
         if limits is None:
@@ -268,7 +271,7 @@ class EditingSink:
         if stream is not None and stream.append_limits is None:
             self._stop_appending("the surface stopped appending")
         if (
-            isinstance(self._surface, AppendableSurface)
+            self._appendable
             and self._status is not None
             and not self._messages
             and self._placeholder is None

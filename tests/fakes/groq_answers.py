@@ -12,7 +12,7 @@ from typing import Any
 
 from tests.fakes.groq_models import prompt_tokens, text_of
 
-__all__ = ["FILLER", "Plan", "completion", "echo_reply", "plan_answer", "usage"]
+__all__ = ["FILLER", "Plan", "completion", "echo_reply", "grouped", "plan_answer", "usage"]
 
 FILLER = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa")
 
@@ -72,6 +72,23 @@ def plan_answer(
     pieces += [("content", p) for p in _pieces(content)]
     completion_tokens = math.ceil(len(reasoning if mode == "field" else "") / 4 + len(content) / 4)
     return Plan(pieces, reasoning, content, prompt_tokens(body), completion_tokens)
+
+
+def grouped(pieces: list[tuple[str, str]], per_event: int) -> list[tuple[str, str]]:
+    """``pieces`` joined ``per_event`` at a time, never across a change of kind (a
+    reasoning piece and a content piece are different delta fields)."""
+    if per_event <= 1:
+        return pieces
+    out: list[tuple[str, str]] = []
+    count = 0
+    for kind, text in pieces:
+        if out and out[-1][0] == kind and count < per_event:
+            out[-1] = (kind, out[-1][1] + text)
+            count += 1
+        else:
+            out.append((kind, text))
+            count = 1
+    return out
 
 
 def usage(plan: Plan) -> dict[str, Any]:

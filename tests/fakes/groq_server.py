@@ -40,7 +40,15 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from tests.fakes.groq_answers import FILLER, Plan, completion, echo_reply, plan_answer, usage
+from tests.fakes.groq_answers import (
+    FILLER,
+    Plan,
+    completion,
+    echo_reply,
+    grouped,
+    plan_answer,
+    usage,
+)
 from tests.fakes.groq_limits import (
     GROQ_TIERS,
     Dimension,
@@ -108,6 +116,9 @@ class FakeGroq:
         self.token_delay_s = 0.0
         self.first_token_delay_s = 0.0
         self.reply_words = 0
+        # Answer pieces (about a token each) sent per SSE event: Groq sends one; some
+        # servers batch several, which the CPU benchmark measures too.
+        self.pieces_per_event = 1
         self.reply_text: str | None = None
         self.reply_fn: Callable[[dict[str, Any]], str] | None = None
         self.reasoning_text = "The user wrote to me. I should answer briefly and clearly."
@@ -385,7 +396,12 @@ class FakeGroq:
         wake early when the server closes."""
         if seconds <= 0:
             return
-        if self.sleep is asyncio.sleep:  # real time: no extra tasks to leave behind
+        if self.sleep is asyncio.sleep and seconds < 0.05:
+            # A pause between pieces: a plain sleep (a wait_for would start a task per
+            # piece, which at hundreds of streams makes the fake the benchmarks' load);
+            # a close waits for it, at most this long.
+            await asyncio.sleep(seconds)
+        elif self.sleep is asyncio.sleep:  # real time: no extra tasks to leave behind
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), seconds)
             return
@@ -447,7 +463,8 @@ class FakeGroq:
             await send({"role": "assistant", "content": ""}, x_groq={"id": request_id})
             await self._pause(self.first_token_delay_s)
             after = int(fault.params.get("after_tokens", 3)) if fault else -1
-            for sent, (kind, text) in enumerate([*plan.pieces, ("end", "")]):
+            pieces = grouped(plan.pieces, self.pieces_per_event)
+            for sent, (kind, text) in enumerate([*pieces, ("end", "")]):
                 if (
                     sent == after
                     and fault is not None

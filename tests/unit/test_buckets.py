@@ -257,6 +257,21 @@ def test_account_budget_skips_unlimited_dimensions() -> None:
     assert budget.buckets["rpm"].used(T0) == 1
 
 
+def test_account_budget_travel_is_the_longest_recent_reservation_to_headers_time() -> None:
+    budget = AccountBudget(ModelLimits(30, 1_000, 6_000, None), minute_s=60, day_s=86_400)
+    budget.take(10, T0)
+    budget.take(10, T0 + 0.1)
+    budget.hear(T0 + 0.3)  # paired with the oldest: 0.3 s, at least the real one's
+    budget.hear(T0 + 0.2)
+    assert budget.travel_s(T0 + 1) == pytest.approx(0.3)
+    budget.take(10, T0 + 2)
+    budget.take(10, T0 + 3)
+    budget.commit(10, 10, 10, T0 + 4)  # ended before its headers: one time is dropped
+    budget.hear(T0 + 4)  # paired with T0 + 2, the oldest still unheard
+    assert budget.travel_s(T0 + 4) == 1.0  # 2 s, capped: beyond it a request is held up
+    assert budget.travel_s(T0 + 200) == 0.0  # let go after a minute and another
+
+
 def test_account_budget_estimate_names_the_slowest_dimension() -> None:
     budget = AccountBudget(ModelLimits(30, 1_000, 6_000, 200_000), minute_s=60, day_s=86_400)
     wait, dim = budget.estimate(1, 12_000, T0)

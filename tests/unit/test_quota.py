@@ -343,6 +343,21 @@ async def test_account_queue_is_fifo_across_users_and_reports_the_wait() -> None
     await done(alice), await done(bob)
 
 
+async def test_a_queued_request_waits_past_its_moment_by_the_recent_travel_time() -> None:
+    # The server counted Alice's request when it arrived, 0.4 s after the mirror did: its
+    # bucket frees 0.4 s later than the mirror's, so Bob goes then, not at the minute.
+    q, clock = make(limits=f"{MODEL}=rpm:1,tpm:100000", user_share=1.0)
+    first = await q.admit(ALICE, MODEL, 10)
+    await clock.advance(0.4)
+    q.observe(RateLimitSnapshot(model=MODEL, at=clock.t))  # its headers arrive
+    await q.settle(first, Usage(10, 0))
+    task = asyncio.create_task(q.admit(BOB, MODEL, 10))
+    await clock.advance(59.6)  # the mirror's minute since Alice's reservation
+    assert not task.done()
+    await clock.advance(0.4)
+    assert (await done(task)).waited_s == pytest.approx(60.0)
+
+
 async def test_account_refuses_at_once_when_the_wait_exceeds_the_maximum() -> None:
     q, _ = make(limits=f"{MODEL}=rpm:2", user_share=1.0, max_queue_wait_s=20)
     await use(q, ALICE)

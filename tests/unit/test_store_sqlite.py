@@ -553,3 +553,49 @@ async def test_v4_keeps_every_preference_and_none_is_strict(db_path: Path) -> No
         assert await store.prefs(user, None) == Prefs("m", "p", strict=True)
     finally:
         await store.aclose()
+
+
+# ----- one worker-thread call per transaction -----
+
+
+async def test_every_operation_is_one_call_on_the_worker_thread(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each aiosqlite statement is 2-3 hops to its thread and back; a whole transaction
+    # (BEGIN IMMEDIATE, statements, COMMIT) costs one when run as a function there.
+    conn = store._conn
+    assert conn is not None
+    hops = 0
+    run = conn._execute
+
+    async def counted(fn: object, *args: object) -> object:
+        nonlocal hops
+        hops += 1
+        return await run(fn, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(conn, "_execute", counted)
+    counter = QuotaCounter("user:discord:1@m", "rpm", T0, 3.0)
+    entry = UsageEntry(ALICE, "m", 10, 20, T0, False)
+    operations = {
+        "add_message": store.add_message(KEY, role="user", content="hi", tokens=1),
+        "set_model (conversation)": store.set_model(KEY, "m"),
+        "set_system_prompt (user)": store.set_system_prompt(ALICE, "be brief"),
+        "prefs": store.prefs(ALICE, KEY),
+        "record_usage": store.record_usage(entry),
+        "usage_since": store.usage_since(ALICE, 0.0),
+        "save_quota_counters": store.save_quota_counters([counter]),
+        "load_quota_counters": store.load_quota_counters(0.0),
+        "prune_quota_counters": store.prune_quota_counters(T0 - 1),
+        "streaming_replies": store.streaming_replies([Platform("discord")]),
+        "reset": store.reset(KEY),
+        "ping": store.ping(),
+    }
+    for name, operation in operations.items():
+        hops = 0
+        await operation
+        assert hops == 1, name
+    hops = 0
+    assert [e async for e in store.iter_usage()] == [entry]
+    assert hops == 1  # one batch
+    assert await store.prefs(ALICE, KEY) == Prefs(model=None, system_prompt="be brief")
+    assert await store.window(KEY, token_budget=100) == []  # reset forgot the message
