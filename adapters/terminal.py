@@ -139,7 +139,7 @@ class TerminalSettings(AdapterSettings):
         return True
 
     def help(self) -> PlatformHelp:
-        return PlatformHelp("Type a message and press Enter. /quit exits.")
+        return PlatformHelp("Type a message and press Enter. /quit exits.", has_channels=False)
 
 
 class TerminalAdapter:

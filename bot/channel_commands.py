@@ -206,8 +206,11 @@ class ChannelCommandsMixin(CommandsMixin):
         )
 
     def help(self, platform: Platform) -> CommandReply:
-        """``CommandsMixin.help`` plus the channel settings."""
-        p = self._platform_help(platform).command_prefix
+        """``CommandsMixin.help`` plus the channel settings, where there are channels."""
+        about = self._platform_help(platform)
+        if not about.has_channels:
+            return super().help(platform)
+        p = about.command_prefix
         return CommandReply(
             super().help(platform).text + f"\n`{p}channel show`: this channel's persona, "
             "model and mode, which admins set (in mode `all` I answer every message here, "

@@ -70,6 +70,7 @@ class PlatformHelp:
 
     how_to: str
     command_prefix: str = "/"
+    has_channels: bool = True  # False: no channel settings to tell of (the terminal)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from adapters.discord.config import DiscordSettings
 from adapters.slack.config import SlackSettings
 from bot.app import Runtime, open_runtime
 from bot.settings import Settings
-from bot.types import ConversationKey, Incoming, Platform, TurnStatus, UserRef
+from bot.types import ConversationKey, Incoming, Platform, PlatformHelp, TurnStatus, UserRef
 from tests.fakes.groq_server import FakeGroq
 from tests.fakes.sink import RecordingSink
 
@@ -283,6 +283,11 @@ async def test_help_comes_from_each_platforms_settings(
         replies = engine.help(discord).text
         engine.describe_platform(slack, SlackSettings(_env_file=None).help())  # type: ignore[call-arg]
         slack_help = engine.help(slack).text
+        terminal = Platform("terminal")
+        engine.describe_platform(terminal, PlatformHelp("Type.", has_channels=False))
+        terminal_help = engine.help(terminal).text
+    assert "`/channel show`" in threads and "`/groq-channel show`" in slack_help
+    assert "channel" not in terminal_help  # nowhere to set one
     assert "`/model <id>`" in unknown
     assert "answer in a thread" in threads and "reply to my answer" not in threads
     assert "reply to my answer to continue" in replies and "thread" not in replies
