@@ -196,7 +196,7 @@ def _user_text(exc: BaseException, where: str, opening: bool) -> str | None:
         elif isinstance(exc, ValueError):
             why = "the URL can't be read"
         elif isinstance(exc, _BROKEN):
-            why = "can't connect: is the server running and reachable from here?"
+            why = "can't connect (is the server running and reachable from here?)"
         else:
             why = f"the server said: {type(exc).__name__}"
         return f"{where}: {why}. Fix the URL or the server, then try again."
