@@ -55,6 +55,24 @@ class TrailingWindow:
         self._entries.append((now, amount))
         self._sum += amount
 
+    def redate(self, at: float, now: float) -> None:
+        """Count a use logged at ``at`` from ``now`` on instead (no-op if none is logged
+        there, or ``now`` is not later): the log stays in time order."""
+        entries = self._entries
+        for i in range(len(entries) - 1, -1, -1):
+            if entries[i][0] == at:
+                break
+        else:
+            return
+        if now <= at:
+            return
+        amount = entries[i][1]
+        del entries[i]
+        j = len(entries)
+        while j > 0 and entries[j - 1][0] > now:
+            j -= 1
+        entries.insert(j, (now, amount))
+
     def wait(self, amount: float, now: float, held: float = 0.0) -> float:
         """Seconds until ``amount`` more fits beside ``held`` units counted outside the
         log: 0 now, ``inf`` when it still would not once every logged use has expired."""

@@ -193,6 +193,23 @@ class DiscordBot(discord.Client):
         await super().close()
         await self._downloads.aclose()
 
+    def dispatch(self, event: str, /, *args: Any, **kwargs: Any) -> None:
+        """Hand ``event`` to its listeners, unless the client is closed (dropped, logged).
+
+        discord.py delays ``on_ready`` by ``guild_ready_timeout`` after every READY (a
+        start, a fresh session, its own re-identify) in a task that ``close()`` leaves
+        running, while ``close()`` sets ``self.loop`` to a sentinel. When that timer
+        fires after close, ``Client.dispatch`` builds the ``_run_event`` coroutine and
+        then fails on ``self.loop.create_task``: the coroutine leaks ("never awaited")
+        and the timer task dies with an ``AttributeError`` nobody retrieves. A closed
+        client has nothing to hand events to (its turns were drained before close, and
+        it answers nothing more), so they stop here instead.
+        """
+        if self.is_closed():
+            log.debug("Discord event %r arrived after the client closed; dropped", event)
+            return
+        super().dispatch(event, *args, **kwargs)
+
     async def drain(self, grace_s: float) -> None:
         """Stop taking messages; give in-flight turns ``grace_s`` to end, then cancel them."""
         self._accepting = False

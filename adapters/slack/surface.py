@@ -14,8 +14,11 @@ says; not Tier 4), ``chat.delete`` 50; posting (``chat.postMessage``, and
 ``chat.startStream``, which posts) about one message per second per channel. Each
 window is counted over 60.5 s rather than 60 (5.5 s for posts): the pacer counts a call
 when it is issued, Slack when it arrives, and arrival jitter must not push the 51st
-call into a window. Slack limits each method on its own, so a reply's
-``chat.stopStream`` never queues behind appends, nor its first post behind updates.
+call into a window. The sink's updates and appends go further: their use is dated
+again when Slack's answer comes back (``EditPacer.answered``), so however late one
+arrives (a starved event loop, a slow link), it leaves our window after Slack's.
+Slack limits each method on its own, so a reply's ``chat.stopStream`` never queues
+behind appends, nor its first post behind updates.
 
 Degrading when a budget is short: a reply streams only if ``chat.stopStream`` has room
 for it (stops in the last window plus streams still open, ``EditPacer.hold``, under

@@ -227,10 +227,13 @@ class EditingSink:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                await self._pace(pending)
+                key, granted_at = self._limits.budget_key, await self._pace(pending)
                 call = self._next_call()  # the newest text, after the wait
                 if call is not None and call.op == pending.op:  # else pace it anew
-                    await self._apply(call)
+                    try:
+                        await self._apply(call)
+                    finally:
+                        self._pacer.answered(key, granted_at)
         except Exception:  # top of the task: a bug here must not reach the engine
             log.exception("reply streaming stopped unexpectedly")
         finally:
@@ -331,11 +334,12 @@ class EditingSink:
         self._splitter.restart(self._limits.max_chars, after=kept)
         log.info("reply goes on by posting and editing after %d message(s): %s", kept, why)
 
-    async def _pace(self, call: _Call) -> None:
+    async def _pace(self, call: _Call) -> float | None:
         """The one place a call waits: the reply's interval (never for the final write),
-        then the shared budget (first posts and the final write before interim updates)."""
+        then the shared budget (first posts and the final write before interim updates).
+        Returns the time the budget's token is dated at (None: no token taken)."""
         if call.op == "close":
-            return  # once per message, on the surface's own budget: never held back
+            return None  # once per message, on the surface's own budget: never held back
         limits = self._limits
         # Only updates of shown text wait out the interval: not the first text, not the end.
         if self._last_call is not None and self._shown_text and not self._closing:
@@ -343,11 +347,12 @@ class EditingSink:
             if wait > 0:
                 await self._interval(wait)
         if call.op == "placeholder":
-            return  # a post on the surface's own posting budget, like ``open``
+            return None  # a post on the surface's own posting budget, like ``open``
         if limits.posts_use_budget or call.op in ("edit", "append"):
-            await self._pacer.acquire(
+            return await self._pacer.acquire(
                 limits.budget_key, limits.budget_per_s, limits.budget_burst, urgency=self._urgency
             )
+        return None
 
     async def _interval(self, wait: float) -> None:
         """Sleep ``wait`` seconds, or until the reply closes: the final text goes at once."""

@@ -20,6 +20,11 @@ Two classes of calls wait on a key (a ranked ``WaitQueue``):
   update that becomes the final write (the model ended while it waited) moves ahead
   (``reconsider``).
 
+A call the sink makes with a token is dated again when it has its answer
+(``answered``): platforms count a call when it arrives, which is after the grant, so a
+use dated at the grant alone could leave this window while the platform still counts
+it, and the next call granted then would be one too many there.
+
 Within a class, waiters are served in arrival order: fifty replies in one channel take
 turns and none starves; different keys never wait on each other. The per-reply
 minimum interval, and coalescing a reply's updates to its newest text while it waits,
@@ -109,18 +114,21 @@ class EditPacer:
         burst: int,
         *,
         urgency: Callable[[], int] | None = None,
-    ) -> None:
+    ) -> float | None:
         """Take one token from ``key``'s budget, waiting behind earlier callers of the
         same class and every waiting caller of a more urgent one. ``urgency`` (read
-        again whenever the next waiter is chosen) is ``Urgency.URGENT`` if not given."""
+        again whenever the next waiter is chosen) is ``Urgency.URGENT`` if not given.
+
+        Returns the clock time the token is dated at (None when unlimited), for
+        ``answered``."""
         if per_s <= 0:
-            return
+            return None
         rank = urgency or _urgent
         now = self._clock.now()
         budget = self._budget(key, per_s, burst, now)
         if not budget.waiters and budget.wait(rank(), now) <= _EPS:
             budget.spent.add(1, now)
-            return
+            return now
         turn = asyncio.Event()
         waiter = Waiter(turn.set, rank=rank)
         budget.waiters.join(waiter)
@@ -132,7 +140,7 @@ class EditPacer:
                     wait = budget.wait(rank(), now)
                     if wait <= _EPS:
                         budget.spent.add(1, now)
-                        return
+                        return now
                     if math.isfinite(wait):
                         # Woken early too: an interim update that became the final
                         # write must not sleep out a minute-long window.
@@ -141,6 +149,18 @@ class EditPacer:
                 await turn.wait()  # set when the head leaves, a slot is let go, or ranks change
         finally:
             budget.waiters.leave(waiter)
+
+    def answered(self, key: str, granted_at: float | None) -> None:
+        """The call a token of ``key`` dated ``granted_at`` was spent on has its answer:
+        count it from now on.
+
+        The platform counts a call when it arrives, somewhere between the grant and the
+        answer; dated at the answer, it leaves this window no sooner than the
+        platform's, however long the request was on its way (a starved event loop, a
+        slow link, a reconnect)."""
+        budget = self._budgets.get(key)
+        if budget is not None and granted_at is not None:
+            budget.spent.redate(granted_at, self._clock.now())
 
     def room(self, key: str, per_s: float, burst: int) -> float:
         """Calls ``key``'s window could take now beyond the slots held (may be < 0)."""

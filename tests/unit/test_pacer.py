@@ -66,6 +66,20 @@ async def test_no_window_ever_exceeds_the_budget_under_steady_load() -> None:
     assert max(times) == pytest.approx(55.0, abs=1.0)
 
 
+async def test_a_call_counts_from_its_answer_when_it_took_a_while() -> None:
+    """The platform counts a call on arrival, up to its answer: a token dated at the
+    grant would leave the pacer's window before the call leaves the platform's."""
+    clock = FakeClock(start=0.0)
+    pacer = EditPacer(clock=clock)
+    granted = [await pacer.acquire(KEY, 0.2, 2) for _ in range(2)]  # 2 per 10 s
+    assert granted == [0.0, 0.0]
+    await clock.advance(3.0)
+    pacer.answered(KEY, granted[0])  # that call's answer came back at t=3
+    pacer.answered("never-used", 1.0)  # an unknown key is no error
+    assert await grant_times(pacer, clock, 2, per_s=0.2, burst=2) == pytest.approx([10.0, 13.0])
+    assert await pacer.acquire(KEY, 0.0, 1) is None  # unlimited: nothing to date
+
+
 async def test_waiters_are_served_first_come_first_served() -> None:
     clock = FakeClock(start=0.0)
     pacer = EditPacer(clock=clock)

@@ -33,6 +33,19 @@ def test_trailing_window_wait_is_until_enough_uses_expire() -> None:
     assert w.wait(1, 5.0 + w.wait(1, 5.0)) == 0  # float slack: no second, tiny wait
 
 
+def test_trailing_window_redate_counts_a_use_from_its_new_time_keeping_order() -> None:
+    w = TrailingWindow(2, 10)
+    w.add(1, 0.0)
+    w.add(1, 1.0)
+    w.redate(0.0, 4.0)  # the call granted at 0 was answered at 4
+    assert w.used(10.5) == 2  # without the redate the use at 0 would be over
+    assert w.wait(1, 10.5) == pytest.approx(0.5)  # the use at 1 leaves first
+    assert w.clears_in(10.5) == pytest.approx(3.5)  # the one now at 4 last
+    w.redate(7.0, 9.0)  # nothing logged at 7: no change
+    w.redate(1.0, 0.5)  # never earlier
+    assert w.used(10.9) == 2 and w.used(11.0) == 1
+
+
 def test_trailing_window_never_admits_more_than_its_limit_in_any_window() -> None:
     w = TrailingWindow(5, 5)
     grants: list[float] = []

@@ -653,3 +653,40 @@ async def test_a_gateway_that_stays_unreachable_ends_in_a_fatal_report(
         assert not adapter.connected
     assert len(lost.reasons) == 1
     assert any(p.startswith("refused") for p in fake_discord.gateway.connect_paths)
+
+
+def _ready_timers() -> list[asyncio.Task[Any]]:
+    """discord.py's tasks that wait ``guild_ready_timeout`` after a READY before
+    dispatching ``on_ready`` (``ConnectionState._delay_ready`` in 2.7.1)."""
+    return [
+        t
+        for t in asyncio.all_tasks()
+        if getattr(t.get_coro(), "__qualname__", "").endswith("_delay_ready")
+    ]
+
+
+async def test_closing_while_discord_py_delays_on_ready_dispatches_nothing_afterwards(
+    fake_discord: FakeDiscord, build: Build
+) -> None:
+    """A shutdown just after a READY (a fresh session, discord.py's own re-identify) used
+    to let discord.py's ready timer dispatch ``on_ready`` into the closed client: the
+    ``_run_event`` coroutine leaked and the timer died on an ``AttributeError``."""
+    settings = build()
+    async with open_runtime(settings.core) as runtime:
+        # A 1 s ready delay is a window no test-machine stall closes before aclose();
+        # ready_timeout_s=0 lets start() return while discord.py still waits in it.
+        adapter = DiscordAdapter(
+            runtime.context(settings.platform), guild_ready_timeout=1.0, ready_timeout_s=0.0
+        )
+        await adapter.start()
+        try:
+            deadline = time.monotonic() + 10.0
+            while not _ready_timers():
+                assert time.monotonic() < deadline, "no READY was received"
+                await asyncio.sleep(0.01)
+            (timer,) = _ready_timers()
+        finally:
+            await adapter.aclose()
+        assert not timer.done(), "closed after discord.py's ready delay: nothing was tested"
+        await asyncio.wait({timer}, timeout=10.0)
+    assert timer.done() and timer.exception() is None
