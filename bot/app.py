@@ -30,7 +30,7 @@ from bot.llm.client import CompletionsClient
 from bot.llm.provider import Provider, ProviderKind
 from bot.ports import Adapter, Clock, PlatformMetrics, Store, SystemClock
 from bot.settings import GROQ_BASE_URL, HOSTED_CONCURRENCY, AdapterSettings, Settings
-from bot.store import InMemoryStore, PostgresStore, SqliteStore
+from bot.store import InMemoryStore, SqliteStore
 from bot.streaming import EditPacer
 from bot.types import ModelInfo, Platform, UnfinishedReply
 
@@ -135,6 +135,8 @@ def _store(settings: Settings, clock: Clock, *, ephemeral: bool) -> Store:
     if ephemeral:
         return InMemoryStore(clock=clock)
     if settings.database_url is not None:
+        from bot.store.postgres import PostgresStore  # asyncpg only when it is used
+
         store = PostgresStore(
             settings.database_url.get_secret_value(),
             pool_size=settings.database_pool_size,

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiosqlite
-import asyncpg
 
 from bot.errors import StoreError
 from bot.store.schema import (
@@ -29,6 +29,9 @@ from bot.store.schema import (
     Table,
     WidenCheck,
 )
+
+if TYPE_CHECKING:  # asyncpg loads only where PostgreSQL is used (it costs ~10 MB)
+    import asyncpg
 
 __all__ = [
     "LATEST_VERSION",
