@@ -124,9 +124,7 @@ def populate(fake: FakeDiscord, conversations: int) -> tuple[list[FakeUser], lis
         for i in range(conversations)
     ]
     fake.users.extend(users)
-    channels = [fake.snowflake() for _ in range(conversations)]
-    for i, channel in enumerate(channels):
-        fake.channels[channel] = f"bench-{i}"
+    channels = [fake.add_channel(f"bench-{i}") for i in range(conversations)]
     return users, channels
 
 

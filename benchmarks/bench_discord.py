@@ -294,9 +294,8 @@ async def level(spec: str, workdir: Path, bare: bool, metrics: bool = False) -> 
         fake.users.extend(users)
         channels = [fake.channel_id] * conversations
         if layout == "separate" and conversations > 1:
-            channels = [fake.snowflake() for _ in range(conversations)]
-            for i, channel in enumerate(channels):  # in GUILD_CREATE, before the bot connects
-                fake.channels[channel] = f"bench-{i}"
+            # In GUILD_CREATE, before the bot connects.
+            channels = [fake.add_channel(f"bench-{i}") for i in range(conversations)]
         if bare:
             async with bare_client() as client:
                 result.bare_latencies = await bare_path(fake, groq, users, client, rounds)

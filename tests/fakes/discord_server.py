@@ -392,6 +392,14 @@ class FakeDiscord(RestPlumbing, InteractionRoutes):
         self.channel_guilds[channel_id] = guild_id
         return guild_id, channel_id
 
+    def add_channel(self, name: str, guild_id: str | None = None) -> str:
+        """Another text channel of ``guild_id`` (the main guild by default); its id.
+        Add channels before the bot connects: they are sent in GUILD_CREATE."""
+        channel_id = self.snowflake()
+        self.channels[channel_id] = name
+        self.channel_guilds[channel_id] = guild_id or self.guild_id
+        return channel_id
+
     def dm_channel_id(self, user: FakeUser) -> str:
         return self.dm_channels.setdefault(user.id, self.snowflake())
 
