@@ -164,6 +164,10 @@ class Settings(EnvSettings):
 
     # --- conversations ---
     database_path: Path = Path("./data/bot.db")
+    # postgresql://user:password@host:5432/db — a PostgreSQL server the fleet of bot
+    # processes on one API key shares (today: the shared quota). A secret: may hold a
+    # password.
+    database_url: Secret = None
     max_input_chars: int = Field(default=16_000, ge=1)
     context_token_budget: int | None = Field(default=None, ge=256)
     reply_checkpoint_s: float = Field(default=2.0, gt=0)
@@ -181,6 +185,13 @@ class Settings(EnvSettings):
     quota_max_wait_s: float = Field(default=60.0, ge=0)
     quota_flush_interval_s: float = Field(default=30.0, gt=0)
     quota_model_limits: str = ""
+    # Only with a postgresql:// DATABASE_URL (the quota shared by a fleet of processes):
+    # a process that stops renewing its lease for this long has its reservations and
+    # queued requests released by the others; how waiters in other processes learn that
+    # capacity freed up; connections of the quota's own pool.
+    quota_lease_s: float = Field(default=30.0, ge=1.0)
+    quota_wake: Literal["notify", "poll"] = "notify"
+    quota_db_pool_size: int = Field(default=4, ge=1)
 
     # --- logging and operations ---
     log_level: str = "INFO"
@@ -200,6 +211,11 @@ class Settings(EnvSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    def fleet_dsn(self) -> str | None:
+        """DATABASE_URL when it names PostgreSQL (the shared quota), else None."""
+        url = self.database_url.get_secret_value() if self.database_url else ""
+        return url if url.startswith(("postgresql://", "postgres://")) else None
 
     def is_admin(self, platform: str, user_id: str) -> bool:
         """Admin ids may be bare (``123``) or platform-qualified (``chat:123``)."""

@@ -22,12 +22,22 @@ import math
 
 from bot.types import QuotaCounter
 
-__all__ = ["FixedWindow", "Headroom", "RefillBucket"]
+__all__ = ["FixedWindow", "Headroom", "RefillBucket", "finite", "unfinite"]
 
 # Float slack so that sleeping exactly the computed wait always admits.
 _EPS = 1e-9
 # Refill buckets are saved once per slot of this fraction of their window.
 _SLOTS = 1_440
+
+
+def finite(value: float) -> float | None:
+    """``value`` for JSON, which has no infinities: ±inf (never / not yet) as None."""
+    return value if math.isfinite(value) else None
+
+
+def unfinite(value: float | None) -> float:
+    """The inverse of ``finite`` for times: None is "never" (−inf)."""
+    return -math.inf if value is None else float(value)
 
 
 class RefillBucket:
@@ -148,6 +158,18 @@ class RefillBucket:
         if now > self._at:
             self._at = now
 
+    def to_state(self) -> list[float | None]:
+        """JSON-safe state (limit, window, level, at, pending) for a shared account."""
+        return [self.limit, self.window_s, self._level, finite(self._at), self.pending]
+
+    @classmethod
+    def from_state(cls, state: list[float | None]) -> RefillBucket:
+        limit, window_s, level, at, pending = state
+        bucket = cls(float(limit or 1), float(window_s or 1))
+        bucket._level, bucket._at = float(level or 0), unfinite(at)
+        bucket.pending = float(pending or 0)
+        return bucket
+
 
 class Headroom:
     """Units to keep free for use that is not ours: the largest jump ``note``d, held
@@ -172,6 +194,12 @@ class Headroom:
         """Another jump of ``jump`` units: hold the larger of it and what is held now."""
         self._jump = max(self.value(now), jump)
         self._seen_at = now
+
+    def to_state(self) -> list[float | None]:
+        return [self._jump, finite(self._seen_at)]
+
+    def load_state(self, state: list[float | None]) -> None:
+        self._jump, self._seen_at = float(state[0] or 0), unfinite(state[1])
 
 
 class FixedWindow:

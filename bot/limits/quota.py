@@ -57,12 +57,11 @@ from bot.limits.account import ModelAccount
 from bot.limits.config import QuotaConfig
 from bot.limits.report import (
     AccountStatus,
-    LimitInfo,
     ModelUsage,
     UserUsage,
+    account_status,
     busy_text,
     format_usage,
-    local_usage,
     queue_full_text,
     timed_out_text,
     too_large_text,
@@ -75,7 +74,7 @@ from bot.ports import Clock, QuotaCounterStore
 from bot.ratelimit import Waiter, WaitQueue
 from bot.types import QuotaCounter, RateLimitSnapshot, Usage, UserRef, WaitReason
 
-__all__ = ["Admission", "QuotaManager"]
+__all__ = ["Admission", "QuotaManager", "queue_timeout"]
 
 log = logging.getLogger(__name__)
 
@@ -336,23 +335,8 @@ class QuotaManager:
         mirror assumes and why."""
         now = self._clock.time()
         return [
-            AccountStatus(
-                model,
-                local_usage(account.budget, now),
-                account.reported,
-                max(0.0, account.paused_until - now),
-                len(account.waiters),
-                self._config.requests_header_dimension,
-                limits=tuple(
-                    LimitInfo(dim, account.limits.get(dim) or 0, source, account.scale)
-                    for dim, source in account.limit_sources().items()
-                ),
-                headroom=tuple(
-                    (dim, room.value(now))
-                    for dim, room in account.budget.headroom.items()
-                    if room.value(now) >= 0.5
-                ),
-                charges_cap=account.charges_cap,
+            account_status(
+                account, len(account.waiters), self._config.requests_header_dimension, now
             )
             for model, account in sorted(self._accounts.items())
         ]
@@ -540,7 +524,7 @@ class QuotaManager:
                     # flight may finish any moment having used little (settle wakes us).
                     soonest = account.need(tokens, now, pending_share=0.0)
                     if delay <= 0 or soonest > delay:
-                        raise _timed_out(account.model, now - start, max(soonest, need))
+                        raise queue_timeout(account.model, now - start, max(soonest, need))
                     if on_wait is not None and now + need > eta + _REANNOUNCE_S:
                         eta = now + need
                         await on_wait(need, WaitReason.CAPACITY)
@@ -549,7 +533,7 @@ class QuotaManager:
                     # may round over it.
                     delay = min(need + self._config.spare_s, delay)
                 elif delay <= 0:
-                    raise _timed_out(account.model, now - start, max_wait)
+                    raise queue_timeout(account.model, now - start, max_wait)
                 await self._sleep_or_wake(wake, delay)
         finally:
             account.waiters.leave(waiter)
@@ -610,7 +594,7 @@ class QuotaManager:
             del self._users[sid]
 
 
-def _timed_out(model: str, waited: float, more: float) -> QuotaExceeded:
+def queue_timeout(model: str, waited: float, more: float) -> QuotaExceeded:
     # Given up at once (the wait grew past the maximum): "timed out after 0 s" would
     # read oddly, so say the bot is busy instead.
     text = timed_out_text(model, waited, more) if waited >= 1 else busy_text(model, more, "")

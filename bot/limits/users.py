@@ -5,7 +5,10 @@ Pure arithmetic with an injected ``now``; the limits are passed in by the caller
 
 from __future__ import annotations
 
-from bot.limits.meters import FixedWindow
+from collections.abc import Mapping
+from typing import Any
+
+from bot.limits.meters import FixedWindow, finite, unfinite
 from bot.limits.table import DIMENSIONS, ModelLimits
 from bot.types import QuotaCounter
 
@@ -41,6 +44,17 @@ class UserCounters:
             if window.start == window.start_for(now):
                 rows.append(QuotaCounter(subject, dim, window.start, window.used_))
         return rows
+
+    def to_state(self) -> dict[str, object]:
+        """JSON-safe windows and notices, for a fleet's shared user row."""
+        windows = {d: [finite(self.window(d).start), self.window(d).used_] for d in DIMENSIONS}
+        return {"windows": windows, "noticed": dict(self.noticed)}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        for dim, (start, used) in state["windows"].items():
+            window = self.window(dim)
+            window.start, window.used_ = unfinite(start), float(used)
+        self.noticed = {d: float(v) for d, v in state["noticed"].items()}
 
     def release(self, tokens: int, minute_start: float, day_start: float) -> None:
         """Undo ``add`` for a request that never ran (if its windows are still current)."""
