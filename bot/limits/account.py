@@ -46,13 +46,16 @@ import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.limits.budget import AccountBudget
 from bot.limits.meters import finite, unfinite
-from bot.limits.table import DIMENSIONS, LimitSource, ModelLimits
+from bot.limits.table import DIMENSIONS, LimitSource, LimitTable, ModelLimits
 from bot.ratelimit import WaitQueue
 from bot.types import RateLimitSnapshot, Usage
+
+if TYPE_CHECKING:
+    from bot.limits.config import QuotaConfig
 
 __all__ = ["ModelAccount"]
 
@@ -157,6 +160,21 @@ class ModelAccount:
         self._heard_at = -math.inf
         # Recent (server's request count − ours) with all of ours counted: its rounding.
         self._rounding: deque[float] = deque(maxlen=_ROUNDING_SAMPLES)
+
+    @classmethod
+    def for_model(cls, model: str, table: LimitTable, config: QuotaConfig) -> ModelAccount:
+        """A fresh account for ``model`` with ``table``'s limits and ``config``'s shares."""
+        limits, fixed = table.lookup(model)
+        return cls(
+            model,
+            limits,
+            fixed,
+            user_limits=config.user_limits(limits),
+            minute_s=config.minute_s,
+            day_s=config.day_s,
+            origin=table.origin(model),
+            output_cap=config.max_output_tokens,
+        )
 
     # ----- admission -----
 

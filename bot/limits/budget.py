@@ -98,12 +98,13 @@ class AccountBudget:
                 wait, worst = need, dim
         return wait, worst
 
-    def take(self, tokens: int, now: float) -> None:
-        """Reserve one request of ``tokens`` (prompt + max output)."""
+    def take(self, tokens: int, now: float, hold_s: float = 0.0) -> None:
+        """Reserve one request of ``tokens`` (prompt + max output); ``hold_s``: see
+        ``RefillBucket.take``."""
         for dim, meter in self.buckets.items():
-            meter.take(1 if dim[0] == "r" else tokens, now)
+            meter.take(1 if dim[0] == "r" else tokens, now, hold_s)
         for shadow in self.shadows.values():
-            shadow.take(tokens, now)
+            shadow.take(tokens, now, hold_s)
         self.in_flight += 1
         if tokens > self.largest:
             self.largest = float(tokens)

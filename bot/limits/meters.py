@@ -99,10 +99,18 @@ class RefillBucket:
             amount += margin if margin < limit - amount else limit - amount
         return self.time_to_fit(amount, now, pending_share)
 
-    def take(self, amount: float, now: float) -> None:
-        """Reserve ``amount`` unconditionally (callers check ``wait_for`` first)."""
+    def take(self, amount: float, now: float, hold_s: float = 0.0) -> None:
+        """Reserve ``amount`` unconditionally (callers check ``wait_for`` first).
+
+        ``hold_s``: count the bucket at least ``hold_s`` of refill full first. A server
+        drains a request from when it arrives, the mirror from when it is reserved: into
+        a bucket that is (nearly) empty, where the server's level cannot go below zero
+        while the request travels, that puts the server ahead by up to the refill of the
+        request's travel time, for as long as the bucket stays busy."""
         self.pending += amount
-        self._set(self.used(now) + amount, now)
+        used = self.used(now)
+        floor = self._rate * hold_s
+        self._set((used if used > floor else floor) + amount, now)
 
     def add(self, amount: float, now: float) -> None:
         """Count ``amount`` more use (less, if negative) that no reservation settles."""

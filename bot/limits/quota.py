@@ -227,13 +227,12 @@ class QuotaManager:
         account.commit(admission.tokens, usage, now)
         if usage is not None:
             account.note_usage(admission.tokens, final)
-        counters = admission.counters
-        if usage is not None and usage.total_tokens == 0:
-            counters.release(admission.user_tokens, admission.minute_start, admission.day_start)
-        elif usage is not None and usage.total_tokens != admission.user_tokens:
-            delta = usage.total_tokens - admission.user_tokens
-            counters.tpm.adjust(delta, admission.minute_start)
-            counters.tpd.adjust(delta, admission.day_start)
+        admission.counters.settle(
+            admission.user_tokens,
+            None if usage is None else usage.total_tokens,
+            admission.minute_start,
+            admission.day_start,
+        )
         self._dirty.add((admission.user_key, admission.model))
         state.line.wake_head()  # the user's next message may go now
         account.waiters.wake_head()  # the head's wait is now computable (or shorter)
@@ -355,16 +354,8 @@ class QuotaManager:
     def _account(self, model: str) -> ModelAccount:
         account = self._accounts.get(model)
         if account is None:
-            limits, fixed = self._table.lookup(model)
-            account = self._accounts[model] = ModelAccount(
-                model,
-                limits,
-                fixed,
-                user_limits=self._config.user_limits(limits),
-                minute_s=self._config.minute_s,
-                day_s=self._config.day_s,
-                origin=self._table.origin(model),
-                output_cap=self._config.max_output_tokens,
+            account = self._accounts[model] = ModelAccount.for_model(
+                model, self._table, self._config
             )
         return account
 

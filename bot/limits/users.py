@@ -56,6 +56,16 @@ class UserCounters:
             window.start, window.used_ = unfinite(start), float(used)
         self.noticed = {d: float(v) for d, v in state["noticed"].items()}
 
+    def settle(self, charged: int, used: int | None, minute_start: float, day_start: float) -> None:
+        """A request charged ``charged`` tokens at admission ended having used ``used``
+        (None: unknown, keep the charge): 0 hands the whole request back (it failed
+        before the server charged anything), else the token windows take the real use."""
+        if used == 0:
+            self.release(charged, minute_start, day_start)
+        elif used is not None and used != charged:
+            self.tpm.adjust(used - charged, minute_start)
+            self.tpd.adjust(used - charged, day_start)
+
     def release(self, tokens: int, minute_start: float, day_start: float) -> None:
         """Undo ``add`` for a request that never ran (if its windows are still current)."""
         self.rpm.adjust(-1, minute_start)
