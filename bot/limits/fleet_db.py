@@ -47,7 +47,15 @@ def map_pg_errors(server: str) -> Iterator[None]:
     """asyncpg / socket failures → ``StoreError`` naming the server only."""
     try:
         yield
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+    # InternalClientError: asyncpg's protocol state after the server cut the connection
+    # mid-operation (seen when the database's backends are terminated).
+    except (
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+        OSError,
+        TimeoutError,
+    ) as exc:
         raise StoreError(detail=f"quota database {server}: {type(exc).__name__}") from exc
 
 
