@@ -4,8 +4,9 @@ Runs its own throwaway PostgreSQL (``tests.pg_cluster``) and worker processes
 (``--worker``: this file again), each holding a ``FleetQuota`` as a bot process would.
 
 1. Per-reservation latency: ``admit`` and ``settle`` of the shared quota with limits out
-   of reach (no waiting: the cost of the transactions), 4 concurrent loops per process,
-   with 1 and 3 processes; median and p99.
+   of reach (no waiting: the cost of the transactions and of queueing for the model's
+   row lock), one loop in one process, then 4 concurrent loops per process with 1 and 3
+   processes; median and p99.
 2. Wake-up delay: process A holds 900 of 1,000 TPM, process B waits for 900; A settles
    (refunding 890); the time from A's settle returning to B's admit returning, with
    ``QUOTA_WAKE=notify`` (LISTEN/NOTIFY) and ``poll`` (every 0.1 s ± 50 %). Also the
@@ -68,7 +69,9 @@ def _pct(samples: list[float], q: float) -> float:
 # ----- workers (one per process) -----
 
 
-async def worker_latency(dsn: str, n: int, tag: str, wake: str) -> dict[str, list[float]]:
+async def worker_latency(
+    dsn: str, n: int, tag: str, wake: str, loops: int
+) -> dict[str, list[float]]:
     quota = FleetQuota.create(dsn, config=_config(BIG), clock=SystemClock(), wake=wake)  # type: ignore[arg-type]
     await quota.open()
     admit_ms: list[float] = []
@@ -85,7 +88,7 @@ async def worker_latency(dsn: str, n: int, tag: str, wake: str) -> dict[str, lis
             settle_ms.append((time.perf_counter() - t1) * 1e3)
 
     try:
-        await asyncio.gather(*(loop(k) for k in range(4)))
+        await asyncio.gather(*(loop(k) for k in range(loops)))
     finally:
         await quota.aclose()
     return {"admit": admit_ms, "settle": settle_ms}
@@ -114,9 +117,12 @@ async def worker_waiter(dsn: str, wake: str) -> None:
         await quota.aclose()
 
 
-async def worker_replies(dsn: str, base_url: str, span: float, users: int, shared: bool) -> int:
+async def worker_replies(
+    dsn: str, base_url: str, span: float, users: int, shared: bool
+) -> list[float]:
+    """Users asking in a loop for ``span`` s; the (epoch) times replies completed."""
     clock = SystemClock()
-    config = _config(f"rpm:{PAID_RPM},tpm:100000000", builtin_table=True)
+    config = _config(f"rpm:{PAID_RPM},rpd:1000000000,tpm:1000000000,tpd:1000000000")
     quota: Any
     if shared:
         quota = FleetQuota.create(dsn, config=config, clock=clock)
@@ -127,11 +133,10 @@ async def worker_replies(dsn: str, base_url: str, span: float, users: int, share
         base_url=base_url, api_key=SecretStr("bench-key"), clock=clock, max_connections=64
     )
     client.add_rate_limit_listener(quota.observe)
-    done = 0
+    done: list[float] = []
     deadline = time.monotonic() + span
 
     async def user(k: int) -> None:
-        nonlocal done
         ref = UserRef(Platform("bench"), f"u{k}")
         request = ChatRequest(MODEL, (ChatMessage("user", "hi"),), max_tokens=16)
         while time.monotonic() < deadline:
@@ -146,9 +151,9 @@ async def worker_replies(dsn: str, base_url: str, span: float, users: int, share
                 async for event in client.stream(request):
                     if isinstance(event, Finished):
                         usage = event.usage
-                done += 1
-            except UpstreamError:
-                pass
+                done.append(time.time())
+            except UpstreamError as exc:
+                print(f"upstream error: {exc}", file=sys.stderr)
             finally:
                 await admission.settle(usage)
 
@@ -180,14 +185,18 @@ async def _results(procs: list[asyncio.subprocess.Process]) -> list[Any]:
     return [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outs]
 
 
-async def latency(cluster: PgCluster, processes: int, n: int, wake: str = "notify") -> None:
+async def latency(
+    cluster: PgCluster, processes: int, n: int, wake: str = "notify", loops: int = 4
+) -> None:
     dsn = cluster.create_database()
-    procs = [await _spawn("latency", dsn, str(n), f"p{i}", wake) for i in range(processes)]
+    procs = [
+        await _spawn("latency", dsn, str(n), f"p{i}", wake, str(loops)) for i in range(processes)
+    ]
     results = await _results(procs)
     admit = [x for r in results for x in r["admit"]]
     settle = [x for r in results for x in r["settle"]]
     print(
-        f"  {processes} process{'es' if processes > 1 else ''} x 4 loops ({wake}): admit "
+        f"  {processes} process{'es' if processes > 1 else ''} x {loops} loops ({wake}): admit "
         f"median {statistics.median(admit):.2f} ms, p99 {_pct(admit, 0.99):.2f} ms; settle "
         f"median {statistics.median(settle):.2f} ms, p99 {_pct(settle, 0.99):.2f} ms "
         f"({len(admit)} reservations)"
@@ -209,7 +218,7 @@ async def wake_delay(cluster: PgCluster, wake: str, rounds: int) -> None:
     assert (await proc.stdout.readline()).strip() == b"ready"
     delays: list[float] = []
     try:
-        for _ in range(rounds):
+        for number in range(rounds + 1):
             admission = await holder.admit(UserRef(Platform("bench"), "a"), MODEL, 900)
             proc.stdin.write(b"go\n")
             await proc.stdin.drain()
@@ -217,7 +226,8 @@ async def wake_delay(cluster: PgCluster, wake: str, rounds: int) -> None:
             await admission.settle(Usage(5, 5))
             settled = time.time()
             line = (await proc.stdout.readline()).decode().split()
-            delays.append((float(line[1]) - settled) * 1e3)
+            if number:  # the first round warms B up (connections, statements)
+                delays.append((float(line[1]) - settled) * 1e3)
     finally:
         proc.stdin.close()
         await proc.wait()
@@ -233,24 +243,33 @@ async def replies(cluster: PgCluster, processes: int, span: float, shared: bool)
     fake = FakeGroq()
     fake.limit_rpm, fake.enforce_rpm = PAID_RPM, True
     fake.reply_words = 3
+    fake.api_key = "bench-key"  # the workers' key
     await fake.start()
     dsn = cluster.create_database()
     users = max(8, 48 // processes)
+    start = time.time()
     try:
         procs = [
             await _spawn("replies", dsn, fake.base_url, str(span), str(users), str(int(shared)))
             for _ in range(processes)
         ]
-        total = sum(await _results(procs))
+        times = [t for r in await _results(procs) for t in r]
     finally:
         await fake.aclose()
         cluster.drop_database(dsn)
+    # The bucket starts full: its first PAID_RPM requests may all go at once, so how
+    # fast they are served is what the quota itself can pass; the whole run against what
+    # the server's refill allows is whether it keeps the account busy.
+    times.sort()
+    burst = len(times) >= PAID_RPM and times[PAID_RPM - 1] > times[0]
+    burst_rate = (PAID_RPM - 1) / (times[PAID_RPM - 1] - times[0]) if burst else 0.0
     allowed = PAID_RPM + PAID_RPM * span / 60
     kind = "FleetQuota (PostgreSQL)" if shared else "QuotaManager (in memory)"
     print(
-        f"  {processes} process{'es' if processes > 1 else ''}, {kind}: {total} replies in "
-        f"{span:.0f} s = {total / span:.1f}/s; the refill allows {allowed:.0f} "
-        f"-> ratio {total / allowed:.2f}; 429s {fake.count_429}"
+        f"  {processes} process{'es' if processes > 1 else ''}, {kind}: {len(times)} replies "
+        f"in {span:.0f} s = {len(times) / span:.1f}/s, {len(times) / allowed:.2f} of what the "
+        f"refill allows ({allowed:.0f}); first {PAID_RPM} at {burst_rate:.0f}/s; "
+        f"429s {fake.count_429}"
     )
 
 
@@ -260,13 +279,14 @@ async def main(quick: bool) -> None:
     try:
         n = 100 if quick else 400
         print("Per-reservation latency (limits out of reach):")
+        await latency(cluster, 1, n, loops=1)
         for processes in (1, 3):
             await latency(cluster, processes, n)
         await latency(cluster, 3, n, "poll")
         print("Wake-up delay across processes (A settles, B's admit returns):")
         for wake in ("notify", "poll"):
             await wake_delay(cluster, wake, 10 if quick else 30)
-        span = 10.0 if quick else 30.0
+        span = 20.0 if quick else 60.0
         print(f"Replies per second at {PAID_RPM} RPM (fast fake model):")
         await replies(cluster, 1, span, shared=False)
         await replies(cluster, 1, span, shared=True)
@@ -278,8 +298,8 @@ async def main(quick: bool) -> None:
 def _worker(argv: list[str]) -> None:
     kind = argv[0]
     if kind == "latency":
-        dsn, n, tag, wake = argv[1:5]
-        print(json.dumps(asyncio.run(worker_latency(dsn, int(n), tag, wake))))
+        dsn, n, tag, wake, loops = argv[1:6]
+        print(json.dumps(asyncio.run(worker_latency(dsn, int(n), tag, wake, int(loops)))))
     elif kind == "waiter":
         asyncio.run(worker_waiter(argv[1], argv[2]))
     elif kind == "replies":

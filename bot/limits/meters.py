@@ -102,15 +102,18 @@ class RefillBucket:
     def take(self, amount: float, now: float, hold_s: float = 0.0) -> None:
         """Reserve ``amount`` unconditionally (callers check ``wait_for`` first).
 
-        ``hold_s``: count the bucket at least ``hold_s`` of refill full first. A server
-        drains a request from when it arrives, the mirror from when it is reserved: into
-        a bucket that is (nearly) empty, where the server's level cannot go below zero
-        while the request travels, that puts the server ahead by up to the refill of the
-        request's travel time, for as long as the bucket stays busy."""
+        ``hold_s``: into a bucket that would empty within ``hold_s``, start draining
+        only once it would have emptied, ``hold_s`` from now. A server drains a request
+        from when it arrives, the mirror from when it is reserved; where the server's
+        level cannot go below zero while the request travels, that puts the server
+        ahead by up to the refill of the travel time, for as long as the bucket stays
+        busy. (Held in time, not as level: a limit lowered meanwhile is not overfilled.)"""
         self.pending += amount
         used = self.used(now)
-        floor = self._rate * hold_s
-        self._set((used if used > floor else floor) + amount, now)
+        self._set(used + amount, now)
+        empties_in = used / self._rate
+        if empties_in < hold_s and now + hold_s - empties_in > self._at:
+            self._at = now + hold_s - empties_in
 
     def add(self, amount: float, now: float) -> None:
         """Count ``amount`` more use (less, if negative) that no reservation settles."""
