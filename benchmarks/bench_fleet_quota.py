@@ -247,7 +247,6 @@ async def replies(cluster: PgCluster, processes: int, span: float, shared: bool)
     await fake.start()
     dsn = cluster.create_database()
     users = max(8, 48 // processes)
-    start = time.time()
     try:
         procs = [
             await _spawn("replies", dsn, fake.base_url, str(span), str(users), str(int(shared)))
