@@ -365,6 +365,12 @@ class FleetQuota:
         queue it (or refuse it at the door, rolling the count back)."""
         async with self._ledger.transaction() as tx:
             now = tx.now
+            if not admin:
+                # Waiting for one of the user's own requests is the common case while
+                # the fleet is busy: tell it without queueing for the model's row lock.
+                in_flight, running = await tx.user_requests(sid)
+                if self._turn_taken(in_flight, running):
+                    return _Step(reason=WaitReason.YOUR_TURN)
             account = await self._load(tx, model)
             tpm = account.budget.buckets.get("tpm")
             if tpm is not None and tokens > tpm.limit:
@@ -402,6 +408,11 @@ class FleetQuota:
                 )
             return _Step(request_id, wait=wait)
 
+    def _turn_taken(self, in_flight: int, running: int) -> bool:
+        """The user has all their requests in flight, or one already waits for the
+        account (one per user keeps the fleet's queue one round of the waiting users)."""
+        return in_flight >= self._config.user_max_in_flight or in_flight > running
+
     def _user_block(
         self,
         sid: str,
@@ -414,7 +425,7 @@ class FleetQuota:
     ) -> _Step | None:
         """What keeps the user back (as ``QuotaManager._user_block``), fleet-wide; a
         window resetting later than ``max_queue_wait_s`` as a refusal."""
-        if in_flight >= self._config.user_max_in_flight or in_flight > running:
+        if self._turn_taken(in_flight, running):
             return _Step(reason=WaitReason.YOUR_TURN)
         blocked = counters.blocking(account.user_limits, tokens, now)
         if blocked is None:

@@ -121,6 +121,15 @@ class Tx:
         )
         return row[0], int(row[1]), int(row[2])
 
+    async def user_requests(self, user_key: str) -> tuple[int, int]:
+        """A user's requests in flight and, of those, running (no lock: a hint)."""
+        row = await self.conn.fetchrow(
+            "SELECT count(*), count(*) FILTER (WHERE sent) FROM quota_fleet_request"
+            " WHERE user_key = $1",
+            user_key,
+        )
+        return int(row[0]), int(row[1])
+
     async def user_states(self, user_key: str) -> tuple[dict[str, dict[str, Any] | None], int]:
         """A user's state per model and their requests in flight (no lock)."""
         rows = await self.conn.fetch(
