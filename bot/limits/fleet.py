@@ -21,8 +21,8 @@ instead of memory, so they hold for every process on the key:
 * **Crashes.** Every process renews a lease every ``lease_s / 3``; any other process
   reaps one whose lease ran out: its reservations count as used in full (the requests
   may have reached the server) and end, its queued requests are taken back from their
-  users' windows. A dead process's queue entries are skipped at once; everything of it
-  is released within ``lease_s`` + ``lease_s / 3``.
+  users' windows. A dead process's queue entries are passed over once its lease has run
+  out; everything of it is released within ``lease_s`` × 4/3 of the crash.
 * **Failure policy: closed.** When the database cannot be reached while admitting, the
   request is refused with a "can't check the shared quota" text (the engine logs one
   line): admitting blind could push the whole fleet's key into 429s. A settle that

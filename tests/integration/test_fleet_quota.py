@@ -259,3 +259,13 @@ async def test_an_unreachable_database_refuses_with_a_clear_message(
         finally:
             await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
             await admin.close()
+
+
+async def test_usage_reports_the_shared_windows_and_account(pg_dsn: str) -> None:
+    cfg = config("rpm:100,tpm:6000", default_model=MODEL)
+    async with fleet(pg_dsn, cfg) as a, fleet(pg_dsn, cfg) as b:
+        await (await a.admit(user(1), MODEL, 500, user_tokens=100)).settle(Usage(100, 50))
+        text = await b.report(user(1), admin=True)  # the other process tells the same
+        assert MODEL in text
+        assert "150" in text  # the user's tokens this minute: the real use
+        assert "6,000" in text or "6000" in text  # the account's limit, for admins
