@@ -7,8 +7,8 @@ Runs its own throwaway PostgreSQL (``tests.pg_cluster``) and worker processes
    of reach (no waiting: the cost of the transactions and of queueing for the model's
    row lock), one loop in one process, then 4 concurrent loops per process with 1 and 3
    processes; median and p99.
-2. Wake-up delay: process A holds 900 of 1,000 TPM, process B waits for 900; A settles
-   (refunding 890); the time from A's settle returning to B's admit returning, with
+2. Wake-up delay: process A holds 60,000 of 100,000 TPM, process B waits for 60,000; A
+   settles (refunding nearly all); the time from A's settle returning to B's admit returning, with
    ``QUOTA_WAKE=notify`` (LISTEN/NOTIFY) and ``poll`` (every 0.1 s ± 50 %). Also the
    per-reservation latency of each mode.
 3. Replies per second the fleet sustains against FakeGroq at a paid-tier 1,000 RPM
@@ -48,6 +48,11 @@ from tests.pg_cluster import PgCluster  # noqa: E402
 MODEL = "openai/gpt-oss-120b"
 BIG = "rpm:1000000000,rpd:1000000000,tpm:1000000000,tpd:1000000000"
 PAID_RPM = 1_000
+# Wake-up: two requests of WAKE_TOKENS do not fit together, one with the other's refund
+# does; a minute's refill is large enough that a second of it (the fleet's drain hold,
+# see RefillBucket.take) changes nothing, and small enough that refill alone takes ~35 s.
+WAKE_LIMITS = "tpm:100000,rpm:100000"
+WAKE_TOKENS = 60_000
 
 
 def _config(limits: str, **extra: Any) -> QuotaConfig:
@@ -98,7 +103,7 @@ async def worker_waiter(dsn: str, wake: str) -> None:
     """B of the wake-up measurement, driven over stdin/stdout by the parent."""
     quota = FleetQuota.create(
         dsn,
-        config=_config("tpm:1000,rpm:100000"),
+        config=_config(WAKE_LIMITS),
         clock=SystemClock(),
         wake=wake,  # type: ignore[arg-type]
     )
@@ -109,7 +114,7 @@ async def worker_waiter(dsn: str, wake: str) -> None:
     print("ready", flush=True)
     try:
         while (await reader.readline()).strip() == b"go":
-            admission = await quota.admit(UserRef(Platform("bench"), "b"), MODEL, 900)
+            admission = await quota.admit(UserRef(Platform("bench"), "b"), MODEL, WAKE_TOKENS)
             admitted = time.time()
             await admission.settle(Usage(5, 5))
             print(f"admitted {admitted}", flush=True)
@@ -208,7 +213,7 @@ async def wake_delay(cluster: PgCluster, wake: str, rounds: int) -> None:
     dsn = cluster.create_database()
     holder = FleetQuota.create(
         dsn,
-        config=_config("tpm:1000,rpm:100000"),
+        config=_config(WAKE_LIMITS),
         clock=SystemClock(),
         wake=wake,  # type: ignore[arg-type]
     )
@@ -219,7 +224,7 @@ async def wake_delay(cluster: PgCluster, wake: str, rounds: int) -> None:
     delays: list[float] = []
     try:
         for number in range(rounds + 1):
-            admission = await holder.admit(UserRef(Platform("bench"), "a"), MODEL, 900)
+            admission = await holder.admit(UserRef(Platform("bench"), "a"), MODEL, WAKE_TOKENS)
             proc.stdin.write(b"go\n")
             await proc.stdin.drain()
             await asyncio.sleep(0.3)  # B is waiting in the queue by now
