@@ -49,8 +49,10 @@ MODEL = "openai/gpt-oss-120b"
 BIG = "rpm:1000000000,rpd:1000000000,tpm:1000000000,tpd:1000000000"
 PAID_RPM = 1_000
 # Wake-up: two requests of WAKE_TOKENS do not fit together, one with the other's refund
-# does; a minute's refill is large enough that a second of it (the fleet's drain hold,
-# see RefillBucket.take) changes nothing, and small enough that refill alone takes ~35 s.
+# does, and refill alone would take ~35 s. The refill must also outrun what the rounds
+# keep (20 tokens every ~0.6 s): at 1,000 TPM (16.7 tokens/s) the level crept up by ~10
+# a round until B waited ~0.3 s of real refill after each wake-up, which read as a
+# 294 ms "wake-up delay".
 WAKE_LIMITS = "tpm:100000,rpm:100000"
 WAKE_TOKENS = 60_000
 
