@@ -146,6 +146,7 @@ class FleetQuota:
         self._observations: list[tuple[str, RateLimitSnapshot | None]] = []
         self._observer: asyncio.Task[None] | None = None
         self._unsettled: list[tuple[FleetAdmission, Usage | None]] = []
+        self._unreleased: list[tuple[int, str]] = []  # (request id, model)
         self._heartbeat: asyncio.Task[None] | None = None
 
     @classmethod
@@ -235,11 +236,15 @@ class FleetQuota:
         request_id: int | None = None
         admitted = False
         try:
-            request_id, deadline = await self._user_turn(
+            request_id, wait = await self._user_turn(
                 sid, model, tokens, mine, admin, line, ticket, wake, on_wait
             )
             line.leave(ticket)
-            if request_id is not None and deadline is not None:
+            if request_id is not None and wait is not None:
+                # Announced here, where a cancellation still releases the request.
+                deadline = self._clock.now() + self._config.max_queue_wait_s
+                if on_wait is not None:
+                    await on_wait(min(wait, self._config.max_queue_wait_s), WaitReason.CAPACITY)
                 await self._account_turn(request_id, model, tokens, deadline, wake, on_wait)
             admitted = True
         except StoreError as exc:
@@ -332,7 +337,7 @@ class FleetQuota:
     ) -> tuple[int | None, float | None]:
         """Wait first in the user's line, then for the user's limits; then count the
         request (one transaction). Return its id and, when it must queue for the
-        account, the deadline of that wait (None: reserved at once)."""
+        account, the estimated wait there (None: reserved at once)."""
         told: tuple[WaitReason, float] | None = None
         while True:
             wake.clear()
@@ -345,10 +350,7 @@ class FleetQuota:
             if step.request_id is not None:
                 if step.admitted:
                     return step.request_id, None
-                wait = min(step.wait, self._config.max_queue_wait_s)
-                if on_wait is not None:
-                    await on_wait(wait, WaitReason.CAPACITY)
-                return step.request_id, self._clock.now() + self._config.max_queue_wait_s
+                return step.request_id, step.wait
             now = self._clock.now()
             if on_wait is not None and (
                 told is None
@@ -526,7 +528,9 @@ class FleetQuota:
                     await self._undo(tx, [row])
                     await tx.notify(model)
         except StoreError as exc:
-            log.warning("quota: could not release request %d: %s", request_id, exc.detail)
+            # Left in place it would hold the user's turn and perhaps the fleet's queue.
+            log.warning("quota: could not release request %d (retried): %s", request_id, exc.detail)
+            self._unreleased.append((request_id, model))
         self._wake_all()
 
     async def _undo(self, tx: Tx, rows: list[Any]) -> None:
@@ -660,6 +664,10 @@ class FleetQuota:
                 log.warning("quota: heartbeat failed: %s", exc.detail)
 
     async def _retry_unsettled(self) -> None:
+        """Settles and releases that failed on the database, once more."""
+        unreleased, self._unreleased = self._unreleased, []
+        for request_id, model in unreleased:
+            await self._release(request_id, model)  # re-queues itself on failure
         pending, self._unsettled = self._unsettled, []
         for number, (admission, usage) in enumerate(pending):
             try:

@@ -269,3 +269,23 @@ async def test_usage_reports_the_shared_windows_and_account(pg_dsn: str) -> None
         assert MODEL in text
         assert "150" in text  # the user's tokens this minute: the real use
         assert "6,000" in text or "6000" in text  # the account's limit, for admins
+
+
+async def test_a_request_cancelled_while_its_wait_is_announced_is_released(
+    pg_dsn: str,
+) -> None:
+    cfg = config("rpm:1", max_queue_wait_s=120.0)
+    async with fleet(pg_dsn, cfg) as a:
+        await a.admit(user(1), MODEL, 10)
+        announced = asyncio.Event()
+
+        async def on_wait(seconds: float, reason: object) -> None:
+            announced.set()
+            await asyncio.Event().wait()  # a sink that hangs while showing "queued"
+
+        task = asyncio.create_task(a.admit(user(2), MODEL, 10, on_wait=on_wait))
+        await asyncio.wait_for(announced.wait(), 5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        left = await rows(pg_dsn, "SELECT user_key FROM quota_fleet_request")
+        assert [r["user_key"] for r in left] == [user(1).storage_id()]
