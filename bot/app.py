@@ -25,6 +25,7 @@ from bot.errors import (
 )
 from bot.fallback import unknown_models
 from bot.limits.config import QuotaConfig
+from bot.limits.fleet import FleetQuota
 from bot.limits.quota import QuotaManager
 from bot.llm.client import CompletionsClient
 from bot.llm.provider import Provider, ProviderKind
@@ -56,7 +57,7 @@ class Runtime:
     clock: Clock
     store: Store
     completions: CompletionsClient
-    quota: QuotaManager | None
+    quota: QuotaManager | FleetQuota | None
     engine: Engine
     pacer: EditPacer
     metrics: Metrics | None
@@ -100,7 +101,7 @@ async def open_runtime(
         stack.push_async_callback(store.aclose)
         completions = CompletionsClient.from_settings(settings, clock=clock)
         stack.push_async_callback(completions.aclose)
-        quota: QuotaManager | None = None
+        quota: QuotaManager | FleetQuota | None = None
         provider = await _provider(completions) if need_api else None
         if settings.max_concurrent_requests is None:
             concurrency = provider.concurrency if provider else HOSTED_CONCURRENCY
@@ -111,8 +112,7 @@ async def open_runtime(
                 builtin_table=provider.builtin_limits,
                 requests_header_dimension=provider.requests_header_dimension,
             )
-            quota = QuotaManager(config=config, clock=clock, store=store)
-            await quota.load()
+            quota = await _open_quota(settings, config, clock, store)
             # Registered after the store's aclose, so it runs first and counters are saved.
             stack.push_async_callback(quota.aclose)
             completions.add_rate_limit_listener(quota.observe)
@@ -415,8 +415,36 @@ def _window_findings(settings: Settings, model: ModelInfo) -> tuple[tuple[str, .
     return tuple(problems), notes
 
 
+async def _open_quota(
+    settings: Settings, config: QuotaConfig, clock: Clock, store: Store
+) -> QuotaManager | FleetQuota:
+    """The quota: shared through PostgreSQL by every process on the key when
+    DATABASE_URL names it, else this process's own (counters saved in ``store``)."""
+    dsn = settings.fleet_dsn()
+    if dsn is None:
+        quota = QuotaManager(config=config, clock=clock, store=store)
+        await quota.load()
+        return quota
+    fleet = FleetQuota.create(
+        dsn,
+        config=config,
+        clock=clock,
+        lease_s=settings.quota_lease_s,
+        pool_size=settings.quota_db_pool_size,
+        wake=settings.quota_wake,
+    )
+    try:
+        await fleet.open()
+    except StoreError as exc:
+        raise ConfigError(
+            f"DATABASE_URL: cannot open the shared quota on PostgreSQL ({exc.detail}).",
+            detail=exc.detail,
+        ) from None
+    return fleet
+
+
 def _quota_findings(
-    settings: Settings, model: ModelInfo, quota: QuotaManager | None
+    settings: Settings, model: ModelInfo, quota: QuotaManager | FleetQuota | None
 ) -> tuple[str, ...]:
     """Whether a request's reservation (the whole MAX_OUTPUT_TOKENS plus the conversation)
     fits the default model's tokens per minute. (A user's share is not checked: their

@@ -180,7 +180,8 @@ class Settings(EnvSettings):
     # --- conversations ---
     database_path: Path = Path("./data/bot.db")
     # postgresql://user:password@host:5432/db: PostgreSQL instead of the SQLite file
-    # (DATABASE_URL wins when both are set, so an image's default DATABASE_PATH is harmless).
+    # (DATABASE_URL wins when both are set, so an image's default DATABASE_PATH is harmless);
+    # every process on it also shares one account quota.
     database_url: Secret = None
     database_pool_size: int = Field(default=10, ge=1, le=1000)
     max_input_chars: int = Field(default=16_000, ge=1)
@@ -207,6 +208,13 @@ class Settings(EnvSettings):
     quota_max_wait_s: float = Field(default=60.0, ge=0)
     quota_flush_interval_s: float = Field(default=30.0, gt=0)
     quota_model_limits: str = ""
+    # Only with a postgresql:// DATABASE_URL (the quota shared by a fleet of processes):
+    # a process that stops renewing its lease for this long has its reservations and
+    # queued requests released by the others; how waiters in other processes learn that
+    # capacity freed up; connections of the quota's own pool.
+    quota_lease_s: float = Field(default=30.0, ge=1.0)
+    quota_wake: Literal["notify", "poll"] = "notify"
+    quota_db_pool_size: int = Field(default=4, ge=1)
 
     # --- logging and operations ---
     log_level: str = "INFO"
@@ -255,6 +263,11 @@ class Settings(EnvSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    def fleet_dsn(self) -> str | None:
+        """DATABASE_URL when it names PostgreSQL (the shared quota), else None."""
+        url = self.database_url.get_secret_value() if self.database_url else ""
+        return url if url.startswith(("postgresql://", "postgres://")) else None
 
     def is_admin(self, platform: str, user_id: str) -> bool:
         """Admin ids may be bare (``123``) or platform-qualified (``chat:123``)."""

@@ -46,11 +46,16 @@ import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from bot.limits.budget import AccountBudget
-from bot.limits.table import DIMENSIONS, LimitSource, ModelLimits
+from bot.limits.meters import finite, unfinite
+from bot.limits.table import DIMENSIONS, LimitSource, LimitTable, ModelLimits
 from bot.ratelimit import WaitQueue
 from bot.types import RateLimitSnapshot, Usage
+
+if TYPE_CHECKING:
+    from bot.limits.config import QuotaConfig
 
 __all__ = ["ModelAccount"]
 
@@ -156,6 +161,21 @@ class ModelAccount:
         # Recent (server's request count − ours) with all of ours counted: its rounding.
         self._rounding: deque[float] = deque(maxlen=_ROUNDING_SAMPLES)
 
+    @classmethod
+    def for_model(cls, model: str, table: LimitTable, config: QuotaConfig) -> ModelAccount:
+        """A fresh account for ``model`` with ``table``'s limits and ``config``'s shares."""
+        limits, fixed = table.lookup(model)
+        return cls(
+            model,
+            limits,
+            fixed,
+            user_limits=config.user_limits(limits),
+            minute_s=config.minute_s,
+            day_s=config.day_s,
+            origin=table.origin(model),
+            output_cap=config.max_output_tokens,
+        )
+
     # ----- admission -----
 
     def note_usage(self, reserved: int, final: int) -> None:
@@ -174,11 +194,15 @@ class ModelAccount:
         < 1: at the soonest, should requests in flight turn out to use little)."""
         return max(self.paused_until - now, self.budget.wait_for(tokens, now, pending_share))
 
-    def estimate(self, tokens: int, now: float) -> tuple[float, str]:
-        """Wait for a newcomer behind everyone queued, and its cause (a dimension or
+    def estimate(
+        self, tokens: int, now: float, queued: tuple[int, float] | None = None
+    ) -> tuple[float, str]:
+        """Wait for a newcomer behind everyone queued (``queued``: waiters and the tokens
+        they reserve, when the queue is not ``waiters``), and its cause (a dimension or
         "pause")."""
-        ahead = round(self.waiters.amount * self.usage_ratio) + tokens
-        wait, dim = self.budget.estimate(len(self.waiters) + 1, ahead, now, self.usage_ratio)
+        count, amount = queued or (len(self.waiters), self.waiters.amount)
+        ahead = round(amount * self.usage_ratio) + tokens
+        wait, dim = self.budget.estimate(count + 1, ahead, now, self.usage_ratio)
         pause = self.paused_until - now
         return (pause, "pause") if pause >= wait and pause > 0 else (wait, dim)
 
@@ -195,6 +219,42 @@ class ModelAccount:
                 room = min(reserved, usage.prompt_tokens + self.output_cap)
             kept = max(final, room)
         self.budget.commit(reserved, final, kept, now)
+
+    # ----- shared state (a fleet of processes on one key) -----
+
+    def to_state(self) -> dict[str, object]:
+        """What ``observe``, ``commit`` and the budget change, JSON-safe; the rest comes
+        from settings, which every process of a fleet shares. ``reported`` and the
+        waiters stay per process."""
+        return {
+            "budget": self.budget.to_state(),
+            "limits": {dim: self.limits.get(dim) for dim in DIMENSIONS},
+            "sources": {dim: source.value for dim, source in self.sources.items()},
+            "ratios": dict(self._ratios),
+            "scale": self.scale,
+            "charges_cap": self.charges_cap,
+            "cap_votes": self._cap_votes,
+            "cap_heard": self._cap_heard,
+            "heard_at": finite(self._heard_at),
+            "rounding": list(self._rounding),
+            "paused_until": finite(self.paused_until),
+            "usage_ratio": self.usage_ratio,
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Replace this account's state by ``to_state``'s output (from another process).
+        The caller recomputes ``user_limits`` from ``limits``."""
+        self.limits = ModelLimits(**state["limits"])
+        self.budget.load_state(state["budget"])
+        self.sources = {dim: LimitSource(v) for dim, v in state["sources"].items()}
+        self._ratios = {dim: float(v) for dim, v in state["ratios"].items()}
+        self.scale = float(state["scale"])
+        self.charges_cap = state["charges_cap"]
+        self._cap_votes, self._cap_heard = int(state["cap_votes"]), bool(state["cap_heard"])
+        self._heard_at = unfinite(state["heard_at"])
+        self._rounding = deque(state["rounding"], maxlen=_ROUNDING_SAMPLES)
+        self.paused_until = unfinite(state["paused_until"])
+        self.usage_ratio = float(state["usage_ratio"])
 
     # ----- what the API said -----
 

@@ -6,7 +6,8 @@ Pure arithmetic with an injected ``now``, like the meters it groups.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from bot.limits.meters import Headroom, RefillBucket
 from bot.limits.table import DIMENSIONS, ModelLimits
@@ -112,12 +113,13 @@ class AccountBudget:
                 wait, worst = need, dim
         return wait, worst
 
-    def take(self, tokens: int, now: float) -> None:
-        """Reserve one request of ``tokens`` (prompt + max output)."""
+    def take(self, tokens: int, now: float, hold_s: float = 0.0) -> None:
+        """Reserve one request of ``tokens`` (prompt + max output); ``hold_s``: see
+        ``RefillBucket.take``."""
         for dim, meter in self.buckets.items():
-            meter.take(1 if dim[0] == "r" else tokens, now)
+            meter.take(1 if dim[0] == "r" else tokens, now, hold_s)
         for shadow in self.shadows.values():
-            shadow.take(tokens, now)
+            shadow.take(tokens, now, hold_s)
         self.in_flight += 1
         self._sent.append(now)
         if tokens > self.largest:
@@ -242,6 +244,31 @@ class AccountBudget:
         return min(kept.used(now), max(meter.limit, meter.used(now)))
 
     # ----- persistence -----
+
+    def to_state(self) -> dict[str, object]:
+        """Everything that changes, JSON-safe: a fleet's processes share it in a row."""
+        return {
+            "buckets": {dim: b.to_state() for dim, b in self.buckets.items()},
+            "shadows": {dim: b.to_state() for dim, b in self.shadows.items()},
+            "headroom": {dim: h.to_state() for dim, h in self.headroom.items()},
+            "refunds": self.refunds,
+            "in_flight": self.in_flight,
+            "heard": self.heard,
+            "largest": self.largest,
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Replace this budget's state by ``to_state``'s output (from another process)."""
+        self.buckets = {d: RefillBucket.from_state(v) for d, v in state["buckets"].items()}
+        self.shadows = {d: RefillBucket.from_state(v) for d, v in state["shadows"].items()}
+        for dim in self.buckets:
+            self.headroom.setdefault(dim, Headroom(_HOLD_MINUTES * self._minute_s))
+        for dim, room in state["headroom"].items():
+            if dim in self.headroom:
+                self.headroom[dim].load_state(room)
+        self.refunds = bool(state["refunds"])
+        self.in_flight, self.heard = int(state["in_flight"]), int(state["heard"])
+        self.largest = float(state["largest"])
 
     def to_rows(self, subject: str, now: float) -> list[QuotaCounter]:
         rows = (meter.to_row(subject, dim, now) for dim, meter in self.buckets.items())

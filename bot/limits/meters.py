@@ -22,12 +22,22 @@ import math
 
 from bot.types import QuotaCounter
 
-__all__ = ["FixedWindow", "Headroom", "RefillBucket"]
+__all__ = ["FixedWindow", "Headroom", "RefillBucket", "finite", "unfinite"]
 
 # Float slack so that sleeping exactly the computed wait always admits.
 _EPS = 1e-9
 # Refill buckets are saved once per slot of this fraction of their window.
 _SLOTS = 1_440
+
+
+def finite(value: float) -> float | None:
+    """``value`` for JSON, which has no infinities: ±inf (never / not yet) as None."""
+    return value if math.isfinite(value) else None
+
+
+def unfinite(value: float | None) -> float:
+    """The inverse of ``finite`` for times: None is "never" (−inf)."""
+    return -math.inf if value is None else float(value)
 
 
 class RefillBucket:
@@ -89,10 +99,21 @@ class RefillBucket:
             amount += margin if margin < limit - amount else limit - amount
         return self.time_to_fit(amount, now, pending_share)
 
-    def take(self, amount: float, now: float) -> None:
-        """Reserve ``amount`` unconditionally (callers check ``wait_for`` first)."""
+    def take(self, amount: float, now: float, hold_s: float = 0.0) -> None:
+        """Reserve ``amount`` unconditionally (callers check ``wait_for`` first).
+
+        ``hold_s``: into a bucket that would empty within ``hold_s``, start draining
+        only once it would have emptied, ``hold_s`` from now. A server drains a request
+        from when it arrives, the mirror from when it is reserved; where the server's
+        level cannot go below zero while the request travels, that puts the server
+        ahead by up to the refill of the travel time, for as long as the bucket stays
+        busy. (Held in time, not as level: a limit lowered meanwhile is not overfilled.)"""
         self.pending += amount
-        self._set(self.used(now) + amount, now)
+        used = self.used(now)
+        self._set(used + amount, now)
+        empties_in = used / self._rate
+        if empties_in < hold_s and now + hold_s - empties_in > self._at:
+            self._at = now + hold_s - empties_in
 
     def add(self, amount: float, now: float) -> None:
         """Count ``amount`` more use (less, if negative) that no reservation settles."""
@@ -148,6 +169,18 @@ class RefillBucket:
         if now > self._at:
             self._at = now
 
+    def to_state(self) -> list[float | None]:
+        """JSON-safe state (limit, window, level, at, pending) for a shared account."""
+        return [self.limit, self.window_s, self._level, finite(self._at), self.pending]
+
+    @classmethod
+    def from_state(cls, state: list[float | None]) -> RefillBucket:
+        limit, window_s, level, at, pending = state
+        bucket = cls(float(limit or 1), float(window_s or 1))
+        bucket._level, bucket._at = float(level or 0), unfinite(at)
+        bucket.pending = float(pending or 0)
+        return bucket
+
 
 class Headroom:
     """Units to keep free for use that is not ours: the largest jump ``note``d, held
@@ -172,6 +205,12 @@ class Headroom:
         """Another jump of ``jump`` units: hold the larger of it and what is held now."""
         self._jump = max(self.value(now), jump)
         self._seen_at = now
+
+    def to_state(self) -> list[float | None]:
+        return [self._jump, finite(self._seen_at)]
+
+    def load_state(self, state: list[float | None]) -> None:
+        self._jump, self._seen_at = float(state[0] or 0), unfinite(state[1])
 
 
 class FixedWindow:

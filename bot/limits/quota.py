@@ -58,12 +58,11 @@ from bot.limits.account import ModelAccount
 from bot.limits.config import QuotaConfig
 from bot.limits.report import (
     AccountStatus,
-    LimitInfo,
     ModelUsage,
     UserUsage,
+    account_status,
     busy_text,
     format_usage,
-    local_usage,
     queue_full_text,
     timed_out_text,
     too_large_text,
@@ -76,7 +75,7 @@ from bot.ports import Clock, QuotaCounterStore
 from bot.ratelimit import Waiter, WaitQueue
 from bot.types import QuotaCounter, RateLimitSnapshot, Usage, UserRef, WaitReason
 
-__all__ = ["Admission", "QuotaManager"]
+__all__ = ["Admission", "QuotaManager", "queue_timeout"]
 
 log = logging.getLogger(__name__)
 
@@ -229,13 +228,12 @@ class QuotaManager:
         account.commit(admission.tokens, usage, now)
         if usage is not None:
             account.note_usage(admission.tokens, final)
-        counters = admission.counters
-        if usage is not None and usage.total_tokens == 0:
-            counters.release(admission.user_tokens, admission.minute_start, admission.day_start)
-        elif usage is not None and usage.total_tokens != admission.user_tokens:
-            delta = usage.total_tokens - admission.user_tokens
-            counters.tpm.adjust(delta, admission.minute_start)
-            counters.tpd.adjust(delta, admission.day_start)
+        admission.counters.settle(
+            admission.user_tokens,
+            None if usage is None else usage.total_tokens,
+            admission.minute_start,
+            admission.day_start,
+        )
         self._dirty.add((admission.user_key, admission.model))
         state.line.wake_head()  # the user's next message may go now
         account.waiters.wake_head()  # the head's wait is now computable (or shorter)
@@ -264,24 +262,10 @@ class QuotaManager:
 
     def predict_wait(self, model: str, estimated_tokens: int) -> tuple[float, str]:
         """What a newcomer of ``estimated_tokens`` on ``model`` would wait for the account
-        now, behind everyone queued, and why (see ``QuotaGate.predict_wait``); a request
-        larger than the model's tokens per minute never fits: ``(inf, "size")``."""
-        now = self._clock.time()
-        tokens = max(0, int(estimated_tokens))
-        account = self._account(model)
-        tpm = account.budget.buckets.get("tpm")
-        if tpm is not None and tokens > tpm.limit:
-            return math.inf, "size"
-        if account.can_pass(tokens, now):
-            return 0.0, ""
-        wait, dim = account.estimate(tokens, now)
-        if dim == "pause":
-            # A 429's pause hides which window it was for; the mirror, lifted by that
-            # 429's "Used N", still shows it when it was a day's (worth saying so).
-            held, held_dim = account.budget.estimate(1, tokens, now)
-            if held_dim in ("rpd", "tpd") and held > self._config.max_queue_wait_s:
-                dim = held_dim
-        return wait, dim
+        now, behind everyone queued, and why (see ``QuotaGate.predict_wait``)."""
+        return predicted_wait(
+            self._account(model), estimated_tokens, self._clock.time(), self._config
+        )
 
     def max_wait_s(self) -> float:
         return self._config.max_queue_wait_s
@@ -361,23 +345,8 @@ class QuotaManager:
         mirror assumes and why."""
         now = self._clock.time()
         return [
-            AccountStatus(
-                model,
-                local_usage(account.budget, now),
-                account.reported,
-                max(0.0, account.paused_until - now),
-                len(account.waiters),
-                self._config.requests_header_dimension,
-                limits=tuple(
-                    LimitInfo(dim, account.limits.get(dim) or 0, source, account.scale)
-                    for dim, source in account.limit_sources().items()
-                ),
-                headroom=tuple(
-                    (dim, room.value(now))
-                    for dim, room in account.budget.headroom.items()
-                    if room.value(now) >= 0.5
-                ),
-                charges_cap=account.charges_cap,
+            account_status(
+                account, len(account.waiters), self._config.requests_header_dimension, now
             )
             for model, account in sorted(self._accounts.items())
         ]
@@ -396,16 +365,8 @@ class QuotaManager:
     def _account(self, model: str) -> ModelAccount:
         account = self._accounts.get(model)
         if account is None:
-            limits, fixed = self._table.lookup(model)
-            account = self._accounts[model] = ModelAccount(
-                model,
-                limits,
-                fixed,
-                user_limits=self._config.user_limits(limits),
-                minute_s=self._config.minute_s,
-                day_s=self._config.day_s,
-                origin=self._table.origin(model),
-                output_cap=self._config.max_output_tokens,
+            account = self._accounts[model] = ModelAccount.for_model(
+                model, self._table, self._config
             )
         return account
 
@@ -565,7 +526,7 @@ class QuotaManager:
                     # flight may finish any moment having used little (settle wakes us).
                     soonest = account.need(tokens, now, pending_share=0.0)
                     if delay <= 0 or soonest > delay:
-                        raise _timed_out(account.model, now - start, max(soonest, need))
+                        raise queue_timeout(account.model, now - start, max(soonest, need))
                     if on_wait is not None and now + need > eta + _REANNOUNCE_S:
                         eta = now + need
                         await on_wait(need, WaitReason.CAPACITY)
@@ -575,7 +536,7 @@ class QuotaManager:
                     spare = self._config.spare_s + account.budget.travel_s(now)
                     delay = min(need + spare, delay)
                 elif delay <= 0:
-                    raise _timed_out(account.model, now - start, max_wait)
+                    raise queue_timeout(account.model, now - start, max_wait)
                 await self._sleep_or_wake(wake, delay)
         finally:
             account.waiters.leave(waiter)
@@ -636,7 +597,7 @@ class QuotaManager:
             del self._users[sid]
 
 
-def _timed_out(model: str, waited: float, more: float) -> QuotaExceeded:
+def queue_timeout(model: str, waited: float, more: float) -> QuotaExceeded:
     # Given up at once (the wait grew past the maximum): "timed out after 0 s" would
     # read oddly, so say the bot is busy instead.
     text = timed_out_text(model, waited, more) if waited >= 1 else busy_text(model, more, "")
@@ -646,3 +607,25 @@ def _timed_out(model: str, waited: float, more: float) -> QuotaExceeded:
         retry_in_s=more,
         detail=f"queue timeout after {waited:.1f}s",
     )
+
+
+def predicted_wait(
+    account: ModelAccount, estimated_tokens: int, now: float, config: QuotaConfig
+) -> tuple[float, str]:
+    """How long a request of ``estimated_tokens`` would wait for ``account`` at ``now``,
+    and the limit that binds ("" when it fits now); a request larger than the model's
+    tokens per minute never fits: ``(inf, "size")``."""
+    tokens = max(0, int(estimated_tokens))
+    tpm = account.budget.buckets.get("tpm")
+    if tpm is not None and tokens > tpm.limit:
+        return math.inf, "size"
+    if account.can_pass(tokens, now):
+        return 0.0, ""
+    wait, dim = account.estimate(tokens, now)
+    if dim == "pause":
+        # A 429's pause hides which window it was for; the mirror, lifted by that 429's
+        # "Used N", still shows it when it was a day's (worth saying so).
+        held, held_dim = account.budget.estimate(1, tokens, now)
+        if held_dim in ("rpd", "tpd") and held > config.max_queue_wait_s:
+            dim = held_dim
+    return wait, dim

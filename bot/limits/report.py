@@ -10,12 +10,15 @@ import csv
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from bot.limits.budget import AccountBudget
 from bot.limits.table import DIMENSIONS, LimitSource, ModelLimits
 from bot.limits.users import UserCounters
 from bot.types import RateLimitSnapshot, UsageEntry, UserRef
+
+if TYPE_CHECKING:
+    from bot.limits.account import ModelAccount
 
 __all__ = [
     "CSV_HEADER",
@@ -24,6 +27,7 @@ __all__ = [
     "LimitInfo",
     "ModelUsage",
     "UserUsage",
+    "account_status",
     "busy_text",
     "format_duration",
     "format_usage",
@@ -126,6 +130,31 @@ def user_dimensions(
             counters.window(dim).resets_in(now),
         )
         for dim in DIMENSIONS
+    )
+
+
+def account_status(
+    account: ModelAccount, queued: int, requests_dimension: str, now: float
+) -> AccountStatus:
+    """One model's mirror for ``/usage all``: its levels, the API's last report, and
+    which limits it assumes and why (``queued``: requests waiting for it)."""
+    return AccountStatus(
+        account.model,
+        local_usage(account.budget, now),
+        account.reported,
+        max(0.0, account.paused_until - now),
+        queued,
+        requests_dimension,
+        limits=tuple(
+            LimitInfo(dim, account.limits.get(dim) or 0, source, account.scale)
+            for dim, source in account.limit_sources().items()
+        ),
+        headroom=tuple(
+            (dim, room.value(now))
+            for dim, room in account.budget.headroom.items()
+            if room.value(now) >= 0.5
+        ),
+        charges_cap=account.charges_cap,
     )
 
 

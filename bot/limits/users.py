@@ -5,7 +5,10 @@ Pure arithmetic with an injected ``now``; the limits are passed in by the caller
 
 from __future__ import annotations
 
-from bot.limits.meters import FixedWindow
+from collections.abc import Mapping
+from typing import Any
+
+from bot.limits.meters import FixedWindow, finite, unfinite
 from bot.limits.table import DIMENSIONS, ModelLimits
 from bot.types import QuotaCounter
 
@@ -41,6 +44,27 @@ class UserCounters:
             if window.start == window.start_for(now):
                 rows.append(QuotaCounter(subject, dim, window.start, window.used_))
         return rows
+
+    def to_state(self) -> dict[str, object]:
+        """JSON-safe windows and notices, for a fleet's shared user row."""
+        windows = {d: [finite(self.window(d).start), self.window(d).used_] for d in DIMENSIONS}
+        return {"windows": windows, "noticed": dict(self.noticed)}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        for dim, (start, used) in state["windows"].items():
+            window = self.window(dim)
+            window.start, window.used_ = unfinite(start), float(used)
+        self.noticed = {d: float(v) for d, v in state["noticed"].items()}
+
+    def settle(self, charged: int, used: int | None, minute_start: float, day_start: float) -> None:
+        """A request charged ``charged`` tokens at admission ended having used ``used``
+        (None: unknown, keep the charge): 0 hands the whole request back (it failed
+        before the server charged anything), else the token windows take the real use."""
+        if used == 0:
+            self.release(charged, minute_start, day_start)
+        elif used is not None and used != charged:
+            self.tpm.adjust(used - charged, minute_start)
+            self.tpd.adjust(used - charged, day_start)
 
     def release(self, tokens: int, minute_start: float, day_start: float) -> None:
         """Undo ``add`` for a request that never ran (if its windows are still current)."""
