@@ -45,6 +45,7 @@ from bot.errors import QuotaExceeded, StoreError
 from bot.limits.account import ModelAccount
 from bot.limits.config import QuotaConfig
 from bot.limits.fleet_db import FleetLedger, Tx
+from bot.limits.meters import DRAIN_HOLD_S
 from bot.limits.quota import predicted_wait, queue_timeout
 from bot.limits.report import (
     ModelUsage,
@@ -74,14 +75,6 @@ _REANNOUNCE_S = 5.0
 # Waiters look again at least this often even with LISTEN/NOTIFY: a notification
 # lost with a dropped listener connection costs at most this much.
 _SAFETY_POLL_S = 2.0
-# How long a reserved request may take to reach the server (a commit, another process's
-# scheduling, the HTTP send: up to hundreds of ms on a loaded machine). The mirror drains
-# a reservation from when it is made, the server from when the request arrives; into an
-# empty bucket that put the server ahead of the mirror by the first request's travel
-# time × refill rate for the rest of the busy period (measured: 0.2 s at 60 RPM in one
-# process; "Used 29, Requested 1, try again in 40ms" 429s at 30 RPM with 3 processes).
-# See ``RefillBucket.take``: a phase shift costing rate × this once per busy period.
-_HOLD_S = 1.0
 UNREACHABLE_TEXT = (
     "I can't check the shared usage quota right now (its database is unreachable), so "
     "your message was not sent to the model. Please try again in a minute."
@@ -404,7 +397,7 @@ class FleetQuota:
             queued, amount, _ = await tx.queue(model)
             request_id = await tx.insert_request(model, sid, tokens, mine, minute, day)
             if not queued and account.need(tokens, now) <= 0:
-                account.budget.take(tokens, now, _HOLD_S)
+                account.budget.take(tokens, now, DRAIN_HOLD_S)
                 await tx.mark_sent(request_id)
                 await tx.save_account(model, account.to_state())
                 return _Step(request_id, admitted=True)
@@ -499,7 +492,7 @@ class FleetQuota:
             need = account.need(tokens, now)
             if need > 0:
                 return _Step(request_id, wait=need, soonest=account.need(tokens, now, 0.0))
-            account.budget.take(tokens, now, _HOLD_S)
+            account.budget.take(tokens, now, DRAIN_HOLD_S)
             await tx.mark_sent(request_id)
             await tx.save_account(model, account.to_state())
             # The next head may look now, and so may this user's next message.
