@@ -215,8 +215,20 @@ class CommandsMixin:
             )
         text += _estimated_note(month) + _cached_note(month)
         if admin:
-            text += "\n" + await self._cache_report()
+            text += "\n" + await self._bot_today(now) + "\n" + await self._cache_report()
         return CommandReply(text)
+
+    async def _bot_today(self, now: float) -> str:
+        """The whole bot's replies and tokens per model since 00:00 UTC, as a table."""
+        midnight = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0)
+        try:
+            totals = await self.store.usage_by_model(midnight.timestamp())
+        except BotError as exc:
+            log.warning("could not total today's usage: %s", exc.detail or exc)
+            return "The whole bot today: unavailable (the database did not answer)."
+        if not totals:
+            return "The whole bot today (since 00:00 UTC): no replies yet."
+        return "The whole bot today (since 00:00 UTC):\n" + usage_table(totals)
 
     async def _cache_report(self) -> str:
         try:
@@ -393,3 +405,28 @@ def _estimated_note(summary: UsageSummary) -> str:
         f"\nToken counts of {summary.estimated} request(s) are estimated from the text: "
         "the model server reports no usage."
     )
+
+
+def usage_table(totals: dict[str, UsageSummary]) -> str:
+    """Replies and tokens per model as a fixed-width table in a code block (it lines up
+    on Discord, Slack and a terminal alike)."""
+    header = ("model", "replies", "tokens in", "tokens out", "cached")
+    rows = [
+        (m, f"{u.requests:,}", f"{u.prompt_tokens:,}", f"{u.completion_tokens:,}", f"{u.cached:,}")
+        for m, u in totals.items()
+    ]
+    total = (
+        "all",
+        f"{sum(u.requests for u in totals.values()):,}",
+        f"{sum(u.prompt_tokens for u in totals.values()):,}",
+        f"{sum(u.completion_tokens for u in totals.values()):,}",
+        f"{sum(u.cached for u in totals.values()):,}",
+    )
+    lines = [header, *rows, *([total] if len(rows) > 1 else [])]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+
+    def render(line: tuple[str, ...]) -> str:
+        first = line[0].ljust(widths[0])
+        return "  ".join([first, *(c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=True))])
+
+    return "```\n" + "\n".join(render(line) for line in lines) + "\n```"

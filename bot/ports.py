@@ -362,6 +362,10 @@ class UsageLedger(Protocol):
         """Totals of the ledger for ``user`` from epoch time ``since``."""
         ...
 
+    async def usage_by_model(self, since: float) -> dict[str, UsageSummary]:
+        """Totals of the whole ledger (every user) from ``since``, per model."""
+        ...
+
     def iter_usage(self) -> AsyncIterator[UsageEntry]:
         """Every ledger row, oldest first (for CSV export)."""
         ...

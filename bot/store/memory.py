@@ -278,6 +278,22 @@ class InMemoryStore:
             cached=sum(1 for row in rows if row.cached),
         )
 
+    async def usage_by_model(self, since: float) -> dict[str, UsageSummary]:
+        rows: dict[str, list[UsageEntry]] = {}
+        for entry in self._usage:
+            if entry.at >= since:
+                rows.setdefault(entry.model, []).append(entry)
+        return {
+            model: UsageSummary(
+                len(entries),
+                sum(e.prompt_tokens for e in entries),
+                sum(e.completion_tokens for e in entries),
+                sum(1 for e in entries if e.estimated),
+                sum(1 for e in entries if e.cached),
+            )
+            for model, entries in sorted(rows.items())
+        }
+
     async def iter_usage(self) -> AsyncIterator[UsageEntry]:
         """Every ledger row in the order recorded (rows added meanwhile included, as in SQLite)."""
         index = 0

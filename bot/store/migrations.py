@@ -259,6 +259,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         7,
         (AddColumn("user_prefs", _MODEL_STRICT), AddColumn("conversations", _MODEL_STRICT)),
     ),
+    # Admins' /usage totals the whole bot's day: every user's rows since a time.
+    Migration(8, (CreateIndex(Index("usage_by_time", "usage", ("at",))),)),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -49,6 +49,7 @@ from bot.store.queries import (
     UPSERT_CONVERSATION_SQL,
     UPSERT_COUNTER_SQL,
     USAGE_BATCH,
+    USAGE_BY_MODEL_SQL,
     USAGE_SINCE_SQL,
     USER_PREFS_SQL,
     WINDOW_BY_KEY_SQL,
@@ -66,6 +67,7 @@ from bot.store.queries import (
     set_conversation_pref_sql,
     unfinished_replies,
     upsert_user_pref_sql,
+    usage_by_model,
     usage_entry,
     usage_row,
     usage_summary,
@@ -115,6 +117,7 @@ _CONVERSATION_PREFS = numbered(CONVERSATION_PREFS_SQL)
 _INSERT_USAGE = numbered(INSERT_USAGE_SQL)
 _USAGE_SINCE = numbered(USAGE_SINCE_SQL)
 _ITER_USAGE = numbered(ITER_USAGE_SQL)
+_USAGE_BY_MODEL = numbered(USAGE_BY_MODEL_SQL)
 _LOAD_COUNTERS = numbered(LOAD_COUNTERS_SQL)
 _UPSERT_COUNTER = numbered(UPSERT_COUNTER_SQL)
 _PRUNE_COUNTERS = numbered(PRUNE_COUNTERS_SQL)
@@ -437,6 +440,10 @@ class PostgresStore:
             row = await conn.fetchrow(_USAGE_SINCE, user.storage_id(), float(since))
         assert row is not None  # an aggregate always returns its row
         return usage_summary(row)
+
+    async def usage_by_model(self, since: float) -> dict[str, UsageSummary]:
+        async with self._connection() as conn:
+            return usage_by_model(await conn.fetch(_USAGE_BY_MODEL, float(since)))
 
     async def iter_usage(self) -> AsyncIterator[UsageEntry]:
         """Every ledger row in the order recorded, fetched in batches (a connection is

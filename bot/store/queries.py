@@ -57,6 +57,7 @@ __all__ = [
     "UPSERT_CONVERSATION_SQL",
     "UPSERT_COUNTER_SQL",
     "USAGE_BATCH",
+    "USAGE_BY_MODEL_SQL",
     "USAGE_SINCE_SQL",
     "USER_PREFS_SQL",
     "WINDOW_BATCH",
@@ -77,6 +78,7 @@ __all__ = [
     "set_conversation_pref_sql",
     "unfinished_replies",
     "upsert_user_pref_sql",
+    "usage_by_model",
     "usage_entry",
     "usage_row",
     "usage_summary",
@@ -139,6 +141,12 @@ USAGE_SINCE_SQL = (
     "SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0),"
     " COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(estimated), 0),"
     " COALESCE(SUM(cached), 0) FROM usage WHERE user_id = ? AND at >= ?"
+)
+# Served by usage_by_time: reads only the rows since.
+USAGE_BY_MODEL_SQL = (
+    "SELECT model, COUNT(*), COALESCE(SUM(prompt_tokens), 0),"
+    " COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(estimated), 0),"
+    " COALESCE(SUM(cached), 0) FROM usage WHERE at >= ? GROUP BY model ORDER BY model"
 )
 ITER_USAGE_SQL = (
     "SELECT id, user_id, platform, model, prompt_tokens, completion_tokens, at,"
@@ -336,6 +344,11 @@ def usage_summary(row: Sequence[Any]) -> UsageSummary:
     """The row of ``USAGE_SINCE_SQL`` as a ``UsageSummary``."""
     requests, prompt, completion, estimated, cached = row
     return UsageSummary(int(requests), int(prompt), int(completion), int(estimated), int(cached))
+
+
+def usage_by_model(rows: Sequence[Sequence[Any]]) -> dict[str, UsageSummary]:
+    """The rows of ``USAGE_BY_MODEL_SQL`` as totals per model."""
+    return {str(row[0]): usage_summary(row[1:]) for row in rows}
 
 
 def usage_entry(row: Sequence[Any]) -> UsageEntry:

@@ -52,6 +52,7 @@ from bot.store.queries import (
     UPSERT_CONVERSATION_SQL,
     UPSERT_COUNTER_SQL,
     USAGE_BATCH,
+    USAGE_BY_MODEL_SQL,
     USAGE_SINCE_SQL,
     USER_PREFS_SQL,
     WINDOW_SQL,
@@ -68,6 +69,7 @@ from bot.store.queries import (
     set_conversation_pref_sql,
     unfinished_replies,
     upsert_user_pref_sql,
+    usage_by_model,
     usage_entry,
     usage_row,
     usage_summary,
@@ -365,6 +367,12 @@ class SqliteStore:
         params = (user.storage_id(), since)
         rows = await self._call(functools.partial(_fetch, USAGE_SINCE_SQL, params), write=False)
         return usage_summary(rows[0])
+
+    async def usage_by_model(self, since: float) -> dict[str, UsageSummary]:
+        rows = await self._call(
+            functools.partial(_fetch, USAGE_BY_MODEL_SQL, (since,)), write=False
+        )
+        return usage_by_model(rows)
 
     async def iter_usage(self) -> AsyncIterator[UsageEntry]:
         """Every ledger row in the order recorded, fetched in batches.

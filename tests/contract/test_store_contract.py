@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -461,6 +462,19 @@ async def test_usage_since_sums_one_users_rows_from_a_time(store: Store) -> None
     assert await store.usage_since(ALICE, 0) == UsageSummary(3, 111, 222)
     assert await store.usage_since(ALICE, T0 + 51) == UsageSummary()
     assert await store.usage_since(UserRef(Platform("discord"), "9"), 0) == UsageSummary()
+
+
+async def test_usage_by_model_totals_every_users_rows_from_a_time(store: Store) -> None:
+    await store.record_usage(entry(ALICE, T0 - 100, 1, 2))
+    await store.record_usage(entry(ALICE, T0, 10, 20))
+    await store.record_usage(entry(BOB, T0 + 50, 100, 200))
+    await store.record_usage(replace(entry(SLACK_ALICE, T0 + 50, 0, 0), model="other"))
+
+    assert await store.usage_by_model(T0) == {
+        entry(ALICE, T0, 0, 0).model: UsageSummary(2, 110, 220),
+        "other": UsageSummary(1, 0, 0),
+    }
+    assert await store.usage_by_model(T0 + 51) == {}
 
 
 async def test_iter_usage_yields_every_row_in_the_order_recorded(store: Store) -> None:

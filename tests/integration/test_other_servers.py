@@ -213,7 +213,12 @@ async def test_openai_sends_its_cap_field_reads_real_usage_and_its_window(
     # Its request headers count per minute: adopted as the RPM limit, not RPD.
     local = {d.dimension: d.limit for d in account[0].local}
     assert local.get("rpm") == openai.limit_rpm and "rpd" not in local
-    assert "requests left this minute" in (await rt_usage_admin(openai, settings_for))
+    admin_usage = await rt_usage_admin(openai, settings_for)
+    assert "requests left this minute" in admin_usage
+    # The whole bot's day, per model, as a table: this test's replies on its database.
+    assert "The whole bot today (since 00:00 UTC):" in admin_usage
+    row = next(line for line in admin_usage.splitlines() if line.startswith("gpt-4o-mini"))
+    assert int(row.split()[1]) >= 1  # replies
 
 
 async def rt_usage_admin(fake: FakeGroq, settings_for: SettingsFactory) -> str:

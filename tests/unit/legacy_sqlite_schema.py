@@ -125,4 +125,6 @@ LEGACY_STEPS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE user_prefs ADD COLUMN model_strict INTEGER",
         "ALTER TABLE conversations ADD COLUMN model_strict INTEGER",
     ),
+    # V8: the whole ledger by time.
+    ("CREATE INDEX usage_by_time ON usage (at)",),
 )
