@@ -250,9 +250,14 @@ async def bot_path(
     result.bounds = discord_bound(fake, replies)
 
 
+# Seconds between scrapes of /metrics with --metrics: 1 by default, 15 times as often as
+# Prometheus's default scrape_interval (15 s); --scrape-s sets it.
+SCRAPE_S = 1.0
+
+
 @contextlib.asynccontextmanager
 async def scraping(port: int | None) -> AsyncIterator[None]:
-    """Fetch ``/metrics`` every second while the block runs (nothing without a port)."""
+    """Fetch ``/metrics`` every ``SCRAPE_S`` while the block runs (nothing without a port)."""
     if port is None:
         yield
         return
@@ -262,7 +267,7 @@ async def scraping(port: int | None) -> AsyncIterator[None]:
             while True:
                 with contextlib.suppress(httpx.HTTPError):
                     await client.get(f"http://127.0.0.1:{port}/metrics")
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(SCRAPE_S)
 
     task = asyncio.create_task(scrape())
     try:
@@ -344,6 +349,9 @@ if __name__ == "__main__":
     parser.add_argument(
         "--quota-scenario", action="store_true", help="issue 12's 20 x 5 free-tier scenario"
     )
+    parser.add_argument(
+        "--scrape-s", type=float, default=1.0, help="with --metrics: seconds between scrapes"
+    )
     parser.add_argument("--quota-seconds", type=float, default=180.0, help="its time bound")
     parser.add_argument(
         "--quota-reply-words", type=int, default=100, help="filler words per fake answer"
@@ -362,4 +370,5 @@ if __name__ == "__main__":
                 )
     else:
         levels = args.levels.split(",") + (["200one"] if args.big else [])
+        SCRAPE_S = args.scrape_s
         asyncio.run(main(levels, args.bare, args.metrics))
