@@ -45,7 +45,6 @@ from bot.errors import QuotaExceeded, StoreError
 from bot.limits.account import ModelAccount
 from bot.limits.config import QuotaConfig
 from bot.limits.fleet_db import FleetLedger, Tx
-from bot.limits.meters import DRAIN_HOLD_S
 from bot.limits.quota import predicted_wait, queue_timeout
 from bot.limits.report import (
     ModelUsage,
@@ -397,7 +396,7 @@ class FleetQuota:
             queued, amount, _ = await tx.queue(model)
             request_id = await tx.insert_request(model, sid, tokens, mine, minute, day)
             if not queued and account.need(tokens, now) <= 0:
-                account.budget.take(tokens, now, DRAIN_HOLD_S)
+                account.budget.take(tokens, now, self._config.drain_hold_s)
                 await tx.mark_sent(request_id)
                 await tx.save_account(model, account.to_state())
                 return _Step(request_id, admitted=True)
@@ -492,7 +491,7 @@ class FleetQuota:
             need = account.need(tokens, now)
             if need > 0:
                 return _Step(request_id, wait=need, soonest=account.need(tokens, now, 0.0))
-            account.budget.take(tokens, now, DRAIN_HOLD_S)
+            account.budget.take(tokens, now, self._config.drain_hold_s)
             await tx.mark_sent(request_id)
             await tx.save_account(model, account.to_state())
             # The next head may look now, and so may this user's next message.

@@ -195,7 +195,7 @@ class QuotaManager:
         admission = Admission(self, sid, model, tokens, mine, state, counters, minute, day)
         admission.waited_s = waited
         if account.can_pass(tokens, now):
-            account.budget.take(tokens, now)
+            account.budget.take(tokens, now, self._config.drain_hold_s)
         else:
             try:
                 admission.account_wait_s = await self._queue(account, tokens, state, now, on_wait)
@@ -520,7 +520,7 @@ class QuotaManager:
                 if account.waiters.head() is waiter:
                     need = account.need(tokens, now)
                     if need <= 0:
-                        account.budget.take(tokens, now)
+                        account.budget.take(tokens, now, self._config.drain_hold_s)
                         return now - start
                     # Give up early only if even the soonest case is too late: requests in
                     # flight may finish any moment having used little (settle wakes us).

@@ -73,9 +73,9 @@ def make(
 ) -> tuple[QuotaManager, FakeClock]:
     clock = clock or FakeClock(T0, epoch=T0)  # time() == now(): the quota reads time()
     config.setdefault("max_queue_wait_s", 90)
-    config.setdefault(
-        "spare_s", 0.0
-    )  # exact arithmetic: advance() lands on the wait  # room for a whole minute's wait
+    # Exact arithmetic: advance() lands on the wait.
+    config.setdefault("spare_s", 0.0)
+    config.setdefault("drain_hold_s", 0.0)
     cfg = QuotaConfig(
         model_limits=parse_overrides(limits), admin_ids=frozenset({"slack:UADMIN"}), **config
     )
@@ -868,3 +868,18 @@ async def test_predict_wait_names_the_day_window_behind_a_429_pause() -> None:
     other = "openai/gpt-oss-20b"
     quota.observe(RateLimitSnapshot(model=other, at=T0, status=429, retry_after_s=120))
     assert quota.predict_wait(other, 500) == (120.0, "pause")
+
+
+async def test_a_burst_into_an_idle_bucket_drains_from_the_servers_side_of_the_trip() -> None:
+    # The server counts a request when it arrives, up to DRAIN_HOLD_S after the mirror
+    # reserved it: the mirror starts draining an idle bucket that much later, so the
+    # request that follows a burst never reaches the server before its slot is free.
+    q, clock = make(limits=f"{MODEL}=rpm:2", user_share=1.0, drain_hold_s=1.0)
+    await use(q, ALICE)
+    await use(q, BOB)
+    third = asyncio.create_task(q.admit(CAROL, MODEL, 10))
+    await settle()
+    await clock.advance(30)  # one slot refills in 30 s from the reservation…
+    assert not third.done()
+    await clock.advance(1)  # … and 30 s from the hold's end
+    assert (await done(third)).waited_s == pytest.approx(31)
