@@ -297,12 +297,6 @@ class DiscordAdapter:
         # be shown any more, so waiting would only burn tokens; the next start notes them.
         await client.drain(0.0 if client.is_closed() else self._shutdown_grace_s)
         await client.close()
-        # discord.py's close() leaves a new session's "ready" countdown running
-        # (ConnectionState._ready_task, guild_ready_timeout long); it would dispatch
-        # on_ready to a closed client, as a task the ending loop destroys unstarted.
-        ready = getattr(client._connection, "_ready_task", None)
-        if ready is not None:
-            ready.cancel()
         if gateway is not None:
             gateway.remove_done_callback(self._gateway_ended)
             gateway.cancel()  # when it sleeps before a fresh session
