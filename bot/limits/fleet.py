@@ -37,7 +37,6 @@ import logging
 import math
 import random
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -45,7 +44,7 @@ from bot.errors import QuotaExceeded, StoreError
 from bot.limits.account import ModelAccount
 from bot.limits.config import QuotaConfig
 from bot.limits.fleet_db import FleetLedger, Tx
-from bot.limits.quota import predicted_wait, queue_timeout
+from bot.limits.quota import REANNOUNCE_S, OnWait, predicted_wait, queue_timeout
 from bot.limits.report import (
     ModelUsage,
     UserUsage,
@@ -67,10 +66,7 @@ __all__ = ["FleetAdmission", "FleetQuota", "Wake"]
 
 log = logging.getLogger(__name__)
 
-OnWait = Callable[[float, WaitReason], Awaitable[None]]
 Wake = Literal["notify", "poll"]
-# Re-announce the wait when its end moves later by more than this (as QuotaManager).
-_REANNOUNCE_S = 5.0
 # Waiters look again at least this often even with LISTEN/NOTIFY: a notification
 # lost with a dropped listener connection costs at most this much.
 _SAFETY_POLL_S = 2.0
@@ -357,7 +353,7 @@ class FleetQuota:
             if on_wait is not None and (
                 told is None
                 or told[0] is not step.reason
-                or now + step.wait > told[1] + _REANNOUNCE_S
+                or now + step.wait > told[1] + REANNOUNCE_S
             ):
                 told = step.reason, now + step.wait
                 await on_wait(step.wait if step.wait < math.inf else 0.0, step.reason)
@@ -470,7 +466,7 @@ class FleetQuota:
             if step.wait < math.inf:  # the head: its wait is known
                 if left <= 0 or step.soonest > left:
                     raise queue_timeout(model, now - start, max(step.soonest, step.wait))
-                if on_wait is not None and eta < math.inf and now + step.wait > eta + _REANNOUNCE_S:
+                if on_wait is not None and eta < math.inf and now + step.wait > eta + REANNOUNCE_S:
                     await on_wait(step.wait, WaitReason.CAPACITY)
                 eta = now + step.wait
                 await self._sleep_or_wake(wake, min(step.wait + self._config.spare_s, left))

@@ -75,13 +75,13 @@ from bot.ports import Clock, QuotaCounterStore
 from bot.ratelimit import Waiter, WaitQueue
 from bot.types import QuotaCounter, RateLimitSnapshot, Usage, UserRef, WaitReason
 
-__all__ = ["Admission", "QuotaManager", "queue_timeout"]
+__all__ = ["REANNOUNCE_S", "Admission", "OnWait", "QuotaManager", "predicted_wait", "queue_timeout"]
 
 log = logging.getLogger(__name__)
 
 OnWait = Callable[[float, WaitReason], Awaitable[None]]
 # Re-announce the wait when its end moves later by more than this (e.g. a 429 pause).
-_REANNOUNCE_S = 5.0
+REANNOUNCE_S = 5.0
 
 
 class _UserState:
@@ -446,7 +446,7 @@ class QuotaManager:
                 if reason is WaitReason.YOUR_LIMIT and wait > self._config.max_queue_wait_s:
                     raise self._user_refusal(sid, counters, account, dim, tokens, wait, now)
                 if on_wait is not None and (
-                    told is None or told[0] is not reason or now + wait > told[1] + _REANNOUNCE_S
+                    told is None or told[0] is not reason or now + wait > told[1] + REANNOUNCE_S
                 ):
                     told = reason, now + wait
                     await on_wait(wait if wait < math.inf else 0.0, reason)
@@ -527,7 +527,7 @@ class QuotaManager:
                     soonest = account.need(tokens, now, pending_share=0.0)
                     if delay <= 0 or soonest > delay:
                         raise queue_timeout(account.model, now - start, max(soonest, need))
-                    if on_wait is not None and now + need > eta + _REANNOUNCE_S:
+                    if on_wait is not None and now + need > eta + REANNOUNCE_S:
                         eta = now + need
                         await on_wait(need, WaitReason.CAPACITY)
                     # Past the computed moment by what the server is ahead (requests'
