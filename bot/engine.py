@@ -245,9 +245,8 @@ class Engine(ChannelCommandsMixin):
             async with self._conversation_lock(incoming.key), AsyncExitStack() as held:
                 try:  # other processes on the database run this conversation's turns too
                     await held.enter_async_context(self.store.turn_lease(incoming.key))
-                except StoreError as exc:  # the turn's first database call: the same line
-                    log.warning("turn failed: %s %s", type(exc).__name__, exc.detail or exc)
-                    await sink.fail(exc.user_text)
+                except StoreError as exc:  # the turn's first database call
+                    await self._failed(user_text, sink, exc, None)
                     return
                 await self._run_turn(incoming, user_text, sink)
 
