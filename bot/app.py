@@ -25,7 +25,6 @@ from bot.errors import (
 )
 from bot.fallback import unknown_models
 from bot.limits.config import QuotaConfig
-from bot.limits.fleet import FleetQuota
 from bot.limits.quota import QuotaManager
 from bot.llm.client import CompletionsClient
 from bot.llm.provider import Provider, ProviderKind
@@ -35,7 +34,10 @@ from bot.store import InMemoryStore, SqliteStore
 from bot.streaming import EditPacer
 from bot.types import ModelInfo, Platform, UnfinishedReply
 
-if TYPE_CHECKING:  # prometheus-client and aiohttp's server load only with METRICS_PORT
+# Loaded only when used: asyncpg with DATABASE_URL, prometheus-client and aiohttp's
+# server with METRICS_PORT (tests/unit/test_lazy_imports.py).
+if TYPE_CHECKING:
+    from bot.limits.fleet import FleetQuota
     from bot.metrics import Metrics
     from bot.ops import OpsServer
 
@@ -425,6 +427,10 @@ async def _open_quota(
         quota = QuotaManager(config=config, clock=clock, store=store)
         await quota.load()
         return quota
+    # Imported here: asyncpg and the fleet's code cost ~5 MB of RSS that a process
+    # without DATABASE_URL never needs.
+    from bot.limits.fleet import FleetQuota
+
     fleet = FleetQuota.create(
         dsn,
         config=config,
