@@ -1,15 +1,14 @@
 """``SqliteStore``: the durable ``Store`` over one aiosqlite connection to a WAL-mode file.
 
-One connection serialises statements; an ``asyncio.Lock`` around every transaction (and
-every read, so nobody sees another caller's uncommitted rows on the shared connection)
-keeps concurrent callers from interleaving. Writes run in ``BEGIN IMMEDIATE`` … COMMIT
-and roll back on any exception, cancellation included. Every sqlite3 / OS error is turned
-into ``StoreError`` once, by ``map_store_errors``.
+One connection serialises statements: every transaction and every read is one function
+run whole on aiosqlite's worker thread, so concurrent callers never interleave and
+nobody sees another caller's uncommitted rows. Writes run in ``BEGIN IMMEDIATE`` …
+COMMIT and roll back on any exception; a cancelled caller's call still runs to its end.
+Every sqlite3 / OS error is turned into ``StoreError`` once, by ``map_store_errors``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import logging
@@ -152,7 +151,6 @@ class SqliteStore:
         self._path = Path(path)
         self._clock = clock
         self._conn: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
         self._claims = 0
 
     @property
@@ -189,11 +187,10 @@ class SqliteStore:
         await _execute(conn, "PRAGMA foreign_keys = ON")
 
     async def aclose(self) -> None:
-        async with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                with map_store_errors(self._path):
-                    await conn.close()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with map_store_errors(self._path):
+                await conn.close()  # queued after the calls in flight, which finish first
 
     async def ping(self) -> None:
         await self._call(lambda db: db.execute("SELECT 1").fetchall(), write=False)
@@ -207,19 +204,22 @@ class SqliteStore:
 
     async def _call(self, work: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
         """Run ``work`` on the worker thread in one hop, a write as one ``BEGIN
-        IMMEDIATE`` … COMMIT (rolled back if it raises), under the same lock.
+        IMMEDIATE`` … COMMIT (rolled back if it raises).
 
         A statement through aiosqlite costs 2–3 hops to its thread; a turn made ~33.
         Every transaction and read here is one such call. ``work`` runs whole even if the
-        caller is cancelled, so a write never stays open.
+        caller is cancelled, so a write never stays open. No lock: the one worker thread
+        runs the queued calls one after another, each whole, so they cannot interleave;
+        a lock here would let only one call wait on the thread at a time, and under load
+        each would also wait for the busy event loop to pass the lock on (200 turns at
+        once queued ~1 s behind it before their model request).
         """
-        async with self._lock:
-            conn = self._connection()
-            with map_store_errors(self._path):
-                # aiosqlite's private runner: the public API offers only per-statement hops.
-                run: Any = conn._execute
-                result: T = await run(_transaction if write else _plain, conn._conn, work)
-                return result
+        conn = self._connection()
+        with map_store_errors(self._path):
+            # aiosqlite's private runner: the public API offers only per-statement hops.
+            run: Any = conn._execute
+            result: T = await run(_transaction if write else _plain, conn._conn, work)
+            return result
 
     def _now(self) -> float:
         return self._clock.time() if self._clock is not None else time.time()

@@ -319,6 +319,34 @@ async def test_interleaved_writers_and_readers_never_share_a_transaction(
     assert await store.usage_since(ALICE, 0) == UsageSummary(40, 40, 40)
 
 
+async def test_concurrent_calls_queue_on_the_worker_thread_together(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One call at a time (a lock around each) made every caller also wait for the event
+    # loop to pass the lock on: 200 turns at once queued ~1 s behind each other.
+    conn = store._conn
+    assert conn is not None
+    run = conn._execute
+    waiting = most = 0
+
+    async def counted(fn: object, *args: object) -> object:
+        nonlocal waiting, most
+        waiting += 1
+        most = max(most, waiting)
+        try:
+            return await run(fn, *args)  # type: ignore[arg-type]
+        finally:
+            waiting -= 1
+
+    monkeypatch.setattr(conn, "_execute", counted)
+    keys = [ConversationKey(Platform("discord"), dm_user=str(i)) for i in range(20)]
+    await asyncio.gather(*(store.add_message(k, role="user", content="hi") for k in keys))
+    windows = await asyncio.gather(*(store.window(k, token_budget=99) for k in keys))
+
+    assert most == 20
+    assert [[m.content for m in w] for w in windows] == [["hi"]] * 20
+
+
 async def test_cancelled_callers_leave_the_store_usable(store: SqliteStore) -> None:
     tasks = [
         asyncio.create_task(store.add_message(KEY, role="user", content=f"m{i}")) for i in range(20)
@@ -399,7 +427,7 @@ async def test_window_on_a_long_conversation_reads_only_what_fits_via_the_index(
             assert "messages_by_conversation" in plan, plan
 
 
-async def test_iter_usage_crosses_batches_without_holding_the_lock(
+async def test_iter_usage_crosses_batches_without_holding_up_other_callers(
     store: SqliteStore, db_path: Path
 ) -> None:
     await store.record_usage(UsageEntry(ALICE, "m", 0, 0, T0))
