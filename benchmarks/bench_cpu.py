@@ -201,6 +201,22 @@ def _window_factory(limit: int, window_s: float) -> Callable[[str], FixedWindow]
     return lambda key: windows.setdefault(key, FixedWindow(limit, window_s))
 
 
+def fake_model(per_event: int = 1) -> FakeGroq:
+    """The benchmark's FakeGroq (not started): 0.2 s to the first token, then about
+    500 tokens/s, ``per_event`` tokens per SSE event, a ~200-word answer."""
+    groq = FakeGroq()
+    groq.first_token_delay_s = 0.2
+    groq.pieces_per_event = per_event
+    groq.token_delay_s = per_event / TOKENS_PER_S
+    groq.reply_words = REPLY_WORDS
+    # The bots share the fake's account: limits far above the load, or the bot's quota
+    # mirror (which sees the floors' use in the headers as another client's) would
+    # queue its requests at 200 conversations (bench_quota.py measures that queue).
+    groq.limit_rpm, groq.limit_rpd = 10**6, 10**8
+    groq.limit_tpm, groq.limit_tpd = 10**9, 10**10
+    return groq
+
+
 @contextlib.asynccontextmanager
 async def started(who: Contender, groq: FakeGroq, workdir: Path) -> AsyncIterator[None]:
     """``who``'s process, connected and warmed up by one answered conversation; its idle
@@ -268,16 +284,7 @@ async def level(
     workdir: Path,
     profile: Path | None,
 ) -> Level:
-    groq = FakeGroq()
-    groq.first_token_delay_s = 0.2
-    groq.pieces_per_event = per_event
-    groq.token_delay_s = per_event / TOKENS_PER_S
-    groq.reply_words = REPLY_WORDS
-    # The bots share the fake's account: limits far above the load, or the bot's quota
-    # mirror (which sees the floors' use in the headers as another client's) would
-    # queue its requests at 200 conversations (bench_quota.py measures that queue).
-    groq.limit_rpm, groq.limit_rpd = 10**6, 10**8
-    groq.limit_tpm, groq.limit_tpd = 10**9, 10**10
+    groq = fake_model(per_event)
     await groq.start()
     try:
         async with contextlib.AsyncExitStack() as stack:

@@ -32,10 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_cpu import Contender, populate, started
+from bench_cpu import Contender, fake_model, populate, started
 
 from tests.fakes.discord_server import FakeDiscord
-from tests.fakes.groq_server import FakeGroq
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,7 +98,7 @@ def import_steps(repeat: int) -> tuple[list[tuple[str, float]], list[str]]:
 
 async def idle_processes() -> dict[str, float]:
     """Idle RSS of the bot and the floor bots, as ``bench_cpu.py`` measures it."""
-    groq = FakeGroq()
+    groq = fake_model()
     await groq.start()
     try:
         async with contextlib.AsyncExitStack() as stack:
