@@ -507,7 +507,15 @@ async def test_twenty_concurrent_mentions_sharing_one_channel_budget(
     fake_groq.token_delay_s = 0.01
     channel = fake_discord.channel_id
     started = time.monotonic()
-    async with running_bot(build(discord_reply_mode="reply", **GENEROUS_USER_QUOTA)):
+    # The account's tier set, as an operator would: until the first answer's headers
+    # tell, the quota assumes the free tier, and 20 requests at once from one user would
+    # fill their line (5) and be refused, which is another test's subject.
+    tier = (
+        f"{MODEL}=rpm:{fake_groq.limit_rpm},rpd:{fake_groq.limit_rpd},"
+        f"tpm:{fake_groq.limit_tpm},tpd:{fake_groq.limit_tpd}"
+    )
+    settings = build(discord_reply_mode="reply", quota_model_limits=tier, **GENEROUS_USER_QUOTA)
+    async with running_bot(settings):
         await asyncio.gather(*(fake_discord.send_message(f"q{i}", mention=True) for i in range(20)))
         for i in range(20):
             await final_answer(fake_discord, channel, expected(1, f"q{i}"), within=40)
