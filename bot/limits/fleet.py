@@ -44,7 +44,14 @@ from bot.errors import QuotaExceeded, StoreError
 from bot.limits.account import ModelAccount
 from bot.limits.config import QuotaConfig
 from bot.limits.fleet_db import FleetLedger, Tx
-from bot.limits.quota import REANNOUNCE_S, OnWait, predicted_wait, queue_timeout
+from bot.limits.quota import (
+    REANNOUNCE_S,
+    OnWait,
+    predicted_wait,
+    queue_timeout,
+    too_large,
+    user_refusal,
+)
 from bot.limits.report import (
     ModelUsage,
     UserUsage,
@@ -52,9 +59,7 @@ from bot.limits.report import (
     busy_text,
     format_usage,
     queue_full_text,
-    too_large_text,
     user_dimensions,
-    user_limit_text,
 )
 from bot.limits.table import LimitTable, ModelLimits
 from bot.limits.users import UserCounters
@@ -372,12 +377,8 @@ class FleetQuota:
                 if self._turn_taken(in_flight, running):
                     return _Step(reason=WaitReason.YOUR_TURN)
             account = await self._load(tx, model)
-            tpm = account.budget.buckets.get("tpm")
-            if tpm is not None and tokens > tpm.limit:
-                text = too_large_text(model, tokens, int(tpm.limit), self._config.max_output_tokens)
-                refusal = QuotaExceeded(
-                    text, scope="account", detail=f"{tokens} > tpm {tpm.limit:.0f} on {model}"
-                )
+            refusal = too_large(account, tokens, self._config)
+            if refusal is not None:
                 return _Step(refusal=refusal)
             state, in_flight, running = await tx.lock_user(sid, model)
             counters = self._user_counters(state)
@@ -433,16 +434,7 @@ class FleetQuota:
         dim, wait = blocked
         if wait <= self._config.max_queue_wait_s:
             return _Step(reason=WaitReason.YOUR_LIMIT, wait=wait)
-        limit = account.user_limits.get(dim) or 0
-        used = counters.window(dim).used(now)
-        refusal = QuotaExceeded(
-            user_limit_text(dim, limit, used, tokens, wait, account.model),
-            scope="user",
-            retry_in_s=wait,
-            notify=counters.first_notice(dim, now),
-            detail=f"{sid} {dim} {used:.0f}/{limit} on {account.model}",
-        )
-        return _Step(refusal=refusal)
+        return _Step(refusal=user_refusal(sid, counters, account, dim, tokens, wait, now))
 
     async def _account_turn(
         self,

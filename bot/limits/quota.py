@@ -174,13 +174,9 @@ class QuotaManager:
         tokens = max(0, int(estimated_tokens))
         mine = tokens if user_tokens is None else max(0, min(tokens, int(user_tokens)))
         account = self._account(model)
-        tpm = account.budget.buckets.get("tpm")
-        if tpm is not None and tokens > tpm.limit:
-            raise QuotaExceeded(
-                too_large_text(model, tokens, int(tpm.limit), self._config.max_output_tokens),
-                scope="account",
-                detail=f"{tokens} > tpm {tpm.limit:.0f} on {model}",
-            )
+        refusal = too_large(account, tokens, self._config)
+        if refusal is not None:
+            raise refusal
         sid = user.storage_id()
         state = self._user(sid)
         counters = self._counters(state, model)
@@ -444,7 +440,7 @@ class QuotaManager:
                     block = WaitReason.YOUR_TURN, math.inf, "behind"
                 reason, wait, dim = block
                 if reason is WaitReason.YOUR_LIMIT and wait > self._config.max_queue_wait_s:
-                    raise self._user_refusal(sid, counters, account, dim, tokens, wait, now)
+                    raise user_refusal(sid, counters, account, dim, tokens, wait, now)
                 if on_wait is not None and (
                     told is None or told[0] is not reason or now + wait > told[1] + REANNOUNCE_S
                 ):
@@ -453,26 +449,6 @@ class QuotaManager:
                 await self._sleep_or_wake(wake, wait)
         finally:
             state.line.leave(ticket)
-
-    def _user_refusal(
-        self,
-        sid: str,
-        counters: UserCounters,
-        account: ModelAccount,
-        dim: str,
-        tokens: int,
-        wait: float,
-        now: float,
-    ) -> QuotaExceeded:
-        limit = account.user_limits.get(dim) or 0
-        used = counters.window(dim).used(now)
-        return QuotaExceeded(
-            user_limit_text(dim, limit, used, tokens, wait, account.model),
-            scope="user",
-            retry_in_s=wait,
-            notify=counters.first_notice(dim, now),
-            detail=f"{sid} {dim} {used:.0f}/{limit} on {account.model}",
-        )
 
     def _release_user(self, admission: Admission) -> None:
         """Undo a reservation whose request never ran (timed out or cancelled)."""
@@ -595,6 +571,41 @@ class QuotaManager:
         ]
         for sid in idle:
             del self._users[sid]
+
+
+def user_refusal(
+    sid: str,
+    counters: UserCounters,
+    account: ModelAccount,
+    dim: str,
+    tokens: int,
+    wait: float,
+    now: float,
+) -> QuotaExceeded:
+    """The refusal of a request whose user window ``dim`` resets in ``wait`` seconds,
+    later than the queue may wait (both quota backings)."""
+    limit = account.user_limits.get(dim) or 0
+    used = counters.window(dim).used(now)
+    return QuotaExceeded(
+        user_limit_text(dim, limit, used, tokens, wait, account.model),
+        scope="user",
+        retry_in_s=wait,
+        notify=counters.first_notice(dim, now),
+        detail=f"{sid} {dim} {used:.0f}/{limit} on {account.model}",
+    )
+
+
+def too_large(account: ModelAccount, tokens: int, config: QuotaConfig) -> QuotaExceeded | None:
+    """The refusal of a request larger than the model's tokens per minute (it could
+    never pass), else None (both quota backings)."""
+    tpm = account.budget.buckets.get("tpm")
+    if tpm is None or tokens <= tpm.limit:
+        return None
+    return QuotaExceeded(
+        too_large_text(account.model, tokens, int(tpm.limit), config.max_output_tokens),
+        scope="account",
+        detail=f"{tokens} > tpm {tpm.limit:.0f} on {account.model}",
+    )
 
 
 def queue_timeout(model: str, waited: float, more: float) -> QuotaExceeded:
