@@ -7,6 +7,7 @@ import gc
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
@@ -293,6 +294,35 @@ async def test_a_locked_database_is_busy_and_the_store_recovers(
 # ----- concurrency -----
 
 
+@dataclass
+class Hops:
+    """Calls handed to the store's worker thread: how many, and the most at once."""
+
+    calls: int = 0
+    waiting: int = 0
+    most_waiting: int = 0
+
+
+def watch_hops(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> Hops:
+    """Count every call ``store`` hands to aiosqlite's worker thread from now on."""
+    conn = store._conn
+    assert conn is not None
+    run = conn._execute
+    hops = Hops()
+
+    async def counted(fn: object, *args: object) -> object:
+        hops.calls += 1
+        hops.waiting += 1
+        hops.most_waiting = max(hops.most_waiting, hops.waiting)
+        try:
+            return await run(fn, *args)  # type: ignore[arg-type]
+        finally:
+            hops.waiting -= 1
+
+    monkeypatch.setattr(conn, "_execute", counted)
+    return hops
+
+
 async def test_interleaved_writers_and_readers_never_share_a_transaction(
     store: SqliteStore, db_path: Path
 ) -> None:
@@ -324,26 +354,12 @@ async def test_concurrent_calls_queue_on_the_worker_thread_together(
 ) -> None:
     # One call at a time (a lock around each) made every caller also wait for the event
     # loop to pass the lock on: 200 turns at once queued ~1 s behind each other.
-    conn = store._conn
-    assert conn is not None
-    run = conn._execute
-    waiting = most = 0
-
-    async def counted(fn: object, *args: object) -> object:
-        nonlocal waiting, most
-        waiting += 1
-        most = max(most, waiting)
-        try:
-            return await run(fn, *args)  # type: ignore[arg-type]
-        finally:
-            waiting -= 1
-
-    monkeypatch.setattr(conn, "_execute", counted)
+    hops = watch_hops(store, monkeypatch)
     keys = [ConversationKey(Platform("discord"), dm_user=str(i)) for i in range(20)]
     await asyncio.gather(*(store.add_message(k, role="user", content="hi") for k in keys))
     windows = await asyncio.gather(*(store.window(k, token_budget=99) for k in keys))
 
-    assert most == 20
+    assert hops.most_waiting == 20
     assert [[m.content for m in w] for w in windows] == [["hi"]] * 20
 
 
@@ -591,17 +607,7 @@ async def test_every_operation_is_one_call_on_the_worker_thread(
 ) -> None:
     # Each aiosqlite statement is 2-3 hops to its thread and back; a whole transaction
     # (BEGIN IMMEDIATE, statements, COMMIT) costs one when run as a function there.
-    conn = store._conn
-    assert conn is not None
-    hops = 0
-    run = conn._execute
-
-    async def counted(fn: object, *args: object) -> object:
-        nonlocal hops
-        hops += 1
-        return await run(fn, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(conn, "_execute", counted)
+    hops = watch_hops(store, monkeypatch)
     counter = QuotaCounter("user:discord:1@m", "rpm", T0, 3.0)
     entry = UsageEntry(ALICE, "m", 10, 20, T0, False)
     operations = {
@@ -619,11 +625,11 @@ async def test_every_operation_is_one_call_on_the_worker_thread(
         "ping": store.ping(),
     }
     for name, operation in operations.items():
-        hops = 0
+        hops.calls = 0
         await operation
-        assert hops == 1, name
-    hops = 0
+        assert hops.calls == 1, name
+    hops.calls = 0
     assert [e async for e in store.iter_usage()] == [entry]
-    assert hops == 1  # one batch
+    assert hops.calls == 1  # one batch
     assert await store.prefs(ALICE, KEY) == Prefs(model=None, system_prompt="be brief")
     assert await store.window(KEY, token_budget=100) == []  # reset forgot the message
