@@ -35,10 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cpu import Contender, fake_model, populate, started
 
 from tests.fakes.discord_server import FakeDiscord
+from tests.unit.test_lazy_imports import DISCORD_ON_SQLITE, OPTIONAL
 
 ROOT = Path(__file__).resolve().parents[1]
 
-STEPS = """
+STEPS = f"""
 import json, sys
 
 def rss():
@@ -71,11 +72,10 @@ async def _open():
 
 asyncio.run(_open())
 out.append(("aiosqlite (a connection opened)", rss()))
-import bot.__main__, bot.app, bot.store.sqlite, bot.llm.transport, adapters.discord.adapter
+{DISCORD_ON_SQLITE}
 out.append(("the bot's modules (Discord on SQLite)", rss()))
-optional = sorted({n.split(".")[0] for n in sys.modules}
-                  & {"asyncpg", "prometheus_client", "slack_bolt", "slack_sdk"})
-print(json.dumps({"steps": out, "optional": optional}))
+optional = sorted({{n.split(".")[0] for n in sys.modules}} & set({sorted(OPTIONAL)!r}))
+print(json.dumps({{"steps": out, "optional": optional}}))
 """
 
 
@@ -91,9 +91,8 @@ def import_steps(repeat: int) -> tuple[list[tuple[str, float]], list[str]]:
         runs.append(result["steps"])
         optional = result["optional"]
     names = [name for name, _ in runs[0]]
-    return [(n, statistics.median(run[i][1] for run in runs)) for i, n in enumerate(names)], (
-        optional
-    )
+    medians = [(n, statistics.median(run[i][1] for run in runs)) for i, n in enumerate(names)]
+    return medians, optional
 
 
 async def idle_processes() -> dict[str, float]:

@@ -16,11 +16,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 OPTIONAL = {"asyncpg", "prometheus_client", "slack_bolt", "slack_sdk"}
 OPTIONAL_OURS = {"bot.limits.fleet", "bot.limits.fleet_db", "bot.store.postgres", "bot.metrics"}
+# What ``python -m bot run`` imports for Discord on SQLite (benchmarks/bench_memory.py too).
+DISCORD_ON_SQLITE = (
+    "import bot.__main__, bot.app, bot.store.sqlite, bot.llm.transport, adapters.discord.adapter"
+)
 
-PROBE = """
+PROBE = f"""
 import json, sys
-import bot.__main__, bot.app, bot.store.sqlite, bot.llm.transport
-import adapters.discord.adapter
+{DISCORD_ON_SQLITE}
 print(json.dumps(sorted(sys.modules)))
 """
 
